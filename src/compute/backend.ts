@@ -5,7 +5,7 @@
  * method is asynchronous because gpu.js threads and WebGPU only answer through Promises.
  */
 
-export type BackendName = 'blas' | 'gpu';
+export type BackendName = 'blas' | 'gpu' | 'reference';
 
 /** Options of a general matrix product; the defaults give C = A·B. */
 export interface GemmOptions {
