@@ -1,0 +1,153 @@
+/**
+ * Deterministic mini-batches for synchronous data-parallel training.
+ *
+ * - Epoch e shuffles the training indices with new Rng(seed).fork(e): the permutation depends only
+ *   on (seed, e, n), never on earlier draws, so a run resumed at any step sees the same batches.
+ * - Steps count across epochs. stepsPerEpoch = floor(n / globalBatch); the incomplete last batch
+ *   of each epoch is dropped. Step s is batch (s mod stepsPerEpoch) of epoch floor(s / stepsPerEpoch),
+ *   i.e. a contiguous slice of that epoch's permutation.
+ * - Worker w of W gets a contiguous shard of the global batch; shard sizes differ by at most one
+ *   (the first globalBatch mod W workers get one extra), and the shards of workers 0..W-1
+ *   concatenated are exactly the global batch in order.
+ */
+import { Rng } from '../util/rng.js';
+import type { Dataset } from './fashion-mnist.js';
+
+/** Permutation of 0..n-1 for epoch `epoch` of a run with seed `seed`. */
+export function epochPermutation(n: number, seed: number, epoch: number): Uint32Array {
+  const perm = new Uint32Array(n);
+  for (let i = 0; i < n; i++) perm[i] = i;
+  new Rng(seed).fork(epoch).shuffle(perm);
+  return perm;
+}
+
+/** Half-open range [start, end) of worker `worker`'s shard within a global batch. */
+export function shardRange(globalBatch: number, worker: number, workers: number): { start: number; end: number } {
+  if (!Number.isInteger(workers) || workers < 1) throw new RangeError(`workers must be a positive integer, got ${workers}`);
+  if (!Number.isInteger(worker) || worker < 0 || worker >= workers) {
+    throw new RangeError(`worker must be an integer in 0..${workers - 1}, got ${worker}`);
+  }
+  if (workers > globalBatch) {
+    throw new RangeError(`cannot split a global batch of ${globalBatch} over ${workers} workers (each needs ≥1 sample)`);
+  }
+  const base = Math.floor(globalBatch / workers);
+  const extra = globalBatch % workers;
+  const start = worker * base + Math.min(worker, extra);
+  const end = start + base + (worker < extra ? 1 : 0);
+  return { start, end };
+}
+
+export class BatchPlan {
+  readonly n: number;
+  readonly globalBatch: number;
+  readonly seed: number;
+  readonly stepsPerEpoch: number;
+  private cachedEpoch = -1;
+  private cachedPerm: Uint32Array | undefined;
+
+  constructor(n: number, globalBatch: number, seed: number) {
+    if (!Number.isInteger(n) || n < 1) throw new RangeError(`n must be a positive integer, got ${n}`);
+    if (!Number.isInteger(globalBatch) || globalBatch < 1) {
+      throw new RangeError(`globalBatch must be a positive integer, got ${globalBatch}`);
+    }
+    if (globalBatch > n) throw new RangeError(`globalBatch ${globalBatch} exceeds the ${n} training samples`);
+    if (!Number.isInteger(seed)) throw new RangeError(`seed must be an integer, got ${seed}`);
+    this.n = n;
+    this.globalBatch = globalBatch;
+    this.seed = seed;
+    this.stepsPerEpoch = Math.floor(n / globalBatch);
+  }
+
+  /** Epoch that global step `step` belongs to. */
+  epochOf(step: number): number {
+    this.checkStep(step);
+    return Math.floor(step / this.stepsPerEpoch);
+  }
+
+  /** Index of step `step` within its epoch. */
+  stepInEpoch(step: number): number {
+    this.checkStep(step);
+    return step % this.stepsPerEpoch;
+  }
+
+  /** The permutation of epoch `epoch` (shared, do not modify). */
+  permutation(epoch: number): Uint32Array {
+    if (!Number.isInteger(epoch) || epoch < 0) throw new RangeError(`epoch must be a non-negative integer, got ${epoch}`);
+    if (epoch !== this.cachedEpoch || this.cachedPerm === undefined) {
+      this.cachedPerm = epochPermutation(this.n, this.seed, epoch);
+      this.cachedEpoch = epoch;
+    }
+    return this.cachedPerm;
+  }
+
+  /** Sample indices of the global batch of step `step` (a fresh copy, globalBatch long). */
+  indices(step: number): Uint32Array {
+    const perm = this.permutation(this.epochOf(step));
+    const start = this.stepInEpoch(step) * this.globalBatch;
+    return perm.slice(start, start + this.globalBatch);
+  }
+
+  /** Worker `worker`'s (of `workers`) contiguous share of step `step`'s global batch. */
+  shard(step: number, worker: number, workers: number): Uint32Array {
+    const { start, end } = shardRange(this.globalBatch, worker, workers);
+    const perm = this.permutation(this.epochOf(step));
+    const base = this.stepInEpoch(step) * this.globalBatch;
+    return perm.slice(base + start, base + end);
+  }
+
+  private checkStep(step: number): void {
+    if (!Number.isInteger(step) || step < 0) throw new RangeError(`step must be a non-negative integer, got ${step}`);
+  }
+}
+
+/** Copies the samples `indices` of a data set into a contiguous batch. */
+export function gather(
+  data: Pick<Dataset, 'x' | 'y'>,
+  indices: ArrayLike<number>,
+): { x: Float32Array; y: Uint8Array } {
+  const n = data.y.length;
+  const dim = n === 0 ? 0 : data.x.length / n;
+  const b = indices.length;
+  const x = new Float32Array(b * dim);
+  const y = new Uint8Array(b);
+  for (let k = 0; k < b; k++) {
+    const i = indices[k];
+    if (!(i >= 0 && i < n)) throw new RangeError(`sample index ${i} out of range 0..${n - 1}`);
+    x.set(data.x.subarray(i * dim, (i + 1) * dim), k * dim);
+    y[k] = data.y[i];
+  }
+  return { x, y };
+}
+
+export interface EvalBatch {
+  /** Index of the first sample. */
+  start: number;
+  /** Samples in this batch (the last batch may be smaller). */
+  size: number;
+  /** Views into the data set (no copy). */
+  x: Float32Array;
+  y: Uint8Array;
+}
+
+/** Evaluation batches over a data set in order; the last one holds the remainder. */
+export function* evalBatches(data: Pick<Dataset, 'x' | 'y'>, batchSize: number): Generator<EvalBatch> {
+  if (!Number.isInteger(batchSize) || batchSize < 1) {
+    throw new RangeError(`batchSize must be a positive integer, got ${batchSize}`);
+  }
+  const n = data.y.length;
+  const dim = n === 0 ? 0 : data.x.length / n;
+  for (let start = 0; start < n; start += batchSize) {
+    const end = Math.min(n, start + batchSize);
+    yield { start, size: end - start, x: data.x.subarray(start * dim, end * dim), y: data.y.subarray(start, end) };
+  }
+}
+
+/** The in-order evaluation ranges [start, end) that evalBatches yields, e.g. to split across workers. */
+export function evalRanges(n: number, batchSize: number): Array<{ start: number; end: number }> {
+  if (!Number.isInteger(batchSize) || batchSize < 1) {
+    throw new RangeError(`batchSize must be a positive integer, got ${batchSize}`);
+  }
+  const out: Array<{ start: number; end: number }> = [];
+  for (let start = 0; start < n; start += batchSize) out.push({ start, end: Math.min(n, start + batchSize) });
+  return out;
+}

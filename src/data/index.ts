@@ -1,0 +1,3 @@
+export * from './idx.js';
+export * from './fashion-mnist.js';
+export * from './batches.js';
