@@ -1,0 +1,14 @@
+export * from './types.js';
+export { numel, tensor, makeParam } from './tensor.js';
+export { Linear, type LinearOptions } from './linear.js';
+export { Conv2d, type Conv2dOptions } from './conv2d.js';
+export { BatchNorm2d, BN_DEFAULT_EPS, BN_DEFAULT_MOMENTUM, type BatchNorm2dOptions } from './batchnorm2d.js';
+export { ReLU } from './relu.js';
+export { MaxPool2d } from './maxpool2d.js';
+export { AvgPool2d } from './avgpool2d.js';
+export type { PoolOptions } from './pool-geometry.js';
+export { Flatten } from './flatten.js';
+export { softmaxCrossEntropy, sampleLabels, type SoftmaxCrossEntropyResult } from './loss.js';
+export { Sequential, type StateDict, type StateEntry, type ImportOptions } from './sequential.js';
+export { heInit, paramRng } from './init.js';
+export * from './models.js';
