@@ -99,8 +99,8 @@ let cachedRoot: string | undefined;
 export function packageRoot(): string {
   if (cachedRoot !== undefined) return cachedRoot;
   const here = dirname(fileURLToPath(import.meta.url));
-  let d = here;
-  for (;;) {
+  let withData: string | undefined;
+  for (let d = here; ; ) {
     const pj = join(d, 'package.json');
     if (existsSync(pj)) {
       try {
@@ -110,12 +110,14 @@ export function packageRoot(): string {
         // not ours or unreadable: keep walking up
       }
     }
+    if (withData === undefined && isDirectory(join(d, 'data', 'fashion-mnist'))) withData = d;
     const up = dirname(d);
     if (up === d) break;
     d = up;
   }
-  // No package.json found (e.g. a bundled single file): fall back to the layout src/data -> root.
-  return (cachedRoot = resolve(here, '..', '..'));
+  // No spngd package.json above us (e.g. copied elsewhere): the nearest directory holding
+  // data/fashion-mnist, else assume the source layout <root>/src/data.
+  return (cachedRoot = withData ?? resolve(here, '..', '..'));
 }
 
 /** Where the repository's bundled copy of Fashion-MNIST lives. */
