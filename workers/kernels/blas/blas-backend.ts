@@ -1,0 +1,217 @@
+/**
+ * The `blas` compute backend: products, Gram matrices, im2col/col2im and SPD inverses in the native
+ * OpenBLAS/LAPACK addon (native.ts); element-wise work in plain loops. Everything runs synchronously
+ * on the calling thread; the Promises only satisfy the interface.
+ */
+import {
+  type ComputeBackend,
+  type ConvGeometry,
+  type GemmOptions,
+  NotPositiveDefiniteError,
+  convOutputSize,
+} from '../../../src/compute/backend.js';
+import { type BlasAddon, loadBlasAddon } from './native.js';
+
+export interface BlasBackendOptions {
+  /**
+   * OpenBLAS threads. The setting is process-wide (it affects every blas backend in the process).
+   * Default: leave OpenBLAS's own choice (OPENBLAS_NUM_THREADS, else one per core).
+   */
+  threads?: number;
+}
+
+/** Whether the addon is built and loadable here; `reason` says why not. Never throws. */
+export function blasAvailable(): { ok: boolean; reason?: string } {
+  const load = loadBlasAddon();
+  return load.addon !== undefined ? { ok: true } : { ok: false, reason: load.reason };
+}
+
+/** Creates the backend; throws when the addon is unavailable (check `blasAvailable()` first to fall back). */
+export async function createBlasBackend(options: BlasBackendOptions = {}): Promise<ComputeBackend> {
+  const load = loadBlasAddon();
+  if (load.addon === undefined) throw new Error(`the blas backend is unavailable: ${load.reason}`);
+  const addon = load.addon;
+  if (options.threads !== undefined) addon.setNumThreads(options.threads);
+  return new BlasBackend(addon);
+}
+
+const disposedError = (): Error => new Error('the blas backend has been disposed');
+
+function checkDims(fn: string, dims: Record<string, number>): void {
+  for (const [name, v] of Object.entries(dims)) {
+    if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`${fn}: '${name}' must be a non-negative integer, got ${v}`);
+  }
+}
+
+function checkLength(fn: string, name: string, arr: ArrayLike<number>, need: number): void {
+  if (arr.length < need) throw new RangeError(`${fn}: '${name}' holds ${arr.length} values but ${need} are needed`);
+}
+
+class BlasBackend implements ComputeBackend {
+  readonly name = 'blas' as const;
+  readonly description: string;
+  /** openblas_get_config() of the loaded library. */
+  readonly config: string;
+  private addon: BlasAddon | undefined;
+
+  constructor(addon: BlasAddon) {
+    this.addon = addon;
+    this.config = addon.config();
+    const version = /OpenBLAS\s+(\S+)/.exec(this.config)?.[1] ?? '?';
+    const core = addon.coreSelection();
+    const threads = addon.getNumThreads();
+    const note = core.reselected ? `; kernels re-selected from ${core.detected}` : '';
+    this.description = `OpenBLAS ${version} ${core.used} (${threads} thread${threads === 1 ? '' : 's'}${note})`;
+  }
+
+  // Hot path: no async frame, no copies, no allocation when `out` is given.
+  gemm(
+    m: number,
+    n: number,
+    k: number,
+    a: Float32Array,
+    b: Float32Array,
+    opts?: GemmOptions,
+    out?: Float32Array,
+  ): Promise<Float32Array> {
+    try {
+      const addon = this.addon;
+      if (addon === undefined) throw disposedError();
+      let transA = false;
+      let transB = false;
+      let alpha = 1;
+      let beta = 0;
+      if (opts !== undefined) {
+        transA = opts.transA === true;
+        transB = opts.transB === true;
+        if (opts.alpha !== undefined) alpha = opts.alpha;
+        if (opts.beta !== undefined) beta = opts.beta;
+      }
+      let c = out;
+      if (c === undefined) {
+        if (beta !== 0) throw new RangeError('gemm: beta needs `out` (the matrix it scales)');
+        checkDims('gemm', { m, n });
+        c = new Float32Array(m * n);
+      }
+      addon.sgemm(transA, transB, m, n, k, alpha, a, b, beta, c);
+      return Promise.resolve(c);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  gram(rows: number, cols: number, x: Float32Array, alpha: number, out?: Float32Array): Promise<Float32Array> {
+    try {
+      const addon = this.live();
+      let s = out;
+      if (s === undefined) {
+        checkDims('gram', { rows, cols });
+        s = new Float32Array(cols * cols);
+      }
+      addon.gram(rows, cols, alpha, x, s);
+      return Promise.resolve(s);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  async im2col(x: Float32Array, g: ConvGeometry): Promise<Float32Array> {
+    const addon = this.live();
+    checkGeometry('im2col', g);
+    const { outH, outW } = convOutputSize(g);
+    const out = new Float32Array(g.batch * outH * outW * g.channels * g.kernelH * g.kernelW);
+    addon.im2col(x, out, g.batch, g.channels, g.height, g.width, g.kernelH, g.kernelW, g.stride, g.pad);
+    return out;
+  }
+
+  async col2im(cols: Float32Array, g: ConvGeometry): Promise<Float32Array> {
+    const addon = this.live();
+    checkGeometry('col2im', g);
+    convOutputSize(g);
+    const out = new Float32Array(g.batch * g.channels * g.height * g.width);
+    addon.col2im(cols, out, g.batch, g.channels, g.height, g.width, g.kernelH, g.kernelW, g.stride, g.pad);
+    return out;
+  }
+
+  async relu(x: Float32Array, out?: Float32Array): Promise<Float32Array> {
+    this.live();
+    const n = x.length;
+    const y = out ?? new Float32Array(n);
+    checkLength('relu', 'out', y, n);
+    for (let i = 0; i < n; i++) {
+      const v = x[i];
+      y[i] = v > 0 ? v : 0;
+    }
+    return y;
+  }
+
+  async reluBackward(x: Float32Array, dy: Float32Array, out?: Float32Array): Promise<Float32Array> {
+    this.live();
+    const n = x.length;
+    if (dy.length !== n) throw new RangeError(`reluBackward: 'x' holds ${n} values but 'dy' holds ${dy.length}`);
+    const dx = out ?? new Float32Array(n);
+    checkLength('reluBackward', 'out', dx, n);
+    for (let i = 0; i < n; i++) dx[i] = x[i] > 0 ? dy[i] : 0;
+    return dx;
+  }
+
+  async addRowVector(x: Float32Array, rows: number, cols: number, v: Float32Array): Promise<Float32Array> {
+    this.live();
+    checkDims('addRowVector', { rows, cols });
+    checkLength('addRowVector', 'x', x, rows * cols);
+    checkLength('addRowVector', 'v', v, cols);
+    for (let r = 0, o = 0; r < rows; r++, o += cols) {
+      for (let c = 0; c < cols; c++) x[o + c] += v[c];
+    }
+    return x;
+  }
+
+  async columnSums(x: Float32Array, rows: number, cols: number, out?: Float32Array): Promise<Float32Array> {
+    this.live();
+    checkDims('columnSums', { rows, cols });
+    checkLength('columnSums', 'x', x, rows * cols);
+    const s = out ?? new Float32Array(cols);
+    checkLength('columnSums', 'out', s, cols);
+    const acc = new Float64Array(cols);
+    for (let r = 0, o = 0; r < rows; r++, o += cols) {
+      for (let c = 0; c < cols; c++) acc[c] += x[o + c];
+    }
+    s.set(acc);
+    return s;
+  }
+
+  async spdInverse(n: number, m: Float64Array): Promise<Float64Array> {
+    const addon = this.live();
+    checkDims('spdInverse', { n });
+    const inv = new Float64Array(n * n);
+    const info = addon.spdInverse(n, m, inv);
+    if (info !== 0) throw new NotPositiveDefiniteError(n, info);
+    return inv;
+  }
+
+  async dispose(): Promise<void> {
+    // OpenBLAS's thread pool is process-wide and shared with any other blas backend, so it stays.
+    this.addon = undefined;
+  }
+
+  private live(): BlasAddon {
+    if (this.addon === undefined) throw disposedError();
+    return this.addon;
+  }
+}
+
+function checkGeometry(fn: string, g: ConvGeometry): void {
+  checkDims(fn, {
+    batch: g.batch,
+    channels: g.channels,
+    height: g.height,
+    width: g.width,
+    kernelH: g.kernelH,
+    kernelW: g.kernelW,
+    stride: g.stride,
+    pad: g.pad,
+  });
+  if (g.kernelH < 1 || g.kernelW < 1 || g.stride < 1) {
+    throw new RangeError(`${fn}: kernel ${g.kernelH}x${g.kernelW} and stride ${g.stride} must be at least 1`);
+  }
+}
