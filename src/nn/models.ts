@@ -17,7 +17,7 @@ import { shapeString } from './tensor.js';
 import type { Layer } from './types.js';
 
 const posInt = z.int().positive();
-const kernel = z.union([posInt, z.tuple([posInt, posInt])]);
+const kernel = z.union([posInt, z.tuple([posInt, posInt])], { error: 'kernel must be a positive integer or [kh, kw] of positive integers' });
 const layerName = z
   .string()
   .regex(/^[A-Za-z_][A-Za-z0-9_-]*$/, 'layer names are letters, digits, _ and - (no dots)')
