@@ -11,7 +11,10 @@ if (!existsSync(join(dir, 'binding.gyp'))) process.exit(0);
 
 const gyp = join(root, 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
 const cmd = existsSync(gyp) ? [process.execPath, gyp] : ['npx', 'node-gyp'];
-const res = spawnSync(cmd[0], [...cmd.slice(1), 'rebuild', '--directory', dir], { stdio: 'inherit' });
+// node-gyp would download Node's headers; use the ones installed with Node when present (offline hosts).
+const prefix = join(dirname(process.execPath), '..');
+const nodedir = existsSync(join(prefix, 'include', 'node', 'common.gypi')) ? [`--nodedir=${prefix}`] : [];
+const res = spawnSync(cmd[0], [...cmd.slice(1), 'rebuild', '--directory', dir, ...nodedir], { stdio: 'inherit' });
 if (res.status !== 0) {
   console.warn('spngd: the OpenBLAS addon did not build (is libopenblas-dev installed?); the gpu backend will be used.');
 }

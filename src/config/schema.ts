@@ -1,0 +1,81 @@
+/**
+ * The training configuration: one zod schema gives the defaults, the validation of config files
+ * and flags (unknown keys are errors), and the TypeScript type every module reads.
+ */
+import { z } from 'zod';
+import { modelConfigSchema } from '../nn/models.js';
+
+const positiveInt = z.number().int().positive();
+const nonNegative = z.number().nonnegative();
+
+export const staleSchema = z.strictObject({
+  enabled: z.boolean().default(true),
+  alpha: z.number().positive().default(0.1),
+  growth: z.enum(['add', 'double']).default('double'),
+  shrink: z.enum(['reset', 'halve']).default('halve'),
+  maxInterval: positiveInt.default(16),
+});
+
+export const kfacSchema = z.strictObject({
+  /** Tikhonov damping λ (effective: max(λ, weight decay)). */
+  damping: z.number().positive().default(1e-2),
+  piCorrection: z.boolean().default(true),
+  /** Fisher estimate: one sampled label per input (the paper's choice) or the true labels. */
+  fisher: z.enum(['1mc', 'empirical']).default('1mc'),
+  /** Moving-average weight of a new statistic (1: no averaging). */
+  averaging: z.number().gt(0).lte(1).default(1),
+  stale: staleSchema.prefault({}),
+});
+
+export const scheduleSchema = z.strictObject({
+  warmupEpochs: nonNegative.default(0),
+  warmupStartFactor: z.number().min(0).max(1).default(0.1),
+  decayStartEpoch: nonNegative.default(0),
+  /** 0: no decay. */
+  decayEndEpoch: nonNegative.default(0),
+  power: nonNegative.default(2),
+  finalFactor: z.number().min(0).max(1).default(0),
+});
+
+export const optimizerSchema = z.strictObject({
+  kind: z.enum(['spngd', 'sgd']).default('spngd'),
+  lr: z.number().positive().default(0.05),
+  momentum: z.number().min(0).lt(1).default(0.9),
+  correctMomentumOnDrop: z.boolean().default(true),
+  weightDecay: nonNegative.default(0),
+  rescaleWeights: z.boolean().default(true),
+  schedule: scheduleSchema.prefault({}),
+  kfac: kfacSchema.prefault({}),
+});
+
+export const dataSchema = z.strictObject({
+  /** Directory of the IDX files; default: SPNGD_DATA, /usr/share/datasets/fashion-mnist, the bundled copy. */
+  dir: z.string().min(1).optional(),
+  /** Use only the first N training / test samples (quick runs). */
+  trainLimit: positiveInt.optional(),
+  testLimit: positiveInt.optional(),
+});
+
+export const trainConfigSchema = z.strictObject({
+  seed: z.number().int().nonnegative().default(1),
+  backend: z.enum(['auto', 'blas', 'gpu']).default('auto'),
+  model: modelConfigSchema.default('mlp'),
+  data: dataSchema.prefault({}),
+  batchSize: positiveInt.default(1024),
+  /** Number of optimisation steps. */
+  steps: positiveInt.default(120),
+  /** Evaluate on the test set every N steps (and after the last step). */
+  evalEvery: positiveInt.default(20),
+  /** Stop early once test accuracy reaches this (0: never). */
+  stopAtAccuracy: z.number().min(0).max(1).default(0),
+  optimizer: optimizerSchema.prefault({}),
+});
+
+export type TrainConfig = z.infer<typeof trainConfigSchema>;
+export type OptimizerConfig = z.infer<typeof optimizerSchema>;
+export type KfacConfig = z.infer<typeof kfacSchema>;
+
+/** Defaults filled in; throws zod's error on a bad value (the loader turns it into one clear line). */
+export function resolveTrainConfig(input: unknown): TrainConfig {
+  return trainConfigSchema.parse(input ?? {});
+}

@@ -1,0 +1,161 @@
+/**
+ * One layer's curvature as its factor owner keeps it: the running averages of its statistics,
+ * their stale-statistics schedules, and the damped inverses published with a version number.
+ */
+import type { ComputeBackend } from '../compute/backend.js';
+import { kronPreconditioner, unitPreconditioner, type DampingConfig, type Preconditioner } from './preconditioner.js';
+import { StaleSchedule, type RefreshRecord, type StaleConfig } from './stale.js';
+import type { StatKind } from './statistics.js';
+import { frobenius, frobeniusDistance } from './symmetric.js';
+
+export interface CurvatureConfig {
+  damping: DampingConfig;
+  stale: StaleConfig;
+  /** Moving-average weight r of a new statistic: X ← r·X_new + (1 − r)·X_old (1 turns averaging off). */
+  averaging: number;
+}
+
+/** What an owner needs to know of a layer (a subset of KfacLayerInfo, so it can come off the wire). */
+export interface CurvatureLayerSpec {
+  name: string;
+  kind: 'linear' | 'conv' | 'bn';
+  inFeatures: number;
+  outFeatures: number;
+}
+
+export interface LayerCurvatureSnapshot {
+  spec: CurvatureLayerSpec;
+  version: number;
+  stats: { kind: StatKind; running: number[]; last: number[]; schedule: { interval: number; nextStep: number; refreshes: number } }[];
+}
+
+/** A refresh of one statistic, as logged per layer. */
+export interface StatRefresh extends RefreshRecord {
+  layer: string;
+  kind: StatKind;
+}
+
+export class LayerCurvature {
+  readonly kinds: StatKind[];
+  private readonly schedules = new Map<StatKind, StaleSchedule>();
+  private readonly running = new Map<StatKind, Float64Array>();
+  private readonly last = new Map<StatKind, Float64Array>();
+  private dirty = false;
+  preconditioner: Preconditioner | undefined;
+  version = 0;
+
+  constructor(
+    readonly spec: CurvatureLayerSpec,
+    private readonly config: CurvatureConfig,
+  ) {
+    this.kinds = spec.kind === 'bn' ? ['F'] : ['A', 'G'];
+    for (const k of this.kinds) this.schedules.set(k, new StaleSchedule(config.stale));
+  }
+
+  /** Order of the matrix of a statistic (A: in+1, G: out) or BN's channel count. */
+  order(kind: StatKind): number {
+    return kind === 'A' ? this.spec.inFeatures + 1 : this.spec.outFeatures;
+  }
+
+  /** Expected number of values of a statistic (full matrix, or 4 per BN channel). */
+  length(kind: StatKind): number {
+    const n = this.order(kind);
+    return kind === 'F' ? 4 * n : n * n;
+  }
+
+  /** The statistics that must be computed at `step`. */
+  due(step: number): StatKind[] {
+    return this.kinds.filter((k) => this.schedules.get(k)!.isDue(step));
+  }
+
+  interval(kind: StatKind): number {
+    return this.schedules.get(kind)!.interval;
+  }
+
+  /** Folds a freshly computed (already worker-reduced) statistic in and reschedules it. */
+  absorb(kind: StatKind, value: Float32Array | Float64Array, step: number): StatRefresh {
+    const schedule = this.schedules.get(kind);
+    if (!schedule) throw new RangeError(`layer ${this.spec.name} has no ${kind} statistic`);
+    if (value.length !== this.length(kind)) {
+      throw new RangeError(`${this.spec.name}/${kind}: expected ${this.length(kind)} values, got ${value.length}`);
+    }
+    const fresh = Float64Array.from(value);
+    const prev = this.last.get(kind);
+    const drift = prev ? frobeniusDistance(fresh, prev) / Math.max(frobenius(prev), 1e-30) : undefined;
+    const record = schedule.record(step, drift);
+    this.last.set(kind, fresh);
+    const avg = this.running.get(kind);
+    const r = this.config.averaging;
+    if (!avg || r >= 1) {
+      this.running.set(kind, Float64Array.from(fresh));
+    } else {
+      for (let i = 0; i < avg.length; i++) avg[i] = r * fresh[i] + (1 - r) * avg[i];
+    }
+    this.dirty = true;
+    return { ...record, layer: this.spec.name, kind };
+  }
+
+  /** Whether every statistic has been seen at least once. */
+  get complete(): boolean {
+    return this.kinds.every((k) => this.running.has(k));
+  }
+
+  /**
+   * Recomputes the damped inverses when a statistic changed since the last time; returns the new
+   * preconditioner, or undefined when nothing changed. π couples A and G, so both are redone.
+   */
+  async refresh(
+    backend: ComputeBackend,
+    onRaise?: (factor: StatKind, from: number, to: number) => void,
+  ): Promise<Preconditioner | undefined> {
+    if (!this.dirty || !this.complete) return undefined;
+    this.dirty = false;
+    const d = this.config.damping;
+    if (this.spec.kind === 'bn') {
+      this.preconditioner = unitPreconditioner(this.spec.outFeatures, this.running.get('F')!, d);
+    } else {
+      this.preconditioner = await kronPreconditioner(
+        backend,
+        this.order('A'),
+        this.running.get('A')!,
+        this.order('G'),
+        this.running.get('G')!,
+        d,
+        onRaise,
+      );
+    }
+    this.version++;
+    return this.preconditioner;
+  }
+
+  /** Running statistic (float64), e.g. for tests and state queries. */
+  statistic(kind: StatKind): Float64Array | undefined {
+    return this.running.get(kind);
+  }
+
+  snapshot(): LayerCurvatureSnapshot {
+    return {
+      spec: this.spec,
+      version: this.version,
+      stats: this.kinds
+        .filter((k) => this.running.has(k))
+        .map((k) => ({
+          kind: k,
+          running: Array.from(this.running.get(k)!),
+          last: Array.from(this.last.get(k)!),
+          schedule: this.schedules.get(k)!.snapshot(),
+        })),
+    };
+  }
+
+  /** Restores a snapshot taken by another owner or a checkpoint; the inverses are rebuilt on the next refresh. */
+  restore(s: LayerCurvatureSnapshot): void {
+    for (const st of s.stats) {
+      this.running.set(st.kind, Float64Array.from(st.running));
+      this.last.set(st.kind, Float64Array.from(st.last));
+      this.schedules.get(st.kind)!.restore(st.schedule);
+    }
+    this.version = s.version;
+    this.dirty = this.complete;
+  }
+}

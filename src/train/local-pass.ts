@@ -1,0 +1,86 @@
+/**
+ * A worker's share of one step: forward and backward over its local batch, giving the mean
+ * gradient of every parameter and the K-FAC statistics that are due (DESIGN.md §1, §5).
+ * The same function runs inside a worker process and in the single-process trainer.
+ */
+import type { ComputeBackend } from '../compute/backend.js';
+import { computeStatistic, statKey, type StatKind } from '../kfac/statistics.js';
+import { sampleLabels, softmaxCrossEntropy } from '../nn/loss.js';
+import type { Sequential } from '../nn/sequential.js';
+import { tensor } from '../nn/tensor.js';
+import type { Rng } from '../util/rng.js';
+
+export interface LocalBatch {
+  /** Inputs, samples × features (reshaped to inputShape per sample). */
+  x: Float32Array;
+  y: Uint8Array;
+  samples: number;
+}
+
+export interface LocalResult {
+  samples: number;
+  /** Sum over local samples of the loss, and count of correct predictions. */
+  lossSum: number;
+  correct: number;
+  /** Parameter name → gradient of the local mean loss. */
+  grads: Map<string, Float32Array>;
+  /** statKey(layer, kind) → statistic averaged over the local samples. */
+  stats: Map<string, Float32Array>;
+}
+
+export interface LocalPassOptions {
+  /** Layer name → statistics due this step (empty or absent: none). */
+  due: Map<string, StatKind[]>;
+  fisher: '1mc' | 'empirical';
+  /** Draws the 1mc labels; seeded per step and worker so runs repeat. */
+  rng: Rng;
+}
+
+export async function localPass(model: Sequential, backend: ComputeBackend, batch: LocalBatch, opts: LocalPassOptions): Promise<LocalResult> {
+  const n = batch.samples;
+  const inputShape = model.inputShape ?? [batch.x.length / Math.max(n, 1)];
+  const anyDue = [...opts.due.values()].some((k) => k.length > 0);
+  const x = tensor([n, ...inputShape], batch.x);
+  const logits = await model.forward(x, { backend, training: true, captureA: anyDue });
+  const loss = softmaxCrossEntropy(logits, batch.y);
+  const sampled = anyDue && opts.fisher === '1mc';
+  // With the empirical Fisher the true-label pass yields G as well; with 1mc a second pass does.
+  await model.backward(loss.grad, { backend, accumulateGrads: true, captureG: anyDue && !sampled, batchSize: n });
+  if (sampled) {
+    const labels = sampleLabels(loss.probs, opts.rng);
+    const mc = softmaxCrossEntropy(logits, labels);
+    await model.backward(mc.grad, { backend, accumulateGrads: false, captureG: true, batchSize: n });
+  }
+
+  const grads = new Map<string, Float32Array>();
+  for (const p of model.params()) grads.set(p.name, Float32Array.from(p.grad.data));
+
+  const stats = new Map<string, Float32Array>();
+  if (anyDue) {
+    for (const layer of model.kfacLayers()) {
+      for (const kind of opts.due.get(layer.name) ?? []) {
+        stats.set(statKey(layer.name, kind), await computeStatistic(backend, layer, kind));
+      }
+    }
+  }
+  return { samples: n, lossSum: loss.loss * n, correct: loss.correct, grads, stats };
+}
+
+/** Sample-weighted mean of per-worker maps of local means: the global-batch mean. */
+export function weightedMean(parts: { weight: number; values: Map<string, Float32Array> }[]): Map<string, Float32Array> {
+  const total = parts.reduce((s, p) => s + p.weight, 0);
+  const out = new Map<string, Float32Array>();
+  for (const part of parts) {
+    const w = part.weight / total;
+    for (const [key, v] of part.values) {
+      let acc = out.get(key);
+      if (!acc) {
+        acc = new Float32Array(v.length);
+        out.set(key, acc);
+      }
+      if (acc.length !== v.length) throw new RangeError(`${key}: ${v.length} values where ${acc.length} were expected`);
+      for (let i = 0; i < v.length; i++) acc[i] += w * v[i];
+    }
+  }
+  return out;
+}

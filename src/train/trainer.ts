@@ -1,0 +1,146 @@
+/**
+ * SP-NGD (or SGD with momentum) in one process: the worker's local pass, the owner's curvature
+ * and the PS's update run in turn over the same model. The distributed actors run the same
+ * three pieces (local-pass.ts, curvature-set.ts, apply-update.ts) in separate processes.
+ */
+import type { ComputeBackend } from '../compute/backend.js';
+import type { TrainConfig } from '../config/schema.js';
+import { BatchPlan, evalBatches, gather } from '../data/batches.js';
+import type { Dataset } from '../data/fashion-mnist.js';
+import type { StatRefresh } from '../kfac/layer-curvature.js';
+import type { Preconditioner } from '../kfac/preconditioner.js';
+import { softmaxCrossEntropy } from '../nn/loss.js';
+import type { Sequential } from '../nn/sequential.js';
+import { tensor } from '../nn/tensor.js';
+import { learningRateAt } from '../optim/lr-schedule.js';
+import { MomentumUpdater } from '../optim/momentum.js';
+import { Rng } from '../util/rng.js';
+import { applyUpdate } from './apply-update.js';
+import { CurvatureSet, type DampingRaise } from './curvature-set.js';
+import { localPass } from './local-pass.js';
+
+export interface StepMetrics {
+  step: number;
+  epoch: number;
+  lr: number;
+  /** Mean loss and accuracy of this step's training batch. */
+  loss: number;
+  accuracy: number;
+  /** Statistics recomputed this step (stale statistics skip the rest). */
+  refreshes: StatRefresh[];
+  /** Milliseconds per phase. */
+  timings: { compute: number; curvature: number; update: number; total: number };
+}
+
+export interface EvalMetrics {
+  loss: number;
+  accuracy: number;
+  samples: number;
+}
+
+export interface TrainerEvents {
+  onDampingRaise?: (r: DampingRaise) => void;
+}
+
+/** The generator of 1mc labels for one step and worker: the same in every process layout. */
+export function stepRng(seed: number, step: number, worker: number): Rng {
+  return new Rng((seed * 1000003 + step * 7919 + worker * 104729) >>> 0);
+}
+
+export class Trainer {
+  readonly plan: BatchPlan;
+  readonly curvature: CurvatureSet | undefined;
+  readonly updater: MomentumUpdater;
+  private readonly preconditioners = new Map<string, Preconditioner>();
+
+  constructor(
+    readonly config: TrainConfig,
+    readonly model: Sequential,
+    readonly backend: ComputeBackend,
+    readonly train: Dataset,
+    readonly test: Dataset,
+    private readonly events: TrainerEvents = {},
+  ) {
+    if (config.batchSize > train.n) {
+      throw new RangeError(`batch size ${config.batchSize} is larger than the ${train.n} training samples`);
+    }
+    this.plan = new BatchPlan(train.n, config.batchSize, config.seed);
+    const opt = config.optimizer;
+    this.curvature =
+      opt.kind === 'spngd'
+        ? new CurvatureSet(model.kfacLayers(), {
+            damping: { lambda: opt.kfac.damping, weightDecay: opt.weightDecay, piCorrection: opt.kfac.piCorrection },
+            stale: opt.kfac.stale,
+            averaging: opt.kfac.averaging,
+          })
+        : undefined;
+    this.updater = new MomentumUpdater({ momentum: opt.momentum, correctOnDrop: opt.correctMomentumOnDrop });
+  }
+
+  learningRate(step: number): number {
+    const o = this.config.optimizer;
+    return learningRateAt({ lr: o.lr, ...o.schedule }, step / this.plan.stepsPerEpoch);
+  }
+
+  async step(step: number): Promise<StepMetrics> {
+    const t0 = performance.now();
+    const batch = gather(this.train, this.plan.indices(step));
+    const due = this.curvature ? this.curvature.due(step) : new Map();
+    const local = await localPass(
+      this.model,
+      this.backend,
+      { x: batch.x, y: batch.y, samples: batch.y.length },
+      { due, fisher: this.config.optimizer.kfac.fisher, rng: stepRng(this.config.seed, step, 0) },
+    );
+    const t1 = performance.now();
+
+    let refreshes: StatRefresh[] = [];
+    if (this.curvature) {
+      refreshes = this.curvature.absorb(local.stats, step);
+      for (const p of await this.curvature.refresh(this.backend, this.events.onDampingRaise)) {
+        this.preconditioners.set(p.layer, p.preconditioner);
+      }
+    }
+    const t2 = performance.now();
+
+    const lr = this.learningRate(step);
+    const opt = this.config.optimizer;
+    await applyUpdate(this.backend, this.model.params(), this.model.kfacLayers(), local.grads, this.updater, {
+      lr,
+      weightDecay: opt.weightDecay,
+      rescaleWeights: opt.rescaleWeights,
+      preconditioners: this.preconditioners,
+    });
+    const t3 = performance.now();
+    return {
+      step,
+      epoch: step / this.plan.stepsPerEpoch,
+      lr,
+      loss: local.lossSum / local.samples,
+      accuracy: local.correct / local.samples,
+      refreshes,
+      timings: { compute: t1 - t0, curvature: t2 - t1, update: t3 - t2, total: t3 - t0 },
+    };
+  }
+
+  async evaluate(batchSize = 2000): Promise<EvalMetrics> {
+    return evaluate(this.model, this.backend, this.test, batchSize);
+  }
+}
+
+/** Test-set loss and accuracy in evaluation mode (BN running statistics). */
+export async function evaluate(model: Sequential, backend: ComputeBackend, data: Dataset, batchSize = 2000): Promise<EvalMetrics> {
+  let lossSum = 0;
+  let correct = 0;
+  let samples = 0;
+  const shape = model.inputShape ?? [data.dim];
+  for (const b of evalBatches(data, batchSize)) {
+    const n = b.y.length;
+    const logits = await model.forward(tensor([n, ...shape], b.x), { backend, training: false, captureA: false });
+    const r = softmaxCrossEntropy(logits, b.y);
+    lossSum += r.loss * n;
+    correct += r.correct;
+    samples += n;
+  }
+  return { loss: lossSum / samples, accuracy: correct / samples, samples };
+}
