@@ -69,14 +69,15 @@ export function softmaxCrossEntropy(logits: Tensor, labels: ArrayLike<number>): 
  * One label per row drawn from the row's categorical distribution `probs` (N×K), for the 1mc Fisher
  * (the gradient of the loss at these labels gives the sampled per-sample g).
  */
-export function sampleLabels(probs: Tensor, rng: Rng): Int32Array {
+export function sampleLabels(probs: Tensor, draw: Rng | ((row: number) => number)): Int32Array {
+  const uniform = typeof draw === 'function' ? draw : () => draw.next();
   checkShape('sampleLabels', 'probs', probs, [null, null]);
   const [n, k] = probs.shape;
   const out = new Int32Array(n);
   for (let i = 0; i < n; i++) {
     let total = 0;
     for (let j = 0; j < k; j++) total += probs.data[i * k + j];
-    const u = rng.next() * total;
+    const u = uniform(i) * total;
     let acc = 0;
     let pick = k - 1;
     for (let j = 0; j < k; j++) {

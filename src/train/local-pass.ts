@@ -8,7 +8,7 @@ import { computeStatistic, statKey, type StatKind } from '../kfac/statistics.js'
 import { sampleLabels, softmaxCrossEntropy } from '../nn/loss.js';
 import type { Sequential } from '../nn/sequential.js';
 import { tensor } from '../nn/tensor.js';
-import type { Rng } from '../util/rng.js';
+import { Rng } from '../util/rng.js';
 
 export interface LocalBatch {
   /** Inputs, samples × features (reshaped to inputShape per sample). */
@@ -32,8 +32,13 @@ export interface LocalPassOptions {
   /** Layer name → statistics due this step (empty or absent: none). */
   due: Map<string, StatKind[]>;
   fisher: '1mc' | 'empirical';
-  /** Draws the 1mc labels; seeded per step and worker so runs repeat. */
-  rng: Rng;
+  /**
+   * Seed of this step's 1mc labels. Each sample's label is drawn from (seed, its position in the
+   * global batch), so any split of the batch over workers samples the same labels.
+   */
+  mcSeed: number;
+  /** Position of this worker's first sample within the global batch. */
+  sampleOffset: number;
 }
 
 export async function localPass(model: Sequential, backend: ComputeBackend, batch: LocalBatch, opts: LocalPassOptions): Promise<LocalResult> {
@@ -47,7 +52,7 @@ export async function localPass(model: Sequential, backend: ComputeBackend, batc
   // With the empirical Fisher the true-label pass yields G as well; with 1mc a second pass does.
   await model.backward(loss.grad, { backend, accumulateGrads: true, captureG: anyDue && !sampled, batchSize: n });
   if (sampled) {
-    const labels = sampleLabels(loss.probs, opts.rng);
+    const labels = sampleLabels(loss.probs, (row) => new Rng((opts.mcSeed ^ Math.imul(opts.sampleOffset + row + 1, 0x9e3779b1)) >>> 0).next());
     const mc = softmaxCrossEntropy(logits, labels);
     await model.backward(mc.grad, { backend, accumulateGrads: false, captureG: true, batchSize: n });
   }

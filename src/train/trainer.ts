@@ -14,7 +14,6 @@ import type { Sequential } from '../nn/sequential.js';
 import { tensor } from '../nn/tensor.js';
 import { learningRateAt } from '../optim/lr-schedule.js';
 import { MomentumUpdater } from '../optim/momentum.js';
-import { Rng } from '../util/rng.js';
 import { applyUpdate } from './apply-update.js';
 import { CurvatureSet, type DampingRaise } from './curvature-set.js';
 import { localPass } from './local-pass.js';
@@ -42,9 +41,9 @@ export interface TrainerEvents {
   onDampingRaise?: (r: DampingRaise) => void;
 }
 
-/** The generator of 1mc labels for one step and worker: the same in every process layout. */
-export function stepRng(seed: number, step: number, worker: number): Rng {
-  return new Rng((seed * 1000003 + step * 7919 + worker * 104729) >>> 0);
+/** Seed of one step's 1mc labels: the same in every process layout. */
+export function mcSeed(seed: number, step: number): number {
+  return (Math.imul(seed + 1, 1000003) + Math.imul(step + 1, 7919)) >>> 0;
 }
 
 export class Trainer {
@@ -90,7 +89,7 @@ export class Trainer {
       this.model,
       this.backend,
       { x: batch.x, y: batch.y, samples: batch.y.length },
-      { due, fisher: this.config.optimizer.kfac.fisher, rng: stepRng(this.config.seed, step, 0) },
+      { due, fisher: this.config.optimizer.kfac.fisher, mcSeed: mcSeed(this.config.seed, step), sampleOffset: 0 },
     );
     const t1 = performance.now();
 
