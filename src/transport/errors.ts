@@ -81,3 +81,11 @@ export function toGrpcStatus(err: unknown): Partial<StatusObject> {
   const message = err instanceof Error ? err.message : String(err);
   return { code: status.INTERNAL, details: message, metadata: new Metadata() };
 }
+
+/**
+ * Ends a grpc-js *server* streaming call (server-streaming or bidi) with the status for `err`.
+ * grpc-js turns an 'error' event on a server stream into the call's final status.
+ */
+export function failServerCall(call: { emit(event: "error", status: Partial<StatusObject>): boolean }, err: unknown): void {
+  call.emit("error", toGrpcStatus(err));
+}
