@@ -1,0 +1,75 @@
+/**
+ * The `spngd train` flags and how they override the config file: each flag maps onto one config
+ * key, so a flag and the file can never disagree about what a setting means.
+ */
+import { Command, InvalidArgumentError, Option } from 'commander';
+
+function number(name: string) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError(`${name} must be a number, got "${v}"`);
+    return n;
+  };
+}
+
+export interface TrainFlags {
+  config?: string;
+  out?: string;
+  model?: string;
+  optimizer?: 'spngd' | 'sgd';
+  backend?: 'auto' | 'blas' | 'gpu';
+  data?: string;
+  steps?: number;
+  batchSize?: number;
+  lr?: number;
+  momentum?: number;
+  damping?: number;
+  fisher?: '1mc' | 'empirical';
+  stale?: boolean;
+  seed?: number;
+  evalEvery?: number;
+  trainLimit?: number;
+  testLimit?: number;
+  progress?: boolean;
+}
+
+export function addTrainOptions(cmd: Command): Command {
+  return cmd
+    .option('-c, --config <file>', 'training config (YAML or JSON); flags override it')
+    .option('-o, --out <dir>', 'output directory (default: runs/<timestamp>)')
+    .option('--model <name>', 'built-in model: mlp or cnn (a custom model goes in the config file)')
+    .addOption(new Option('--optimizer <kind>', 'optimizer').choices(['spngd', 'sgd']))
+    .addOption(new Option('--backend <name>', 'compute backend (auto: the fastest available)').choices(['auto', 'blas', 'gpu']))
+    .option('--data <dir>', 'Fashion-MNIST IDX directory (default: $SPNGD_DATA, /usr/share/datasets/fashion-mnist, the bundled copy)')
+    .option('--steps <n>', 'optimisation steps', number('--steps'))
+    .option('--batch-size <n>', 'global mini-batch size', number('--batch-size'))
+    .option('--lr <x>', 'base learning rate', number('--lr'))
+    .option('--momentum <x>', 'momentum', number('--momentum'))
+    .option('--damping <x>', 'K-FAC Tikhonov damping λ', number('--damping'))
+    .addOption(new Option('--fisher <kind>', 'Fisher estimate').choices(['1mc', 'empirical']))
+    .option('--no-stale', 'refresh every K-FAC statistic at every step')
+    .option('--seed <n>', 'random seed', number('--seed'))
+    .option('--eval-every <n>', 'evaluate on the test set every N steps', number('--eval-every'))
+    .option('--train-limit <n>', 'use only the first N training samples', number('--train-limit'))
+    .option('--test-limit <n>', 'use only the first N test samples', number('--test-limit'))
+    .option('--no-progress', 'plain log lines instead of a progress bar');
+}
+
+/** The config overrides that the given flags stand for (absent flags leave the file's values). */
+export function flagsToOverrides(f: TrainFlags, staleFlagGiven: boolean): Record<string, unknown> {
+  const kfac = {
+    damping: f.damping,
+    fisher: f.fisher,
+    ...(staleFlagGiven ? { stale: { enabled: f.stale } } : {}),
+  };
+  return {
+    model: f.model,
+    backend: f.backend,
+    seed: f.seed,
+    steps: f.steps,
+    batchSize: f.batchSize,
+    evalEvery: f.evalEvery,
+    data: { dir: f.data, trainLimit: f.trainLimit, testLimit: f.testLimit },
+    optimizer: { kind: f.optimizer, lr: f.lr, momentum: f.momentum, kfac },
+  };
+}

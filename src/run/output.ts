@@ -1,0 +1,61 @@
+/**
+ * A run's output directory: the resolved config, metrics.jsonl (one JSON object per step and per
+ * evaluation, for plotting), and summary.json, written atomically so a reader never sees half a file.
+ */
+import { appendFileSync, closeSync, fsyncSync, mkdirSync, openSync, renameSync, writeFileSync, accessSync, constants } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+export class OutputDirError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'OutputDirError';
+  }
+}
+
+/** Default output directory: runs/<UTC timestamp>. */
+export function defaultRunDir(now = new Date()): string {
+  return join('runs', now.toISOString().replace(/[:]/g, '-').replace(/\..+$/, ''));
+}
+
+/** Writes `data` to `file` through a temporary file, fsync and rename. */
+export function writeFileAtomic(file: string, data: string | Uint8Array): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  const fd = openSync(tmp, 'w');
+  try {
+    writeFileSync(fd, data);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, file);
+}
+
+export class RunOutput {
+  readonly dir: string;
+  readonly metricsFile: string;
+
+  /** Creates (or reuses, for a resumed run) the directory; fails at once if it cannot be written. */
+  constructor(dir: string) {
+    this.dir = resolve(dir);
+    try {
+      mkdirSync(this.dir, { recursive: true });
+      accessSync(this.dir, constants.W_OK);
+    } catch (err) {
+      throw new OutputDirError(`output directory ${this.dir} is not writable (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+    }
+    this.metricsFile = join(this.dir, 'metrics.jsonl');
+  }
+
+  path(name: string): string {
+    return join(this.dir, name);
+  }
+
+  writeJson(name: string, value: unknown): void {
+    writeFileAtomic(this.path(name), `${JSON.stringify(value, null, 2)}\n`);
+  }
+
+  /** Appends one metrics record (a step or an evaluation). */
+  appendMetric(record: Record<string, unknown>): void {
+    appendFileSync(this.metricsFile, `${JSON.stringify(record)}\n`);
+  }
+}
