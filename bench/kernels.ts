@@ -1,0 +1,108 @@
+/**
+ * GFLOP/s of the compute kernels: square matmul at 256, 512, 1024 and XᵀX for X 1024×512, on each
+ * available backend. Baselines measured in the same run: the blas backend against OpenBLAS called
+ * directly through the addon (no interface in between), the best gpu.js kernels against a naive
+ * one-output-per-thread gpu.js matmul.
+ */
+import type { ComputeBackend } from '../src/compute/backend.js';
+import { Rng } from '../src/util/rng.js';
+import { spread, type Spread } from '../src/util/stats.js';
+import { createBlasBackend } from '../workers/kernels/blas/blas-backend.js';
+import { loadBlasAddon } from '../workers/kernels/blas/native.js';
+
+type Timed = () => Promise<unknown> | unknown;
+
+async function measure(fn: Timed, repeats: number): Promise<number[]> {
+  await fn(); // warm-up: compilation, caches, thread pools
+  const out: number[] = [];
+  for (let i = 0; i < repeats; i++) {
+    const t = performance.now();
+    await fn();
+    out.push(performance.now() - t);
+  }
+  return out;
+}
+
+function random(n: number, seed: number): Float32Array {
+  const r = new Rng(seed);
+  return Float32Array.from({ length: n }, () => r.normal());
+}
+
+interface Case {
+  label: string;
+  flops: number;
+  run: (b: ComputeBackend) => Timed;
+  direct?: Timed;
+  naive?: Timed;
+}
+
+const gflops = (flops: number, ms: number[]): Spread => {
+  const s = spread(ms);
+  // Fastest time gives the highest rate.
+  return { min: flops / s.max / 1e6, median: flops / s.median / 1e6, max: flops / s.min / 1e6 };
+};
+const f = (s: Spread) => `${s.min.toFixed(2)}/${s.median.toFixed(2)}/${s.max.toFixed(2)}`;
+const ratio = (a: number[], b: number[]): Spread => {
+  // Ratio of rates = inverse ratio of times; spread over paired runs.
+  const r = a.map((t, i) => b[i] / t);
+  return spread(r);
+};
+
+export async function kernelsBench(opts: { repeats: number }): Promise<void> {
+  const repeats = opts.repeats;
+  const cases: Case[] = [];
+  const addon = loadBlasAddon().addon;
+  for (const n of [256, 512, 1024]) {
+    const a = random(n * n, n);
+    const b = random(n * n, n + 1);
+    const c = new Float32Array(n * n);
+    cases.push({
+      label: `matmul ${n}x${n}x${n}`,
+      flops: 2 * n * n * n,
+      run: (be) => () => be.gemm(n, n, n, a, b, {}, c),
+      ...(addon ? { direct: () => addon.sgemm(false, false, n, n, n, 1, a, b, 0, c) } : {}),
+    });
+  }
+  {
+    const rows = 1024;
+    const cols = 512;
+    const x = random(rows * cols, 3);
+    const out = new Float32Array(cols * cols);
+    cases.push({
+      label: `XᵀX X ${rows}x${cols}`,
+      flops: 2 * rows * cols * cols,
+      run: (be) => () => be.gram(rows, cols, x, 1, out),
+      ...(addon ? { direct: () => addon.gram(rows, cols, 1, x, out) } : {}),
+    });
+  }
+
+  const backends: ComputeBackend[] = [];
+  if (addon) backends.push(await createBlasBackend());
+  else console.log('blas backend: unavailable (OpenBLAS addon not built)');
+  const gpuMod = await import('../workers/kernels/gpu/gpu-backend.js');
+  const gpu = await gpuMod.createGpuBackend({ mode: 'auto' });
+  backends.push(gpu);
+
+  console.log(`kernels: GFLOP/s min/median/max over ${repeats} runs (after one warm-up)`);
+  for (const be of backends) console.log(`  ${be.name}: ${be.description}`);
+  for (const c of cases) {
+    console.log(`\n${c.label}`);
+    for (const be of backends) {
+      const ms = await measure(c.run(be), repeats);
+      let line = `  ${be.name.padEnd(6)} ${f(gflops(c.flops, ms)).padStart(22)} GFLOP/s`;
+      if (be.name === 'blas' && c.direct) {
+        const base = await measure(c.direct, repeats);
+        line += `   OpenBLAS direct ${f(gflops(c.flops, base))}; backend/direct ${f(ratio(ms, base))} (target >= 0.9)`;
+      }
+      if (be.name === 'gpu') {
+        const naive = gpuMod.naiveMatmulBaseline?.(c);
+        if (naive) {
+          const base = await measure(naive, repeats);
+          line += `   naive gpu.js ${f(gflops(c.flops, base))}; best/naive ${f(ratio(ms, base))} (target >= 3)`;
+        }
+      }
+      console.log(line);
+    }
+  }
+  for (const be of backends) await be.dispose();
+}
