@@ -1,0 +1,220 @@
+/**
+ * Kernel sources for gpu.js, generated as plain strings.
+ *
+ * Why strings: gpu.js parses a kernel's source text. A TypeScript function would reach it through
+ * `fn.toString()` after tsx/esbuild or tsc has rewritten it (esbuild may inject `__name(...)`
+ * helpers or change syntax), so every kernel here is a string that no build step touches.
+ *
+ * Why generated per shape: every dimension is baked in as an integer literal or a `this.constants`
+ * entry. Loops are bounded by `this.constants` only: a loop bounded by a kernel argument silently
+ * stops at `loopMaxIterations` (1000 by default).
+ *
+ * Index arithmetic (gpu.js 2.24 webasm, measured): every `let`/`const` local becomes an f32, even one
+ * initialised from an integer expression, while an expression built only from `this.thread.*`,
+ * integer constants (with `strictIntegers`), integer literals and bitwise operators stays i32. So
+ * flat indices are written inline as i32 expressions, loop counters enter them as `(k | 0)` (exact:
+ * counters stay far below 2^24), and locals hold only small coordinates. Besides being exact for
+ * arrays of more than 2^24 values, i32 indices skip the float→int conversions (1.3–1.5x faster).
+ *
+ * The webasm SIMD lowering spreads `this.thread.x` over the 4 lanes of an f32x4: a read whose index
+ * depends on `thread.x` is a 4-load gather, any other read is one load and a splat. The blocked
+ * matmul therefore reads the B operand (indexed by the output column = thread.x) once per k and
+ * reuses it for 4 output rows returned as an `Array(4)`.
+ */
+
+/** Literal for an integer baked into a source; rejects anything that is not a safe non-negative integer. */
+function lit(v: number): string {
+  if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`kernel source: bad integer ${v}`);
+  return String(v);
+}
+
+/** Shape of a blocked product: the kernel computes P = op(A)·op(B) for m4 rows, n4 columns. */
+export interface BlockedMatmulShape {
+  /** Rows of the product, a multiple of 4 (the caller pads A). */
+  m4: number;
+  /** Columns of the product, a multiple of 4 (the caller pads B). */
+  n4: number;
+  /** Inner dimension (any value ≥ 1; the last k % 4 terms are unrolled after the main loop). */
+  k: number;
+  /** A is stored k×m4 (row-major) instead of m4×k. */
+  transA: boolean;
+  /** B is stored n4×k instead of k×n4. */
+  transB: boolean;
+  /**
+   * A and B are one and the same argument `a` (a Gram matrix XᵀX: transA with B = A). The kernel
+   * then takes a single argument, saving one copy into kernel memory.
+   */
+  gram?: boolean;
+}
+
+/** Constants a blocked-matmul kernel expects. */
+export function blockedMatmulConstants(s: BlockedMatmulShape): Record<string, number> {
+  return { K4: s.k - (s.k % 4) };
+}
+
+/**
+ * Blocked matmul: output [n4, m4/4] of Array(4); cell (x, y) holds P[4y + r][x] for r = 0..3, so
+ * component r of cell (x, y) sits at flat offset ((y·n4 + x)·4 + r). The k loop is unrolled by 4.
+ */
+export function blockedMatmulSource(s: BlockedMatmulShape): string {
+  const { m4, n4, k, transA, transB } = s;
+  const gram = s.gram === true;
+  if (m4 % 4 !== 0 || n4 % 4 !== 0 || m4 === 0 || n4 === 0 || k < 1) {
+    throw new RangeError(`blocked matmul: bad shape m4=${m4} n4=${n4} k=${k}`);
+  }
+  if (gram && !(transA && !transB && m4 === n4)) throw new RangeError('blocked matmul: gram needs transA, not transB, m4 = n4');
+  const bName = gram ? 'a' : 'b';
+  // Index of A(row 4y + r, inner kk) where kk = base + u; base is '(k | 0)' in the loop, '' after it.
+  const aIndex = (base: string, r: number, u: number): string =>
+    transA
+      ? `${base ? `${base} * ${lit(m4)} + ` : ''}this.thread.y * 4 + ${lit(u * m4 + r)}`
+      : `this.thread.y * ${lit(4 * k)} + ${base ? `${base} + ` : ''}${lit(r * k + u)}`;
+  const bIndex = (base: string, u: number): string =>
+    transB
+      ? `this.thread.x * ${lit(k)} + ${base ? `${base} + ` : ''}${lit(u)}`
+      : `${base ? `${base} * ${lit(n4)} + ` : ''}${lit(u * n4)} + this.thread.x`;
+  const k4 = k - (k % 4);
+  const lines: string[] = [];
+  lines.push(`function(${gram ? 'a' : 'a, b'}) {`);
+  lines.push('  let s0 = 0;', '  let s1 = 0;', '  let s2 = 0;', '  let s3 = 0;');
+  if (k4 > 0) {
+    lines.push('  for (let k = 0; k < this.constants.K4; k += 4) {');
+    for (let u = 0; u < 4; u++) lines.push(`    const b${u} = ${bName}[${bIndex('(k | 0)', u)}];`);
+    for (let r = 0; r < 4; r++) {
+      const terms = [0, 1, 2, 3].map((u) => `a[${aIndex('(k | 0)', r, u)}] * b${u}`);
+      lines.push(`    s${r} += ${terms.join(' + ')};`);
+    }
+    lines.push('  }');
+  }
+  for (let t = k4; t < k; t++) {
+    lines.push(`  const t${t - k4} = ${bName}[${bIndex('', t)}];`);
+    for (let r = 0; r < 4; r++) lines.push(`  s${r} += a[${aIndex('', r, t)}] * t${t - k4};`);
+  }
+  lines.push('  return [s0, s1, s2, s3];', '}');
+  return lines.join('\n');
+}
+
+/**
+ * The textbook kernel, one output per thread: output [n, m], a as m×k, b as k×n, both passed as 2-D
+ * `input(...)` views. The baseline the blocked kernel is measured against.
+ */
+export function naiveMatmulSource(): string {
+  return [
+    'function(a, b) {',
+    '  let sum = 0;',
+    '  for (let i = 0; i < this.constants.K; i++) {',
+    '    sum += a[this.thread.y][i] * b[i][this.thread.x];',
+    '  }',
+    '  return sum;',
+    '}',
+  ].join('\n');
+}
+
+/** Geometry a convolution kernel source bakes in. */
+export interface ConvShape {
+  batch: number;
+  channels: number;
+  height: number;
+  width: number;
+  kernelH: number;
+  kernelW: number;
+  stride: number;
+  pad: number;
+  outH: number;
+  outW: number;
+}
+
+/**
+ * im2col: output [kernelW, channels·kernelH, batch·outH·outW], i.e. row-major
+ * (n, oy, ox) × (c, ky, kx): thread.x = kx, thread.y = c·kh + ky, thread.z = patch row.
+ * Coordinates are small f32 values; the input index is built in i32.
+ */
+export function im2colSource(g: ConvShape): string {
+  const ohw = g.outH * g.outW;
+  return [
+    'function(x) {',
+    `  const n = Math.floor(this.thread.z / ${lit(ohw)});`,
+    `  const p = this.thread.z - n * ${lit(ohw)};`,
+    `  const oy = Math.floor(p / ${lit(g.outW)});`,
+    `  const ox = p - oy * ${lit(g.outW)};`,
+    `  const c = Math.floor(this.thread.y / ${lit(g.kernelH)});`,
+    `  const ky = this.thread.y - c * ${lit(g.kernelH)};`,
+    `  const iy = oy * ${lit(g.stride)} + ky - ${lit(g.pad)};`,
+    `  const ix = ox * ${lit(g.stride)} + this.thread.x - ${lit(g.pad)};`,
+    '  let v = 0;',
+    `  if (iy >= 0 && iy < ${lit(g.height)} && ix >= 0 && ix < ${lit(g.width)}) {`,
+    `    v = x[(((n | 0) * ${lit(g.channels)} + (c | 0)) * ${lit(g.height)} + (iy | 0)) * ${lit(g.width)} + (ix | 0)];`,
+    '  }',
+    '  return v;',
+    '}',
+  ].join('\n');
+}
+
+/**
+ * col2im as a gather: output [width, height, batch·channels]; each input pixel sums the patch
+ * entries that cover it, i.e. over (ky, kx) with iy + pad − ky = oy·stride, 0 ≤ oy < outH (and the
+ * same along x).
+ */
+export function col2imSource(g: ConvShape): string {
+  const ckk = g.channels * g.kernelH * g.kernelW;
+  const s = g.stride;
+  const oyExpr = s === 1 ? 'ty' : `Math.floor(ty / ${lit(s)})`;
+  const oxExpr = s === 1 ? 'tx' : `Math.floor(tx / ${lit(s)})`;
+  const yHit = s === 1 ? `ty >= 0 && oy < ${lit(g.outH)}` : `ty >= 0 && oy * ${lit(s)} == ty && oy < ${lit(g.outH)}`;
+  const xHit = s === 1 ? `tx >= 0 && ox < ${lit(g.outW)}` : `tx >= 0 && ox * ${lit(s)} == tx && ox < ${lit(g.outW)}`;
+  return [
+    'function(cols) {',
+    `  const n = Math.floor(this.thread.z / ${lit(g.channels)});`,
+    `  const c = this.thread.z - n * ${lit(g.channels)};`,
+    '  let sum = 0;',
+    '  for (let ky = 0; ky < this.constants.KH; ky++) {',
+    `    const ty = this.thread.y + ${lit(g.pad)} - ky;`,
+    `    const oy = ${oyExpr};`,
+    `    if (${yHit}) {`,
+    '      for (let kx = 0; kx < this.constants.KW; kx++) {',
+    `        const tx = this.thread.x + ${lit(g.pad)} - kx;`,
+    `        const ox = ${oxExpr};`,
+    `        if (${xHit}) {`,
+    `          sum += cols[(((n | 0) * ${lit(g.outH)} + (oy | 0)) * ${lit(g.outW)} + (ox | 0)) * ${lit(ckk)} + ((c | 0) * ${lit(g.kernelH)} + (ky | 0)) * ${lit(g.kernelW)} + (kx | 0)];`,
+    '        }',
+    '      }',
+    '    }',
+    '  }',
+    '  return sum;',
+    '}',
+  ].join('\n');
+}
+
+/** max(x, 0) over a 1-D output (the caller pads the output length to a multiple of 4). */
+export function reluSource(): string {
+  return ['function(x) {', '  const v = x[this.thread.x];', '  return v > 0 ? v : 0;', '}'].join('\n');
+}
+
+/** dy where x > 0, else 0, over a 1-D output. */
+export function reluBackwardSource(): string {
+  return ['function(x, dy) {', '  return x[this.thread.x] > 0 ? dy[this.thread.x] : 0;', '}'].join('\n');
+}
+
+/** x + v on every row: output [cols, rows]. */
+export function addRowVectorSource(cols: number): string {
+  return ['function(x, v) {', `  return x[this.thread.y * ${lit(cols)} + this.thread.x] + v[this.thread.x];`, '}'].join('\n');
+}
+
+/**
+ * Partial column sums: output [cols, chunks]; cell (c, j) sums rows j·chunk .. j·chunk + chunk − 1
+ * (clipped to `rows`) of column c. The caller adds the partials in float64, so the float32 error
+ * grows with the chunk length only.
+ */
+export function columnPartialSumsSource(rows: number, cols: number, chunk: number): string {
+  return [
+    'function(x) {',
+    '  let sum = 0;',
+    '  for (let t = 0; t < this.constants.CHUNK; t++) {',
+    `    if (this.thread.y * ${lit(chunk)} + (t | 0) < ${lit(rows)}) {`,
+    `      sum += x[(this.thread.y * ${lit(chunk)} + (t | 0)) * ${lit(cols)} + this.thread.x];`,
+    '    }',
+    '  }',
+    '  return sum;',
+    '}',
+  ].join('\n');
+}
