@@ -394,6 +394,9 @@ test.serial("ByteBudgetWriter rejects pending writes when the peer cancels", asy
   try {
     const call = c.downloadParameters({ names: [], newerThanVersion: 0, maxMessageBytes: 0 });
     const st = outcome(call);
+    // A grpc-js client stream without a 'data' listener reads everything regardless of pause():
+    // attach one, then pause.
+    call.on("data", () => {});
     call.pause();
     await sleep(300);
     call.cancel();
