@@ -340,8 +340,11 @@ export async function createGpuBackend(opts: GpuBackendOptions = {}): Promise<Gp
     await backend.dispose();
     throw err;
   }
+  latestBackend = backend;
   return backend;
 }
+
+let latestBackend: GpuBackend | undefined;
 
 /** op(A)·op(B) with transA on a 5×6×7 product, against plain JavaScript. */
 async function selfTest(backend: GpuBackend): Promise<void> {
@@ -370,4 +373,37 @@ export function createBlockedMatmul(backend: GpuBackend, shape: MatmulShape, opt
 /** The naive one-output-per-thread product kernel for one shape, uncached: the benchmark baseline. */
 export function createNaiveMatmul(backend: GpuBackend, shape: MatmulShape, opts?: MatmulKernelOptions): MatmulKernel {
   return createNaiveMatmulOn(backend.runtime, shape, opts);
+}
+
+/**
+ * For bench/kernels.ts, which passes its case (labelled "matmul MxNxK" or "XᵀX X RxC"): the same
+ * product by the naive kernel on the most recently created gpu backend, with random operands made
+ * here (for XᵀX the transpose is materialised once, outside the timing). Undefined for other cases
+ * or when no backend is alive. The kernel is released when that backend is disposed.
+ */
+export function naiveMatmulBaseline(c: { label: string }): (() => Promise<Float32Array>) | undefined {
+  const backend = latestBackend;
+  if (backend === undefined) return undefined;
+  let runtime: GpuRuntime;
+  try {
+    runtime = backend.runtime;
+  } catch {
+    return undefined;
+  }
+  let shape: { m: number; n: number; k: number } | undefined;
+  const mm = /^matmul (\d+)x(\d+)x(\d+)$/.exec(c.label);
+  const gram = /^X\S*X X (\d+)x(\d+)$/.exec(c.label);
+  if (mm) shape = { m: Number(mm[1]), n: Number(mm[2]), k: Number(mm[3]) };
+  else if (gram) shape = { m: Number(gram[2]), n: Number(gram[2]), k: Number(gram[1]) };
+  if (shape === undefined) return undefined;
+  let seed = 12345;
+  const rand = (len: number): Float32Array =>
+    Float32Array.from({ length: len }, () => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed / 2 ** 32 - 0.5;
+    });
+  const a = rand(shape.m * shape.k);
+  const b = rand(shape.k * shape.n);
+  const kernel = createNaiveMatmulOn(runtime, shape);
+  return () => kernel.run(a, b);
 }

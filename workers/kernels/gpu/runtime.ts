@@ -108,6 +108,7 @@ export async function decideMode(request: GpuModeRequest): Promise<ModeDecision>
 interface WasmPool {
   size: number;
   destroyed: boolean;
+  liveWorkerCount?: number;
   dispatch: (...args: unknown[]) => Promise<void>;
   release: (id: number) => void;
   destroy: () => void;
@@ -119,6 +120,7 @@ interface WasmKernelInternals {
   _moduleCache?: Map<string, { id: number; shared: boolean }>;
   _threadedTail?: Promise<unknown>;
   _shapeOutput?: (data: Float32Array, output: number[], components: number) => unknown;
+  _lastRunPath?: string | null;
   fallbackReason?: string | null;
 }
 
@@ -181,6 +183,12 @@ export class CompiledKernel {
       this.inflight--;
       if (this.inflight === 0) for (const resolve of this.drained.splice(0)) resolve();
     }
+  }
+
+  /** How gpu.js ran the last call ('simd', 'scalar', 'threaded', ...; webasm only, diagnostics). */
+  get lastRunPath(): string | undefined {
+    const path = (this.shortcut.kernel as unknown as WasmKernelInternals)._lastRunPath;
+    return typeof path === 'string' ? path : undefined;
   }
 
   /** Waits for calls in flight, returns the shared pool's entries, and destroys the kernel. */
@@ -250,6 +258,7 @@ export class GpuRuntime {
   private readonly maxKernels: number;
   private readonly maxBytes: number;
   private pool: WasmPool | undefined;
+  private retiredPool: WasmPool | undefined;
   private pending: Array<Promise<void>> = [];
   /** Whether kernels share one worker pool (false when gpu.js internals do not match). */
   poolSharing = true;
@@ -300,6 +309,17 @@ export class GpuRuntime {
 
   get cachedKernels(): number {
     return this.cache.size;
+  }
+
+  /** The cached kernels, least recently used first (diagnostics). */
+  cachedKernelList(): CompiledKernel[] {
+    return [...this.cache.values()];
+  }
+
+  /** Live worker threads of the shared pool (0 before the first threaded call and after dispose). */
+  get poolWorkers(): number {
+    const pool = this.pool ?? this.retiredPool;
+    return pool !== undefined && typeof pool.liveWorkerCount === 'number' ? pool.liveWorkerCount : 0;
   }
 
   /** Throws GpuFallbackError unless the kernel ran on this runtime's mode. */
@@ -373,6 +393,7 @@ export class GpuRuntime {
     await Promise.all(this.pending);
     if (this.pool !== undefined) {
       this.pool.destroy();
+      this.retiredPool = this.pool;
       this.pool = undefined;
     }
     await gpu.destroy();
