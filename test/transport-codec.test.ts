@@ -9,6 +9,7 @@ import { TensorChunk as TensorChunkFns } from "../src/gen/spngd/v1/tensor.js";
 import {
   bytesToFloat32,
   chunkCountFor,
+  envelopeTensor,
   chunkSymmetric,
   chunkTensor,
   encodedByteLength,
@@ -357,4 +358,12 @@ test("TransportError carries a grpc status object", (t) => {
   const s = err.toStatus();
   t.is(s.code, status.FAILED_PRECONDITION);
   t.is(s.details, "chunks missing");
+});
+
+test("envelopeTensor checks presence and the envelope's step", (t) => {
+  const [c] = [...chunkTensor("w", ramp(4), [4], DENSE, { version: 9 })];
+  t.is(envelopeTensor(c, 9), c);
+  expectError(t, () => envelopeTensor(undefined, 9), status.INVALID_ARGUMENT, "bad_argument");
+  const err = expectError(t, () => envelopeTensor(c, 10, "GradientChunk.step"), status.INVALID_ARGUMENT, "header_mismatch");
+  t.regex(err.message, /GradientChunk.step 10/);
 });

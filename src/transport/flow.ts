@@ -59,6 +59,21 @@ interface QueuedWrite<T> {
   reject: (err: Error) => void;
 }
 
+/**
+ * An Error for whatever a stream emitted: grpc-js server code emits plain status objects
+ * (`{ code, details }`) as 'error' to end a call; they keep their code.
+ */
+function asError(err: unknown): Error {
+  if (err instanceof Error) return err;
+  if (err !== null && typeof err === "object") {
+    const e = err as { code?: unknown; details?: unknown };
+    const out = new Error(typeof e.details === "string" ? e.details : JSON.stringify(err));
+    if (typeof e.code === "number") Object.assign(out, { code: e.code });
+    return out;
+  }
+  return new Error(String(err));
+}
+
 /** Error used when the stream closes before a queued write could be handed to it. */
 export class StreamClosedError extends Error {
   override readonly name = "StreamClosedError";
@@ -99,7 +114,7 @@ export class ByteBudgetWriter<T> {
     this.pump();
   };
   private readonly onError = (err: unknown): void => {
-    this.fail(err instanceof Error ? err : new Error(String(err)));
+    this.fail(asError(err));
   };
   private readonly onClose = (): void => {
     if (this.inFlight > 0 || this.queue.length > 0) this.fail(new StreamClosedError("stream closed with writes pending"));
@@ -370,7 +385,7 @@ export class ByteBudgetReader<T> implements AsyncIterable<T> {
     this.wake();
   };
   private readonly onError = (err: unknown): void => {
-    this.failure = err instanceof Error ? err : new Error(String(err));
+    this.failure = asError(err);
     this.wake();
   };
 

@@ -299,6 +299,28 @@ export function chunkSymmetric(
   return chunkTensor(name, packed, shape, TensorEncoding.TENSOR_ENCODING_SYMMETRIC_UPPER, { ...options, copy: false });
 }
 
+/**
+ * Checks an envelope's tensor: present, and stamped with the envelope's step or version (e.g.
+ * `GradientChunk.step == tensor.version`). Returns it; throws INVALID_ARGUMENT otherwise.
+ *
+ * ```ts
+ * const done = assembler.push(envelopeTensor(m.tensor, m.step, "GradientChunk.step"));
+ * ```
+ */
+export function envelopeTensor(tensor: TensorChunk | undefined, version: number, field = "step"): TensorChunk {
+  if (tensor === undefined || tensor === null) {
+    throw new TransportError(status.INVALID_ARGUMENT, "bad_argument", `message without tensor (${field} ${version})`);
+  }
+  if (tensor.version !== version) {
+    throw new TransportError(
+      status.INVALID_ARGUMENT,
+      "header_mismatch",
+      `tensor ${tensor.name}: version ${tensor.version} differs from ${field} ${version}`,
+    );
+  }
+  return tensor;
+}
+
 /** Data bytes of a chunk plus a fixed allowance for its header: what a byte budget should count. */
 export function chunkWireBytes(chunk: TensorChunk): number {
   return chunk.data.byteLength + 64 + chunk.name.length + 5 * chunk.shape.length;
