@@ -126,7 +126,7 @@ test('the big product really ran threaded, on webasm, on the shared worker pool'
 });
 
 test('mode is explicit and reported', (t) => {
-  t.is(backend.mode, EXPECTED_MODE);
+  t.is(backend.mode as string, EXPECTED_MODE);
   t.regex(backend.description, new RegExp(`^gpu\\.js ${EXPECTED_MODE} `));
   if (EXPECTED_MODE === 'webasm') t.regex(backend.description, /wasm SIMD, \d+ worker threads?\)/);
   t.truthy(backend.modeNote);

@@ -24,10 +24,14 @@ import {
   blockedThreaded,
   createBlockedMatmulOn,
   createNaiveMatmulOn,
+  gramSpec,
+  gramThreaded,
+  gramUnits,
   packA,
   packB,
   padMatrix,
   unpackBlocked,
+  unpackGram,
 } from './matmul.js';
 import { type GpuMode, type GpuModeRequest, GpuRuntime, decideMode } from './runtime.js';
 import {
@@ -174,11 +178,10 @@ export class GpuBackend implements ComputeBackend {
       s.fill(0, 0, cols * cols);
       return s;
     }
-    const kernel = rt.kernel(blockedSpec({ m: cols, n: cols, k: rows, transA: true, gram: true }, blockedThreaded(cols, cols, rows)));
-    const p = await kernel.run(padMatrix(x, rows, cols, rows, up4(cols)));
-    unpackBlocked(p, cols, cols, alpha, 0, s);
-    // exact symmetry: mirror the upper triangle
-    for (let i = 1; i < cols; i++) for (let j = 0; j < i; j++) s[i * cols + j] = s[j * cols + i];
+    const kernel = rt.kernel(gramSpec(rows, cols, gramThreaded(cols, rows)));
+    const units = gramUnits(up4(cols));
+    const p = await kernel.run(padMatrix(x, rows, cols, rows, up4(cols)), units);
+    unpackGram(p, units, cols, alpha, s);
     return s;
   }
 

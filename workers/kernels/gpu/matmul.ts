@@ -11,7 +11,7 @@
  */
 import { Input } from 'gpu.js';
 import type { CompiledKernel, GpuRuntime, KernelSpec } from './runtime.js';
-import { blockedMatmulConstants, blockedMatmulSource, naiveMatmulSource } from './sources.js';
+import { blockedMatmulConstants, blockedMatmulSource, gramTriangleSource, naiveMatmulSource } from './sources.js';
 
 /**
  * Threaded dispatch costs ~60-150 µs and gpu.js only splits outputs of more than 4096 cells, so
@@ -37,16 +37,15 @@ export function blockedThreaded(m: number, n: number, k: number): boolean {
   return (m4 / 4) * n4 >= THREADED_MIN_CELLS && 2 * m4 * n4 * k >= THREADED_MIN_FLOPS;
 }
 
-export function blockedSpec(s: MatmulShape & { gram?: boolean }, threaded: boolean): KernelSpec {
+export function blockedSpec(s: MatmulShape, threaded: boolean): KernelSpec {
   const m4 = up4(s.m);
   const n4 = up4(s.n);
   const transA = s.transA === true;
   const transB = s.transB === true;
-  const gram = s.gram === true;
-  const shape = { m4, n4, k: s.k, transA, transB, gram };
-  const argValues = gram ? s.k * n4 : m4 * s.k + s.k * n4;
+  const shape = { m4, n4, k: s.k, transA, transB };
+  const argValues = m4 * s.k + s.k * n4;
   return {
-    key: `mm:${gram ? 'gram' : `${transA ? 'T' : 'N'}${transB ? 'T' : 'N'}`}:${m4}x${n4}x${s.k}:${threaded ? 't' : 's'}`,
+    key: `mm:${transA ? 'T' : 'N'}${transB ? 'T' : 'N'}:${m4}x${n4}x${s.k}:${threaded ? 't' : 's'}`,
     source: blockedMatmulSource(shape),
     output: [n4, m4 / 4],
     constants: blockedMatmulConstants(shape),
@@ -54,6 +53,62 @@ export function blockedSpec(s: MatmulShape & { gram?: boolean }, threaded: boole
     threaded,
     argBytes: argValues * 4,
   };
+}
+
+/** The 4×4 blocks on or above the diagonal of an n4×n4 Gram matrix: (4·rb, 4·cq) pairs, cq ≥ rb. */
+export function gramUnits(n4: number): Float32Array {
+  const q = n4 / 4;
+  const units = new Float32Array(q * (q + 1));
+  let p = 0;
+  for (let rb = 0; rb < q; rb++) {
+    for (let cq = rb; cq < q; cq++) {
+      units[p++] = 4 * rb;
+      units[p++] = 4 * cq;
+    }
+  }
+  return units;
+}
+
+/** Whether an upper-triangle Gram product of this shape is worth the worker pool. */
+export function gramThreaded(cols: number, rows: number): boolean {
+  const q = up4(cols) / 4;
+  const cells = 2 * q * (q + 1); // 4 per unit
+  return cells >= THREADED_MIN_CELLS && cells * 8 * rows >= THREADED_MIN_FLOPS;
+}
+
+/** The upper-triangle Gram kernel: arguments X padded to rows×n4 and gramUnits(n4). */
+export function gramSpec(rows: number, cols: number, threaded: boolean): KernelSpec {
+  const n4 = up4(cols);
+  const q = n4 / 4;
+  return {
+    key: `gram:${n4}x${rows}:${threaded ? 't' : 's'}`,
+    source: gramTriangleSource(n4, rows),
+    output: [4, (q * (q + 1)) / 2],
+    constants: { K4: rows - (rows % 4) },
+    components: 4,
+    threaded,
+    argBytes: (rows * n4 + q * (q + 1)) * 4,
+  };
+}
+
+/** S (cols×cols) = alpha·P from the Gram kernel's output, written to both triangles (exactly symmetric). */
+export function unpackGram(p: Float32Array, units: Float32Array, cols: number, alpha: number, s: Float32Array): void {
+  const count = units.length / 2;
+  for (let u = 0; u < count; u++) {
+    const i0 = units[2 * u];
+    const j0 = units[2 * u + 1];
+    for (let x = 0; x < 4; x++) {
+      const j = j0 + x;
+      if (j >= cols) break;
+      for (let r = 0; r < 4; r++) {
+        const i = i0 + r;
+        if (i > j || i >= cols) break;
+        const v = alpha * p[(4 * u + x) * 4 + r];
+        s[i * cols + j] = v;
+        s[j * cols + i] = v;
+      }
+    }
+  }
 }
 
 /**

@@ -40,11 +40,6 @@ export interface BlockedMatmulShape {
   transA: boolean;
   /** B is stored n4×k instead of k×n4. */
   transB: boolean;
-  /**
-   * A and B are one and the same argument `a` (a Gram matrix XᵀX: transA with B = A). The kernel
-   * then takes a single argument, saving one copy into kernel memory.
-   */
-  gram?: boolean;
 }
 
 /** Constants a blocked-matmul kernel expects. */
@@ -58,12 +53,9 @@ export function blockedMatmulConstants(s: BlockedMatmulShape): Record<string, nu
  */
 export function blockedMatmulSource(s: BlockedMatmulShape): string {
   const { m4, n4, k, transA, transB } = s;
-  const gram = s.gram === true;
   if (m4 % 4 !== 0 || n4 % 4 !== 0 || m4 === 0 || n4 === 0 || k < 1) {
     throw new RangeError(`blocked matmul: bad shape m4=${m4} n4=${n4} k=${k}`);
   }
-  if (gram && !(transA && !transB && m4 === n4)) throw new RangeError('blocked matmul: gram needs transA, not transB, m4 = n4');
-  const bName = gram ? 'a' : 'b';
   // Index of A(row 4y + r, inner kk) where kk = base + u; base is '(k | 0)' in the loop, '' after it.
   const aIndex = (base: string, r: number, u: number): string =>
     transA
@@ -75,11 +67,11 @@ export function blockedMatmulSource(s: BlockedMatmulShape): string {
       : `${base ? `${base} * ${lit(n4)} + ` : ''}${lit(u * n4)} + this.thread.x`;
   const k4 = k - (k % 4);
   const lines: string[] = [];
-  lines.push(`function(${gram ? 'a' : 'a, b'}) {`);
+  lines.push('function(a, b) {');
   lines.push('  let s0 = 0;', '  let s1 = 0;', '  let s2 = 0;', '  let s3 = 0;');
   if (k4 > 0) {
     lines.push('  for (let k = 0; k < this.constants.K4; k += 4) {');
-    for (let u = 0; u < 4; u++) lines.push(`    const b${u} = ${bName}[${bIndex('(k | 0)', u)}];`);
+    for (let u = 0; u < 4; u++) lines.push(`    const b${u} = b[${bIndex('(k | 0)', u)}];`);
     for (let r = 0; r < 4; r++) {
       const terms = [0, 1, 2, 3].map((u) => `a[${aIndex('(k | 0)', r, u)}] * b${u}`);
       lines.push(`    s${r} += ${terms.join(' + ')};`);
@@ -87,7 +79,41 @@ export function blockedMatmulSource(s: BlockedMatmulShape): string {
     lines.push('  }');
   }
   for (let t = k4; t < k; t++) {
-    lines.push(`  const t${t - k4} = ${bName}[${bIndex('', t)}];`);
+    lines.push(`  const t${t - k4} = b[${bIndex('', t)}];`);
+    for (let r = 0; r < 4; r++) lines.push(`  s${r} += a[${aIndex('', r, t)}] * t${t - k4};`);
+  }
+  lines.push('  return [s0, s1, s2, s3];', '}');
+  return lines.join('\n');
+}
+
+/**
+ * Gram matrix XᵀX over its upper triangle only: X is stored k×n4; output [4, units] of Array(4),
+ * one SIMD quad per unit. `units` holds, per unit, the first row 4·rb and first column 4·cq (cq ≥ rb)
+ * of a 4×4 block of the result; component r of cell (x, unit) is S[4·rb + r][4·cq + x]. Only the
+ * blocks on or above the diagonal are listed, so this does ~half the work of the full product, and
+ * every unit costs the same, so gpu.js's equal split of cells over workers is balanced.
+ */
+export function gramTriangleSource(n4: number, k: number): string {
+  if (n4 % 4 !== 0 || n4 === 0 || k < 1) throw new RangeError(`gram: bad shape n4=${n4} k=${k}`);
+  const k4 = k - (k % 4);
+  const aIndex = (base: string, r: number, u: number): string =>
+    `${base ? `${base} * ${lit(n4)} + ` : ''}(ra | 0) + ${lit(u * n4 + r)}`;
+  const bIndex = (base: string, u: number): string => `${base ? `${base} * ${lit(n4)} + ` : ''}${lit(u * n4)} + (cb | 0) + this.thread.x`;
+  const lines: string[] = [];
+  lines.push('function(a, units) {');
+  lines.push('  const ra = units[this.thread.y * 2];', '  const cb = units[this.thread.y * 2 + 1];');
+  lines.push('  let s0 = 0;', '  let s1 = 0;', '  let s2 = 0;', '  let s3 = 0;');
+  if (k4 > 0) {
+    lines.push('  for (let k = 0; k < this.constants.K4; k += 4) {');
+    for (let u = 0; u < 4; u++) lines.push(`    const b${u} = a[${bIndex('(k | 0)', u)}];`);
+    for (let r = 0; r < 4; r++) {
+      const terms = [0, 1, 2, 3].map((u) => `a[${aIndex('(k | 0)', r, u)}] * b${u}`);
+      lines.push(`    s${r} += ${terms.join(' + ')};`);
+    }
+    lines.push('  }');
+  }
+  for (let t = k4; t < k; t++) {
+    lines.push(`  const t${t - k4} = a[${bIndex('', t)}];`);
     for (let r = 0; r < 4; r++) lines.push(`  s${r} += a[${aIndex('', r, t)}] * t${t - k4};`);
   }
   lines.push('  return [s0, s1, s2, s3];', '}');
