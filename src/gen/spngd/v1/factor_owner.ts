@@ -113,6 +113,11 @@ export interface StatisticsComplete {
   workerId: string;
   /** Number of statistic tensors sent for the step. */
   statisticTensors: number;
+  /**
+   * Number of workers taking part in the step (from the PS's StepStart): the owner reduces the
+   * step once that many workers have completed it.
+   */
+  shardCount: number;
 }
 
 /** One message from a worker on PushStatistics. */
@@ -430,7 +435,7 @@ export const StatisticChunk: MessageFns<StatisticChunk> = {
 };
 
 function createBaseStatisticsComplete(): StatisticsComplete {
-  return { step: 0, workerId: "", statisticTensors: 0 };
+  return { step: 0, workerId: "", statisticTensors: 0, shardCount: 0 };
 }
 
 export const StatisticsComplete: MessageFns<StatisticsComplete> = {
@@ -443,6 +448,9 @@ export const StatisticsComplete: MessageFns<StatisticsComplete> = {
     }
     if (message.statisticTensors !== 0) {
       writer.uint32(24).uint32(message.statisticTensors);
+    }
+    if (message.shardCount !== 0) {
+      writer.uint32(32).uint32(message.shardCount);
     }
     return writer;
   },
@@ -484,6 +492,14 @@ export const StatisticsComplete: MessageFns<StatisticsComplete> = {
             message.statisticTensors = reader.uint32();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.shardCount = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -509,6 +525,11 @@ export const StatisticsComplete: MessageFns<StatisticsComplete> = {
         : isSet(object.statistic_tensors)
         ? globalThis.Number(object.statistic_tensors)
         : 0,
+      shardCount: isSet(object.shardCount)
+        ? globalThis.Number(object.shardCount)
+        : isSet(object.shard_count)
+        ? globalThis.Number(object.shard_count)
+        : 0,
     };
   },
 
@@ -523,6 +544,9 @@ export const StatisticsComplete: MessageFns<StatisticsComplete> = {
     if (message.statisticTensors !== 0) {
       obj.statisticTensors = Math.round(message.statisticTensors);
     }
+    if (message.shardCount !== 0) {
+      obj.shardCount = Math.round(message.shardCount);
+    }
     return obj;
   },
 
@@ -534,6 +558,7 @@ export const StatisticsComplete: MessageFns<StatisticsComplete> = {
     message.step = object.step ?? 0;
     message.workerId = object.workerId ?? "";
     message.statisticTensors = object.statisticTensors ?? 0;
+    message.shardCount = object.shardCount ?? 0;
     return message;
   },
 };

@@ -207,6 +207,11 @@ export interface JoinResponse {
   heartbeatIntervalMs: number;
   /** A member with no heartbeat for this long is removed, milliseconds. */
   leaseMs: number;
+  /**
+   * The job's resolved training configuration (JSON, the schema of `spngd train --config`), so
+   * that workers and owners need only the coordinator's address.
+   */
+  trainingConfigJson: string;
 }
 
 /** Request of MembershipService.Leave. */
@@ -837,7 +842,7 @@ export const JoinRequest: MessageFns<JoinRequest> = {
 };
 
 function createBaseJoinResponse(): JoinResponse {
-  return { view: undefined, heartbeatIntervalMs: 0, leaseMs: 0 };
+  return { view: undefined, heartbeatIntervalMs: 0, leaseMs: 0, trainingConfigJson: "" };
 }
 
 export const JoinResponse: MessageFns<JoinResponse> = {
@@ -850,6 +855,9 @@ export const JoinResponse: MessageFns<JoinResponse> = {
     }
     if (message.leaseMs !== 0) {
       writer.uint32(24).uint32(message.leaseMs);
+    }
+    if (message.trainingConfigJson !== "") {
+      writer.uint32(34).string(message.trainingConfigJson);
     }
     return writer;
   },
@@ -891,6 +899,14 @@ export const JoinResponse: MessageFns<JoinResponse> = {
             message.leaseMs = reader.uint32();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.trainingConfigJson = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -916,6 +932,11 @@ export const JoinResponse: MessageFns<JoinResponse> = {
         : isSet(object.lease_ms)
         ? globalThis.Number(object.lease_ms)
         : 0,
+      trainingConfigJson: isSet(object.trainingConfigJson)
+        ? globalThis.String(object.trainingConfigJson)
+        : isSet(object.training_config_json)
+        ? globalThis.String(object.training_config_json)
+        : "",
     };
   },
 
@@ -930,6 +951,9 @@ export const JoinResponse: MessageFns<JoinResponse> = {
     if (message.leaseMs !== 0) {
       obj.leaseMs = Math.round(message.leaseMs);
     }
+    if (message.trainingConfigJson !== "") {
+      obj.trainingConfigJson = message.trainingConfigJson;
+    }
     return obj;
   },
 
@@ -943,6 +967,7 @@ export const JoinResponse: MessageFns<JoinResponse> = {
       : undefined;
     message.heartbeatIntervalMs = object.heartbeatIntervalMs ?? 0;
     message.leaseMs = object.leaseMs ?? 0;
+    message.trainingConfigJson = object.trainingConfigJson ?? "";
     return message;
   },
 };

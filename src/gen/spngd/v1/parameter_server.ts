@@ -197,6 +197,13 @@ export interface StepStart {
   globalBatchSize: number;
   /** Learning rate the PS will apply (informational). */
   learningRate: number;
+  /**
+   * Position of this worker among the step's workers (0-based, workers ordered by id): the worker
+   * computes shard `shard_index` of `shard_count` of the step's global batch.
+   */
+  shardIndex: number;
+  /** Number of workers taking part in the step. */
+  shardCount: number;
 }
 
 /** PS -> worker: the worker's gradients of a step were taken into the reduction (or not). */
@@ -298,6 +305,18 @@ export interface PreconditionerCommit {
   residual: number;
 }
 
+/**
+ * Owner -> PS: every statistic of the owner's layers due before `next_refresh_step` has been
+ * reduced and the resulting preconditioners committed. A PS configured to wait for fresh
+ * preconditioners applies step s only when every owner's watermark is above s.
+ */
+export interface OwnerWatermark {
+  /** Smallest step at which one of the owner's statistics is next due (all earlier ones are final). */
+  nextRefreshStep: number;
+  /** Membership epoch of the owner's assignment. */
+  epoch: number;
+}
+
 /** One message from an owner on PublishPreconditioners. */
 export interface PublishPreconditionersRequest {
   /** What the message carries. */
@@ -311,6 +330,9 @@ export interface PublishPreconditionersRequest {
     | //
     /** End of a layer's version. */
     { $case: "commit"; value: PreconditionerCommit }
+    | //
+    /** Progress of the owner's reductions. */
+    { $case: "watermark"; value: OwnerWatermark }
     | undefined;
 }
 
@@ -1391,7 +1413,16 @@ export const ParameterChunk: MessageFns<ParameterChunk> = {
 };
 
 function createBaseStepStart(): StepStart {
-  return { step: 0, epoch: 0, parameterTensors: 0, batchSize: 0, globalBatchSize: 0, learningRate: 0 };
+  return {
+    step: 0,
+    epoch: 0,
+    parameterTensors: 0,
+    batchSize: 0,
+    globalBatchSize: 0,
+    learningRate: 0,
+    shardIndex: 0,
+    shardCount: 0,
+  };
 }
 
 export const StepStart: MessageFns<StepStart> = {
@@ -1413,6 +1444,12 @@ export const StepStart: MessageFns<StepStart> = {
     }
     if (message.learningRate !== 0) {
       writer.uint32(49).double(message.learningRate);
+    }
+    if (message.shardIndex !== 0) {
+      writer.uint32(56).uint32(message.shardIndex);
+    }
+    if (message.shardCount !== 0) {
+      writer.uint32(64).uint32(message.shardCount);
     }
     return writer;
   },
@@ -1478,6 +1515,22 @@ export const StepStart: MessageFns<StepStart> = {
             message.learningRate = reader.double();
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.shardIndex = reader.uint32();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.shardCount = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1514,6 +1567,16 @@ export const StepStart: MessageFns<StepStart> = {
         : isSet(object.learning_rate)
         ? globalThis.Number(object.learning_rate)
         : 0,
+      shardIndex: isSet(object.shardIndex)
+        ? globalThis.Number(object.shardIndex)
+        : isSet(object.shard_index)
+        ? globalThis.Number(object.shard_index)
+        : 0,
+      shardCount: isSet(object.shardCount)
+        ? globalThis.Number(object.shardCount)
+        : isSet(object.shard_count)
+        ? globalThis.Number(object.shard_count)
+        : 0,
     };
   },
 
@@ -1537,6 +1600,12 @@ export const StepStart: MessageFns<StepStart> = {
     if (message.learningRate !== 0) {
       obj.learningRate = floatToJson(message.learningRate);
     }
+    if (message.shardIndex !== 0) {
+      obj.shardIndex = Math.round(message.shardIndex);
+    }
+    if (message.shardCount !== 0) {
+      obj.shardCount = Math.round(message.shardCount);
+    }
     return obj;
   },
 
@@ -1551,6 +1620,8 @@ export const StepStart: MessageFns<StepStart> = {
     message.batchSize = object.batchSize ?? 0;
     message.globalBatchSize = object.globalBatchSize ?? 0;
     message.learningRate = object.learningRate ?? 0;
+    message.shardIndex = object.shardIndex ?? 0;
+    message.shardCount = object.shardCount ?? 0;
     return message;
   },
 };
@@ -2390,6 +2461,95 @@ export const PreconditionerCommit: MessageFns<PreconditionerCommit> = {
   },
 };
 
+function createBaseOwnerWatermark(): OwnerWatermark {
+  return { nextRefreshStep: 0, epoch: 0 };
+}
+
+export const OwnerWatermark: MessageFns<OwnerWatermark> = {
+  encode(message: OwnerWatermark, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nextRefreshStep !== 0) {
+      writer.uint32(8).uint64(message.nextRefreshStep);
+    }
+    if (message.epoch !== 0) {
+      writer.uint32(16).uint64(message.epoch);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OwnerWatermark {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOwnerWatermark();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.nextRefreshStep = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.epoch = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): OwnerWatermark {
+    return {
+      nextRefreshStep: isSet(object.nextRefreshStep)
+        ? globalThis.Number(object.nextRefreshStep)
+        : isSet(object.next_refresh_step)
+        ? globalThis.Number(object.next_refresh_step)
+        : 0,
+      epoch: isSet(object.epoch) ? globalThis.Number(object.epoch) : 0,
+    };
+  },
+
+  toJSON(message: OwnerWatermark): unknown {
+    const obj: any = {};
+    if (message.nextRefreshStep !== 0) {
+      obj.nextRefreshStep = Math.round(message.nextRefreshStep);
+    }
+    if (message.epoch !== 0) {
+      obj.epoch = Math.round(message.epoch);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<OwnerWatermark>, I>>(base?: I): OwnerWatermark {
+    return OwnerWatermark.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<OwnerWatermark>, I>>(object: I): OwnerWatermark {
+    const message = createBaseOwnerWatermark();
+    message.nextRefreshStep = object.nextRefreshStep ?? 0;
+    message.epoch = object.epoch ?? 0;
+    return message;
+  },
+};
+
 function createBasePublishPreconditionersRequest(): PublishPreconditionersRequest {
   return { kind: undefined };
 }
@@ -2405,6 +2565,9 @@ export const PublishPreconditionersRequest: MessageFns<PublishPreconditionersReq
         break;
       case "commit":
         PreconditionerCommit.encode(message.kind.value, writer.uint32(26).fork()).join();
+        break;
+      case "watermark":
+        OwnerWatermark.encode(message.kind.value, writer.uint32(34).fork()).join();
         break;
     }
     return writer;
@@ -2447,6 +2610,14 @@ export const PublishPreconditionersRequest: MessageFns<PublishPreconditionersReq
             message.kind = { $case: "commit", value: PreconditionerCommit.decode(reader, reader.uint32()) };
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.kind = { $case: "watermark", value: OwnerWatermark.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2467,6 +2638,8 @@ export const PublishPreconditionersRequest: MessageFns<PublishPreconditionersReq
         ? { $case: "chunk", value: PreconditionerChunk.fromJSON(object.chunk) }
         : isSet(object.commit)
         ? { $case: "commit", value: PreconditionerCommit.fromJSON(object.commit) }
+        : isSet(object.watermark)
+        ? { $case: "watermark", value: OwnerWatermark.fromJSON(object.watermark) }
         : undefined,
     };
   },
@@ -2479,6 +2652,8 @@ export const PublishPreconditionersRequest: MessageFns<PublishPreconditionersReq
       obj.chunk = PreconditionerChunk.toJSON(message.kind.value);
     } else if (message.kind?.$case === "commit") {
       obj.commit = PreconditionerCommit.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "watermark") {
+      obj.watermark = OwnerWatermark.toJSON(message.kind.value);
     }
     return obj;
   },
@@ -2506,6 +2681,12 @@ export const PublishPreconditionersRequest: MessageFns<PublishPreconditionersReq
       case "commit": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "commit", value: PreconditionerCommit.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "watermark": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "watermark", value: OwnerWatermark.fromPartial(object.kind.value) };
         }
         break;
       }
