@@ -56,6 +56,26 @@ export const dataSchema = z.strictObject({
   testLimit: positiveInt.optional(),
 });
 
+export const clusterSchema = z.strictObject({
+  /** Local cluster size for `spngd train` (separately started actors ignore these two). */
+  workers: positiveInt.default(2),
+  owners: z.number().int().nonnegative().default(2),
+  /** The PS applies step s only once every owner has published the preconditioners of step s. */
+  waitForPreconditioners: z.boolean().default(false),
+  /** How long the PS waits for them before it goes on with the last published ones. */
+  preconditionerWaitMs: positiveInt.default(60000),
+  /** Workers the PS waits for before the first step. */
+  minWorkers: positiveInt.default(1),
+  heartbeatMs: positiveInt.default(1000),
+  /** A member silent for this long is removed. */
+  leaseMs: positiveInt.default(5000),
+  /** Bytes of tensor data per message. */
+  chunkBytes: z.number().int().min(4096).max(4 * 1024 * 1024).multipleOf(4).default(1024 * 1024),
+  /** gRPC keepalive: ping interval and the time to wait for its answer. */
+  keepaliveMs: positiveInt.default(10000),
+  keepaliveTimeoutMs: positiveInt.default(5000),
+});
+
 export const trainConfigSchema = z.strictObject({
   seed: z.number().int().nonnegative().default(1),
   backend: z.enum(['auto', 'blas', 'gpu']).default('auto'),
@@ -69,8 +89,10 @@ export const trainConfigSchema = z.strictObject({
   /** Stop early once test accuracy reaches this (0: never). */
   stopAtAccuracy: z.number().min(0).max(1).default(0),
   optimizer: optimizerSchema.prefault({}),
+  cluster: clusterSchema.prefault({}),
 });
 
+export type ClusterConfig = z.infer<typeof clusterSchema>;
 export type TrainConfig = z.infer<typeof trainConfigSchema>;
 export type OptimizerConfig = z.infer<typeof optimizerSchema>;
 export type KfacConfig = z.infer<typeof kfacSchema>;

@@ -1,0 +1,75 @@
+/**
+ * What every actor reports through StateService: identity, lifecycle, step and epoch, membership
+ * and assignment as it knows them, preconditioner versions, statistic schedules, per-phase timings
+ * and the last loss/accuracy. Actors update it; the service snapshots it.
+ */
+import type { StatisticSchedule } from '../../gen/spngd/v1/factor_owner.js';
+import { LifecycleState, type LayerAssignment, type Member, type Role } from '../../gen/spngd/v1/membership.js';
+import type { ActorState, PhaseTiming, PreconditionerStatus } from '../../gen/spngd/v1/state.js';
+
+export class PhaseTimings {
+  private readonly phases = new Map<string, PhaseTiming>();
+
+  record(phase: string, ms: number): void {
+    const p = this.phases.get(phase) ?? { count: 0, lastMs: 0, meanMs: 0, totalMs: 0 };
+    p.count++;
+    p.lastMs = ms;
+    p.totalMs += ms;
+    p.meanMs = p.totalMs / p.count;
+    this.phases.set(phase, p);
+  }
+
+  /** Runs `fn` and records its duration under `phase`. */
+  async time<T>(phase: string, fn: () => Promise<T> | T): Promise<T> {
+    const t = performance.now();
+    try {
+      return await fn();
+    } finally {
+      this.record(phase, performance.now() - t);
+    }
+  }
+
+  toRecord(): Record<string, PhaseTiming> {
+    return Object.fromEntries([...this.phases].map(([k, v]) => [k, { ...v }]));
+  }
+}
+
+export class ActorStateTracker {
+  lifecycle: LifecycleState = LifecycleState.LIFECYCLE_STATE_STARTING;
+  address = '';
+  step = 0;
+  epoch = 0;
+  members: Member[] = [];
+  assignment: LayerAssignment | undefined;
+  readonly preconditioners = new Map<string, PreconditionerStatus>();
+  schedules: StatisticSchedule[] = [];
+  readonly timings = new PhaseTimings();
+  lastLoss: number | undefined;
+  lastAccuracy: number | undefined;
+  private readonly started = Date.now();
+
+  constructor(
+    readonly role: Role,
+    public id: string,
+  ) {}
+
+  snapshot(): ActorState {
+    return {
+      role: this.role,
+      id: this.id,
+      address: this.address,
+      lifecycle: this.lifecycle,
+      step: this.step,
+      epoch: this.epoch,
+      members: this.members,
+      ...(this.assignment ? { assignment: this.assignment } : {}),
+      preconditioners: [...this.preconditioners.values()],
+      statisticSchedules: this.schedules,
+      phaseTimings: this.timings.toRecord(),
+      ...(this.lastLoss === undefined ? {} : { lastLoss: this.lastLoss }),
+      ...(this.lastAccuracy === undefined ? {} : { lastAccuracy: this.lastAccuracy }),
+      startedUnixMs: this.started,
+      nowUnixMs: Date.now(),
+    };
+  }
+}

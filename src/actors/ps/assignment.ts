@@ -1,0 +1,45 @@
+/**
+ * Layer-to-owner assignment balanced by inversion cost (DESIGN.md §5): inverting an n×n factor
+ * costs about n³, so layers are taken largest first and each goes to the owner whose load, divided
+ * by its capacity, is smallest (ties by owner id, so every process computes the same assignment).
+ */
+import type { LayerOwner } from '../../gen/spngd/v1/membership.js';
+import type { CurvatureLayerSpec } from '../../kfac/layer-curvature.js';
+
+export interface OwnerCapacity {
+  id: string;
+  /** Relative speed (1 = nominal). */
+  capacity: number;
+}
+
+/** A layer's factor dimensions and the cost of inverting them. */
+export function layerCost(spec: CurvatureLayerSpec): Omit<LayerOwner, 'ownerId'> {
+  if (spec.kind === 'bn') return { layer: spec.name, aDim: 0, gDim: spec.outFeatures, cost: 8 * spec.outFeatures };
+  const a = spec.inFeatures + 1;
+  const g = spec.outFeatures;
+  return { layer: spec.name, aDim: a, gDim: g, cost: a ** 3 + g ** 3 };
+}
+
+/** Greedy longest-processing-time assignment; returns entries in the given (model) order. */
+export function assignLayers(layers: Omit<LayerOwner, 'ownerId'>[], owners: OwnerCapacity[]): LayerOwner[] {
+  if (owners.length === 0) return layers.map((l) => ({ ...l, ownerId: '' }));
+  const sortedOwners = [...owners].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const load = new Map(sortedOwners.map((o) => [o.id, 0]));
+  const cap = new Map(sortedOwners.map((o) => [o.id, o.capacity > 0 ? o.capacity : 1]));
+  const chosen = new Map<string, string>();
+  const order = [...layers].sort((a, b) => b.cost - a.cost || (a.layer < b.layer ? -1 : 1));
+  for (const l of order) {
+    let best = sortedOwners[0].id;
+    let bestLoad = Infinity;
+    for (const o of sortedOwners) {
+      const after = (load.get(o.id)! + l.cost) / cap.get(o.id)!;
+      if (after < bestLoad) {
+        bestLoad = after;
+        best = o.id;
+      }
+    }
+    load.set(best, load.get(best)! + l.cost);
+    chosen.set(l.layer, best);
+  }
+  return layers.map((l) => ({ ...l, ownerId: chosen.get(l.layer)! }));
+}

@@ -1,0 +1,604 @@
+/**
+ * The parameter server actor: membership coordinator, gradient reduction, the update with the
+ * newest preconditioners the owners published, evaluation, and parameters for whoever asks.
+ *
+ * One step s: send the parameters of version s and StepStart(s) to the step's workers (ordered by
+ * id; worker i computes shard i of the global batch), wait for their gradients, reduce them by
+ * sample count, optionally wait until every owner has published the preconditioners of step s,
+ * apply the update (apply-update.ts, the same code as the single-process trainer), acknowledge.
+ */
+import { status, type ServerDuplexStream, type ServerWritableStream } from '@grpc/grpc-js';
+import type { ComputeBackend } from '../../compute/backend.js';
+import type { TrainConfig } from '../../config/schema.js';
+import type { Dataset } from '../../data/fashion-mnist.js';
+import { LifecycleState, MembershipServiceService, Role, type MembershipServiceServer, type MembershipView, type WatchMembershipRequest, type WatchMembershipResponse } from '../../gen/spngd/v1/membership.js';
+import {
+  ParameterServerServiceService,
+  type DownloadParametersRequest,
+  type DownloadParametersResponse,
+  type GradientsComplete,
+  type ParameterServerServiceServer,
+  type PreconditionerFactor,
+  type PublishPreconditionersRequest,
+  type PublishPreconditionersResponse,
+  type TrainRequest,
+  type TrainResponse,
+} from '../../gen/spngd/v1/parameter_server.js';
+import type { Preconditioner } from '../../kfac/preconditioner.js';
+import { buildModel } from '../../nn/models.js';
+import type { Sequential } from '../../nn/sequential.js';
+import { learningRateAt } from '../../optim/lr-schedule.js';
+import { MomentumUpdater } from '../../optim/momentum.js';
+import { applyUpdate } from '../../train/apply-update.js';
+import { weightedMean } from '../../train/local-pass.js';
+import { evaluate, type EvalMetrics } from '../../train/trainer.js';
+import { BatchPlan } from '../../data/batches.js';
+import { ByteBudgetWriter } from '../../transport/flow.js';
+import { failServerCall, TransportError } from '../../transport/errors.js';
+import { envelopeTensor, TensorAssembler } from '../../transport/tensor-codec.js';
+import { SPNGD_SERVICES } from '../../transport/health-reflection.js';
+import type { Logger } from '../../util/log.js';
+import { ActorStateTracker } from '../common/actor-state.js';
+import { startActorServer, type RunningServer } from '../common/actor-server.js';
+import { deferred, sleep, type Deferred } from '../common/deferred.js';
+import { MetricHub } from '../common/metric-hub.js';
+import { decodePreconditioner } from '../common/preconditioner-wire.js';
+import { sendDense } from '../common/tensor-io.js';
+import { transportOf } from '../common/transport-of.js';
+import { layerCost } from './assignment.js';
+import { Membership } from './membership.js';
+
+export interface ParameterServerOptions {
+  config: TrainConfig;
+  listen: string;
+  logger: Logger;
+  backend: ComputeBackend;
+  /** Test set for evaluations (none: no evaluation). */
+  test?: Dataset;
+  /** Training samples per epoch (the workers' data set size), for the learning-rate schedule. */
+  trainSize: number;
+  /** Called with every step and evaluation record (metrics.jsonl). */
+  onRecord?: (record: Record<string, unknown>) => void;
+}
+
+interface WorkerSession {
+  id: string;
+  call: ServerDuplexStream<TrainRequest, TrainResponse>;
+  writer: ByteBudgetWriter<TrainResponse>;
+  assembler: TensorAssembler;
+  /** Tensors of the step in progress. */
+  tensors: Map<string, Float32Array>;
+  complete: GradientsComplete | undefined;
+  arrival: Deferred<void> | undefined;
+  closed: boolean;
+}
+
+interface HeldPreconditioner {
+  preconditioner: Preconditioner;
+  version: number;
+  computedFromStep: number;
+  ownerId: string;
+}
+
+export interface StepRecord {
+  step: number;
+  loss: number;
+  accuracy: number;
+  workers: number;
+  preconditionerVersions: Record<string, number>;
+}
+
+export class ParameterServer {
+  readonly state = new ActorStateTracker(Role.ROLE_PARAMETER_SERVER, 'ps-0');
+  readonly metrics = new MetricHub(() => this.state.id);
+  readonly model: Sequential;
+  readonly membership: Membership;
+  private readonly updater: MomentumUpdater;
+  private readonly workers = new Map<string, WorkerSession>();
+  private readonly preconditioners = new Map<string, HeldPreconditioner>();
+  private readonly watermarks = new Map<string, number>();
+  private readonly watchers = new Set<ServerWritableStream<WatchMembershipRequest, WatchMembershipResponse>>();
+  private server: RunningServer | undefined;
+  private stopping = false;
+  private workerArrival = deferred<void>();
+  private watermarkChange = deferred<void>();
+  /** Number of updates applied = version of the parameters. */
+  step = 0;
+  lastEval: EvalMetrics | undefined;
+  readonly finished = deferred<void>();
+
+  constructor(private readonly opts: ParameterServerOptions) {
+    const c = opts.config;
+    this.model = buildModel(c.model, c.seed);
+    this.updater = new MomentumUpdater({ momentum: c.optimizer.momentum, correctOnDrop: c.optimizer.correctMomentumOnDrop });
+    const layers = c.optimizer.kind === 'spngd' ? this.model.kfacLayers().map(layerCost) : [];
+    this.membership = new Membership(
+      layers,
+      { id: this.state.id, role: Role.ROLE_PARAMETER_SERVER, address: '', state: LifecycleState.LIFECYCLE_STATE_STARTING, joinedEpoch: 1, lastHeartbeatUnixMs: Date.now(), capacity: 1 },
+      c.cluster.leaseMs,
+    );
+    this.membership.on('change', (view, reason) => this.onMembershipChange(view, reason));
+  }
+
+  get address(): string {
+    return this.server?.address ?? '';
+  }
+
+  async start(): Promise<string> {
+    this.server = await startActorServer(
+      this.opts.listen,
+      [
+        { name: SPNGD_SERVICES.parameterServer, definition: ParameterServerServiceService, implementation: this.parameterService() },
+        { name: SPNGD_SERVICES.membership, definition: MembershipServiceService, implementation: this.membershipService() },
+      ],
+      this.state,
+      this.metrics,
+      transportOf(this.opts.config.cluster),
+    );
+    const self = this.membership.get(this.state.id)!;
+    self.address = this.server.address;
+    self.state = LifecycleState.LIFECYCLE_STATE_READY;
+    this.state.lifecycle = LifecycleState.LIFECYCLE_STATE_READY;
+    this.syncState();
+    this.server.health.setAll('SERVING');
+    const lease = setInterval(() => this.membership.expire(), Math.max(200, this.opts.config.cluster.heartbeatMs));
+    lease.unref();
+    this.finished.promise.finally(() => clearInterval(lease)).catch(() => undefined);
+    return this.server.address;
+  }
+
+  /** Trains to the configured number of steps (from `fromStep`), then drains the workers. */
+  async run(fromStep = 0): Promise<void> {
+    const c = this.opts.config;
+    this.step = fromStep;
+    const plan = new BatchPlan(this.opts.trainSize, c.batchSize, c.seed);
+    try {
+      while (this.step < c.steps && !this.stopping) {
+        await this.oneStep(plan.stepsPerEpoch);
+        if (this.opts.test && (this.step % c.evalEvery === 0 || this.step === c.steps)) await this.evaluate();
+        if (c.stopAtAccuracy > 0 && this.lastEval && this.lastEval.accuracy >= c.stopAtAccuracy) break;
+      }
+      await this.drainWorkers('training finished');
+      this.finished.resolve();
+    } catch (err) {
+      this.finished.reject(err);
+      throw err;
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.state.lifecycle = LifecycleState.LIFECYCLE_STATE_STOPPED;
+    this.server?.health.setAll('NOT_SERVING');
+    for (const w of this.watchers) w.end();
+    for (const s of this.workers.values()) if (!s.closed) s.call.end();
+    await this.server?.stop(1000);
+  }
+
+  private async oneStep(stepsPerEpoch: number): Promise<void> {
+    const c = this.opts.config;
+    const s = this.step;
+    const t0 = performance.now();
+    const participants = await this.waitForWorkers(s === 0 ? c.cluster.minWorkers : 1);
+    const lr = learningRateAt({ lr: c.optimizer.lr, ...c.optimizer.schedule }, s / stepsPerEpoch);
+
+    await this.state.timings.time('send_params', async () => {
+      const params = this.model.stateEntries();
+      await Promise.all(
+        participants.map(async (w, i) => {
+          w.tensors = new Map();
+          w.complete = undefined;
+          w.arrival = deferred<void>();
+          try {
+            for (const e of params) {
+              await sendDense(w.writer, (tensor) => ({ kind: { $case: 'parameters' as const, value: { step: s, tensor } } }), e.name, e.value.data, e.value.shape.length ? e.value.shape : [e.value.data.length], s, c.cluster.chunkBytes);
+            }
+            await w.writer.write(
+              {
+                kind: {
+                  $case: 'stepStart',
+                  value: {
+                    step: s,
+                    epoch: this.membership.epoch,
+                    parameterTensors: params.length,
+                    batchSize: shardSize(c.batchSize, i, participants.length),
+                    globalBatchSize: c.batchSize,
+                    learningRate: lr,
+                    shardIndex: i,
+                    shardCount: participants.length,
+                  },
+                },
+              },
+              64,
+            );
+          } catch (err) {
+            this.dropWorker(w, `could not send step ${s}: ${(err as Error).message}`);
+          }
+        }),
+      );
+    });
+
+    const arrived = await this.state.timings.time('wait_gradients', () => this.collect(participants, s));
+    if (arrived.length === 0) {
+      this.opts.logger.warn(`step ${s}: no worker delivered gradients; retrying the step`);
+      return;
+    }
+    if (arrived.length < participants.length) {
+      this.opts.logger.warn(`step ${s}: ${participants.length - arrived.length} worker(s) lost; the step uses the ${arrived.length} that delivered`);
+    }
+
+    const reduced = await this.state.timings.time('reduce', () =>
+      weightedMean(arrived.map((w) => ({ weight: w.complete!.numSamples, values: w.tensors }))),
+    );
+    const paramNames = new Set(this.model.params().map((p) => p.name));
+    const grads = new Map([...reduced].filter(([k]) => paramNames.has(k)));
+    const buffers = new Map([...reduced].filter(([k]) => !paramNames.has(k)));
+    for (const p of paramNames) if (!grads.has(p)) throw new Error(`step ${s}: no gradient for ${p}`);
+
+    if (c.optimizer.kind === 'spngd' && c.cluster.waitForPreconditioners) {
+      await this.state.timings.time('wait_preconditioners', () => this.waitForWatermarks(s));
+    }
+    await this.state.timings.time('update', () =>
+      applyUpdate(this.opts.backend, this.model.params(), this.model.kfacLayers(), grads, this.updater, {
+        lr,
+        weightDecay: c.optimizer.weightDecay,
+        rescaleWeights: c.optimizer.rescaleWeights,
+        preconditioners: new Map([...this.preconditioners].map(([k, v]) => [k, v.preconditioner])),
+      }),
+    );
+    if (buffers.size > 0) {
+      const state: Record<string, Float32Array> = {};
+      for (const [k, v] of buffers) state[k] = v;
+      this.model.importState(state, { strict: false });
+    }
+
+    const samples = arrived.reduce((n, w) => n + w.complete!.numSamples, 0);
+    const loss = arrived.reduce((x, w) => x + w.complete!.lossSum, 0) / samples;
+    const accuracy = arrived.reduce((x, w) => x + w.complete!.numCorrect, 0) / samples;
+    this.step = s + 1;
+    this.state.step = this.step;
+    this.state.lastLoss = loss;
+    this.state.lastAccuracy = accuracy;
+    const stepMs = performance.now() - t0;
+    this.state.timings.record('step', stepMs);
+    this.metrics.emit('loss', loss, this.step, this.membership.epoch);
+    this.metrics.emit('accuracy', accuracy, this.step, this.membership.epoch);
+    this.metrics.emit('step_ms', stepMs, this.step, this.membership.epoch);
+    const versions = Object.fromEntries([...this.preconditioners].map(([k, v]) => [k, v.version]));
+    this.opts.onRecord?.({
+      type: 'step',
+      step: this.step,
+      epoch: s / stepsPerEpoch,
+      lr,
+      loss,
+      accuracy,
+      workers: arrived.length,
+      membershipEpoch: this.membership.epoch,
+      stepMs,
+      preconditionerVersions: versions,
+    });
+    for (const w of arrived) {
+      void w.writer
+        .write({ kind: { $case: 'gradientsAck', value: { step: s, accepted: true, reason: '', workersReduced: arrived.length, loss, accuracy } } }, 64)
+        .catch(() => undefined);
+    }
+  }
+
+  async evaluate(): Promise<EvalMetrics | undefined> {
+    if (!this.opts.test) return undefined;
+    const e = await this.state.timings.time('evaluate', () => evaluate(this.model, this.opts.backend, this.opts.test!));
+    this.lastEval = e;
+    this.metrics.emit('test_accuracy', e.accuracy, this.step, this.membership.epoch);
+    this.metrics.emit('test_loss', e.loss, this.step, this.membership.epoch);
+    this.opts.onRecord?.({ type: 'eval', step: this.step, testLoss: e.loss, testAccuracy: e.accuracy });
+    this.opts.logger.info(`eval at step ${this.step}: test accuracy ${e.accuracy.toFixed(4)}, loss ${e.loss.toFixed(4)}`);
+    return e;
+  }
+
+  /** Parameters and buffers of the current version (copies). */
+  parameters(): Record<string, Float32Array> {
+    return this.model.exportState();
+  }
+
+  private async waitForWorkers(min: number): Promise<WorkerSession[]> {
+    for (;;) {
+      const ready = [...this.workers.values()].filter((w) => !w.closed).sort((a, b) => (a.id < b.id ? -1 : 1));
+      if (ready.length >= min || this.stopping) return ready;
+      this.workerArrival = deferred<void>();
+      await this.workerArrival.promise;
+    }
+  }
+
+  private async collect(participants: WorkerSession[], s: number): Promise<WorkerSession[]> {
+    await Promise.all(participants.map((w) => w.arrival!.promise.catch(() => undefined)));
+    return participants.filter((w) => w.complete && w.complete.step === s);
+  }
+
+  private async waitForWatermarks(s: number): Promise<void> {
+    const deadline = Date.now() + this.opts.config.cluster.preconditionerWaitMs;
+    for (;;) {
+      const owners = this.membership.list(Role.ROLE_FACTOR_OWNER).map((o) => o.id);
+      const behind = owners.filter((id) => (this.watermarks.get(id) ?? 0) <= s);
+      if (behind.length === 0) return;
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        this.opts.logger.warn(`step ${s}: owners ${behind.join(', ')} have not published fresh preconditioners; using the last ones`);
+        return;
+      }
+      this.watermarkChange = deferred<void>();
+      await Promise.race([this.watermarkChange.promise, sleep(Math.min(left, 500))]);
+    }
+  }
+
+  private async drainWorkers(reason: string): Promise<void> {
+    this.state.lifecycle = LifecycleState.LIFECYCLE_STATE_DRAINING;
+    await Promise.all(
+      [...this.workers.values()].map(async (w) => {
+        try {
+          await w.writer.write({ kind: { $case: 'drain', value: { reason, epoch: 0 } } }, 64);
+          await w.writer.end();
+        } catch {
+          /* already gone */
+        }
+      }),
+    );
+  }
+
+  private dropWorker(w: WorkerSession, why: string): void {
+    if (w.closed) return;
+    w.closed = true;
+    this.workers.delete(w.id);
+    w.arrival?.resolve();
+    this.opts.logger.warn(`worker ${w.id} dropped: ${why}`);
+  }
+
+  private onMembershipChange(view: MembershipView, reason: string): void {
+    this.opts.logger.info({ epoch: view.epoch, assignment: view.assignment?.layers.map((l) => `${l.layer}->${l.ownerId}`) }, `membership epoch ${view.epoch}: ${reason}`);
+    // Workers that are no longer members (lease expired) leave the step rotation.
+    for (const w of this.workers.values()) if (!this.membership.get(w.id)) this.dropWorker(w, 'no longer a member');
+    const owners = new Set(this.membership.list(Role.ROLE_FACTOR_OWNER).map((o) => o.id));
+    for (const id of this.watermarks.keys()) if (!owners.has(id)) this.watermarks.delete(id);
+    this.watermarkChange.resolve();
+    this.syncState();
+    for (const w of this.watchers) w.write({ view });
+  }
+
+  private syncState(): void {
+    this.state.epoch = this.membership.epoch;
+    this.state.members = this.membership.list();
+    this.state.assignment = this.membership.layerAssignment();
+  }
+
+  private membershipService(): MembershipServiceServer {
+    const c = this.opts.config;
+    return {
+      join: (call, cb) => {
+        const m = call.request.member;
+        if (!m || (m.role !== Role.ROLE_WORKER && m.role !== Role.ROLE_FACTOR_OWNER)) {
+          cb({ code: status.INVALID_ARGUMENT, details: 'join: member with role worker or factor owner required' });
+          return;
+        }
+        const joined = this.membership.join(m);
+        this.opts.logger.info(`${joined.id} joined from ${joined.address || 'an unknown address'}`);
+        cb(null, {
+          view: { ...this.membership.view(), members: this.membership.list() },
+          heartbeatIntervalMs: c.cluster.heartbeatMs,
+          leaseMs: c.cluster.leaseMs,
+          trainingConfigJson: JSON.stringify({ ...c, self: joined.id }),
+        });
+      },
+      leave: (call, cb) => {
+        this.membership.leave(call.request.memberId, call.request.reason || 'left');
+        cb(null, { epoch: this.membership.epoch });
+      },
+      heartbeat: (call, cb) => {
+        const known = this.membership.heartbeat(call.request.memberId, call.request.state);
+        cb(null, { epoch: this.membership.epoch, known });
+      },
+      watchMembership: (call) => {
+        this.watchers.add(call);
+        call.write({ view: this.membership.view() });
+        const done = () => this.watchers.delete(call);
+        call.on('cancelled', done);
+        call.on('close', done);
+        call.on('error', done);
+      },
+    };
+  }
+
+  private parameterService(): ParameterServerServiceServer {
+    return {
+      train: (call) => this.onTrainStream(call),
+      publishPreconditioners: (call) => this.onPublishStream(call),
+      downloadParameters: (call) => this.onDownload(call),
+    };
+  }
+
+  private onTrainStream(call: ServerDuplexStream<TrainRequest, TrainResponse>): void {
+    let session: WorkerSession | undefined;
+    const fail = (err: unknown) => {
+      this.opts.logger.warn(`train stream ${session?.id ?? '(no hello)'}: ${(err as Error).message}`);
+      failServerCall(call, err);
+      if (session) this.dropWorker(session, (err as Error).message);
+    };
+    call.on('data', (req: TrainRequest) => {
+      try {
+        const k = req.kind;
+        if (!k) throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', 'empty TrainRequest');
+        if (!session) {
+          if (k.$case !== 'hello') throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', 'the first message on Train must be hello');
+          const id = k.value.workerId;
+          if (!this.membership.get(id)) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `worker "${id}" has not joined (call MembershipService.Join first)`);
+          const old = this.workers.get(id);
+          if (old) this.dropWorker(old, 'replaced by a new stream');
+          session = {
+            id,
+            call,
+            writer: new ByteBudgetWriter(call),
+            assembler: new TensorAssembler(),
+            tensors: new Map(),
+            complete: undefined,
+            arrival: undefined,
+            closed: false,
+          };
+          this.workers.set(id, session);
+          void session.writer.write(
+            {
+              kind: {
+                $case: 'welcome',
+                value: {
+                  epoch: this.membership.epoch,
+                  step: this.step,
+                  assignment: this.membership.layerAssignment(),
+                  chunkBytes: this.opts.config.cluster.chunkBytes,
+                  maxMessageBytes: 0,
+                },
+              },
+            },
+            64,
+          );
+          this.opts.logger.info(`worker ${id} is training`);
+          this.workerArrival.resolve();
+          return;
+        }
+        switch (k.$case) {
+          case 'gradient': {
+            const g = k.value;
+            const t = session.assembler.push(envelopeTensor(g.tensor, g.step, 'GradientChunk.step'));
+            if (t) {
+              if (g.step !== this.step) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `gradient of step ${g.step} while the PS is at step ${this.step}`);
+              session.tensors.set(t.name, t.values);
+            }
+            return;
+          }
+          case 'gradientsComplete': {
+            const done = k.value;
+            if (done.step !== this.step) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `GradientsComplete for step ${done.step} while the PS is at step ${this.step}`);
+            session.assembler.assertComplete();
+            if (done.gradientTensors !== session.tensors.size) {
+              throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', `step ${done.step}: ${session.tensors.size} tensors received, ${done.gradientTensors} announced`);
+            }
+            session.complete = done;
+            session.arrival?.resolve();
+            return;
+          }
+          case 'parametersAck':
+            return;
+          case 'hello':
+            throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', 'hello sent twice');
+        }
+      } catch (err) {
+        fail(err);
+      }
+    });
+    const gone = () => {
+      if (session) this.dropWorker(session, 'stream closed');
+    };
+    call.on('end', () => {
+      gone();
+      call.end();
+    });
+    call.on('cancelled', gone);
+    call.on('error', gone);
+  }
+
+  private onPublishStream(call: ServerDuplexStream<PublishPreconditionersRequest, PublishPreconditionersResponse>): void {
+    let ownerId: string | undefined;
+    const assembler = new TensorAssembler();
+    const pending = new Map<string, Map<PreconditionerFactor, { values: Float32Array; shape: number[] }>>();
+    call.on('data', (req: PublishPreconditionersRequest) => {
+      try {
+        const k = req.kind;
+        if (!k) throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', 'empty PublishPreconditionersRequest');
+        if (!ownerId) {
+          if (k.$case !== 'hello') throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', 'the first message must be hello');
+          if (!this.membership.get(k.value.ownerId)) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `owner "${k.value.ownerId}" has not joined`);
+          ownerId = k.value.ownerId;
+          return;
+        }
+        switch (k.$case) {
+          case 'chunk': {
+            const c = k.value;
+            const t = assembler.push(envelopeTensor(c.tensor, c.version, 'PreconditionerChunk.version'));
+            if (t) {
+              if (t.name !== c.layer) throw new TransportError(status.INVALID_ARGUMENT, 'header_mismatch', `chunk of layer ${c.layer} carries tensor ${t.name}`);
+              const m = pending.get(c.layer) ?? new Map();
+              m.set(c.factor, { values: t.values, shape: t.shape });
+              pending.set(c.layer, m);
+            }
+            return;
+          }
+          case 'commit': {
+            const cm = k.value;
+            const factors = pending.get(cm.layer);
+            pending.delete(cm.layer);
+            let accepted = false;
+            let reason = '';
+            if (!factors) reason = 'no inverses received';
+            else if (this.membership.ownerOf(cm.layer) !== ownerId) reason = `${ownerId} does not own ${cm.layer} in epoch ${this.membership.epoch}`;
+            else {
+              const held = this.preconditioners.get(cm.layer);
+              if (held && held.ownerId === ownerId && held.version >= cm.version) reason = `version ${cm.version} is not newer than ${held.version}`;
+              else {
+                try {
+                  const p = decodePreconditioner(cm.layer, factors, cm);
+                  const layer = this.model.kfacLayers().find((l) => l.name === cm.layer);
+                  if (!layer) throw new RangeError(`unknown layer ${cm.layer}`);
+                  const ok = p.kind === 'unit' ? layer.kind === 'bn' && p.channels === layer.outFeatures : p.orderA === layer.inFeatures + 1 && p.orderG === layer.outFeatures;
+                  if (!ok) throw new RangeError(`preconditioner of ${cm.layer} does not match the layer's shape`);
+                  this.preconditioners.set(cm.layer, { preconditioner: p, version: cm.version, computedFromStep: cm.computedFromStep, ownerId });
+                  this.state.preconditioners.set(cm.layer, { layer: cm.layer, version: cm.version, computedFromStep: cm.computedFromStep, ownerId, updatedUnixMs: Date.now() });
+                  accepted = true;
+                } catch (err) {
+                  reason = (err as Error).message;
+                }
+              }
+            }
+            if (!accepted) this.opts.logger.warn(`preconditioner ${cm.layer} v${cm.version} from ${ownerId} rejected: ${reason}`);
+            call.write({ layer: cm.layer, version: cm.version, accepted, reason });
+            return;
+          }
+          case 'watermark':
+            this.watermarks.set(ownerId, k.value.nextRefreshStep);
+            this.watermarkChange.resolve();
+            return;
+          case 'hello':
+            throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', 'hello sent twice');
+        }
+      } catch (err) {
+        this.opts.logger.warn(`preconditioner stream ${ownerId ?? '(no hello)'}: ${(err as Error).message}`);
+        failServerCall(call, err);
+      }
+    });
+    call.on('end', () => call.end());
+  }
+
+  private async onDownload(call: ServerWritableStream<DownloadParametersRequest, DownloadParametersResponse>): Promise<void> {
+    try {
+      const wanted = new Set(call.request.names);
+      const step = this.step;
+      if (call.request.newerThanVersion > 0 && step <= call.request.newerThanVersion) {
+        call.end();
+        return;
+      }
+      // A consistent snapshot: copies taken before the first await.
+      const entries = this.model.stateEntries().filter((e) => wanted.size === 0 || wanted.has(e.name));
+      const unknown = [...wanted].filter((n) => !entries.some((e) => e.name === n));
+      if (unknown.length > 0) throw new TransportError(status.NOT_FOUND, 'bad_argument', `unknown parameter(s): ${unknown.join(', ')}`);
+      const snapshot = entries.map((e) => ({ name: e.name, shape: e.value.shape, values: Float32Array.from(e.value.data) }));
+      const writer = new ByteBudgetWriter(call);
+      const chunkBytes = call.request.maxMessageBytes > 0 ? Math.max(4096, Math.min(this.opts.config.cluster.chunkBytes, call.request.maxMessageBytes - 4096) & ~3) : this.opts.config.cluster.chunkBytes;
+      for (const e of snapshot) {
+        await sendDense(writer, (tensor) => ({ step, tensorCount: snapshot.length, tensor }), e.name, e.values, e.shape, step, chunkBytes);
+      }
+      await writer.end();
+    } catch (err) {
+      failServerCall(call, err);
+    }
+  }
+}
+
+function shardSize(global: number, i: number, n: number): number {
+  const base = Math.floor(global / n);
+  return base + (i < global % n ? 1 : 0);
+}
