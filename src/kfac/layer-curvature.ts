@@ -4,7 +4,7 @@
  */
 import type { ComputeBackend } from '../compute/backend.js';
 import { kronPreconditioner, unitPreconditioner, type DampingConfig, type Preconditioner } from './preconditioner.js';
-import { StaleSchedule, type RefreshRecord, type StaleConfig } from './stale.js';
+import { StaleSchedule, type RefreshRecord, type ScheduleSnapshot, type StaleConfig } from './stale.js';
 import type { StatKind } from './statistics.js';
 import { frobenius, frobeniusDistance } from './symmetric.js';
 
@@ -26,7 +26,7 @@ export interface CurvatureLayerSpec {
 export interface LayerCurvatureSnapshot {
   spec: CurvatureLayerSpec;
   version: number;
-  stats: { kind: StatKind; running: number[]; last: number[]; schedule: { interval: number; nextStep: number; refreshes: number } }[];
+  stats: { kind: StatKind; running: number[]; last: number[]; schedule: ScheduleSnapshot }[];
 }
 
 /** A refresh of one statistic, as logged per layer. */
@@ -70,6 +70,11 @@ export class LayerCurvature {
 
   interval(kind: StatKind): number {
     return this.schedules.get(kind)!.interval;
+  }
+
+  /** The schedule of one statistic (interval, next and last refresh, last drift). */
+  schedule(kind: StatKind): ScheduleSnapshot {
+    return this.schedules.get(kind)!.snapshot();
   }
 
   /** Folds a freshly computed (already worker-reduced) statistic in and reschedules it. */

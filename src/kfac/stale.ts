@@ -29,11 +29,22 @@ export interface RefreshRecord {
   nextStep: number;
 }
 
+export interface ScheduleSnapshot {
+  interval: number;
+  nextStep: number;
+  refreshes: number;
+  lastStep?: number;
+  lastDrift?: number | undefined;
+}
+
 /** The refresh schedule of one statistic. */
 export class StaleSchedule {
   interval = 1;
   nextStep = 0;
   refreshes = 0;
+  /** Step and drift of the last refresh (-1 / undefined before the first). */
+  lastStep = -1;
+  lastDrift: number | undefined;
 
   constructor(private readonly config: StaleConfig) {}
 
@@ -60,17 +71,21 @@ export class StaleSchedule {
     }
     this.nextStep = step + this.interval;
     this.refreshes++;
+    this.lastStep = step;
+    this.lastDrift = drift;
     return { step, drift, decision, interval: this.interval, nextStep: this.nextStep };
   }
 
   /** Plain state for checkpoints and for moving a layer to another owner. */
-  snapshot(): { interval: number; nextStep: number; refreshes: number } {
-    return { interval: this.interval, nextStep: this.nextStep, refreshes: this.refreshes };
+  snapshot(): ScheduleSnapshot {
+    return { interval: this.interval, nextStep: this.nextStep, refreshes: this.refreshes, lastStep: this.lastStep, lastDrift: this.lastDrift };
   }
 
-  restore(s: { interval: number; nextStep: number; refreshes: number }): void {
+  restore(s: ScheduleSnapshot): void {
     this.interval = s.interval;
     this.nextStep = s.nextStep;
     this.refreshes = s.refreshes;
+    this.lastStep = s.lastStep ?? -1;
+    this.lastDrift = s.lastDrift;
   }
 }

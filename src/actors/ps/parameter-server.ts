@@ -384,7 +384,8 @@ export class ParameterServer {
           view: { ...this.membership.view(), members: this.membership.list() },
           heartbeatIntervalMs: c.cluster.heartbeatMs,
           leaseMs: c.cluster.leaseMs,
-          trainingConfigJson: JSON.stringify({ ...c, self: joined.id }),
+          trainingConfigJson: JSON.stringify(c),
+          memberId: joined.id,
         });
       },
       leave: (call, cb) => {

@@ -161,7 +161,10 @@ export interface PushStatisticsResponse {
   epoch: number;
   /** Schedule of every statistic of every layer the owner owns. */
   schedules: StatisticSchedule[];
-  /** Newest step whose statistics from this worker the owner has reduced (0 if none). */
+  /**
+   * Number of steps the owner has reduced: every step below acked_step is final (0: none yet).
+   * A worker that sent statistics for step s waits for acked_step > s before its next step.
+   */
   ackedStep: number;
 }
 

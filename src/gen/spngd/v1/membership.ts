@@ -212,6 +212,8 @@ export interface JoinResponse {
    * that workers and owners need only the coordinator's address.
    */
   trainingConfigJson: string;
+  /** The member's id (assigned by the coordinator when the request left it empty). */
+  memberId: string;
 }
 
 /** Request of MembershipService.Leave. */
@@ -842,7 +844,7 @@ export const JoinRequest: MessageFns<JoinRequest> = {
 };
 
 function createBaseJoinResponse(): JoinResponse {
-  return { view: undefined, heartbeatIntervalMs: 0, leaseMs: 0, trainingConfigJson: "" };
+  return { view: undefined, heartbeatIntervalMs: 0, leaseMs: 0, trainingConfigJson: "", memberId: "" };
 }
 
 export const JoinResponse: MessageFns<JoinResponse> = {
@@ -858,6 +860,9 @@ export const JoinResponse: MessageFns<JoinResponse> = {
     }
     if (message.trainingConfigJson !== "") {
       writer.uint32(34).string(message.trainingConfigJson);
+    }
+    if (message.memberId !== "") {
+      writer.uint32(42).string(message.memberId);
     }
     return writer;
   },
@@ -907,6 +912,14 @@ export const JoinResponse: MessageFns<JoinResponse> = {
             message.trainingConfigJson = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.memberId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -937,6 +950,11 @@ export const JoinResponse: MessageFns<JoinResponse> = {
         : isSet(object.training_config_json)
         ? globalThis.String(object.training_config_json)
         : "",
+      memberId: isSet(object.memberId)
+        ? globalThis.String(object.memberId)
+        : isSet(object.member_id)
+        ? globalThis.String(object.member_id)
+        : "",
     };
   },
 
@@ -954,6 +972,9 @@ export const JoinResponse: MessageFns<JoinResponse> = {
     if (message.trainingConfigJson !== "") {
       obj.trainingConfigJson = message.trainingConfigJson;
     }
+    if (message.memberId !== "") {
+      obj.memberId = message.memberId;
+    }
     return obj;
   },
 
@@ -968,6 +989,7 @@ export const JoinResponse: MessageFns<JoinResponse> = {
     message.heartbeatIntervalMs = object.heartbeatIntervalMs ?? 0;
     message.leaseMs = object.leaseMs ?? 0;
     message.trainingConfigJson = object.trainingConfigJson ?? "";
+    message.memberId = object.memberId ?? "";
     return message;
   },
 };

@@ -1,0 +1,116 @@
+/**
+ * A worker's or owner's side of membership: join the coordinator (the PS), keep the lease alive
+ * with heartbeats (joining again if the PS forgot us, e.g. after it restarted), follow the view
+ * through WatchMembership, and leave.
+ */
+import { credentials, Metadata, status, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
+import {
+  LifecycleState,
+  MembershipServiceClient,
+  type JoinResponse,
+  type Member,
+  type MembershipView,
+  type Role,
+  type WatchMembershipResponse,
+} from '../../gen/spngd/v1/membership.js';
+import { channelOptions, type TransportOptions } from '../../transport/channel-options.js';
+import type { Logger } from '../../util/log.js';
+import { sleep } from './deferred.js';
+
+export class CoordinatorUnreachableError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'CoordinatorUnreachableError';
+  }
+}
+
+export interface JoinedMember {
+  id: string;
+  view: MembershipView;
+  /** The job's training config as JSON (parsed by the caller). */
+  configJson: string;
+  heartbeatMs: number;
+  leaseMs: number;
+}
+
+export class MemberClient {
+  readonly client: MembershipServiceClient;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private watchCall: ClientReadableStream<WatchMembershipResponse> | undefined;
+  private stopped = false;
+  id = '';
+
+  constructor(
+    readonly psAddress: string,
+    private readonly logger: Logger,
+    transport: TransportOptions = {},
+  ) {
+    this.client = new MembershipServiceClient(psAddress, credentials.createInsecure(), channelOptions(transport));
+  }
+
+  /** Joins, retrying for up to `waitMs` while the PS is not reachable yet. */
+  async join(member: Omit<Member, 'joinedEpoch' | 'lastHeartbeatUnixMs'>, waitMs = 15000): Promise<JoinedMember> {
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      try {
+        const res = await new Promise<JoinResponse>((resolve, reject) =>
+          this.client.join({ member: { ...member, joinedEpoch: 0, lastHeartbeatUnixMs: 0 } }, new Metadata(), { deadline: Date.now() + 5000 }, (err, r) => (err ? reject(err) : resolve(r))),
+        );
+        this.id = res.memberId;
+        return { id: this.id, view: res.view!, configJson: res.trainingConfigJson, heartbeatMs: res.heartbeatIntervalMs, leaseMs: res.leaseMs };
+      } catch (err) {
+        const e = err as ServiceError;
+        if (e.code !== status.UNAVAILABLE && e.code !== status.DEADLINE_EXCEEDED) throw err;
+        if (Date.now() > deadline) throw new CoordinatorUnreachableError(`parameter server ${this.psAddress} is unreachable (${e.details || e.message})`);
+        await sleep(250);
+      }
+    }
+  }
+
+  /** Heartbeats every `ms`; `rejoin` runs when the PS no longer knows us. */
+  startHeartbeats(ms: number, state: () => { lifecycle: LifecycleState; step: number; epoch: number }, rejoin: () => Promise<void>): void {
+    const beat = () => {
+      if (this.stopped) return;
+      const s = state();
+      this.client.heartbeat({ memberId: this.id, epoch: s.epoch, state: s.lifecycle, step: s.step }, new Metadata(), { deadline: Date.now() + Math.max(ms, 1000) }, (err, res) => {
+        if (this.stopped) return;
+        if (!err && res && !res.known) {
+          this.logger.warn('the parameter server no longer knows this member; joining again');
+          rejoin().catch((e) => this.logger.error(`rejoin failed: ${(e as Error).message}`));
+        }
+        this.heartbeatTimer = setTimeout(beat, ms);
+      });
+    };
+    this.heartbeatTimer = setTimeout(beat, ms);
+  }
+
+  /** Follows the membership view; reconnects the watch when it breaks. */
+  watch(onView: (view: MembershipView) => void): void {
+    const open = () => {
+      if (this.stopped) return;
+      const call = this.client.watchMembership({ memberId: this.id });
+      this.watchCall = call;
+      call.on('data', (r: WatchMembershipResponse) => r.view && onView(r.view));
+      call.on('error', () => undefined);
+      call.on('close', () => {
+        if (!this.stopped) setTimeout(open, 500).unref();
+      });
+    };
+    open();
+  }
+
+  async leave(reason: string): Promise<void> {
+    await new Promise<void>((resolve) =>
+      this.client.leave({ memberId: this.id, reason }, new Metadata(), { deadline: Date.now() + 2000 }, () => resolve()),
+    );
+  }
+
+  close(): void {
+    this.stopped = true;
+    if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer);
+    this.watchCall?.cancel();
+    this.client.close();
+  }
+}
+
+export type { Role };

@@ -1,0 +1,458 @@
+/**
+ * The factor owner actor: owns the curvature of the layers the PS assigns to it. Workers stream it
+ * the statistics that are due; once every worker of a step has reported, it reduces them by sample
+ * count, folds them into its CurvatureSet (the same code as the single-process trainer), answers
+ * with the new refresh schedules, inverts the damped factors and publishes the preconditioners
+ * to the PS with a version number, then a watermark saying which steps are final.
+ */
+import { credentials, Metadata, status, type ServerDuplexStream, type ServerWritableStream } from '@grpc/grpc-js';
+import type { ComputeBackend } from '../../compute/backend.js';
+import { resolveTrainConfig, type TrainConfig } from '../../config/schema.js';
+import {
+  FactorOwnerServiceClient,
+  FactorOwnerServiceService,
+  StatisticKind,
+  type FactorOwnerServiceServer,
+  type FetchLayerStateRequest,
+  type FetchLayerStateResponse,
+  type PushStatisticsRequest,
+  type PushStatisticsResponse,
+  type StatisticSchedule,
+} from '../../gen/spngd/v1/factor_owner.js';
+import { LifecycleState, Role, type MembershipView } from '../../gen/spngd/v1/membership.js';
+import { ParameterServerServiceClient, type PublishPreconditionersRequest, type PublishPreconditionersResponse } from '../../gen/spngd/v1/parameter_server.js';
+import type { CurvatureLayerSpec, LayerCurvatureSnapshot } from '../../kfac/layer-curvature.js';
+import { statKey, type StatKind } from '../../kfac/statistics.js';
+import { buildModel } from '../../nn/models.js';
+import { CurvatureSet } from '../../train/curvature-set.js';
+import { weightedMean } from '../../train/local-pass.js';
+import { channelOptions } from '../../transport/channel-options.js';
+import { failServerCall, TransportError } from '../../transport/errors.js';
+import { ByteBudgetWriter } from '../../transport/flow.js';
+import { SPNGD_SERVICES } from '../../transport/health-reflection.js';
+import { envelopeTensor, TensorAssembler, toDense } from '../../transport/tensor-codec.js';
+import type { Logger } from '../../util/log.js';
+import { ActorStateTracker } from '../common/actor-state.js';
+import { startActorServer, type RunningServer } from '../common/actor-server.js';
+import { MemberClient } from '../common/member-client.js';
+import { MetricHub } from '../common/metric-hub.js';
+import { preconditionerFactors, residualOf } from '../common/preconditioner-wire.js';
+import { sendSymmetric } from '../common/tensor-io.js';
+import { transportOf } from '../common/transport-of.js';
+
+export interface FactorOwnerOptions {
+  ps: string;
+  listen: string;
+  logger: Logger;
+  backend: ComputeBackend;
+  /** Requested id (empty: the PS assigns "owner-N"). */
+  id?: string;
+  capacity?: number;
+}
+
+const kindToWire: Record<StatKind, StatisticKind> = {
+  A: StatisticKind.STATISTIC_KIND_A,
+  G: StatisticKind.STATISTIC_KIND_G,
+  F: StatisticKind.STATISTIC_KIND_BN_FISHER,
+};
+const wireToKind = new Map<StatisticKind, StatKind>([
+  [StatisticKind.STATISTIC_KIND_A, 'A'],
+  [StatisticKind.STATISTIC_KIND_G, 'G'],
+  [StatisticKind.STATISTIC_KIND_BN_FISHER, 'F'],
+]);
+export { kindToWire, wireToKind };
+
+/** Order of a statistic's matrices and how many of them: A/G one n×n, BN F C blocks of 2×2. */
+export function statShape(spec: CurvatureLayerSpec, kind: StatKind): { n: number; batch?: number } {
+  if (kind === 'A') return { n: spec.inFeatures + 1 };
+  if (kind === 'G') return { n: spec.outFeatures };
+  return { n: 2, batch: spec.outFeatures };
+}
+
+interface WorkerStream {
+  workerId: string;
+  call: ServerDuplexStream<PushStatisticsRequest, PushStatisticsResponse>;
+  assembler: TensorAssembler;
+}
+
+interface StepInbox {
+  shardCount: number;
+  /** worker → (statKey → local mean, full matrices), with the worker's sample count. */
+  parts: Map<string, { samples: number; stats: Map<string, Float32Array> }>;
+  completed: Set<string>;
+}
+
+export class FactorOwner {
+  readonly state = new ActorStateTracker(Role.ROLE_FACTOR_OWNER, '');
+  readonly metrics = new MetricHub(() => this.state.id);
+  private config!: TrainConfig;
+  private curvature!: CurvatureSet;
+  private specs = new Map<string, CurvatureLayerSpec>();
+  private member!: MemberClient;
+  private server: RunningServer | undefined;
+  private readonly streams = new Set<WorkerStream>();
+  private readonly inbox = new Map<number, StepInbox>();
+  private readonly handoff = new Map<string, LayerCurvatureSnapshot>();
+  private publisher: ByteBudgetWriter<PublishPreconditionersRequest> | undefined;
+  private psClient: ParameterServerServiceClient | undefined;
+  private view: MembershipView | undefined;
+  private queue: Promise<void> = Promise.resolve();
+  private reducedThrough = -1;
+  private stopped = false;
+
+  constructor(private readonly opts: FactorOwnerOptions) {}
+
+  get id(): string {
+    return this.state.id;
+  }
+
+  get address(): string {
+    return this.server?.address ?? '';
+  }
+
+  /** Layers this owner holds now. */
+  layers(): string[] {
+    return [...(this.curvature?.layers.keys() ?? [])];
+  }
+
+  async start(): Promise<void> {
+    this.server = await startActorServer(
+      this.opts.listen,
+      [{ name: SPNGD_SERVICES.factorOwner, definition: FactorOwnerServiceService, implementation: this.service() }],
+      this.state,
+      this.metrics,
+    );
+    this.member = new MemberClient(this.opts.ps, this.opts.logger);
+    const joined = await this.member.join({
+      id: this.opts.id ?? '',
+      role: Role.ROLE_FACTOR_OWNER,
+      address: this.server.address,
+      state: LifecycleState.LIFECYCLE_STATE_STARTING,
+      capacity: this.opts.capacity ?? 1,
+    });
+    this.state.id = joined.id;
+    this.config = resolveTrainConfig(JSON.parse(joined.configJson));
+    const o = this.config.optimizer;
+    this.curvature = new CurvatureSet([], {
+      damping: { lambda: o.kfac.damping, weightDecay: o.weightDecay, piCorrection: o.kfac.piCorrection },
+      stale: o.kfac.stale,
+      averaging: o.kfac.averaging,
+    });
+    for (const l of buildModel(this.config.model, this.config.seed).kfacLayers()) {
+      this.specs.set(l.name, { name: l.name, kind: l.kind, inFeatures: l.inFeatures, outFeatures: l.outFeatures });
+    }
+    this.opts.logger.info(`joined ${this.opts.ps} as ${joined.id}; serving statistics on ${this.server.address}`);
+    this.openPublisher();
+    await this.onView(joined.view);
+    this.member.watch((v) => void this.enqueue(() => this.onView(v)));
+    this.member.startHeartbeats(
+      joined.heartbeatMs,
+      () => ({ lifecycle: this.state.lifecycle, step: this.state.step, epoch: this.state.epoch }),
+      async () => {
+        await this.member.join({ id: this.state.id, role: Role.ROLE_FACTOR_OWNER, address: this.address, state: this.state.lifecycle, capacity: this.opts.capacity ?? 1 });
+        this.openPublisher();
+      },
+    );
+    this.state.lifecycle = LifecycleState.LIFECYCLE_STATE_READY;
+    this.server.health.setAll('SERVING');
+  }
+
+  /** Leaves the job: the PS reassigns the layers, whose new owners fetch their state from here. */
+  async leave(reason = 'shutdown', handoffMs = 3000): Promise<void> {
+    this.state.lifecycle = LifecycleState.LIFECYCLE_STATE_DRAINING;
+    this.server?.health.setAll('NOT_SERVING');
+    await this.member.leave(reason);
+    // Stay reachable for FetchLayerState until the layers are taken or the time is up.
+    const until = Date.now() + handoffMs;
+    while (Date.now() < until && (this.curvature.layers.size > 0 || this.handoff.size > 0)) await new Promise((r) => setTimeout(r, 50));
+    await this.stop();
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.state.lifecycle = LifecycleState.LIFECYCLE_STATE_STOPPED;
+    this.member?.close();
+    this.publisher?.detach();
+    this.psClient?.close();
+    for (const s of this.streams) s.call.end();
+    await this.server?.stop(500);
+  }
+
+  private enqueue(task: () => Promise<void>): Promise<void> {
+    this.queue = this.queue.then(task).catch((err) => this.opts.logger.error(`factor owner: ${(err as Error).stack ?? err}`));
+    return this.queue;
+  }
+
+  private openPublisher(): void {
+    this.publisher?.detach();
+    this.psClient ??= new ParameterServerServiceClient(this.opts.ps, credentials.createInsecure(), channelOptions(transportOf(this.config.cluster)));
+    const call = this.psClient.publishPreconditioners(new Metadata());
+    call.on('data', (r: PublishPreconditionersResponse) => {
+      if (!r.accepted) this.opts.logger.warn(`PS rejected ${r.layer} v${r.version}: ${r.reason}`);
+    });
+    call.on('error', (err) => {
+      if (!this.stopped) this.opts.logger.warn(`preconditioner stream to the PS broke: ${err.message}; reopening`);
+    });
+    call.on('close', () => {
+      if (!this.stopped) setTimeout(() => !this.stopped && this.openPublisher(), 500).unref();
+    });
+    this.publisher = new ByteBudgetWriter(call);
+    void this.publisher.write({ kind: { $case: 'hello', value: { ownerId: this.state.id, epoch: this.state.epoch, layers: this.layers() } } }, 64).catch(() => undefined);
+  }
+
+  /** Applies a membership view: take over gained layers (fetching their state), hand off lost ones. */
+  private async onView(view: MembershipView): Promise<void> {
+    const previous = this.view;
+    this.view = view;
+    this.state.epoch = view.epoch;
+    this.state.members = view.members;
+    this.state.assignment = view.assignment;
+    const mine = new Set((view.assignment?.layers ?? []).filter((l) => l.ownerId === this.state.id).map((l) => l.layer));
+    for (const name of this.layers()) {
+      if (!mine.has(name)) {
+        this.handoff.set(name, this.curvature.layers.get(name)!.snapshot());
+        this.curvature.remove(name);
+        this.opts.logger.info(`layer ${name} moved away (epoch ${view.epoch})`);
+        setTimeout(() => this.handoff.delete(name), 60000).unref();
+      }
+    }
+    for (const name of mine) {
+      if (this.curvature.layers.has(name)) continue;
+      const spec = this.specs.get(name);
+      if (!spec) continue;
+      const c = this.curvature.add(spec);
+      const from = previous?.assignment?.layers.find((l) => l.layer === name)?.ownerId;
+      const fromAddr = view.members.find((m) => m.id === from)?.address ?? previous?.members.find((m) => m.id === from)?.address;
+      let how = 'fresh statistics';
+      if (this.handoff.has(name)) {
+        c.restore(this.handoff.get(name)!);
+        this.handoff.delete(name);
+        how = 'its own earlier state';
+      } else if (from && from !== this.state.id && fromAddr) {
+        try {
+          c.restore(await this.fetchLayerState(fromAddr, name, view.epoch));
+          how = `state fetched from ${from}`;
+        } catch (err) {
+          how = `fresh statistics (${from} could not hand over: ${(err as Error).message})`;
+        }
+      }
+      this.opts.logger.info(`took layer ${name} in epoch ${view.epoch} with ${how}`);
+    }
+    this.publishSchedules();
+    await this.sendWatermark();
+  }
+
+  private schedules(): StatisticSchedule[] {
+    const out: StatisticSchedule[] = [];
+    for (const [name, c] of this.curvature.layers) {
+      for (const k of c.kinds) {
+        const s = c.schedule(k);
+        out.push({ layer: name, kind: kindToWire[k], interval: s.interval, lastRefreshStep: Math.max(0, s.lastStep ?? 0), nextRefreshStep: s.nextStep, lastDrift: s.lastDrift ?? 0 });
+      }
+    }
+    return out;
+  }
+
+  private publishSchedules(): void {
+    const schedules = this.schedules();
+    this.state.schedules = schedules;
+    const msg: PushStatisticsResponse = { epoch: this.state.epoch, schedules, ackedStep: this.reducedThrough + 1 };
+    for (const s of this.streams) s.call.write(msg);
+  }
+
+  private async sendWatermark(): Promise<void> {
+    let next = Number.MAX_SAFE_INTEGER;
+    for (const c of this.curvature.layers.values()) for (const k of c.kinds) next = Math.min(next, c.schedule(k).nextStep);
+    await this.publisher?.write({ kind: { $case: 'watermark', value: { nextRefreshStep: next, epoch: this.state.epoch } } }, 32).catch(() => undefined);
+  }
+
+  /** Reduces step s over its workers, then publishes schedules, preconditioners and the watermark. */
+  private async reduce(step: number, box: StepInbox): Promise<void> {
+    const t0 = performance.now();
+    const parts = [...box.parts.values()].map((p) => ({ weight: p.samples, values: p.stats }));
+    const stats = parts.length > 0 ? weightedMean(parts) : new Map<string, Float32Array>();
+    const records = this.curvature.absorb(stats, step);
+    this.reducedThrough = step;
+    this.state.step = step;
+    for (const r of records) {
+      this.opts.logger.debug(r, `refresh ${r.layer}/${r.kind}`);
+      this.metrics.emit('stat_interval', r.interval, step, this.state.epoch, { layer: r.layer, kind: r.kind, decision: r.decision });
+    }
+    this.state.timings.record('reduce', performance.now() - t0);
+    this.publishSchedules();
+    if (records.length === 0) return;
+    // Let the schedules reach the workers before the inversion occupies this thread.
+    await new Promise((r) => setImmediate(r));
+    const t1 = performance.now();
+    const published = await this.curvature.refresh(this.opts.backend, (r) =>
+      this.opts.logger.warn(r, `damping raised for ${r.layer}/${r.factor}: factor was not positive definite`),
+    );
+    this.state.timings.record('invert', performance.now() - t1);
+    const chunkBytes = this.config.cluster.chunkBytes;
+    for (const p of published) {
+      const version = p.version;
+      for (const f of preconditionerFactors(p.preconditioner)) {
+        await sendSymmetric(
+          this.publisher!,
+          (tensor) => ({ kind: { $case: 'chunk' as const, value: { layer: p.layer, factor: f.factor, version, computedFromStep: step, tensor } } }),
+          p.layer,
+          f.values,
+          f.n,
+          version,
+          chunkBytes,
+          f.batch,
+        );
+      }
+      const pre = p.preconditioner;
+      await this.publisher!.write(
+        {
+          kind: {
+            $case: 'commit',
+            value: {
+              layer: p.layer,
+              version,
+              computedFromStep: step,
+              epoch: this.state.epoch,
+              factors: pre.kind === 'kron' ? 2 : 1,
+              damping: Math.max(this.config.optimizer.kfac.damping, this.config.optimizer.weightDecay),
+              pi: pre.kind === 'kron' ? pre.pi : 1,
+              residual: residualOf(pre),
+            },
+          },
+        },
+        64,
+      );
+      this.state.preconditioners.set(p.layer, { layer: p.layer, version, computedFromStep: step, ownerId: this.state.id, updatedUnixMs: Date.now() });
+    }
+    await this.sendWatermark();
+  }
+
+  private async fetchLayerState(address: string, layer: string, epoch: number): Promise<LayerCurvatureSnapshot> {
+    const client = new FactorOwnerServiceClient(address, credentials.createInsecure(), channelOptions(transportOf(this.config.cluster)));
+    try {
+      const call = client.fetchLayerState({ layers: [layer], epoch }, new Metadata(), { deadline: Date.now() + 5000 });
+      const assembler = new TensorAssembler();
+      const spec = this.specs.get(layer)!;
+      const stats: LayerCurvatureSnapshot['stats'] = [];
+      for await (const msg of call as AsyncIterable<FetchLayerStateResponse>) {
+        const t = assembler.push(envelopeTensor(msg.tensor, msg.tensor?.version ?? 0, 'tensor.version'));
+        if (!t || !msg.schedule) continue;
+        const kind = wireToKind.get(msg.schedule.kind);
+        if (!kind) throw new Error(`unknown statistic kind ${msg.schedule.kind}`);
+        const full = Array.from(toDense(t));
+        const s = msg.schedule;
+        stats.push({
+          kind,
+          running: full,
+          last: full,
+          schedule: { interval: s.interval, nextStep: s.nextRefreshStep, refreshes: 1, lastStep: s.lastRefreshStep, lastDrift: s.lastDrift },
+        });
+      }
+      return { spec, version: 0, stats };
+    } finally {
+      client.close();
+    }
+  }
+
+  private service(): FactorOwnerServiceServer {
+    return {
+      pushStatistics: (call) => this.onStatisticsStream(call),
+      fetchLayerState: (call) => void this.onFetchLayerState(call),
+    };
+  }
+
+  private async onFetchLayerState(call: ServerWritableStream<FetchLayerStateRequest, FetchLayerStateResponse>): Promise<void> {
+    try {
+      const writer = new ByteBudgetWriter(call);
+      for (const layer of call.request.layers) {
+        const snap = this.handoff.get(layer) ?? this.curvature.layers.get(layer)?.snapshot();
+        if (!snap) throw new TransportError(status.NOT_FOUND, 'bad_argument', `owner ${this.state.id} holds no state of layer ${layer}`);
+        for (const st of snap.stats) {
+          const shape = statShape(snap.spec, st.kind);
+          const schedule: StatisticSchedule = {
+            layer,
+            kind: kindToWire[st.kind],
+            interval: st.schedule.interval,
+            lastRefreshStep: Math.max(0, st.schedule.lastStep ?? 0),
+            nextRefreshStep: st.schedule.nextStep,
+            lastDrift: st.schedule.lastDrift ?? 0,
+          };
+          await sendSymmetric(writer, (tensor) => ({ schedule, tensor }), layer, st.running, shape.n, 0, this.config.cluster.chunkBytes, shape.batch);
+        }
+        this.handoff.delete(layer);
+      }
+      await writer.end();
+    } catch (err) {
+      failServerCall(call, err);
+    }
+  }
+
+  private onStatisticsStream(call: ServerDuplexStream<PushStatisticsRequest, PushStatisticsResponse>): void {
+    let stream: WorkerStream | undefined;
+    call.on('data', (req: PushStatisticsRequest) => {
+      try {
+        const k = req.kind;
+        if (!k) throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', 'empty PushStatisticsRequest');
+        if (!stream) {
+          if (k.$case !== 'hello') throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', 'the first message must be hello');
+          stream = { workerId: k.value.workerId, call, assembler: new TensorAssembler() };
+          this.streams.add(stream);
+          call.write({ epoch: this.state.epoch, schedules: this.schedules(), ackedStep: this.reducedThrough + 1 });
+          return;
+        }
+        if (k.$case === 'statistic') {
+          const m = k.value;
+          const t = stream.assembler.push(envelopeTensor(m.tensor, m.step, 'StatisticChunk.step'));
+          if (!t) return;
+          const kind = wireToKind.get(m.kind);
+          const spec = this.specs.get(m.layer);
+          if (!kind || !spec) throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', `unknown statistic ${m.layer}/${m.kind}`);
+          if (!this.curvature.layers.has(m.layer)) return; // sent under an older assignment: not ours any more
+          const shape = statShape(spec, kind);
+          const expected = shape.batch === undefined ? [shape.n, shape.n] : [shape.batch, shape.n, shape.n];
+          if (t.shape.join() !== expected.join()) throw new TransportError(status.INVALID_ARGUMENT, 'bad_shape', `${m.layer}/${kind}: shape [${t.shape}] where [${expected}] was expected`);
+          if (m.step <= this.reducedThrough) return; // a step already reduced (late sender)
+          const box = this.box(m.step);
+          const part = box.parts.get(stream.workerId) ?? { samples: m.numSamples, stats: new Map() };
+          part.stats.set(statKey(m.layer, kind), toDense(t));
+          box.parts.set(stream.workerId, part);
+          return;
+        }
+        if (k.$case === 'statisticsComplete') {
+          const done = k.value;
+          stream.assembler.assertComplete();
+          if (done.step <= this.reducedThrough) return;
+          const box = this.box(done.step);
+          box.shardCount = done.shardCount;
+          box.completed.add(stream.workerId);
+          if (box.completed.size >= box.shardCount) {
+            this.inbox.delete(done.step);
+            void this.enqueue(() => this.reduce(done.step, box));
+          }
+          return;
+        }
+        throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', 'hello sent twice');
+      } catch (err) {
+        this.opts.logger.warn(`statistics stream ${stream?.workerId ?? '(no hello)'}: ${(err as Error).message}`);
+        failServerCall(call, err);
+      }
+    });
+    const gone = () => stream && this.streams.delete(stream);
+    call.on('end', () => {
+      gone();
+      call.end();
+    });
+    call.on('cancelled', gone);
+    call.on('error', gone);
+  }
+
+  private box(step: number): StepInbox {
+    let b = this.inbox.get(step);
+    if (!b) {
+      b = { shardCount: Number.MAX_SAFE_INTEGER, parts: new Map(), completed: new Set() };
+      this.inbox.set(step, b);
+    }
+    return b;
+  }
+}
