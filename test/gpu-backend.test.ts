@@ -16,7 +16,7 @@ import {
   createGpuBackend,
   createNaiveMatmul,
 } from '../workers/kernels/gpu/gpu-backend.js';
-import { blockedThreaded } from '../workers/kernels/gpu/matmul.js';
+import { planBlocked, planGram } from '../workers/kernels/gpu/matmul.js';
 import { flattenOutput } from '../workers/kernels/gpu/runtime.js';
 
 const U = 2 ** -24; // float32 unit roundoff
@@ -67,11 +67,13 @@ const gemmSizes: Array<[number, number, number]> = [
   [13, 11, 17],
   [4, 8, 12], // multiples of 4: no padding
   [300, 257, 129], // threaded, odd n, k % 4 = 1
+  [32, 30, 1503], // small output, long k: threaded with k split over thread.z, k % 4 = 3
 ];
 
 for (const [m, n, k] of gemmSizes) {
   test(`gemm ${m}x${n}x${k}: all transposes, alpha and beta`, async (t) => {
-    if (m === 300) t.true(blockedThreaded(m, n, k), 'this size must take the threaded path');
+    if (m === 300) t.true(planBlocked(m, n, k, 2).threaded, 'this size must take the threaded path');
+    if (k === 1503) t.true(planBlocked(m, n, k, 2).split.splits > 1, 'this size must split k');
     for (const transA of [false, true]) {
       for (const transB of [false, true]) {
         const a = rand(m * k);
@@ -113,13 +115,19 @@ test('gemm without out allocates; beta without out is refused; empty and k = 0 p
   t.deepEqual(Array.from(await backend.gemm(2, 2, 0, a, b, { beta: 0.5 }, out)), [0.5, 1, 1.5, 2]);
 });
 
-test('the big product really ran threaded, on webasm, on the shared worker pool', async (t) => {
+test('big products really ran threaded, on webasm, on the shared worker pool', async (t) => {
   const [m, n, k] = [300, 257, 129];
   await backend.gemm(m, n, k, rand(m * k), rand(k * n));
-  const kernel = backend.runtime.cachedKernelList().find((c) => c.spec.key === 'mm:NN:300x260x129:t');
-  t.truthy(kernel, 'threaded kernel cached under its shape key');
+  await backend.gram(3001, 40, rand(3001 * 40), 1);
+  t.true(planGram(3001, 40, 2).split.splits > 1);
+  const kernels = backend.runtime.cachedKernelList();
+  const big = kernels.find((c) => c.spec.key === 'mm:NN:300x260x129:t');
+  const split = kernels.find((c) => c.spec.key.startsWith('gram:40x3001:t/'));
+  t.truthy(big, 'threaded product cached under its shape key');
+  t.truthy(split, 'split-K Gram cached under its shape key');
   if (backend.mode === 'webasm') {
-    t.is(kernel?.lastRunPath, 'threaded');
+    t.is(big?.lastRunPath, 'threaded');
+    t.is(split?.lastRunPath, 'threaded');
     t.true(backend.runtime.poolWorkers >= 1);
     t.true(backend.runtime.poolSharing);
   }
@@ -139,6 +147,7 @@ test('gram: alpha·XᵀX, full and exactly symmetric', async (t) => {
     [9, 5, 1],
     [130, 37, 0.25],
     [257, 150, -1],
+    [3001, 40, 1], // threaded with k split
   ]) {
     const x = rand(rows * cols);
     const out = new Float32Array(cols * cols).fill(Number.NaN);

@@ -1,0 +1,66 @@
+/**
+ * Starts a real cluster in this process for tests: a PS, workers and factor owners, each with its
+ * own gRPC server on loopback, talking only over gRPC.
+ */
+import { FactorOwner } from '../../src/actors/owner/factor-owner.js';
+import { ParameterServer } from '../../src/actors/ps/parameter-server.js';
+import type { ComputeBackend } from '../../src/compute/backend.js';
+import type { TrainConfig } from '../../src/config/schema.js';
+import type { Dataset } from '../../src/data/fashion-mnist.js';
+import { silentLogger, type Logger } from '../../src/util/log.js';
+import { Worker } from '../../workers/worker-actor.js';
+
+export interface TestCluster {
+  ps: ParameterServer;
+  workers: Worker[];
+  owners: FactorOwner[];
+  addOwner(): Promise<FactorOwner>;
+  stop(): Promise<void>;
+}
+
+export async function startCluster(opts: {
+  config: TrainConfig;
+  workers: number;
+  owners: number;
+  backend: ComputeBackend;
+  trainSize: number;
+  test?: Dataset;
+  logger?: Logger;
+  onRecord?: (r: Record<string, unknown>) => void;
+}): Promise<TestCluster> {
+  const logger = opts.logger ?? silentLogger();
+  const ps = new ParameterServer({
+    config: opts.config,
+    listen: '127.0.0.1:0',
+    logger,
+    backend: opts.backend,
+    trainSize: opts.trainSize,
+    ...(opts.test ? { test: opts.test } : {}),
+    ...(opts.onRecord ? { onRecord: opts.onRecord } : {}),
+  });
+  const address = await ps.start();
+  const owners: FactorOwner[] = [];
+  const addOwner = async () => {
+    const o = new FactorOwner({ ps: address, listen: '127.0.0.1:0', logger, backend: opts.backend });
+    await o.start();
+    owners.push(o);
+    return o;
+  };
+  for (let i = 0; i < opts.owners; i++) await addOwner();
+  const workers: Worker[] = [];
+  for (let i = 0; i < opts.workers; i++) {
+    const w = new Worker({ ps: address, listen: '127.0.0.1:0', logger, backend: opts.backend, id: `worker-${i + 1}` });
+    await w.start();
+    workers.push(w);
+  }
+  return {
+    ps,
+    workers,
+    owners,
+    addOwner,
+    async stop() {
+      await Promise.all([...workers.map((w) => w.stop()), ...owners.map((o) => o.stop())]);
+      await ps.stop();
+    },
+  };
+}
