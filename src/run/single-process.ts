@@ -10,6 +10,7 @@ import { describeData, loadFashionMnist } from '../data/fashion-mnist.js';
 import { buildModel } from '../nn/models.js';
 import { Trainer, type EvalMetrics } from '../train/trainer.js';
 import type { Logger } from '../util/log.js';
+import { spread, type Spread } from '../util/stats.js';
 import type { RunOutput } from './output.js';
 import { createProgress } from './progress.js';
 
@@ -26,6 +27,8 @@ export interface RunSummary {
   /** Seconds spent in training steps only (no evaluation, no loading). */
   trainSeconds: number;
   meanStepMs: number;
+  /** Milliseconds per training step. */
+  stepMs: Spread;
   /** First evaluation at or above the target accuracy, when one was. */
   stepsTo?: { accuracy: number; step: number; seconds: number; trainSeconds: number };
 }
@@ -68,12 +71,14 @@ export async function runSingleProcess(config: TrainConfig, opts: SingleRunOptio
 
     const progress = createProgress(config.steps, 0, logger, opts.progress === undefined ? {} : { tty: opts.progress });
     let trainMs = 0;
+    const stepTimes: number[] = [];
     let last: EvalMetrics | undefined;
     let stepsTo: RunSummary['stepsTo'];
     let steps = 0;
     for (let s = 0; s < config.steps; s++) {
       const m = await trainer.step(s);
       trainMs += m.timings.total;
+      stepTimes.push(m.timings.total);
       steps = s + 1;
       for (const r of m.refreshes) logger.debug(r, `refresh ${r.layer}/${r.kind}`);
       output?.appendMetric({
@@ -117,6 +122,7 @@ export async function runSingleProcess(config: TrainConfig, opts: SingleRunOptio
       wallSeconds: (performance.now() - t0) / 1000,
       trainSeconds: trainMs / 1000,
       meanStepMs: trainMs / steps,
+      stepMs: spread(stepTimes),
       ...(stepsTo ? { stepsTo } : {}),
     };
     output?.writeJson('summary.json', summary);
