@@ -1,17 +1,23 @@
 /**
- * The `spngd` command line. Errors that a user can fix (bad config, missing data, unwritable output)
- * print one line and exit 2; anything else is a bug and prints its stack.
+ * The `spngd` command line. Errors that a user can fix (bad config, missing data, unwritable output,
+ * unreachable peers, a port in use) print one line and exit 2; anything else is a bug and prints
+ * its stack.
  */
 import { Command } from 'commander';
+import { ListenError } from '../actors/common/actor-server.js';
+import { CoordinatorUnreachableError } from '../actors/common/member-client.js';
 import { ConfigError, loadTrainConfig } from '../config/load.js';
 import { DataFileError } from '../data/idx.js';
 import { ModelSpecError } from '../nn/models.js';
+import { ChildFailedError, runLocalCluster } from '../run/local-cluster.js';
 import { defaultRunDir, OutputDirError, RunOutput } from '../run/output.js';
 import { runSingleProcess } from '../run/single-process.js';
 import { createLogger } from '../util/log.js';
+import { addActorCommands } from './actor-commands.js';
+import { addStatusCommand, UnreachableError } from './status-command.js';
 import { addTrainOptions, flagsToOverrides, type TrainFlags } from './train-options.js';
 
-const userErrors = [ConfigError, DataFileError, ModelSpecError, OutputDirError];
+const userErrors = [ConfigError, DataFileError, ModelSpecError, OutputDirError, ListenError, CoordinatorUnreachableError, UnreachableError, ChildFailedError];
 
 export async function main(argv: string[]): Promise<void> {
   const program = new Command('spngd')
@@ -21,18 +27,23 @@ export async function main(argv: string[]): Promise<void> {
       process.exit(err.exitCode === 0 ? 0 : 2);
     });
 
-  addTrainOptions(program.command('train').description('train a model (default: Fashion-MNIST MLP with SP-NGD)')).action(
-    async (flags: TrainFlags, cmd: Command) => {
-      const staleGiven = cmd.getOptionValueSource('stale') === 'cli';
-      const config = loadTrainConfig(flags.config, flagsToOverrides(flags, staleGiven));
-      const logger = createLogger('spngd');
-      const output = new RunOutput(flags.out ?? defaultRunDir());
-      logger.info(`output: ${output.dir}`);
-      const summary = await runSingleProcess(config, { logger, output, ...(flags.progress === false ? { progress: false } : {}) });
-      logger.info(summary, `done: test accuracy ${summary.testAccuracy.toFixed(4)} after ${summary.steps} steps, ${summary.wallSeconds.toFixed(1)} s`);
-      process.stdout.write(`${JSON.stringify(summary)}\n`);
-    },
-  );
+  addTrainOptions(
+    program.command('train').description('train a model: by default the Fashion-MNIST MLP with SP-NGD on a local cluster (1 PS, 2 workers, 2 owners)'),
+  ).action(async (flags: TrainFlags, cmd: Command) => {
+    const staleGiven = cmd.getOptionValueSource('stale') === 'cli';
+    const config = loadTrainConfig(flags.config, flagsToOverrides(flags, staleGiven));
+    const logger = createLogger('spngd');
+    const output = new RunOutput(flags.out ?? defaultRunDir());
+    logger.info(`output: ${output.dir}`);
+    const progress = flags.progress === false ? { progress: false } : {};
+    const summary = flags.single
+      ? await runSingleProcess(config, { logger, output, ...progress })
+      : await runLocalCluster(config, { logger, output, ...progress });
+    logger.info(`done: test accuracy ${Number(summary.testAccuracy).toFixed(4)} after ${summary.steps} steps; results in ${output.dir}`);
+    process.stdout.write(`${JSON.stringify(summary)}\n`);
+  });
+  addActorCommands(program);
+  addStatusCommand(program);
 
   try {
     await program.parseAsync(argv);

@@ -31,6 +31,9 @@ export interface TrainFlags {
   trainLimit?: number;
   testLimit?: number;
   progress?: boolean;
+  workers?: number;
+  owners?: number;
+  single?: boolean;
 }
 
 export function addTrainOptions(cmd: Command): Command {
@@ -52,6 +55,9 @@ export function addTrainOptions(cmd: Command): Command {
     .option('--eval-every <n>', 'evaluate on the test set every N steps', number('--eval-every'))
     .option('--train-limit <n>', 'use only the first N training samples', number('--train-limit'))
     .option('--test-limit <n>', 'use only the first N test samples', number('--test-limit'))
+    .option('--workers <n>', 'local cluster: number of worker processes', number('--workers'))
+    .option('--owners <n>', 'local cluster: number of factor-owner processes', number('--owners'))
+    .option('--single', 'train in this one process instead of a local cluster')
     .option('--no-progress', 'plain log lines instead of a progress bar');
 }
 
@@ -71,5 +77,6 @@ export function flagsToOverrides(f: TrainFlags, staleFlagGiven: boolean): Record
     evalEvery: f.evalEvery,
     data: { dir: f.data, trainLimit: f.trainLimit, testLimit: f.testLimit },
     optimizer: { kind: f.optimizer, lr: f.lr, momentum: f.momentum, kfac },
+    cluster: { workers: f.workers, owners: f.owners },
   };
 }

@@ -261,6 +261,7 @@ export class ParameterServer {
     this.state.lastAccuracy = accuracy;
     const stepMs = performance.now() - t0;
     this.state.timings.record('step', stepMs);
+    this.metrics.emit('epoch', this.step / stepsPerEpoch, this.step, this.membership.epoch);
     this.metrics.emit('loss', loss, this.step, this.membership.epoch);
     this.metrics.emit('accuracy', accuracy, this.step, this.membership.epoch);
     this.metrics.emit('step_ms', stepMs, this.step, this.membership.epoch);

@@ -1,0 +1,115 @@
+/**
+ * `spngd ps`, `spngd worker`, `spngd owner`: one actor per process, on its own host if need be.
+ * Each prints one JSON line on stdout when it listens ({"event":"listening",...}) so that a
+ * launcher (or a script) learns its address, then logs to stderr.
+ */
+import { Command, Option } from 'commander';
+import { FactorOwner } from '../actors/owner/factor-owner.js';
+import { ParameterServer } from '../actors/ps/parameter-server.js';
+import { selectBackend } from '../compute/select.js';
+import { loadTrainConfig } from '../config/load.js';
+import { SPLIT_FILES, findIdxFile, loadSplit, resolveDataDir } from '../data/fashion-mnist.js';
+import { readIdxLabels } from '../data/idx.js';
+import { RunOutput } from '../run/output.js';
+import { createLogger, type Logger } from '../util/log.js';
+import { Worker } from '../../workers/worker-actor.js';
+import { DataFileError } from '../data/idx.js';
+
+function announce(event: Record<string, unknown>): void {
+  process.stdout.write(`${JSON.stringify(event)}\n`);
+}
+
+/** Stops the actor on SIGINT/SIGTERM (the second signal exits at once). */
+function onSignals(logger: Logger, stop: () => Promise<void>): void {
+  let stopping = false;
+  const handler = (sig: NodeJS.Signals) => {
+    if (stopping) process.exit(130);
+    stopping = true;
+    logger.info(`${sig}: shutting down`);
+    stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+}
+
+const backendOption = () => new Option('--backend <name>', 'compute backend').choices(['auto', 'blas', 'gpu']).default('auto');
+
+export function addActorCommands(program: Command): void {
+  program
+    .command('ps')
+    .description('run the parameter server (and membership coordinator) of a job')
+    .requiredOption('--listen <host:port>', 'address to serve on (port 0: any free port)')
+    .option('-c, --config <file>', 'training config (YAML or JSON)')
+    .option('-o, --out <dir>', 'write metrics.jsonl and summary.json here')
+    .option('--data <dir>', 'Fashion-MNIST directory for evaluation')
+    .addOption(backendOption())
+    .action(async (o: { listen: string; config?: string; out?: string; data?: string; backend: 'auto' | 'blas' | 'gpu' }) => {
+      const logger = createLogger('ps');
+      const config = loadTrainConfig(o.config, o.data ? { data: { dir: o.data } } : {});
+      const output = o.out ? new RunOutput(o.out) : undefined;
+      const dataOpts = config.data.dir ? { dir: config.data.dir } : {};
+      const test = await loadSplit('test', { ...dataOpts, ...(config.data.testLimit ? { limit: config.data.testLimit } : {}) });
+      const trainLabels = findIdxFile(resolveDataDir(dataOpts).dir, SPLIT_FILES.train.labels);
+      if (!trainLabels) throw new DataFileError(resolveDataDir(dataOpts).dir, 'no train-labels-idx1-ubyte[.gz] here');
+      const trainCount = (await readIdxLabels(trainLabels)).count;
+      const trainSize = Math.min(trainCount, config.data.trainLimit ?? trainCount);
+      const { backend, reason } = await selectBackend(config.backend);
+      logger.info(`backend: ${backend.name}: ${backend.description} (${reason})`);
+      const ps = new ParameterServer({ config, listen: o.listen, logger, backend, test, trainSize, ...(output ? { onRecord: (r) => output.appendMetric(r) } : {}) });
+      const address = await ps.start();
+      logger.info(`parameter server listening on ${address}; waiting for ${config.cluster.minWorkers} worker(s)`);
+      announce({ event: 'listening', role: 'ps', address });
+      onSignals(logger, () => ps.stop());
+      const t0 = performance.now();
+      await ps.run();
+      const e = ps.lastEval ?? (await ps.evaluate());
+      const summary = { optimizer: config.optimizer.kind, model: typeof config.model === 'string' ? config.model : 'custom', steps: ps.step, testAccuracy: e?.accuracy, testLoss: e?.loss, wallSeconds: (performance.now() - t0) / 1000 };
+      output?.writeJson('summary.json', summary);
+      announce({ event: 'finished', ...summary });
+      await ps.stop();
+      await backend.dispose();
+    });
+
+  program
+    .command('worker')
+    .description('run a worker: computes gradients and K-FAC statistics on its data shard')
+    .requiredOption('--ps <host:port>', 'the parameter server')
+    .option('--listen <host:port>', 'address of this worker\'s state service', '127.0.0.1:0')
+    .option('--data <dir>', 'Fashion-MNIST directory (default: the job config\'s, $SPNGD_DATA, ...)')
+    .option('--id <id>', 'worker id (default: assigned by the PS)')
+    .addOption(backendOption())
+    .action(async (o: { ps: string; listen: string; data?: string; id?: string; backend: 'auto' | 'blas' | 'gpu' }) => {
+      const logger = createLogger('worker');
+      const { backend, reason } = await selectBackend(o.backend);
+      logger.info(`backend: ${backend.name}: ${backend.description} (${reason})`);
+      const w = new Worker({ ps: o.ps, listen: o.listen, logger, backend, ...(o.data ? { dataDir: o.data } : {}), ...(o.id ? { id: o.id } : {}) });
+      onSignals(logger, () => w.stop());
+      await w.start();
+      announce({ event: 'listening', role: 'worker', id: w.id, address: w.state.address });
+      const why = await w.done.promise;
+      logger.info(`worker ${w.id} done: ${why}`);
+      await w.stop();
+      await backend.dispose();
+    });
+
+  program
+    .command('owner')
+    .description('run a factor owner: reduces statistics, inverts factors, publishes preconditioners')
+    .requiredOption('--ps <host:port>', 'the parameter server')
+    .option('--listen <host:port>', 'address workers send statistics to', '127.0.0.1:0')
+    .option('--id <id>', 'owner id (default: assigned by the PS)')
+    .option('--capacity <x>', 'relative speed for load balancing', '1')
+    .addOption(backendOption())
+    .action(async (o: { ps: string; listen: string; id?: string; capacity: string; backend: 'auto' | 'blas' | 'gpu' }) => {
+      const logger = createLogger('owner');
+      const { backend, reason } = await selectBackend(o.backend);
+      logger.info(`backend: ${backend.name}: ${backend.description} (${reason})`);
+      const owner = new FactorOwner({ ps: o.ps, listen: o.listen, logger, backend, capacity: Number(o.capacity), ...(o.id ? { id: o.id } : {}) });
+      onSignals(logger, () => owner.leave('shutdown'));
+      await owner.start();
+      announce({ event: 'listening', role: 'owner', id: owner.id, address: owner.address });
+    });
+}

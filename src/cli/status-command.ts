@@ -1,0 +1,85 @@
+/**
+ * `spngd status HOST:PORT [--json] [--watch]`: a gRPC client of any actor's StateService. Prints a
+ * readable summary (or the raw state as JSON); --watch follows the actor's metric stream.
+ */
+import { credentials, Metadata, type ServiceError } from '@grpc/grpc-js';
+import type { Command } from 'commander';
+import { lifecycleStateToJSON, roleToJSON } from '../gen/spngd/v1/membership.js';
+import { ActorState, StateServiceClient, type MetricEvent, type WatchMetricsResponse } from '../gen/spngd/v1/state.js';
+import { statisticKindToJSON } from '../gen/spngd/v1/factor_owner.js';
+import { channelOptions } from '../transport/channel-options.js';
+
+export class UnreachableError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UnreachableError';
+  }
+}
+
+export function fetchState(address: string, timeoutMs = 5000): Promise<ActorState> {
+  const client = new StateServiceClient(address, credentials.createInsecure(), channelOptions());
+  return new Promise<ActorState>((resolve, reject) => {
+    client.getState({}, new Metadata(), { deadline: Date.now() + timeoutMs }, (err: ServiceError | null, res) => {
+      client.close();
+      if (err) reject(new UnreachableError(`${address}: ${err.details || err.message}`));
+      else resolve(res!.state!);
+    });
+  });
+}
+
+const short = (s: string, prefix: string) => s.replace(prefix, '').toLowerCase();
+
+export function formatState(s: ActorState): string {
+  const lines = [
+    `${short(roleToJSON(s.role), 'ROLE_')} ${s.id} at ${s.address}: ${short(lifecycleStateToJSON(s.lifecycle), 'LIFECYCLE_STATE_')}, step ${s.step}, epoch ${s.epoch}`,
+  ];
+  if (s.lastLoss !== undefined) lines.push(`last step: loss ${s.lastLoss.toFixed(4)}, accuracy ${(s.lastAccuracy ?? 0).toFixed(4)}`);
+  if (s.members.length > 0) lines.push(`members: ${s.members.map((m) => `${m.id}@${m.address}`).join(', ')}`);
+  if (s.assignment && s.assignment.layers.length > 0) {
+    lines.push(`assignment (epoch ${s.assignment.epoch}): ${s.assignment.layers.map((l) => `${l.layer}->${l.ownerId || '(none)'}`).join(', ')}`);
+  }
+  if (s.preconditioners.length > 0) {
+    lines.push(`preconditioners: ${s.preconditioners.map((p) => `${p.layer} v${p.version} (step ${p.computedFromStep}, ${p.ownerId})`).join(', ')}`);
+  }
+  if (s.statisticSchedules.length > 0) {
+    lines.push(
+      `stale-statistics intervals: ${s.statisticSchedules.map((x) => `${x.layer}/${short(statisticKindToJSON(x.kind), 'STATISTIC_KIND_')}=${x.interval}`).join(', ')}`,
+    );
+  }
+  const phases = Object.entries(s.phaseTimings);
+  if (phases.length > 0) lines.push(`phases (mean ms): ${phases.map(([k, v]) => `${k} ${v.meanMs.toFixed(1)}`).join(', ')}`);
+  return lines.join('\n');
+}
+
+function formatEvent(e: MetricEvent): string {
+  const labels = Object.entries(e.labels).map(([k, v]) => `${k}=${v}`).join(' ');
+  return `step ${e.step} ${e.name} ${Number.isInteger(e.value) ? e.value : e.value.toFixed(4)}${labels ? ` ${labels}` : ''} (${e.sourceId})`;
+}
+
+export function addStatusCommand(program: Command): void {
+  program
+    .command('status')
+    .description('show the state of any actor (PS, worker, owner)')
+    .argument('<host:port>', 'the actor\'s address')
+    .option('--json', 'print the state as JSON')
+    .option('--watch', 'then follow its metric events')
+    .action(async (address: string, o: { json?: boolean; watch?: boolean }) => {
+      const state = await fetchState(address);
+      process.stdout.write(`${o.json ? JSON.stringify(ActorState.toJSON(state), null, 2) : formatState(state)}\n`);
+      if (!o.watch) return;
+      const client = new StateServiceClient(address, credentials.createInsecure(), channelOptions());
+      const call = client.watchMetrics({ names: [], includeHistory: false });
+      await new Promise<void>((resolve, reject) => {
+        call.on('data', (r: WatchMetricsResponse) => {
+          for (const e of r.events) process.stdout.write(`${o.json ? JSON.stringify(e) : formatEvent(e)}\n`);
+        });
+        call.on('error', (err: ServiceError) => reject(new UnreachableError(`${address}: ${err.details || err.message}`)));
+        call.on('end', () => resolve());
+        process.once('SIGINT', () => {
+          call.cancel();
+          resolve();
+        });
+      });
+      client.close();
+    });
+}

@@ -1,0 +1,146 @@
+/**
+ * `spngd train` on one machine: a PS, N workers and M factor owners as child processes on
+ * loopback, each the same `spngd ps|worker|owner` command a user would run on separate hosts.
+ * Progress comes from the PS's metric stream; children log to <out>/logs/; every child is
+ * stopped when training ends, when one fails, and on Ctrl-C.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { credentials } from '@grpc/grpc-js';
+import type { TrainConfig } from '../config/schema.js';
+import { StateServiceClient, type WatchMetricsResponse } from '../gen/spngd/v1/state.js';
+import { channelOptions } from '../transport/channel-options.js';
+import type { Logger } from '../util/log.js';
+import type { RunOutput } from './output.js';
+import { createProgress } from './progress.js';
+
+export class ChildFailedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ChildFailedError';
+  }
+}
+
+/** How to start `spngd` in a child: the compiled CLI, or the TypeScript source under tsx. */
+function spngdCommand(): string[] {
+  const here = fileURLToPath(import.meta.url);
+  if (here.endsWith('.ts')) return [process.execPath, '--import', 'tsx', join(dirname(here), '..', 'cli', 'entry.ts')];
+  return [process.execPath, join(dirname(here), '..', 'cli', 'entry.js')];
+}
+
+interface Child {
+  name: string;
+  proc: ChildProcess;
+  log: string;
+  exited: Promise<number | null>;
+  listening: Promise<Record<string, unknown>>;
+  events: Record<string, unknown>[];
+}
+
+function startChild(name: string, args: string[], logDir: string): Child {
+  const [cmd, ...pre] = spngdCommand();
+  const log = join(logDir, `${name}.log`);
+  // One BLAS thread per child: several actors share the cores.
+  const proc = spawn(cmd, [...pre, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, OPENBLAS_NUM_THREADS: process.env.OPENBLAS_NUM_THREADS ?? '1', SPNGD_CHILD: '1' } });
+  proc.stderr!.pipe(createWriteStream(log));
+  const events: Record<string, unknown>[] = [];
+  let onListening: (e: Record<string, unknown>) => void = () => undefined;
+  const listening = new Promise<Record<string, unknown>>((resolve) => (onListening = resolve));
+  createInterface({ input: proc.stdout! }).on('line', (line) => {
+    try {
+      const e = JSON.parse(line) as Record<string, unknown>;
+      events.push(e);
+      if (e.event === 'listening') onListening(e);
+    } catch {
+      /* not an event line */
+    }
+  });
+  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
+  return { name, proc, log, exited, listening, events };
+}
+
+function tail(file: string, lines = 8): string {
+  try {
+    return readFileSync(file, 'utf8').trim().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '';
+  }
+}
+
+export async function runLocalCluster(config: TrainConfig, opts: { output: RunOutput; logger: Logger; progress?: boolean }): Promise<Record<string, unknown>> {
+  const { output, logger } = opts;
+  const { workers, owners } = config.cluster;
+  const resolved: TrainConfig = { ...config, cluster: { ...config.cluster, minWorkers: workers } };
+  output.writeJson('config.json', resolved);
+  const logDir = output.path('logs');
+  if (!existsSync(logDir)) mkdirSync(logDir);
+  const children: Child[] = [];
+  const stopAll = async (signal: NodeJS.Signals) => {
+    for (const c of children) if (c.proc.exitCode === null) c.proc.kill(signal);
+    const timeout = setTimeout(() => children.forEach((c) => c.proc.exitCode === null && c.proc.kill('SIGKILL')), 5000);
+    await Promise.all(children.map((c) => c.exited));
+    clearTimeout(timeout);
+  };
+  let interrupted = false;
+  const onSigint = () => {
+    if (interrupted) process.exit(130);
+    interrupted = true;
+    logger.warn('interrupted: stopping the cluster');
+    void stopAll('SIGTERM');
+  };
+  process.on('SIGINT', onSigint);
+  process.on('SIGTERM', onSigint);
+
+  try {
+    const ps = startChild('ps', ['ps', '--listen', '127.0.0.1:0', '--config', output.path('config.json'), '--out', output.dir, '--backend', config.backend], logDir);
+    children.push(ps);
+    const first = await Promise.race([ps.listening, ps.exited.then((code) => ({ exit: code }))]);
+    if ('exit' in first) throw new ChildFailedError(`the parameter server exited (code ${first.exit}) before listening:\n${tail(ps.log)}`);
+    const address = String(first.address);
+    logger.info(`local cluster: PS on ${address}, ${owners} owner(s), ${workers} worker(s); logs in ${logDir}`);
+    for (let i = 1; i <= owners; i++) children.push(startChild(`owner-${i}`, ['owner', '--ps', address, '--id', `owner-${i}`, '--backend', config.backend], logDir));
+    for (let i = 1; i <= workers; i++) children.push(startChild(`worker-${i}`, ['worker', '--ps', address, '--id', `worker-${i}`, '--backend', config.backend], logDir));
+
+    const progress = createProgress(config.steps, 0, logger, opts.progress === undefined ? {} : { tty: opts.progress });
+    const client = new StateServiceClient(address, credentials.createInsecure(), channelOptions());
+    const watch = client.watchMetrics({ names: ['loss', 'accuracy', 'test_accuracy', 'step_ms', 'epoch'], includeHistory: true });
+    const last: { loss: number; accuracy: number; epoch: number; test?: number } = { loss: NaN, accuracy: NaN, epoch: 0 };
+    watch.on('data', (r: WatchMetricsResponse) => {
+      for (const e of r.events) {
+        if (e.name === 'loss') last.loss = e.value;
+        else if (e.name === 'accuracy') last.accuracy = e.value;
+        else if (e.name === 'epoch') last.epoch = e.value;
+        else if (e.name === 'test_accuracy') {
+          last.test = e.value;
+          progress.note(`eval at step ${e.step}: test accuracy ${e.value.toFixed(4)}`);
+        } else if (e.name === 'step_ms') {
+          progress.update({ step: e.step - 1, epoch: last.epoch, loss: last.loss, accuracy: last.accuracy, samplesPerSecond: config.batchSize / (e.value / 1000), ...(last.test === undefined ? {} : { testAccuracy: last.test }) });
+        }
+      }
+    });
+    watch.on('error', () => undefined);
+
+    // The run ends when the PS exits; another child failing first ends it too. (Workers exit 0
+    // when the PS drains them at the end.)
+    const failure = Promise.race(
+      children.slice(1).map((c) => c.exited.then((code) => (code === 0 ? new Promise<never>(() => undefined) : { child: c, code }))),
+    );
+    const outcome = await Promise.race([ps.exited.then((code) => ({ child: ps, code })), failure]);
+    watch.cancel();
+    client.close();
+    progress.stop();
+    if (interrupted) throw new ChildFailedError('interrupted');
+    if (outcome.child !== ps || outcome.code !== 0) {
+      throw new ChildFailedError(`${outcome.child.name} exited with code ${outcome.code}:\n${tail(outcome.child.log)}`);
+    }
+    const summaryFile = output.path('summary.json');
+    return JSON.parse(readFileSync(summaryFile, 'utf8')) as Record<string, unknown>;
+  } finally {
+    process.off('SIGINT', onSigint);
+    process.off('SIGTERM', onSigint);
+    await stopAll('SIGTERM');
+  }
+}
