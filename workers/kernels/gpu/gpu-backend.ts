@@ -21,15 +21,15 @@ import {
   type MatmulKernelOptions,
   type MatmulShape,
   blockedSpec,
-  blockedThreaded,
   createBlockedMatmulOn,
   createNaiveMatmulOn,
   gramSpec,
-  gramThreaded,
   gramUnits,
   packA,
   packB,
   padMatrix,
+  planBlocked,
+  planGram,
   unpackBlocked,
   unpackGram,
 } from './matmul.js';
@@ -161,9 +161,10 @@ export class GpuBackend implements ComputeBackend {
       for (let i = 0; i < m * n; i++) c[i] = beta === 0 ? 0 : beta * c[i];
       return c;
     }
-    const kernel = rt.kernel(blockedSpec({ m, n, k, transA, transB }, blockedThreaded(m, n, k)));
+    const plan = planBlocked(m, n, k, rt.threads);
+    const kernel = rt.kernel(blockedSpec({ m, n, k, transA, transB }, plan));
     const p = await kernel.run(packA(a, m, k, transA), packB(b, k, n, transB));
-    unpackBlocked(p, m, n, alpha, beta, c);
+    unpackBlocked(p, m, n, alpha, beta, plan.split.splits, c);
     return c;
   }
 
@@ -178,10 +179,11 @@ export class GpuBackend implements ComputeBackend {
       s.fill(0, 0, cols * cols);
       return s;
     }
-    const kernel = rt.kernel(gramSpec(rows, cols, gramThreaded(cols, rows)));
+    const plan = planGram(rows, cols, rt.threads);
+    const kernel = rt.kernel(gramSpec(rows, cols, plan));
     const units = gramUnits(up4(cols));
     const p = await kernel.run(padMatrix(x, rows, cols, rows, up4(cols)), units);
-    unpackGram(p, units, cols, alpha, s);
+    unpackGram(p, units, cols, alpha, plan.split.splits, s);
     return s;
   }
 

@@ -28,6 +28,17 @@ function lit(v: number): string {
   return String(v);
 }
 
+/**
+ * How the inner dimension is split over thread.z (split-K): each of `splits` output layers sums
+ * `chunk` consecutive k (a multiple of 4; the last layer may have fewer), and the caller adds the
+ * layers. It lets a product with a small output but a long k use every worker thread: gpu.js splits
+ * a threaded run by output cells (4096 per worker).
+ */
+export interface KSplit {
+  splits: number;
+  chunk: number;
+}
+
 /** Shape of a blocked product: the kernel computes P = op(A)·op(B) for m4 rows, n4 columns. */
 export interface BlockedMatmulShape {
   /** Rows of the product, a multiple of 4 (the caller pads A). */
@@ -40,23 +51,75 @@ export interface BlockedMatmulShape {
   transA: boolean;
   /** B is stored n4×k instead of k×n4. */
   transB: boolean;
+  /** Split-K over thread.z (default: none). */
+  split?: KSplit;
 }
 
-/** Constants a blocked-matmul kernel expects. */
-export function blockedMatmulConstants(s: BlockedMatmulShape): Record<string, number> {
-  return { K4: s.k - (s.k % 4) };
+/** The split of a kernel's k loop: the given one, or one chunk of all k4 = k − k % 4 terms. */
+export function normalSplit(k: number, split?: KSplit): KSplit {
+  const k4 = k - (k % 4);
+  if (split === undefined || split.splits <= 1) return { splits: 1, chunk: k4 };
+  if (split.chunk % 4 !== 0 || split.chunk <= 0 || split.splits * split.chunk < k4 || (split.splits - 1) * split.chunk >= k4) {
+    throw new RangeError(`k split ${split.splits}x${split.chunk} does not cover k4=${k4}`);
+  }
+  return split;
+}
+
+/** Constants a blocked-matmul (or Gram) kernel expects: the k loop's bound. */
+export function kLoopConstants(k: number, split?: KSplit): Record<string, number> {
+  return { KC: normalSplit(k, split).chunk };
 }
 
 /**
- * Blocked matmul: output [n4, m4/4] of Array(4); cell (x, y) holds P[4y + r][x] for r = 0..3, so
- * component r of cell (x, y) sits at flat offset ((y·n4 + x)·4 + r). The k loop is unrolled by 4.
+ * The k loop shared by the product kernels: accumulators s0..s3 += Σ_k A(4y + r, k)·B(k, x), the
+ * loop unrolled by 4, then the k % 4 tail. `aIndex(base, r, u)` and `bIndex(base, u)` give the flat
+ * indices of A(row r of the block, k = base + u) and B(k = base + u, column), base '' meaning 0.
+ */
+function kLoop(
+  lines: string[],
+  k: number,
+  split: KSplit,
+  bName: string,
+  aIndex: (base: string, r: number, u: number) => string,
+  bIndex: (base: string, u: number) => string,
+): void {
+  const k4 = k - (k % 4);
+  const base = split.splits > 1 ? `(this.thread.z * ${lit(split.chunk)} + (k | 0))` : '(k | 0)';
+  if (k4 > 0) {
+    const guarded = split.splits * split.chunk > k4;
+    const pad = guarded ? '      ' : '    ';
+    lines.push('  for (let k = 0; k < this.constants.KC; k += 4) {');
+    if (guarded) lines.push(`    if (${base} < ${lit(k4)}) {`);
+    for (let u = 0; u < 4; u++) lines.push(`${pad}const b${u} = ${bName}[${bIndex(base, u)}];`);
+    for (let r = 0; r < 4; r++) {
+      const terms = [0, 1, 2, 3].map((u) => `a[${aIndex(base, r, u)}] * b${u}`);
+      lines.push(`${pad}s${r} += ${terms.join(' + ')};`);
+    }
+    if (guarded) lines.push('    }');
+    lines.push('  }');
+  }
+  if (k4 < k) {
+    const last = split.splits > 1;
+    const pad = last ? '    ' : '  ';
+    if (last) lines.push(`  if (this.thread.z == ${lit(split.splits - 1)}) {`);
+    for (let t = k4; t < k; t++) {
+      lines.push(`${pad}const t${t - k4} = ${bName}[${bIndex('', t)}];`);
+      for (let r = 0; r < 4; r++) lines.push(`${pad}s${r} += a[${aIndex('', r, t)}] * t${t - k4};`);
+    }
+    if (last) lines.push('  }');
+  }
+}
+
+/**
+ * Blocked matmul: output [n4, m4/4] (or [n4, m4/4, splits]) of Array(4); cell (x, y, z) holds the
+ * layer-z part of P[4y + r][x] in component r, at flat offset (((z·m4/4 + y)·n4 + x)·4 + r).
  */
 export function blockedMatmulSource(s: BlockedMatmulShape): string {
   const { m4, n4, k, transA, transB } = s;
   if (m4 % 4 !== 0 || n4 % 4 !== 0 || m4 === 0 || n4 === 0 || k < 1) {
     throw new RangeError(`blocked matmul: bad shape m4=${m4} n4=${n4} k=${k}`);
   }
-  // Index of A(row 4y + r, inner kk) where kk = base + u; base is '(k | 0)' in the loop, '' after it.
+  const split = normalSplit(k, s.split);
   const aIndex = (base: string, r: number, u: number): string =>
     transA
       ? `${base ? `${base} * ${lit(m4)} + ` : ''}this.thread.y * 4 + ${lit(u * m4 + r)}`
@@ -65,57 +128,35 @@ export function blockedMatmulSource(s: BlockedMatmulShape): string {
     transB
       ? `this.thread.x * ${lit(k)} + ${base ? `${base} + ` : ''}${lit(u)}`
       : `${base ? `${base} * ${lit(n4)} + ` : ''}${lit(u * n4)} + this.thread.x`;
-  const k4 = k - (k % 4);
-  const lines: string[] = [];
-  lines.push('function(a, b) {');
-  lines.push('  let s0 = 0;', '  let s1 = 0;', '  let s2 = 0;', '  let s3 = 0;');
-  if (k4 > 0) {
-    lines.push('  for (let k = 0; k < this.constants.K4; k += 4) {');
-    for (let u = 0; u < 4; u++) lines.push(`    const b${u} = b[${bIndex('(k | 0)', u)}];`);
-    for (let r = 0; r < 4; r++) {
-      const terms = [0, 1, 2, 3].map((u) => `a[${aIndex('(k | 0)', r, u)}] * b${u}`);
-      lines.push(`    s${r} += ${terms.join(' + ')};`);
-    }
-    lines.push('  }');
-  }
-  for (let t = k4; t < k; t++) {
-    lines.push(`  const t${t - k4} = b[${bIndex('', t)}];`);
-    for (let r = 0; r < 4; r++) lines.push(`  s${r} += a[${aIndex('', r, t)}] * t${t - k4};`);
-  }
+  const lines: string[] = ['function(a, b) {', '  let s0 = 0;', '  let s1 = 0;', '  let s2 = 0;', '  let s3 = 0;'];
+  kLoop(lines, k, split, 'b', aIndex, bIndex);
   lines.push('  return [s0, s1, s2, s3];', '}');
   return lines.join('\n');
 }
 
 /**
- * Gram matrix XᵀX over its upper triangle only: X is stored k×n4; output [4, units] of Array(4),
- * one SIMD quad per unit. `units` holds, per unit, the first row 4·rb and first column 4·cq (cq ≥ rb)
- * of a 4×4 block of the result; component r of cell (x, unit) is S[4·rb + r][4·cq + x]. Only the
- * blocks on or above the diagonal are listed, so this does ~half the work of the full product, and
- * every unit costs the same, so gpu.js's equal split of cells over workers is balanced.
+ * Gram matrix XᵀX over its upper triangle only: X is stored k×n4; output [4, units] (or
+ * [4, units, splits]) of Array(4), one SIMD quad per unit. `units` holds, per unit, the first row
+ * 4·rb and first column 4·cq (cq ≥ rb) of a 4×4 block of the result; component r of cell (x, unit)
+ * is S[4·rb + r][4·cq + x]. Only the blocks on or above the diagonal are listed, so this does ~half
+ * the work of the full product, and every unit costs the same, so gpu.js's equal split of cells
+ * over workers is balanced.
  */
-export function gramTriangleSource(n4: number, k: number): string {
+export function gramTriangleSource(n4: number, k: number, split?: KSplit): string {
   if (n4 % 4 !== 0 || n4 === 0 || k < 1) throw new RangeError(`gram: bad shape n4=${n4} k=${k}`);
-  const k4 = k - (k % 4);
   const aIndex = (base: string, r: number, u: number): string =>
     `${base ? `${base} * ${lit(n4)} + ` : ''}(ra | 0) + ${lit(u * n4 + r)}`;
   const bIndex = (base: string, u: number): string => `${base ? `${base} * ${lit(n4)} + ` : ''}${lit(u * n4)} + (cb | 0) + this.thread.x`;
-  const lines: string[] = [];
-  lines.push('function(a, units) {');
-  lines.push('  const ra = units[this.thread.y * 2];', '  const cb = units[this.thread.y * 2 + 1];');
-  lines.push('  let s0 = 0;', '  let s1 = 0;', '  let s2 = 0;', '  let s3 = 0;');
-  if (k4 > 0) {
-    lines.push('  for (let k = 0; k < this.constants.K4; k += 4) {');
-    for (let u = 0; u < 4; u++) lines.push(`    const b${u} = a[${bIndex('(k | 0)', u)}];`);
-    for (let r = 0; r < 4; r++) {
-      const terms = [0, 1, 2, 3].map((u) => `a[${aIndex('(k | 0)', r, u)}] * b${u}`);
-      lines.push(`    s${r} += ${terms.join(' + ')};`);
-    }
-    lines.push('  }');
-  }
-  for (let t = k4; t < k; t++) {
-    lines.push(`  const t${t - k4} = a[${bIndex('', t)}];`);
-    for (let r = 0; r < 4; r++) lines.push(`  s${r} += a[${aIndex('', r, t)}] * t${t - k4};`);
-  }
+  const lines: string[] = [
+    'function(a, units) {',
+    '  const ra = units[this.thread.y * 2];',
+    '  const cb = units[this.thread.y * 2 + 1];',
+    '  let s0 = 0;',
+    '  let s1 = 0;',
+    '  let s2 = 0;',
+    '  let s3 = 0;',
+  ];
+  kLoop(lines, k, normalSplit(k, split), 'a', aIndex, bIndex);
   lines.push('  return [s0, s1, s2, s3];', '}');
   return lines.join('\n');
 }
