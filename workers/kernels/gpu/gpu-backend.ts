@@ -320,6 +320,7 @@ export class GpuBackend implements ComputeBackend {
   async dispose(): Promise<void> {
     const rt = this.rt;
     this.rt = undefined;
+    if (latestBackend === this) latestBackend = undefined;
     if (rt !== undefined) await rt.dispose();
   }
 }
@@ -328,17 +329,29 @@ export class GpuBackend implements ComputeBackend {
  * Creates the gpu backend. The mode is never left to gpu.js: 'auto' uses 'webgpu' only when an
  * adapter answers, else 'webasm'; every kernel is checked after its first call to have run on that
  * mode (GpuFallbackError otherwise), and a small product is checked against plain JavaScript before
- * the backend is returned.
+ * the backend is returned. Under 'auto', a webgpu backend that fails that check is replaced by a
+ * webasm one (the reason is in `modeNote`); an explicitly requested mode throws instead.
  */
 export async function createGpuBackend(opts: GpuBackendOptions = {}): Promise<GpuBackend> {
-  const decision = await decideMode(opts.mode ?? 'auto');
+  const request = opts.mode ?? 'auto';
+  const decision = await decideMode(request);
+  try {
+    return await startBackend(decision.mode, decision.note, opts);
+  } catch (err) {
+    if (request !== 'auto' || decision.mode === 'webasm') throw err;
+    const why = err instanceof Error ? err.message.split('\n')[0] : String(err);
+    return startBackend('webasm', `auto: webgpu failed its self-test (${why})`, opts);
+  }
+}
+
+async function startBackend(mode: GpuMode, note: string, opts: GpuBackendOptions): Promise<GpuBackend> {
   const runtime = new GpuRuntime({
-    mode: decision.mode,
+    mode,
     ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
     ...(opts.maxKernels !== undefined ? { maxKernels: opts.maxKernels } : {}),
     ...(opts.maxBytes !== undefined ? { maxBytes: opts.maxBytes } : {}),
   });
-  const backend = new GpuBackend(runtime, decision.note);
+  const backend = new GpuBackend(runtime, note);
   try {
     await selfTest(backend);
   } catch (err) {
@@ -349,9 +362,7 @@ export async function createGpuBackend(opts: GpuBackendOptions = {}): Promise<Gp
   return backend;
 }
 
-let latestBackend: GpuBackend | undefined;
-
-/** op(A)·op(B) with transA on a 5×6×7 product, against plain JavaScript. */
+/** op(A)·op(B) with transA on a 5×6×7 product (integers: exact in float32), against plain JavaScript. */
 async function selfTest(backend: GpuBackend): Promise<void> {
   const m = 5;
   const n = 6;
@@ -370,6 +381,8 @@ async function selfTest(backend: GpuBackend): Promise<void> {
   }
 }
 
+let latestBackend: GpuBackend | undefined;
+
 /** The blocked product kernel (what gemm runs) for one shape, uncached: for benchmarks. */
 export function createBlockedMatmul(backend: GpuBackend, shape: MatmulShape, opts?: MatmulKernelOptions): MatmulKernel {
   return createBlockedMatmulOn(backend.runtime, shape, opts);
@@ -381,13 +394,15 @@ export function createNaiveMatmul(backend: GpuBackend, shape: MatmulShape, opts?
 }
 
 /**
- * For bench/kernels.ts, which passes its case (labelled "matmul MxNxK" or "XᵀX X RxC"): the same
- * product by the naive kernel on the most recently created gpu backend, with random operands made
- * here (for XᵀX the transpose is materialised once, outside the timing). Undefined for other cases
- * or when no backend is alive. The kernel is released when that backend is disposed.
+ * For bench/kernels.ts, which passes its case (labelled "matmul MxNxK" or "XᵀX X RxC"): a product
+ * of the same shape and flops by the naive kernel on the most recently created gpu backend, on
+ * random operands made here (for XᵀX, a cols×rows by rows×cols product). Undefined for other cases
+ * or when that backend is disposed; the kernel is released when the backend is disposed.
  */
-export function naiveMatmulBaseline(c: { label: string }): (() => Promise<Float32Array>) | undefined {
-  const backend = latestBackend;
+export function naiveMatmulBaseline(
+  c: { label: string },
+  backend: GpuBackend | undefined = latestBackend,
+): (() => Promise<Float32Array>) | undefined {
   if (backend === undefined) return undefined;
   let runtime: GpuRuntime;
   try {
