@@ -18,7 +18,7 @@ import {
   naiveMatmulBaseline,
 } from '../workers/kernels/gpu/gpu-backend.js';
 import { planBlocked, planGram } from '../workers/kernels/gpu/matmul.js';
-import { flattenOutput } from '../workers/kernels/gpu/runtime.js';
+import { GpuFallbackError, flattenOutput } from '../workers/kernels/gpu/runtime.js';
 
 const U = 2 ** -24; // float32 unit roundoff
 const EXPECTED_MODE = process.env.SPNGD_GPU_MODE ?? 'webasm';
@@ -33,7 +33,8 @@ function rand(len: number, lo = -1, hi = 1): Float32Array {
 
 let backend: GpuBackend;
 test.before(async () => {
-  backend = await createGpuBackend({ mode: 'auto' });
+  // room for every shape of this file, so that no test sees another's evictions
+  backend = await createGpuBackend({ mode: 'auto', maxKernels: 512 });
 });
 test.after.always(async () => {
   await backend?.dispose();
@@ -393,6 +394,45 @@ test('flattenOutput: typed arrays, views of one buffer, and scattered leaves', (
   const scattered = [[Float32Array.from([1, 2])], [Float32Array.from([3, 4])]];
   t.deepEqual(Array.from(flattenOutput(scattered, 4)), [1, 2, 3, 4]);
   t.throws(() => flattenOutput(scattered, 5));
+});
+
+test('a kernel that gpu.js ran on another backend is refused', (t) => {
+  class CPUKernel {
+    static mode = 'cpu';
+    fallbackReason = 'return type Boolean is not supported on the webasm backend';
+  }
+  const fake = { kernel: new CPUKernel() } as unknown as Parameters<GpuBackend['runtime']['verifyBackend']>[0];
+  const err = t.throws(() => backend.runtime.verifyBackend(fake), { instanceOf: GpuFallbackError });
+  t.is(err?.actual, 'cpu');
+  t.regex(err?.message ?? '', /Boolean/);
+});
+
+test('the kernel cache is a bounded LRU and evicted kernels are destroyed', async (t) => {
+  const own = await createGpuBackend({ mode: 'webasm', maxKernels: 2 });
+  try {
+    const shapes: Array<[number, number, number]> = [
+      [200, 200, 64], // threaded: its kernel takes entries in the shared pool's workers
+      [8, 8, 8],
+      [12, 8, 8],
+      [200, 200, 64], // recompiled after eviction
+    ];
+    for (const [m, n, k] of shapes) {
+      const a = rand(m * k);
+      const b = rand(k * n);
+      const { c: ref, abs } = refGemm(m, n, k, a, b, false, false);
+      const c = await own.gemm(m, n, k, a, b);
+      let worst = 0;
+      for (let i = 0; i < m * n; i++) worst = Math.max(worst, Math.abs(c[i] - ref[i]) / (2 * (k + 4) * U * abs[i] + 1e-30));
+      t.true(worst <= 1, `${m}x${n}x${k}`);
+      t.true(own.runtime.cachedKernels <= 2);
+    }
+    t.deepEqual(
+      own.runtime.cachedKernelList().map((k) => k.spec.key),
+      ['mm:NN:12x8x8:s', 'mm:NN:200x200x64:t'],
+    );
+  } finally {
+    await own.dispose();
+  }
 });
 
 test('dispose terminates the worker threads; a disposed backend refuses work', async (t) => {
