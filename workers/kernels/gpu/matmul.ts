@@ -278,7 +278,7 @@ export function createBlockedMatmulOn(runtime: GpuRuntime, shape: MatmulShape, o
 export function createNaiveMatmulOn(runtime: GpuRuntime, shape: MatmulShape, opts: MatmulKernelOptions = {}): MatmulKernel {
   const s = fullShape(shape);
   if (s.transA || s.transB) throw new RangeError('naive matmul: no transposes');
-  const threaded = opts.threaded ?? s.m * s.n > CELLS_PER_WORKER;
+  const threaded = opts.threaded ?? runtime.threaded(s.m * s.n > CELLS_PER_WORKER);
   const kernel = runtime.compile({
     key: `naive:${s.m}x${s.n}x${s.k}:${threaded ? 't' : 's'}`,
     source: naiveMatmulSource(),

@@ -307,6 +307,11 @@ export class GpuRuntime {
     return new CompiledKernel(this, spec, shortcut);
   }
 
+  /** Whether a kernel the size rule wants threaded really runs on the pool (2+ threads, webasm). */
+  threaded(big: boolean): boolean {
+    return big && this.threads >= 2;
+  }
+
   get cachedKernels(): number {
     return this.cache.size;
   }

@@ -192,24 +192,30 @@ export interface ConvShape {
 }
 
 /**
- * im2col: output [kernelW, channels·kernelH, batch·outH·outW], i.e. row-major
- * (n, oy, ox) × (c, ky, kx): thread.x = kx, thread.y = c·kh + ky, thread.z = patch row.
- * Coordinates are small f32 values; the input index is built in i32.
+ * im2col: output [cols4, rows] for the row-major (n, oy, ox) × (c, ky, kx) patch matrix, the column
+ * count padded to a multiple of 4 (cols4 ≥ channels·kernelH·kernelW; the caller drops the padding)
+ * so that every SIMD quad and worker range runs vectorised. A 2-D output also keeps gpu.js's per-cell
+ * thread-id arithmetic (integer divisions) to one quad in four: a 3-D output measured 3x slower.
+ * thread.x = (c, ky, kx) is split with f32 divisions (exact below 2^24), thread.y = (n, oy, ox)
+ * likewise; the input index is built in i32.
  */
 export function im2colSource(g: ConvShape): string {
+  const khw = g.kernelH * g.kernelW;
   const ohw = g.outH * g.outW;
   return [
     'function(x) {',
-    `  const n = Math.floor(this.thread.z / ${lit(ohw)});`,
-    `  const p = this.thread.z - n * ${lit(ohw)};`,
+    `  const n = Math.floor(this.thread.y / ${lit(ohw)});`,
+    `  const p = this.thread.y - n * ${lit(ohw)};`,
     `  const oy = Math.floor(p / ${lit(g.outW)});`,
     `  const ox = p - oy * ${lit(g.outW)};`,
-    `  const c = Math.floor(this.thread.y / ${lit(g.kernelH)});`,
-    `  const ky = this.thread.y - c * ${lit(g.kernelH)};`,
+    `  const c = Math.floor(this.thread.x / ${lit(khw)});`,
+    `  const q = this.thread.x - c * ${lit(khw)};`,
+    `  const ky = Math.floor(q / ${lit(g.kernelW)});`,
+    `  const kx = q - ky * ${lit(g.kernelW)};`,
     `  const iy = oy * ${lit(g.stride)} + ky - ${lit(g.pad)};`,
-    `  const ix = ox * ${lit(g.stride)} + this.thread.x - ${lit(g.pad)};`,
+    `  const ix = ox * ${lit(g.stride)} + kx - ${lit(g.pad)};`,
     '  let v = 0;',
-    `  if (iy >= 0 && iy < ${lit(g.height)} && ix >= 0 && ix < ${lit(g.width)}) {`,
+    `  if (c < ${lit(g.channels)} && iy >= 0 && iy < ${lit(g.height)} && ix >= 0 && ix < ${lit(g.width)}) {`,
     `    v = x[(((n | 0) * ${lit(g.channels)} + (c | 0)) * ${lit(g.height)} + (iy | 0)) * ${lit(g.width)} + (ix | 0)];`,
     '  }',
     '  return v;',
@@ -218,9 +224,9 @@ export function im2colSource(g: ConvShape): string {
 }
 
 /**
- * col2im as a gather: output [width, height, batch·channels]; each input pixel sums the patch
- * entries that cover it, i.e. over (ky, kx) with iy + pad − ky = oy·stride, 0 ≤ oy < outH (and the
- * same along x).
+ * col2im as a gather: output [width4, batch·channels·height] (width padded to a multiple of 4, the
+ * caller drops the padding); each input pixel (n, c, iy, ix) sums the patch entries that cover it,
+ * i.e. over (ky, kx) with iy + pad − ky = oy·stride, 0 ≤ oy < outH, and the same along x.
  */
 export function col2imSource(g: ConvShape): string {
   const ckk = g.channels * g.kernelH * g.kernelW;
@@ -231,11 +237,13 @@ export function col2imSource(g: ConvShape): string {
   const xHit = s === 1 ? `tx >= 0 && ox < ${lit(g.outW)}` : `tx >= 0 && ox * ${lit(s)} == tx && ox < ${lit(g.outW)}`;
   return [
     'function(cols) {',
-    `  const n = Math.floor(this.thread.z / ${lit(g.channels)});`,
-    `  const c = this.thread.z - n * ${lit(g.channels)};`,
+    `  const nc = Math.floor(this.thread.y / ${lit(g.height)});`,
+    `  const iy = this.thread.y - nc * ${lit(g.height)};`,
+    `  const n = Math.floor(nc / ${lit(g.channels)});`,
+    `  const c = nc - n * ${lit(g.channels)};`,
     '  let sum = 0;',
     '  for (let ky = 0; ky < this.constants.KH; ky++) {',
-    `    const ty = this.thread.y + ${lit(g.pad)} - ky;`,
+    `    const ty = iy + ${lit(g.pad)} - ky;`,
     `    const oy = ${oyExpr};`,
     `    if (${yHit}) {`,
     '      for (let kx = 0; kx < this.constants.KW; kx++) {',
