@@ -12,15 +12,32 @@ import { loadBlasAddon } from '../workers/kernels/blas/native.js';
 
 type Timed = () => Promise<unknown> | unknown;
 
-async function measure(fn: Timed, repeats: number): Promise<number[]> {
-  await fn(); // warm-up: compilation, caches, thread pools
-  const out: number[] = [];
+function transpose(x: Float32Array, rows: number, cols: number): Float32Array {
+  const t = new Float32Array(x.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = x[r * cols + c];
+  return t;
+}
+
+async function time(fn: Timed): Promise<number> {
+  const t = performance.now();
+  await fn();
+  return performance.now() - t;
+}
+
+/**
+ * Times `fn` and its baseline alternately, so that both see the same machine load and the
+ * per-run ratios compare like with like; one warm-up call each first (compilation, pools).
+ */
+async function measurePair(fn: Timed, baseline: Timed | undefined, repeats: number): Promise<{ ms: number[]; base: number[] }> {
+  await fn();
+  if (baseline) await baseline();
+  const ms: number[] = [];
+  const base: number[] = [];
   for (let i = 0; i < repeats; i++) {
-    const t = performance.now();
-    await fn();
-    out.push(performance.now() - t);
+    ms.push(await time(fn));
+    if (baseline) base.push(await time(baseline));
   }
-  return out;
+  return { ms, base };
 }
 
 function random(n: number, seed: number): Float32Array {
@@ -33,7 +50,8 @@ interface Case {
   flops: number;
   run: (b: ComputeBackend) => Timed;
   direct?: Timed;
-  naive?: Timed;
+  /** The same product (m×k by k×n) for the naive gpu.js kernel: operands already laid out. */
+  naive: { m: number; n: number; k: number; a: Float32Array; b: Float32Array };
 }
 
 const gflops = (flops: number, ms: number[]): Spread => {
@@ -61,6 +79,7 @@ export async function kernelsBench(opts: { repeats: number }): Promise<void> {
       flops: 2 * n * n * n,
       run: (be) => () => be.gemm(n, n, n, a, b, {}, c),
       ...(addon ? { direct: () => addon.sgemm(false, false, n, n, n, 1, a, b, 0, c) } : {}),
+      naive: { m: n, n, k: n, a, b },
     });
   }
   {
@@ -73,6 +92,8 @@ export async function kernelsBench(opts: { repeats: number }): Promise<void> {
       flops: 2 * rows * cols * cols,
       run: (be) => () => be.gram(rows, cols, x, 1, out),
       ...(addon ? { direct: () => addon.gram(rows, cols, 1, x, out) } : {}),
+      // The naive kernel has no transposes: give it Xᵀ explicitly (not timed).
+      naive: { m: cols, n: cols, k: rows, a: transpose(x, rows, cols), b: x },
     });
   }
 
@@ -88,20 +109,18 @@ export async function kernelsBench(opts: { repeats: number }): Promise<void> {
   for (const c of cases) {
     console.log(`\n${c.label}`);
     for (const be of backends) {
-      const ms = await measure(c.run(be), repeats);
-      let line = `  ${be.name.padEnd(6)} ${f(gflops(c.flops, ms)).padStart(22)} GFLOP/s`;
-      if (be.name === 'blas' && c.direct) {
-        const base = await measure(c.direct, repeats);
-        line += `   OpenBLAS direct ${f(gflops(c.flops, base))}; backend/direct ${f(ratio(ms, base))} (target >= 0.9)`;
+      if (be.name === 'blas') {
+        const { ms, base } = await measurePair(c.run(be), c.direct, repeats);
+        let line = `  ${be.name.padEnd(6)} ${f(gflops(c.flops, ms)).padStart(22)} GFLOP/s`;
+        if (c.direct) line += `   OpenBLAS direct ${f(gflops(c.flops, base))}; backend/direct ${f(ratio(ms, base))} (target >= 0.9)`;
+        console.log(line);
+      } else {
+        const { m, n, k, a, b } = c.naive;
+        const naive = gpuMod.createNaiveMatmul(gpu, { m, n, k });
+        const { ms, base } = await measurePair(c.run(be), () => naive.run(a, b), repeats);
+        await naive.dispose();
+        console.log(`  ${be.name.padEnd(6)} ${f(gflops(c.flops, ms)).padStart(22)} GFLOP/s   naive gpu.js ${f(gflops(c.flops, base))}; best/naive ${f(ratio(ms, base))} (target >= 3)`);
       }
-      if (be.name === 'gpu') {
-        const naive = gpuMod.naiveMatmulBaseline?.(c);
-        if (naive) {
-          const base = await measure(naive, repeats);
-          line += `   naive gpu.js ${f(gflops(c.flops, base))}; best/naive ${f(ratio(ms, base))} (target >= 3)`;
-        }
-      }
-      console.log(line);
     }
   }
   for (const be of backends) await be.dispose();

@@ -336,7 +336,6 @@ export class GpuBackend implements ComputeBackend {
   async dispose(): Promise<void> {
     const rt = this.rt;
     this.rt = undefined;
-    if (latestBackend === this) latestBackend = undefined;
     if (rt !== undefined) await rt.dispose();
   }
 }
@@ -374,7 +373,6 @@ async function startBackend(mode: GpuMode, note: string, opts: GpuBackendOptions
     await backend.dispose();
     throw err;
   }
-  latestBackend = backend;
   return backend;
 }
 
@@ -397,8 +395,6 @@ async function selfTest(backend: GpuBackend): Promise<void> {
   }
 }
 
-let latestBackend: GpuBackend | undefined;
-
 /** The blocked product kernel (what gemm runs) for one shape, uncached: for benchmarks. */
 export function createBlockedMatmul(backend: GpuBackend, shape: MatmulShape, opts?: MatmulKernelOptions): MatmulKernel {
   return createBlockedMatmulOn(backend.runtime, shape, opts);
@@ -409,37 +405,3 @@ export function createNaiveMatmul(backend: GpuBackend, shape: MatmulShape, opts?
   return createNaiveMatmulOn(backend.runtime, shape, opts);
 }
 
-/**
- * For bench/kernels.ts, which passes its case (labelled "matmul MxNxK" or "XᵀX X RxC"): a product
- * of the same shape and flops by the naive kernel on the most recently created gpu backend, on
- * random operands made here (for XᵀX, a cols×rows by rows×cols product). Undefined for other cases
- * or when that backend is disposed; the kernel is released when the backend is disposed.
- */
-export function naiveMatmulBaseline(
-  c: { label: string },
-  backend: GpuBackend | undefined = latestBackend,
-): (() => Promise<Float32Array>) | undefined {
-  if (backend === undefined) return undefined;
-  let runtime: GpuRuntime;
-  try {
-    runtime = backend.runtime;
-  } catch {
-    return undefined;
-  }
-  let shape: { m: number; n: number; k: number } | undefined;
-  const mm = /^matmul (\d+)x(\d+)x(\d+)$/.exec(c.label);
-  const gram = /^X\S*X X (\d+)x(\d+)$/.exec(c.label);
-  if (mm) shape = { m: Number(mm[1]), n: Number(mm[2]), k: Number(mm[3]) };
-  else if (gram) shape = { m: Number(gram[2]), n: Number(gram[2]), k: Number(gram[1]) };
-  if (shape === undefined) return undefined;
-  let seed = 12345;
-  const rand = (len: number): Float32Array =>
-    Float32Array.from({ length: len }, () => {
-      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-      return seed / 2 ** 32 - 0.5;
-    });
-  const a = rand(shape.m * shape.k);
-  const b = rand(shape.k * shape.n);
-  const kernel = createNaiveMatmulOn(runtime, shape);
-  return () => kernel.run(a, b);
-}
