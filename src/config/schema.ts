@@ -86,6 +86,9 @@ export const trainConfigSchema = z.strictObject({
   steps: positiveInt.default(120),
   /** Evaluate on the test set every N steps (and after the last step). */
   evalEvery: positiveInt.default(20),
+  /** Write a checkpoint every N steps (and at the end); the newest `checkpointKeep` are kept. */
+  checkpointEvery: positiveInt.default(50),
+  checkpointKeep: positiveInt.default(3),
   /** Stop early once test accuracy reaches this (0: never). */
   stopAtAccuracy: z.number().min(0).max(1).default(0),
   optimizer: optimizerSchema.prefault({}),

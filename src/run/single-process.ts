@@ -11,6 +11,8 @@ import { buildModel } from '../nn/models.js';
 import { Trainer, type EvalMetrics } from '../train/trainer.js';
 import type { Logger } from '../util/log.js';
 import { spread, type Spread } from '../util/stats.js';
+import { CheckpointError, loadLatestCheckpoint, saveCheckpoint } from '../checkpoint/format.js';
+import { checkpointToState, stateToCheckpoint } from '../checkpoint/training-state.js';
 import type { RunOutput } from './output.js';
 import { createProgress } from './progress.js';
 
@@ -41,6 +43,10 @@ export interface SingleRunOptions {
   /** Use this backend instead of selecting one (benchmarks share one across runs). */
   backend?: ComputeBackend;
   progress?: boolean;
+  /** Continue from the newest good checkpoint in the output directory. */
+  resume?: boolean;
+  /** Stop (with a checkpoint) when this resolves, e.g. on Ctrl-C. */
+  interrupt?: Promise<void>;
 }
 
 export async function runSingleProcess(config: TrainConfig, opts: SingleRunOptions): Promise<RunSummary> {
@@ -67,15 +73,38 @@ export async function runSingleProcess(config: TrainConfig, opts: SingleRunOptio
     const trainer = new Trainer(config, model, backend, data.train, data.test, {
       onDampingRaise: (r) => logger.warn(r, `damping raised for ${r.layer}/${r.factor}: factor was not positive definite`),
     });
-    output?.writeJson('config.json', config);
-
-    const progress = createProgress(config.steps, 0, logger, opts.progress === undefined ? {} : { tty: opts.progress });
+    let first = 0;
     let trainMs = 0;
+    let wallOffset = 0;
+    let stepsTo: RunSummary['stepsTo'];
+    if (opts.resume) {
+      if (!output) throw new Error('resume needs an output directory');
+      const found = loadLatestCheckpoint<unknown>(output.dir, (file, why) => logger.warn(`skipping checkpoint ${file}: ${why}`));
+      if (!found) throw new CheckpointError(`no usable checkpoint in ${output.dir}`);
+      const state = checkpointToState(found.contents as Parameters<typeof checkpointToState>[0]);
+      await trainer.restore(state);
+      first = state.step;
+      trainMs = Number(state.extra.trainMs ?? 0);
+      wallOffset = Number(state.extra.wallSeconds ?? 0);
+      stepsTo = state.extra.stepsTo as RunSummary['stepsTo'];
+      logger.info(`resumed from ${found.file} at step ${first}`);
+    } else {
+      output?.writeJson('config.json', config);
+    }
+    const wall = () => wallOffset + (performance.now() - t0) / 1000;
+    let interrupted = false;
+    void opts.interrupt?.then(() => (interrupted = true));
+    const checkpoint = (step: number) => {
+      if (!output) return;
+      const file = saveCheckpoint(output.dir, step, stateToCheckpoint(trainer.snapshot(step, { trainMs, wallSeconds: wall(), stepsTo })), config.checkpointKeep);
+      logger.debug(`checkpoint ${file}`);
+    };
+
+    const progress = createProgress(config.steps, first, logger, opts.progress === undefined ? {} : { tty: opts.progress });
     const stepTimes: number[] = [];
     let last: EvalMetrics | undefined;
-    let stepsTo: RunSummary['stepsTo'];
-    let steps = 0;
-    for (let s = 0; s < config.steps; s++) {
+    let steps = first;
+    for (let s = first; s < config.steps && !interrupted; s++) {
       const m = await trainer.step(s);
       trainMs += m.timings.total;
       stepTimes.push(m.timings.total);
@@ -88,7 +117,7 @@ export async function runSingleProcess(config: TrainConfig, opts: SingleRunOptio
         lr: m.lr,
         loss: m.loss,
         accuracy: m.accuracy,
-        wallSeconds: (performance.now() - t0) / 1000,
+        wallSeconds: wall(),
         trainSeconds: trainMs / 1000,
         timings: m.timings,
         refreshes: m.refreshes.map((r) => ({ stat: `${r.layer}/${r.kind}`, drift: r.drift, decision: r.decision, interval: r.interval })),
@@ -97,18 +126,21 @@ export async function runSingleProcess(config: TrainConfig, opts: SingleRunOptio
       const update = { step: s, epoch: m.epoch, loss: m.loss, accuracy: m.accuracy, samplesPerSecond: config.batchSize / (m.timings.total / 1000) };
       if (steps % config.evalEvery === 0 || steps === config.steps) {
         last = await trainer.evaluate();
-        output?.appendMetric({ type: 'eval', step: steps, testLoss: last.loss, testAccuracy: last.accuracy, wallSeconds: (performance.now() - t0) / 1000, trainSeconds: trainMs / 1000 });
+        output?.appendMetric({ type: 'eval', step: steps, testLoss: last.loss, testAccuracy: last.accuracy, wallSeconds: wall(), trainSeconds: trainMs / 1000 });
         progress.update({ ...update, testAccuracy: last.accuracy });
         progress.note(`eval at step ${steps}: test accuracy ${last.accuracy.toFixed(4)}, loss ${last.loss.toFixed(4)}`);
         if (!stepsTo && last.accuracy >= target) {
-          stepsTo = { accuracy: target, step: steps, seconds: (performance.now() - t0) / 1000, trainSeconds: trainMs / 1000 };
+          stepsTo = { accuracy: target, step: steps, seconds: wall(), trainSeconds: trainMs / 1000 };
         }
         if (config.stopAtAccuracy > 0 && last.accuracy >= config.stopAtAccuracy) break;
       } else {
         progress.update(update);
       }
+      if (steps % config.checkpointEvery === 0) checkpoint(steps);
     }
     progress.stop();
+    checkpoint(steps);
+    if (interrupted) logger.warn(`interrupted after step ${steps}; continue with --resume ${output?.dir ?? '<out>'}`);
     last ??= await trainer.evaluate();
     const summary: RunSummary = {
       optimizer: config.optimizer.kind,
@@ -119,9 +151,9 @@ export async function runSingleProcess(config: TrainConfig, opts: SingleRunOptio
       steps,
       testAccuracy: last.accuracy,
       testLoss: last.loss,
-      wallSeconds: (performance.now() - t0) / 1000,
+      wallSeconds: wall(),
       trainSeconds: trainMs / 1000,
-      meanStepMs: trainMs / steps,
+      meanStepMs: trainMs / Math.max(1, steps),
       stepMs: spread(stepTimes),
       ...(stepsTo ? { stepsTo } : {}),
     };

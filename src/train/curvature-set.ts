@@ -4,7 +4,7 @@
  * recomputing the preconditioners that changed.
  */
 import type { ComputeBackend } from '../compute/backend.js';
-import { LayerCurvature, type CurvatureConfig, type CurvatureLayerSpec, type StatRefresh } from '../kfac/layer-curvature.js';
+import { LayerCurvature, type CurvatureConfig, type CurvatureLayerSpec, type LayerCurvatureSnapshot, type StatRefresh } from '../kfac/layer-curvature.js';
 import type { Preconditioner } from '../kfac/preconditioner.js';
 import { statKey, type StatKind } from '../kfac/statistics.js';
 
@@ -73,6 +73,15 @@ export class CurvatureSet {
       if (p) out.push({ layer: name, version: c.version, preconditioner: p });
     }
     return out;
+  }
+
+  snapshot(): LayerCurvatureSnapshot[] {
+    return [...this.layers.values()].map((c) => c.snapshot());
+  }
+
+  /** Restores the layers found in `snapshots` (others are left as they are). */
+  restore(snapshots: LayerCurvatureSnapshot[]): void {
+    for (const s of snapshots) this.layers.get(s.spec.name)?.restore(s);
   }
 
   /** Current interval of every statistic, keyed "layer/kind". */

@@ -7,6 +7,7 @@ import type { ComputeBackend } from '../compute/backend.js';
 import type { TrainConfig } from '../config/schema.js';
 import { BatchPlan, evalBatches, gather } from '../data/batches.js';
 import type { Dataset } from '../data/fashion-mnist.js';
+import type { TrainingState } from '../checkpoint/training-state.js';
 import type { StatRefresh } from '../kfac/layer-curvature.js';
 import type { Preconditioner } from '../kfac/preconditioner.js';
 import { softmaxCrossEntropy } from '../nn/loss.js';
@@ -120,6 +121,32 @@ export class Trainer {
       refreshes,
       timings: { compute: t1 - t0, curvature: t2 - t1, update: t3 - t2, total: t3 - t0 },
     };
+  }
+
+  /** The state a checkpoint holds after `step` steps. */
+  snapshot(step: number, extra: Record<string, unknown> = {}): TrainingState {
+    const u = this.updater.snapshot();
+    return {
+      step,
+      model: this.model.exportState(),
+      velocity: new Map([...u.velocity].map(([k, v]) => [k, Float32Array.from(v)])),
+      previousLr: u.previousLr,
+      curvature: this.curvature?.snapshot() ?? [],
+      extra,
+    };
+  }
+
+  /**
+   * Continues from a checkpoint: parameters, momentum, curvature. The preconditioners are rebuilt
+   * from the restored statistics at the next step (the same inverses the uninterrupted run holds).
+   */
+  async restore(state: TrainingState): Promise<void> {
+    this.model.importState(state.model);
+    this.updater.restore({ previousLr: state.previousLr, velocity: state.velocity });
+    if (this.curvature) {
+      this.curvature.restore(state.curvature);
+      for (const p of await this.curvature.refresh(this.backend, this.events.onDampingRaise)) this.preconditioners.set(p.layer, p.preconditioner);
+    }
   }
 
   async evaluate(batchSize = 2000): Promise<EvalMetrics> {
