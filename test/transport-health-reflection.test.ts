@@ -2,15 +2,15 @@
  * grpc.health.v1 and server reflection on a grpc-js server, checked from a grpc-js client and, when
  * Debian's python3-grpcio is installed (`apt-get install -y python3-grpcio python3-protobuf`, run
  * with /usr/bin/python3), from an independent Python client that builds the message classes from
- * the reflected descriptors (map fields included) and calls StateService.GetState with them.
+ * the reflected descriptors (map fields included) and calls StateService.GetState with them
+ * (test/helpers/python-client.ts; skipped without python3-grpcio locally, failed under CI).
  */
 import test from "ava";
 import * as grpc from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
 import { fromBinary } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema, FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
-import { spawnSync } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -28,6 +28,7 @@ import {
   SPNGD_SERVICES,
   spngdDescriptorSet,
 } from "../src/transport/index.js";
+import { pythonTest, runPythonProbe } from "./helpers/python-client.js";
 
 const require = createRequire(import.meta.url);
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -178,135 +179,15 @@ test("the generated StateService client reads the state back", async (t) => {
 
 // ---- Python interop ----------------------------------------------------------------------------
 
-const PYTHON = "/usr/bin/python3";
-
-const PY_CLIENT = String.raw`
-import json, sys
-import grpc
-from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
-
-addr = sys.argv[1]
-ch = grpc.insecure_channel(addr)
-ident = lambda b: b
-
-def varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-def field_bytes(num, data):
-    return varint((num << 3) | 2) + varint(len(data)) + data
-
-def parse(buf):
-    """Minimal protobuf wire parser: {field number: [values]} (bytes for length-delimited)."""
-    out, i = {}, 0
-    while i < len(buf):
-        key, shift = 0, 0
-        while True:
-            b = buf[i]; i += 1
-            key |= (b & 0x7F) << shift; shift += 7
-            if b < 0x80: break
-        num, wt = key >> 3, key & 7
-        if wt == 0:
-            v, shift = 0, 0
-            while True:
-                b = buf[i]; i += 1
-                v |= (b & 0x7F) << shift; shift += 7
-                if b < 0x80: break
-        elif wt == 2:
-            n, shift = 0, 0
-            while True:
-                b = buf[i]; i += 1
-                n |= (b & 0x7F) << shift; shift += 7
-                if b < 0x80: break
-            v = buf[i:i + n]; i += n
-        elif wt == 1:
-            v = buf[i:i + 8]; i += 8
-        elif wt == 5:
-            v = buf[i:i + 4]; i += 4
-        else:
-            raise ValueError("wire type %d" % wt)
-        out.setdefault(num, []).append(v)
-    return out
-
-reflection = ch.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-                              request_serializer=ident, response_deserializer=ident)
-# ServerReflectionRequest: list_services = 7, file_containing_symbol = 4.
-reqs = [field_bytes(7, b"*"),
-        field_bytes(4, b"spngd.v1.StateService"),
-        field_bytes(4, b"grpc.health.v1.Health"),
-        field_bytes(4, b"spngd.v1.ParameterServerService")]
-resps = [parse(r) for r in reflection(iter(reqs), timeout=10)]
-services = sorted(parse(s)[1][0].decode() for s in parse(resps[0][6][0]).get(1, []))
-
-pool = descriptor_pool.DescriptorPool()
-protos = {}
-for r in resps[1:]:
-    for raw in parse(r[4][0])[1]:
-        fd = descriptor_pb2.FileDescriptorProto.FromString(raw)
-        protos[fd.name] = fd
-added = set()
-while len(added) < len(protos):
-    progress = False
-    for name, fd in protos.items():
-        if name not in added and all(d in added for d in fd.dependency):
-            pool.Add(fd); added.add(name); progress = True
-    if not progress:
-        raise RuntimeError("unresolvable dependencies: %s" % sorted(set(protos) - added))
-
-def cls(full_name):
-    desc = pool.FindMessageTypeByName(full_name)
-    if hasattr(message_factory, "GetMessageClass"):
-        return message_factory.GetMessageClass(desc)
-    return message_factory.MessageFactory(pool).GetPrototype(desc)
-
-HReq, HRes = cls("grpc.health.v1.HealthCheckRequest"), cls("grpc.health.v1.HealthCheckResponse")
-health = ch.unary_unary("/grpc.health.v1.Health/Check",
-                        request_serializer=lambda m: m.SerializeToString(), response_deserializer=HRes.FromString)
-status = {s: HRes.ServingStatus.Name(health(HReq(service=s), timeout=10).status) for s in ["", "spngd.v1.StateService"]}
-
-SReq, SRes = cls("spngd.v1.GetStateRequest"), cls("spngd.v1.GetStateResponse")
-get_state = ch.unary_unary("/spngd.v1.StateService/GetState",
-                           request_serializer=lambda m: m.SerializeToString(), response_deserializer=SRes.FromString)
-state = json_format.MessageToDict(get_state(SReq(), timeout=10))["state"]
-# Every spngd file went into the strict pool; check a oneof envelope and a proto3 optional survived.
-train = pool.FindMessageTypeByName("spngd.v1.TrainRequest")
-actor = pool.FindMessageTypeByName("spngd.v1.ActorState")
-checks = {
-    "files": sorted(protos),
-    "train_oneof": [f.name for f in train.oneofs_by_name["kind"].fields],
-    "phase_ms_is_map": pool.FindMessageTypeByName("spngd.v1.GradientsComplete").fields_by_name["phase_ms"].message_type.GetOptions().map_entry,
-    "last_loss_has_presence": actor.fields_by_name["last_loss"].containing_oneof is not None,
-}
-print(json.dumps({"services": services, "health": status, "state": state, "checks": checks, "grpc": grpc.__version__}))
-`;
-
-function pythonHasGrpc(): boolean {
-  if (!existsSync(PYTHON)) return false;
-  const r = spawnSync(PYTHON, ["-c", "import grpc, google.protobuf"], { encoding: "utf8" });
-  return r.status === 0;
-}
-
-const havePython = pythonHasGrpc();
-(havePython ? test : test.skip)("python3-grpcio: health, reflection and a reflected GetState call", async (t) => {
+pythonTest(test, "python3-grpcio: health, reflection and a reflected GetState call", async (t) => {
   const { server, port } = await startServer();
   try {
-    // Run asynchronously: the server lives in this process's event loop.
-    const { spawn } = await import("node:child_process");
-    const child = spawn(PYTHON, ["-c", PY_CLIENT, `127.0.0.1:${port}`], { stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
-    const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
-    t.is(code, 0, stderr);
-    const out = JSON.parse(stdout);
+    const out = await runPythonProbe({
+      address: `127.0.0.1:${port}`,
+      symbols: ["spngd.v1.StateService", "grpc.health.v1.Health", "spngd.v1.ParameterServerService"],
+      health: ["", "spngd.v1.StateService"],
+      getState: true,
+    });
     t.log(`python grpcio ${out.grpc}`);
     t.deepEqual(out.services, [HEALTH_SERVICE_NAME, REFLECTION_SERVICE_NAME, SPNGD_SERVICES.state].sort());
     t.deepEqual(out.health, { "": "SERVING", "spngd.v1.StateService": "SERVING" });
@@ -317,15 +198,16 @@ const havePython = pythonHasGrpc();
     t.is(out.state.statisticSchedules[0].kind, "STATISTIC_KIND_A");
     t.is(out.state.lastLoss, 0.25);
     t.false("lastAccuracy" in out.state);
+    // Every spngd file went into the strict pool; a oneof envelope, a map and a proto3 optional survived.
+    t.deepEqual(out.files, [
+      "health/v1/health.proto",
+      "spngd/v1/factor_owner.proto",
+      "spngd/v1/membership.proto",
+      "spngd/v1/parameter_server.proto",
+      "spngd/v1/state.proto",
+      "spngd/v1/tensor.proto",
+    ]);
     t.deepEqual(out.checks, {
-      files: [
-        "health/v1/health.proto",
-        "spngd/v1/factor_owner.proto",
-        "spngd/v1/membership.proto",
-        "spngd/v1/parameter_server.proto",
-        "spngd/v1/state.proto",
-        "spngd/v1/tensor.proto",
-      ],
       train_oneof: ["hello", "gradient", "gradients_complete", "parameters_ack"],
       phase_ms_is_map: true,
       last_loss_has_presence: true,
