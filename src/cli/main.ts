@@ -3,10 +3,13 @@
  * unreachable peers, a port in use) print one line and exit 2; anything else is a bug and prints
  * its stack.
  */
+import { format } from 'node:util';
+import { setLogger } from '@grpc/grpc-js';
 import { Command } from 'commander';
 import { ListenError } from '../actors/common/actor-server.js';
 import { CoordinatorUnreachableError } from '../actors/common/member-client.js';
 import { ConfigError, loadTrainConfig } from '../config/load.js';
+import { resolveDataDir } from '../data/fashion-mnist.js';
 import { DataFileError } from '../data/idx.js';
 import { ModelSpecError } from '../nn/models.js';
 import { ChildFailedError, runLocalCluster } from '../run/local-cluster.js';
@@ -20,6 +23,11 @@ import { addTrainOptions, flagsToOverrides, type TrainFlags } from './train-opti
 const userErrors = [ConfigError, DataFileError, ModelSpecError, OutputDirError, ListenError, CoordinatorUnreachableError, UnreachableError, ChildFailedError];
 
 export async function main(argv: string[]): Promise<void> {
+  // grpc-js's own log lines (e.g. "E No address added out of total 1 resolved" before a bind
+  // fails with the ListenError below) go through the structured log, not as bare stderr lines.
+  let grpcLog: ReturnType<typeof createLogger> | undefined;
+  const log = (level: 'error' | 'info') => (m: unknown, ...p: unknown[]) => (grpcLog ??= createLogger('grpc'))[level](format(m, ...p));
+  setLogger({ error: log('error'), info: log('info'), debug: log('info') });
   const program = new Command('spngd')
     .description('SP-NGD (scalable and practical natural gradient descent) training runtime')
     .showHelpAfterError()
@@ -32,6 +40,8 @@ export async function main(argv: string[]): Promise<void> {
   ).action(async (flags: TrainFlags, cmd: Command) => {
     const staleGiven = cmd.getOptionValueSource('stale') === 'cli';
     const config = loadTrainConfig(flags.config, flagsToOverrides(flags, staleGiven));
+    // A bad data directory is one line here, not a child's failure reported by the launcher.
+    resolveDataDir(config.data.dir === undefined ? {} : { dir: config.data.dir });
     const logger = createLogger('spngd');
     const output = new RunOutput(flags.out ?? defaultRunDir());
     logger.info(`output: ${output.dir}`);
