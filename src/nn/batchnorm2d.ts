@@ -7,7 +7,7 @@
  *
  * K-FAC (unit-wise, DESIGN.md §1): gGamma[n,c] = N·Σ_t dy·xhat, gBeta[n,c] = N·Σ_t dy.
  */
-import { checkShape, makeParam, shapeString, tensor } from './tensor.js';
+import { checkShape, makeParam, PassBuffers, shapeString, tensor, Workspace } from './tensor.js';
 import type { BackwardContext, ForwardContext, KfacLayerInfo, Layer, Param, Tensor } from './types.js';
 
 export interface BatchNorm2dOptions {
@@ -22,6 +22,147 @@ export interface BatchNorm2dOptions {
 export const BN_DEFAULT_EPS = 1e-5;
 export const BN_DEFAULT_MOMENTUM = 0.1;
 
+/** out[c] = Σ over (b, p) in order of x[b, c, p], float64; four channels at a time. */
+function channelSums(x: Float32Array, n: number, t: number, stride: number, C: number, out: Float64Array): void {
+  let c = 0;
+  for (; c + 4 <= C; c += 4) {
+    let s0 = 0;
+    let s1 = 0;
+    let s2 = 0;
+    let s3 = 0;
+    for (let b = 0, base = c * t; b < n; b++, base += stride) {
+      for (let p = base, end = base + t; p < end; p++) {
+        s0 += x[p];
+        s1 += x[p + t];
+        s2 += x[p + 2 * t];
+        s3 += x[p + 3 * t];
+      }
+    }
+    out[c] = s0;
+    out[c + 1] = s1;
+    out[c + 2] = s2;
+    out[c + 3] = s3;
+  }
+  for (; c < C; c++) {
+    let s0 = 0;
+    for (let b = 0, base = c * t; b < n; b++, base += stride) {
+      for (let p = base, end = base + t; p < end; p++) s0 += x[p];
+    }
+    out[c] = s0;
+  }
+}
+
+/** out[c] = Σ over (b, p) in order of (x[b, c, p] − mean[c])², float64; four channels at a time. */
+function channelSqDevs(x: Float32Array, n: number, t: number, stride: number, C: number, mean: Float64Array, out: Float64Array): void {
+  let c = 0;
+  for (; c + 4 <= C; c += 4) {
+    const m0 = mean[c];
+    const m1 = mean[c + 1];
+    const m2 = mean[c + 2];
+    const m3 = mean[c + 3];
+    let s0 = 0;
+    let s1 = 0;
+    let s2 = 0;
+    let s3 = 0;
+    for (let b = 0, base = c * t; b < n; b++, base += stride) {
+      for (let p = base, end = base + t; p < end; p++) {
+        const d0 = x[p] - m0;
+        const d1 = x[p + t] - m1;
+        const d2 = x[p + 2 * t] - m2;
+        const d3 = x[p + 3 * t] - m3;
+        s0 += d0 * d0;
+        s1 += d1 * d1;
+        s2 += d2 * d2;
+        s3 += d3 * d3;
+      }
+    }
+    out[c] = s0;
+    out[c + 1] = s1;
+    out[c + 2] = s2;
+    out[c + 3] = s3;
+  }
+  for (; c < C; c++) {
+    const m0 = mean[c];
+    let s0 = 0;
+    for (let b = 0, base = c * t; b < n; b++, base += stride) {
+      for (let p = base, end = base + t; p < end; p++) {
+        const d0 = x[p] - m0;
+        s0 += d0 * d0;
+      }
+    }
+    out[c] = s0;
+  }
+}
+
+/**
+ * For one channel (values at off + b·stride + p): sd[b] = Σ_p dy, sdx[b] = Σ_p dy·xhat, float64 in
+ * p order; four samples at a time.
+ */
+function sampleSums(dy: Float32Array, xhat: Float32Array, n: number, t: number, stride: number, off: number, sd: Float64Array, sdx: Float64Array): void {
+  let b = 0;
+  for (; b + 4 <= n; b += 4) {
+    const base = off + b * stride;
+    let a0 = 0;
+    let a1 = 0;
+    let a2 = 0;
+    let a3 = 0;
+    let x0 = 0;
+    let x1 = 0;
+    let x2 = 0;
+    let x3 = 0;
+    for (let p = base, end = base + t; p < end; p++) {
+      const d0 = dy[p];
+      const d1 = dy[p + stride];
+      const d2 = dy[p + 2 * stride];
+      const d3 = dy[p + 3 * stride];
+      a0 += d0;
+      a1 += d1;
+      a2 += d2;
+      a3 += d3;
+      x0 += d0 * xhat[p];
+      x1 += d1 * xhat[p + stride];
+      x2 += d2 * xhat[p + 2 * stride];
+      x3 += d3 * xhat[p + 3 * stride];
+    }
+    sd[b] = a0;
+    sd[b + 1] = a1;
+    sd[b + 2] = a2;
+    sd[b + 3] = a3;
+    sdx[b] = x0;
+    sdx[b + 1] = x1;
+    sdx[b + 2] = x2;
+    sdx[b + 3] = x3;
+  }
+  for (; b < n; b++) {
+    const base = off + b * stride;
+    let a0 = 0;
+    let x0 = 0;
+    for (let p = base, end = base + t; p < end; p++) {
+      const d0 = dy[p];
+      a0 += d0;
+      x0 += d0 * xhat[p];
+    }
+    sd[b] = a0;
+    sdx[b] = x0;
+  }
+}
+
+/** sampleSums for an eval-mode pass: xhat = float32((x − mean)·invStd), recomputed as forward did. */
+function sampleSumsEval(dy: Float32Array, x: Float32Array, mean: number, is: number, n: number, t: number, stride: number, off: number, sd: Float64Array, sdx: Float64Array): void {
+  for (let b = 0; b < n; b++) {
+    const base = off + b * stride;
+    let a0 = 0;
+    let x0 = 0;
+    for (let p = base, end = base + t; p < end; p++) {
+      const d0 = dy[p];
+      a0 += d0;
+      x0 += d0 * Math.fround((x[p] - mean) * is);
+    }
+    sd[b] = a0;
+    sdx[b] = x0;
+  }
+}
+
 export class BatchNorm2d implements Layer {
   readonly kind = 'bn';
   readonly name: string;
@@ -34,8 +175,26 @@ export class BatchNorm2d implements Layer {
   readonly runningVar: Tensor;
   readonly kfac: KfacLayerInfo;
   private cache:
-    | { shape: number[]; n: number; t: number; xhat: Float32Array; invStd: Float64Array; training: boolean }
+    | {
+        shape: number[];
+        n: number;
+        t: number;
+        /** Training: the normalised input. */
+        xhat: Float32Array;
+        /** Eval: the input and the running means it was normalised with (xhat is recomputed). */
+        x: Float32Array;
+        means: Float64Array;
+        invStd: Float64Array;
+        training: boolean;
+      }
     | undefined;
+  private readonly ws = new Workspace();
+  private readonly pass = new PassBuffers();
+  private invStd = new Float64Array(0);
+  private means = new Float64Array(0);
+  private vars = new Float64Array(0);
+  private sd = new Float64Array(0);
+  private sdx = new Float64Array(0);
 
   constructor(opts: BatchNorm2dOptions) {
     if (!(Number.isInteger(opts.channels) && opts.channels > 0)) {
@@ -92,57 +251,69 @@ export class BatchNorm2d implements Layer {
     return { n: x.shape[0], t: x.shape[2] * x.shape[3] };
   }
 
+  /**
+   * The output is a reused buffer, valid until this layer's next forward. Per-channel sums run in
+   * float64 in (n, t) order, four channels at a time as independent chains (the same sums as one
+   * channel at a time, without waiting on each addition's latency).
+   */
   async forward(x: Tensor, ctx: ForwardContext): Promise<Tensor> {
     const { n, t } = this.dims(x, 'input');
     const C = this.channels;
     const m = n * t;
     const xd = x.data;
-    const y = new Float32Array(xd.length);
-    const xhat = new Float32Array(xd.length);
-    const invStd = new Float64Array(C);
+    const y = this.ws.f32('y', xd.length);
+    // xhat is kept for a training-mode backward only (an eval-mode backward recomputes it).
+    const xhat = ctx.training ? this.ws.f32('xhat', xd.length) : undefined;
+    const invStd = this.invStd.length === C ? this.invStd : (this.invStd = new Float64Array(C));
+    const means = this.means.length === C ? this.means : (this.means = new Float64Array(C));
+    const vars = this.vars.length === C ? this.vars : (this.vars = new Float64Array(C));
     const gamma = this.gamma.value.data;
     const beta = this.beta.value.data;
-    for (let c = 0; c < C; c++) {
-      let mean: number;
-      let variance: number;
-      if (ctx.training) {
-        let s = 0;
-        for (let b = 0; b < n; b++) {
-          const base = (b * C + c) * t;
-          for (let p = 0; p < t; p++) s += xd[base + p];
-        }
-        mean = s / m;
-        let ss = 0;
-        for (let b = 0; b < n; b++) {
-          const base = (b * C + c) * t;
-          for (let p = 0; p < t; p++) {
-            const d = xd[base + p] - mean;
-            ss += d * d;
-          }
-        }
-        variance = ss / m;
-        const unbiased = m > 1 ? ss / (m - 1) : variance;
-        const mom = this.momentum;
-        this.runningMean.data[c] = (1 - mom) * this.runningMean.data[c] + mom * mean;
-        this.runningVar.data[c] = (1 - mom) * this.runningVar.data[c] + mom * unbiased;
-      } else {
-        mean = this.runningMean.data[c];
-        variance = this.runningVar.data[c];
+    const stride = C * t;
+    if (ctx.training) {
+      channelSums(xd, n, t, stride, C, means);
+      for (let c = 0; c < C; c++) means[c] = means[c] / m;
+      channelSqDevs(xd, n, t, stride, C, means, vars);
+      const mom = this.momentum;
+      const rm = this.runningMean.data;
+      const rv = this.runningVar.data;
+      for (let c = 0; c < C; c++) {
+        const ss = vars[c];
+        const unbiased = m > 1 ? ss / (m - 1) : ss / m;
+        vars[c] = ss / m;
+        rm[c] = (1 - mom) * rm[c] + mom * means[c];
+        rv[c] = (1 - mom) * rv[c] + mom * unbiased;
       }
-      const is = 1 / Math.sqrt(variance + this.eps);
+    } else {
+      for (let c = 0; c < C; c++) {
+        means[c] = this.runningMean.data[c];
+        vars[c] = this.runningVar.data[c];
+      }
+    }
+    for (let c = 0; c < C; c++) {
+      const mean = means[c];
+      const is = 1 / Math.sqrt(vars[c] + this.eps);
       invStd[c] = is;
       const g = gamma[c];
       const bt = beta[c];
-      for (let b = 0; b < n; b++) {
-        const base = (b * C + c) * t;
-        for (let p = 0; p < t; p++) {
-          const h = (xd[base + p] - mean) * is;
-          xhat[base + p] = h;
-          y[base + p] = g * h + bt;
+      if (xhat !== undefined) {
+        for (let b = 0, base = c * t; b < n; b++, base += stride) {
+          const end = base + t;
+          for (let i = base; i < end; i++) {
+            const h = (xd[i] - mean) * is;
+            xhat[i] = h;
+            y[i] = g * h + bt;
+          }
+        }
+      } else {
+        for (let b = 0, base = c * t; b < n; b++, base += stride) {
+          const end = base + t;
+          for (let i = base; i < end; i++) y[i] = g * ((xd[i] - mean) * is) + bt;
         }
       }
     }
-    this.cache = { shape: [...x.shape], n, t, xhat, invStd, training: ctx.training };
+    this.cache = { shape: [...x.shape], n, t, xhat: xhat ?? new Float32Array(0), x: xd, means, invStd, training: ctx.training };
+    this.pass.reset();
     const cap = this.kfac.capture;
     if (cap.kind === 'bn') {
       cap.batch = n;
@@ -152,36 +323,44 @@ export class BatchNorm2d implements Layer {
     return tensor(x.shape, y);
   }
 
+  /**
+   * The input gradient and the captured gGamma/gBeta are reused buffers, valid until the second
+   * backward after this one. The per-(sample, channel) sums run four samples at a time as
+   * independent float64 chains, each in its original order.
+   */
   async backward(dy: Tensor, ctx: BackwardContext): Promise<Tensor> {
     const c0 = this.cache;
     if (c0 === undefined) throw new Error(`bn ${this.name}: backward before forward`);
     const { n, t, xhat, invStd, training } = c0;
     checkShape(`bn ${this.name}`, 'output gradient', dy, c0.shape);
+    this.pass.nextPass();
     const C = this.channels;
     const m = n * t;
+    const stride = C * t;
     const dyd = dy.data;
-    const dx = new Float32Array(dyd.length);
+    const dx = this.pass.f32('dx', dyd.length);
     const gamma = this.gamma.value.data;
     const capture = ctx.captureG;
-    const gGamma = capture ? new Float32Array(n * C) : undefined;
-    const gBeta = capture ? new Float32Array(n * C) : undefined;
+    const gGamma = capture ? this.pass.f32('gGamma', n * C) : undefined;
+    const gBeta = capture ? this.pass.f32('gBeta', n * C) : undefined;
+    const sd = this.sd.length === n ? this.sd : (this.sd = new Float64Array(n));
+    const sdx = this.sdx.length === n ? this.sdx : (this.sdx = new Float64Array(n));
+    const N = ctx.batchSize;
     for (let c = 0; c < C; c++) {
       let sumDy = 0;
       let sumDyXhat = 0;
+      if (training) {
+        sampleSums(dyd, xhat, n, t, stride, c * t, sd, sdx);
+      } else {
+        sampleSumsEval(dyd, c0.x, c0.means[c], invStd[c], n, t, stride, c * t, sd, sdx);
+      }
       for (let b = 0; b < n; b++) {
-        const base = (b * C + c) * t;
-        let sd = 0;
-        let sdx = 0;
-        for (let p = 0; p < t; p++) {
-          sd += dyd[base + p];
-          sdx += dyd[base + p] * xhat[base + p];
-        }
         if (gGamma !== undefined && gBeta !== undefined) {
-          gGamma[b * C + c] = ctx.batchSize * sdx;
-          gBeta[b * C + c] = ctx.batchSize * sd;
+          gGamma[b * C + c] = N * sdx[b];
+          gBeta[b * C + c] = N * sd[b];
         }
-        sumDy += sd;
-        sumDyXhat += sdx;
+        sumDy += sd[b];
+        sumDyXhat += sdx[b];
       }
       if (ctx.accumulateGrads) {
         this.gamma.grad.data[c] = sumDyXhat;
@@ -192,14 +371,14 @@ export class BatchNorm2d implements Layer {
         // dx = gamma·invStd·(dy − mean(dy) − xhat·mean(dy·xhat))
         const meanDy = sumDy / m;
         const meanDyXhat = sumDyXhat / m;
-        for (let b = 0; b < n; b++) {
-          const base = (b * C + c) * t;
-          for (let p = 0; p < t; p++) dx[base + p] = gi * (dyd[base + p] - meanDy - xhat[base + p] * meanDyXhat);
+        for (let b = 0, base = c * t; b < n; b++, base += stride) {
+          const end = base + t;
+          for (let i = base; i < end; i++) dx[i] = gi * (dyd[i] - meanDy - xhat[i] * meanDyXhat);
         }
       } else {
-        for (let b = 0; b < n; b++) {
-          const base = (b * C + c) * t;
-          for (let p = 0; p < t; p++) dx[base + p] = gi * dyd[base + p];
+        for (let b = 0, base = c * t; b < n; b++, base += stride) {
+          const end = base + t;
+          for (let i = base; i < end; i++) dx[i] = gi * dyd[i];
         }
       }
     }

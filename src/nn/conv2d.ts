@@ -2,9 +2,15 @@
  * 2-D convolution over NCHW input via im2col + gemm. The weight is stored as a matrix
  * out × (C·kh·kw), columns ordered (c, ky, kx) like the im2col patches (the same memory layout as
  * an out×C×kh×kw tensor), so y_rows = patches·Wᵀ + b with rows ordered (n, oy, ox).
+ *
+ * The layer does its own im2col/col2im (plain data movement, into reused buffers, from/into a
+ * zero-padded copy of each sample so the loops need no bounds tests), with the patch rows already
+ * in K-FAC's [patch; 1] form, and runs the products on the backend sample by sample: one sample's
+ * NCHW block is an out × T matrix, so no layout transposes are needed except where K-FAC's row
+ * form is captured. Every float32 sum is the one the plain im2col/gemm/col2im formulation gives.
  */
 import { convOutputSize, type ConvGeometry } from '../compute/backend.js';
-import { appendOnesColumn, checkShape, makeParam, shapeString, tensor } from './tensor.js';
+import { checkShape, makeParam, PassBuffers, shapeString, tensor, Workspace } from './tensor.js';
 import type { BackwardContext, ForwardContext, KfacLayerInfo, Layer, Param, Tensor } from './types.js';
 
 export interface Conv2dOptions {
@@ -17,28 +23,182 @@ export interface Conv2dOptions {
   pad?: number;
 }
 
-/** (N·T)×out rows ordered (n, t) → N×out×T (NCHW), optionally scaled. */
-function rowsToNchw(rows: Float32Array, n: number, t: number, out: number): Float32Array {
-  const y = new Float32Array(n * out * t);
-  for (let b = 0; b < n; b++) {
-    for (let p = 0; p < t; p++) {
-      const r = (b * t + p) * out;
-      for (let o = 0; o < out; o++) y[(b * out + o) * t + p] = rows[r + o];
-    }
-  }
-  return y;
+/**
+ * Offsets of the (c, ky, kx) patch entries relative to the patch's top-left element, in a CHW
+ * plane of the given height and width.
+ */
+function patchOffsets(channels: number, kh: number, kw: number, height: number, width: number): Int32Array {
+  const offs = new Int32Array(channels * kh * kw);
+  for (let c = 0, j = 0; c < channels; c++) for (let ky = 0; ky < kh; ky++) for (let kx = 0; kx < kw; kx++, j++) offs[j] = (c * height + ky) * width + kx;
+  return offs;
 }
 
-/** N×out×T (NCHW) → (N·T)×out rows ordered (n, t), scaled by `s`. */
-function nchwToRows(y: Float32Array, n: number, t: number, out: number, s = 1): Float32Array {
-  const rows = new Float32Array(n * t * out);
-  for (let b = 0; b < n; b++) {
-    for (let o = 0; o < out; o++) {
-      const base = (b * out + o) * t;
-      for (let p = 0; p < t; p++) rows[(b * t + p) * out + o] = s * y[base + p];
+/**
+ * Sizes of the padded input plane that im2col reads from (and col2im sums into): every patch
+ * lies inside it, so the inner loops have no bounds tests.
+ */
+interface PaddedPlane {
+  /** Padded height and width (H + 2·pad, W + 2·pad). */
+  hp: number;
+  wp: number;
+  /** Patch offsets in the padded C×hp×wp plane. */
+  offs: Int32Array;
+}
+
+/** Copies sample `sample` of NCHW `x` into the interior of `xp` (C×hp×wp, borders left as they are). */
+function padSample(x: Float32Array, xp: Float32Array, g: ConvGeometry, pp: PaddedPlane, sample: number): void {
+  const { channels: C, height: H, width: W, pad: P } = g;
+  const { hp, wp } = pp;
+  let src = sample * C * H * W;
+  for (let c = 0; c < C; c++) {
+    for (let iy = 0; iy < H; iy++, src += W) {
+      const dst = (c * hp + iy + P) * wp + P;
+      for (let ix = 0; ix < W; ix++) xp[dst + ix] = x[src + ix];
     }
   }
-  return rows;
+}
+
+/**
+ * im2col of one padded sample `src` (C×hp×wp starting at `base`) into T rows (oy, ox) of `out`
+ * from index `at`, with row stride k + 1 and a 1 in each row's last column: K-FAC's
+ * a = [patch; 1], columns (c, ky, kx). The same values as the backends' im2col.
+ */
+function im2colOnes(src: Float32Array, base: number, out: Float32Array, at: number, g: ConvGeometry, outH: number, outW: number, pp: PaddedPlane): void {
+  const { channels: C, kernelH: KH, kernelW: KW, stride: S } = g;
+  const { hp, wp, offs } = pp;
+  const plane = hp * wp;
+  const k = offs.length;
+  const ld = k + 1;
+  let r = at;
+  for (let oy = 0; oy < outH; oy++) {
+    for (let ox = 0, b = base + oy * S * wp; ox < outW; ox++, r += ld, b += S) {
+      if (KW === 3) {
+        // The common 3-wide kernel, unrolled: runs of three from each (c, ky) input row.
+        for (let c = 0, o = r, s0 = b; c < C; c++, s0 += plane) {
+          for (let ky = 0, s = s0; ky < KH; ky++, s += wp, o += 3) {
+            out[o] = src[s];
+            out[o + 1] = src[s + 1];
+            out[o + 2] = src[s + 2];
+          }
+        }
+      } else {
+        for (let j = 0; j < k; j++) out[r + j] = src[b + offs[j]];
+      }
+      out[r + k] = 1;
+    }
+  }
+}
+
+/**
+ * Adjoint of im2col for one sample: sums its patch rows `cols` (T × k) into the zeroed padded
+ * plane `dst` (C×hp×wp from `base`), in the order of the backends' col2im (rows (oy, ox), then
+ * (c, ky, kx)), so every element gets the same float32 sums; what lands in the padding is dropped
+ * by the caller.
+ */
+function col2imPadded(cols: Float32Array, dst: Float32Array, base: number, g: ConvGeometry, outH: number, outW: number, pp: PaddedPlane): void {
+  const { channels: C, kernelH: KH, kernelW: KW, stride: S } = g;
+  const { hp, wp, offs } = pp;
+  const plane = hp * wp;
+  const k = offs.length;
+  let r = 0;
+  for (let oy = 0; oy < outH; oy++) {
+    for (let ox = 0, b = base + oy * S * wp; ox < outW; ox++, r += k, b += S) {
+      if (KW === 3) {
+        for (let c = 0, o = r, d0 = b; c < C; c++, d0 += plane) {
+          for (let ky = 0, d = d0; ky < KH; ky++, d += wp, o += 3) {
+            dst[d] += cols[o];
+            dst[d + 1] += cols[o + 1];
+            dst[d + 2] += cols[o + 2];
+          }
+        }
+      } else {
+        for (let j = 0; j < k; j++) dst[b + offs[j]] += cols[r + j];
+      }
+    }
+  }
+}
+
+/** Copies the interior of the padded plane `dp` (C×hp×wp) into sample `sample` of NCHW `dx`. */
+function unpadSample(dp: Float32Array, dx: Float32Array, g: ConvGeometry, pp: PaddedPlane, sample: number): void {
+  const { channels: C, height: H, width: W, pad: P } = g;
+  const { hp, wp } = pp;
+  let dst = sample * C * H * W;
+  for (let c = 0; c < C; c++) {
+    for (let iy = 0; iy < H; iy++, dst += W) {
+      const src = (c * hp + iy + P) * wp + P;
+      for (let ix = 0; ix < W; ix++) dx[dst + ix] = dp[src + ix];
+    }
+  }
+}
+
+/**
+ * dy (N×out×T, NCHW) → dyc (out × N·T, channel-major), and db[o] = Σ over (n, t) in order of
+ * dy[n, o, t] in float64 (the column sums of the row form). Four channels at a time, so that the
+ * four float64 sums are independent chains (each still in its own order).
+ */
+function channelMajorWithSums(dy: Float32Array, dyc: Float32Array, db: Float64Array, n: number, out: number, t: number): void {
+  const rows = n * t;
+  db.fill(0);
+  for (let b = 0; b < n; b++) {
+    let o = 0;
+    for (; o + 4 <= out; o += 4) {
+      const src = (b * out + o) * t;
+      const dst = o * rows + b * t;
+      let s0 = db[o];
+      let s1 = db[o + 1];
+      let s2 = db[o + 2];
+      let s3 = db[o + 3];
+      for (let p = 0; p < t; p++) {
+        const v0 = dy[src + p];
+        const v1 = dy[src + t + p];
+        const v2 = dy[src + 2 * t + p];
+        const v3 = dy[src + 3 * t + p];
+        dyc[dst + p] = v0;
+        dyc[dst + rows + p] = v1;
+        dyc[dst + 2 * rows + p] = v2;
+        dyc[dst + 3 * rows + p] = v3;
+        s0 += v0;
+        s1 += v1;
+        s2 += v2;
+        s3 += v3;
+      }
+      db[o] = s0;
+      db[o + 1] = s1;
+      db[o + 2] = s2;
+      db[o + 3] = s3;
+    }
+    for (; o < out; o++) {
+      const src = (b * out + o) * t;
+      const dst = o * rows + b * t;
+      let s0 = db[o];
+      for (let p = 0; p < t; p++) {
+        const v0 = dy[src + p];
+        dyc[dst + p] = v0;
+        s0 += v0;
+      }
+      db[o] = s0;
+    }
+  }
+}
+
+/** g (N·T × out, rows (n, t)) = scale·dy (N×out×T, NCHW); four channels at a time. */
+function rowsScaled(dy: Float32Array, g: Float32Array, n: number, out: number, t: number, scale: number): void {
+  for (let b = 0; b < n; b++) {
+    let o = 0;
+    for (; o + 4 <= out; o += 4) {
+      const src = (b * out + o) * t;
+      for (let p = 0, d = b * t * out + o; p < t; p++, d += out) {
+        g[d] = scale * dy[src + p];
+        g[d + 1] = scale * dy[src + t + p];
+        g[d + 2] = scale * dy[src + 2 * t + p];
+        g[d + 3] = scale * dy[src + 3 * t + p];
+      }
+    }
+    for (; o < out; o++) {
+      const src = (b * out + o) * t;
+      for (let p = 0, d = b * t * out + o; p < t; p++, d += out) g[d] = scale * dy[src + p];
+    }
+  }
 }
 
 export class Conv2d implements Layer {
@@ -54,7 +214,20 @@ export class Conv2d implements Layer {
   readonly weight: Param;
   readonly bias: Param;
   readonly kfac: KfacLayerInfo;
-  private cache: { geom: ConvGeometry; cols: Float32Array; outH: number; outW: number } | undefined;
+  private cache:
+    | {
+        geom: ConvGeometry;
+        /** The whole patch matrix [patches | 1]; undefined after an eval forward (rebuilt from x if a backward needs it). */
+        a: Float32Array | undefined;
+        x: Float32Array;
+        outH: number;
+        outW: number;
+      }
+    | undefined;
+  private readonly ws = new Workspace();
+  private readonly pass = new PassBuffers();
+  private plane: { height: number; width: number; pp: PaddedPlane } | undefined;
+  private dbAcc = new Float64Array(0);
 
   constructor(opts: Conv2dOptions) {
     const [kh, kw] = typeof opts.kernel === 'number' ? [opts.kernel, opts.kernel] : opts.kernel;
@@ -122,6 +295,10 @@ export class Conv2d implements Layer {
     return [this.outChannels, size.outH, size.outW];
   }
 
+  /**
+   * Lifetime (see Layer): the output and the captured `a` are reused buffers, valid until this
+   * layer's next forward; the input gradient and the captured `g` until the second backward after.
+   */
   async forward(x: Tensor, ctx: ForwardContext): Promise<Tensor> {
     checkShape(`conv ${this.name}`, 'input', x, [null, this.inChannels, null, null]);
     const [n, , h, w] = x.shape;
@@ -129,12 +306,34 @@ export class Conv2d implements Layer {
     const { outH, outW } = convOutputSize(geom);
     const t = outH * outW;
     const k = this.fanIn;
+    const ld = k + 1;
     const out = this.outChannels;
+    const rows = n * t;
     const { backend } = ctx;
-    const cols = await backend.im2col(x.data, geom);
-    const rows = await backend.gemm(n * t, out, k, cols, this.weight.value.data, { transB: true });
-    await backend.addRowVector(rows, n * t, out, this.bias.value.data);
-    this.cache = { geom, cols, outH, outW };
+    const ws = this.ws;
+    // [W | b] against [patch; 1]: the bias is the last term of each sum, so the result is the
+    // patch·Wᵀ sum plus the bias, the same as adding it afterwards.
+    const wAug = ws.f32('wAug', out * ld);
+    const wd = this.weight.value.data;
+    const bias = this.bias.value.data;
+    for (let o = 0; o < out; o++) {
+      wAug.set(wd.subarray(o * k, (o + 1) * k), o * ld);
+      wAug[o * ld + k] = bias[o];
+    }
+    // a = [patches | 1] (rows × (k+1)): the gemm operand and, when captured, K-FAC's a itself.
+    // Kept whole for a training backward (dW) or a capture; an eval forward only needs one
+    // sample's patches at a time.
+    const keep = ctx.training || ctx.captureA;
+    const a = keep ? ws.f32('a', rows * ld) : ws.f32('aSample', t * ld);
+    // Sample by sample (its patches still in cache): y_b (out × T, NCHW) = [W | b]·a_bᵀ.
+    const y = ws.f32('y', n * out * t);
+    for (let b = 0; b < n; b++) {
+      const at = keep ? b * t * ld : 0;
+      this.samplePatches(x.data, geom, outH, outW, b, a, at);
+      await backend.gemm(out, t, ld, wAug, a.subarray(at, at + t * ld), { transB: true }, y.subarray(b * out * t, (b + 1) * out * t));
+    }
+    this.cache = { geom, a: keep ? a : undefined, x: x.data, outH, outW };
+    this.pass.reset();
     const cap = this.kfac.capture;
     if (cap.kind === 'conv') {
       cap.batch = n;
@@ -142,14 +341,14 @@ export class Conv2d implements Layer {
       cap.g = undefined;
       cap.rowsG = 0;
       if (ctx.captureA) {
-        cap.a = appendOnesColumn(cols, n * t, k);
-        cap.rowsA = n * t;
+        cap.a = a;
+        cap.rowsA = rows;
       } else {
         cap.a = undefined;
         cap.rowsA = 0;
       }
     }
-    return tensor([n, out, outH, outW], rowsToNchw(rows, n, t, out));
+    return tensor([n, out, outH, outW], y);
   }
 
   async backward(dy: Tensor, ctx: BackwardContext): Promise<Tensor> {
@@ -158,26 +357,91 @@ export class Conv2d implements Layer {
     const n = c.geom.batch;
     const t = c.outH * c.outW;
     const k = this.fanIn;
+    const ld = k + 1;
     const out = this.outChannels;
+    const rows = n * t;
     checkShape(`conv ${this.name}`, 'output gradient', dy, [n, out, c.outH, c.outW]);
     const { backend } = ctx;
-    const dyRows = nchwToRows(dy.data, n, t, out);
+    const ws = this.ws;
+    this.pass.nextPass();
+    const dyd = dy.data;
     if (ctx.accumulateGrads) {
-      // dW (out×K) = dyRowsᵀ·cols, db = column sums of dyRows.
-      await backend.gemm(out, k, n * t, dyRows, c.cols, { transA: true }, this.weight.grad.data);
-      await backend.columnSums(dyRows, n * t, out, this.bias.grad.data);
+      // dy NCHW → channel-major out × rows (contiguous runs of T), with the bias gradient's column
+      // sums in float64 in row order (n, t) on the way; then [dW | Σdy] (out × (k+1)) = dyc·a,
+      // whose last column is dropped (db is the float64 sum).
+      const dyc = ws.f32('dyc', out * rows);
+      const db = this.dbAcc.length === out ? this.dbAcc : (this.dbAcc = new Float64Array(out));
+      channelMajorWithSums(dyd, dyc, db, n, out, t);
+      const a = c.a ?? (c.a = this.patches(c.x, c.geom, c.outH, c.outW));
+      const dwAug = await backend.gemm(out, ld, rows, dyc, a, undefined, ws.f32('dwAug', out * ld));
+      const dw = this.weight.grad.data;
+      for (let o = 0; o < out; o++) dw.set(dwAug.subarray(o * ld, o * ld + k), o * k);
+      this.bias.grad.data.set(db);
     }
     if (ctx.captureG) {
       const cap = this.kfac.capture;
       if (cap.kind === 'conv') {
-        const g = new Float32Array(dyRows.length);
-        for (let i = 0; i < g.length; i++) g[i] = ctx.batchSize * dyRows[i];
+        // g rows (n, t) × out = N·dy.
+        const g = this.pass.f32('g', rows * out);
+        rowsScaled(dyd, g, n, out, t, ctx.batchSize);
         cap.g = g;
-        cap.rowsG = n * t;
+        cap.rowsG = rows;
       }
     }
-    const dcols = await backend.gemm(n * t, k, out, dyRows, this.weight.value.data);
-    const dx = await backend.col2im(dcols, c.geom);
+    // Sample by sample: dcols_b (T × k) = dy_bᵀ·W (dy_b is out × T in NCHW), then back to NCHW.
+    const { height: h, width: w } = c.geom;
+    const sampleSize = this.inChannels * h * w;
+    const dx = this.pass.f32('dx', n * sampleSize);
+    const dcols = ws.f32('dcols', t * k);
+    const wd = this.weight.value.data;
+    const pp = this.padded(h, w);
+    const padded = this.pad > 0;
+    const dp = padded ? ws.f32('dxPadded', this.inChannels * pp.hp * pp.wp) : dx;
+    for (let b = 0; b < n; b++) {
+      await backend.gemm(t, k, out, dyd.subarray(b * out * t, (b + 1) * out * t), wd, { transA: true }, dcols);
+      if (padded) {
+        dp.fill(0);
+        col2imPadded(dcols, dp, 0, c.geom, c.outH, c.outW, pp);
+        unpadSample(dp, dx, c.geom, pp, b);
+      } else {
+        dx.fill(0, b * sampleSize, (b + 1) * sampleSize);
+        col2imPadded(dcols, dx, b * sampleSize, c.geom, c.outH, c.outW, pp);
+      }
+    }
     return tensor([n, this.inChannels, c.geom.height, c.geom.width], dx);
+  }
+
+  /** The whole patch matrix [patches | 1] of NCHW input `xd` (for a backward after an eval forward). */
+  private patches(xd: Float32Array, geom: ConvGeometry, outH: number, outW: number): Float32Array {
+    const t = outH * outW;
+    const ld = this.fanIn + 1;
+    const a = this.ws.f32('a', geom.batch * t * ld);
+    for (let b = 0; b < geom.batch; b++) this.samplePatches(xd, geom, outH, outW, b, a, b * t * ld);
+    return a;
+  }
+
+  /** Sample b's rows [patch; 1] of NCHW input `xd`, into `a` from index `at`. */
+  private samplePatches(xd: Float32Array, geom: ConvGeometry, outH: number, outW: number, b: number, a: Float32Array, at: number): void {
+    const pp = this.padded(geom.height, geom.width);
+    if (this.pad > 0) {
+      // The padded plane's border stays zero: only its interior is ever written.
+      const xp = this.ws.f32('xPadded', this.inChannels * pp.hp * pp.wp);
+      padSample(xd, xp, geom, pp, b);
+      im2colOnes(xp, 0, a, at, geom, outH, outW, pp);
+    } else {
+      im2colOnes(xd, b * this.inChannels * geom.height * geom.width, a, at, geom, outH, outW, pp);
+    }
+  }
+
+  /** Padded-plane sizes for an input of this height and width (a new geometry zeroes the padded buffer). */
+  private padded(height: number, width: number): PaddedPlane {
+    const p = this.plane;
+    if (p !== undefined && p.height === height && p.width === width) return p.pp;
+    const hp = height + 2 * this.pad;
+    const wp = width + 2 * this.pad;
+    const pp = { hp, wp, offs: patchOffsets(this.inChannels, this.kernelH, this.kernelW, hp, wp) };
+    this.plane = { height, width, pp };
+    if (this.pad > 0) this.ws.f32('xPadded', this.inChannels * hp * wp).fill(0);
+    return pp;
   }
 }

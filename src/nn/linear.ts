@@ -1,5 +1,5 @@
 /** Fully connected layer: y = x·Wᵀ + b with W stored out×in row-major. */
-import { appendOnesColumn, checkShape, makeParam, scaledCopy, shapeString, tensor } from './tensor.js';
+import { appendOnesColumn, checkShape, makeParam, PassBuffers, scaledCopy, shapeString, tensor, Workspace } from './tensor.js';
 import type { BackwardContext, ForwardContext, KfacLayerInfo, Layer, Param, Tensor } from './types.js';
 
 export interface LinearOptions {
@@ -19,6 +19,8 @@ export class Linear implements Layer {
   readonly bias: Param;
   readonly kfac: KfacLayerInfo;
   private input: Tensor | undefined;
+  private readonly ws = new Workspace();
+  private readonly pass = new PassBuffers();
 
   constructor(opts: LinearOptions) {
     if (!(Number.isInteger(opts.inFeatures) && opts.inFeatures > 0 && Number.isInteger(opts.outFeatures) && opts.outFeatures > 0)) {
@@ -51,11 +53,13 @@ export class Linear implements Layer {
     return [this.outFeatures];
   }
 
+  /** The output and the captured `a` are reused buffers, valid until this layer's next forward. */
   async forward(x: Tensor, ctx: ForwardContext): Promise<Tensor> {
     checkShape(`linear ${this.name}`, 'input', x, [null, this.inFeatures]);
     const n = x.shape[0];
     const { backend } = ctx;
-    const y = await backend.gemm(n, this.outFeatures, this.inFeatures, x.data, this.weight.value.data, { transB: true });
+    this.pass.reset();
+    const y = await backend.gemm(n, this.outFeatures, this.inFeatures, x.data, this.weight.value.data, { transB: true }, this.ws.f32('y', n * this.outFeatures));
     await backend.addRowVector(y, n, this.outFeatures, this.bias.value.data);
     this.input = x;
     const cap = this.kfac.capture;
@@ -65,7 +69,7 @@ export class Linear implements Layer {
       cap.g = undefined;
       cap.rowsG = 0;
       if (ctx.captureA) {
-        cap.a = appendOnesColumn(x.data, n, this.inFeatures);
+        cap.a = appendOnesColumn(x.data, n, this.inFeatures, this.ws.f32('a', n * (this.inFeatures + 1)));
         cap.rowsA = n;
       } else {
         cap.a = undefined;
@@ -75,12 +79,14 @@ export class Linear implements Layer {
     return tensor([n, this.outFeatures], y);
   }
 
+  /** The input gradient and the captured `g` are reused buffers, valid until the second backward after this one. */
   async backward(dy: Tensor, ctx: BackwardContext): Promise<Tensor> {
     const x = this.input;
     if (x === undefined) throw new Error(`linear ${this.name}: backward before forward`);
     const n = x.shape[0];
     checkShape(`linear ${this.name}`, 'output gradient', dy, [n, this.outFeatures]);
     const { backend } = ctx;
+    this.pass.nextPass();
     if (ctx.accumulateGrads) {
       // dW (out×in) = dyᵀ·x, db = column sums of dy.
       await backend.gemm(this.outFeatures, this.inFeatures, n, dy.data, x.data, { transA: true }, this.weight.grad.data);
@@ -89,11 +95,11 @@ export class Linear implements Layer {
     if (ctx.captureG) {
       const cap = this.kfac.capture;
       if (cap.kind === 'linear') {
-        cap.g = scaledCopy(dy.data, ctx.batchSize);
+        cap.g = scaledCopy(dy.data, ctx.batchSize, this.pass.f32('g', dy.data.length));
         cap.rowsG = n;
       }
     }
-    const dx = await backend.gemm(n, this.inFeatures, this.outFeatures, dy.data, this.weight.value.data);
+    const dx = await backend.gemm(n, this.inFeatures, this.outFeatures, dy.data, this.weight.value.data, undefined, this.pass.f32('dx', n * this.inFeatures));
     return tensor([n, this.inFeatures], dx);
   }
 }

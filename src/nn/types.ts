@@ -80,6 +80,17 @@ export interface KfacLayerInfo {
   capture: KfacCapture;
 }
 
+/**
+ * A layer of a Sequential model.
+ *
+ * Buffer lifetime: to keep a training step from allocating (and page-faulting in) tens of
+ * megabytes, layers reuse their arrays. The tensor forward() returns and the captured `a` stay
+ * valid until that layer's next forward(); the tensor backward() returns and the captured
+ * g / gGamma / gBeta stay valid until its next forward() or the second backward() after (so the
+ * true-label and the 1mc pass after one forward do not overwrite each other). Copy what must live
+ * longer. A layer may keep a reference to its input until its backward: do not modify a tensor
+ * passed to forward() before the matching backward().
+ */
 export interface Layer {
   readonly kind: string;
   readonly name: string;
