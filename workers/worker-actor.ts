@@ -12,7 +12,7 @@ import { loadSplit, type Dataset } from '../src/data/fashion-mnist.js';
 import { FactorOwnerServiceClient, type PushStatisticsRequest, type PushStatisticsResponse, type StatisticSchedule } from '../src/gen/spngd/v1/factor_owner.js';
 import { LifecycleState, Role, type MembershipView } from '../src/gen/spngd/v1/membership.js';
 import { ParameterServerServiceClient, type StepStart, type TrainRequest, type TrainResponse } from '../src/gen/spngd/v1/parameter_server.js';
-import { kindToWire, statShape, wireToKind } from '../src/actors/owner/factor-owner.js';
+import { kindToWire, statShape, wireToKind } from '../src/actors/common/layer-state.js';
 import { ActorStateTracker } from '../src/actors/common/actor-state.js';
 import { startActorServer, type RunningServer } from '../src/actors/common/actor-server.js';
 import { deferred, type Deferred } from '../src/actors/common/deferred.js';
@@ -50,6 +50,8 @@ interface OwnerLink {
   /** Steps the owner has reduced (all below `acked`), and the newest step we sent statistics for. */
   acked: number;
   lastSent: number;
+  /** Membership epoch whose assignment the owner had settled when it sent its schedules. */
+  epoch: number;
   changed: Deferred<void>;
   broken: boolean;
 }
@@ -185,7 +187,7 @@ export class Worker {
       this.model.importState(Object.fromEntries(params), { strict: false });
     }
     if (start.epoch > this.state.epoch) await this.waitForView(start.epoch);
-    const due = await this.state.timings.time('wait_schedules', () => this.dueStatistics(s));
+    const due = await this.state.timings.time('wait_schedules', () => this.dueStatistics(s, start.epoch));
 
     const { start: offset, end } = shardRange(start.globalBatchSize, start.shardIndex, start.shardCount);
     const indices = this.plan.indices(s).subarray(offset, end);
@@ -226,14 +228,26 @@ export class Worker {
     this.metrics.emit('step_ms', performance.now() - t0, s + 1, this.state.epoch);
   }
 
-  /** Layer → statistics due at step s, once every owner has reduced what we sent it. */
-  private async dueStatistics(s: number): Promise<Map<string, StatKind[]>> {
+  /**
+   * Layer → statistics due at step s, once every owner has settled the step's assignment (taken
+   * over its layers) and reduced what we sent it. An owner that does not answer within
+   * `cluster.preconditionerWaitMs` is passed over (its layers compute nothing this step).
+   */
+  private async dueStatistics(s: number, epoch: number): Promise<Map<string, StatKind[]>> {
     const due = new Map<string, StatKind[]>();
     if (this.config.optimizer.kind !== 'spngd') return due;
+    const deadline = Date.now() + this.config.cluster.preconditionerWaitMs;
     for (const layer of this.view?.assignment?.layers ?? []) {
       const link = this.owners.get(layer.ownerId);
       if (!link) continue;
-      while (link.acked <= link.lastSent && !link.broken) await link.changed.promise;
+      while ((link.acked <= link.lastSent || link.epoch < epoch) && !link.broken) {
+        const left = deadline - Date.now();
+        if (left <= 0) {
+          this.opts.logger.warn(`step ${s}: owner ${link.ownerId} has not answered; its statistics are skipped this step`);
+          break;
+        }
+        await Promise.race([link.changed.promise, new Promise((r) => setTimeout(r, Math.min(left, 500)))]);
+      }
       for (const kind of ['A', 'G', 'F'] as StatKind[]) {
         const sch = link.schedules.get(statKey(layer.layer, kind));
         if (sch && sch.nextRefreshStep <= s) due.set(layer.layer, [...(due.get(layer.layer) ?? []), kind]);
@@ -313,13 +327,14 @@ export class Worker {
   private openOwner(ownerId: string, address: string): void {
     const client = new FactorOwnerServiceClient(address, credentials.createInsecure(), channelOptions(transportOf(this.config.cluster)));
     const call = client.pushStatistics(new Metadata());
-    const link: OwnerLink = { ownerId, address, client, call, writer: new ByteBudgetWriter(call), schedules: new Map(), acked: 0, lastSent: -1, changed: deferred<void>(), broken: false };
+    const link: OwnerLink = { ownerId, address, client, call, writer: new ByteBudgetWriter(call), schedules: new Map(), acked: 0, lastSent: -1, epoch: 0, changed: deferred<void>(), broken: false };
     call.on('data', (r: PushStatisticsResponse) => {
       for (const sch of r.schedules) {
         const kind = wireToKind.get(sch.kind);
         if (kind) link.schedules.set(statKey(sch.layer, kind), sch);
       }
       link.acked = Math.max(link.acked, r.ackedStep);
+      link.epoch = Math.max(link.epoch, r.epoch);
       this.state.schedules = [...this.owners.values()].flatMap((o) => [...o.schedules.values()]);
       const d = link.changed;
       link.changed = deferred<void>();

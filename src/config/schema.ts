@@ -66,6 +66,8 @@ export const clusterSchema = z.strictObject({
   preconditionerWaitMs: positiveInt.default(60000),
   /** Workers the PS waits for before the first step. */
   minWorkers: positiveInt.default(1),
+  /** Factor owners the PS waits for before the first step (SP-NGD only). */
+  minOwners: z.number().int().nonnegative().default(0),
   heartbeatMs: positiveInt.default(1000),
   /** A member silent for this long is removed. */
   leaseMs: positiveInt.default(5000),

@@ -27,6 +27,8 @@ export async function startCluster(opts: {
   test?: Dataset;
   logger?: Logger;
   onRecord?: (r: Record<string, unknown>) => void;
+  checkpointDir?: string;
+  resume?: boolean;
 }): Promise<TestCluster> {
   const logger = opts.logger ?? silentLogger();
   const ps = new ParameterServer({
@@ -37,6 +39,8 @@ export async function startCluster(opts: {
     trainSize: opts.trainSize,
     ...(opts.test ? { test: opts.test } : {}),
     ...(opts.onRecord ? { onRecord: opts.onRecord } : {}),
+    ...(opts.checkpointDir ? { checkpointDir: opts.checkpointDir } : {}),
+    ...(opts.resume ? { resume: true } : {}),
   });
   const address = await ps.start();
   const owners: FactorOwner[] = [];

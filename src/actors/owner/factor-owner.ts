@@ -24,7 +24,7 @@ import { ParameterServerServiceClient, type PublishPreconditionersRequest, type 
 import type { CurvatureLayerSpec, LayerCurvatureSnapshot } from '../../kfac/layer-curvature.js';
 import { statKey, type StatKind } from '../../kfac/statistics.js';
 import { buildModel } from '../../nn/models.js';
-import { CurvatureSet } from '../../train/curvature-set.js';
+import { CurvatureSet, type PublishedPreconditioner } from '../../train/curvature-set.js';
 import { weightedMean } from '../../train/local-pass.js';
 import { channelOptions } from '../../transport/channel-options.js';
 import { failServerCall, TransportError } from '../../transport/errors.js';
@@ -37,6 +37,7 @@ import { startActorServer, type RunningServer } from '../common/actor-server.js'
 import { MemberClient } from '../common/member-client.js';
 import { MetricHub } from '../common/metric-hub.js';
 import { preconditionerFactors, residualOf } from '../common/preconditioner-wire.js';
+import { fetchLayerStates, kindToWire, scheduleToWire, serveLayerStates, statShape, wireToKind } from '../common/layer-state.js';
 import { sendSymmetric } from '../common/tensor-io.js';
 import { transportOf } from '../common/transport-of.js';
 
@@ -48,25 +49,6 @@ export interface FactorOwnerOptions {
   /** Requested id (empty: the PS assigns "owner-N"). */
   id?: string;
   capacity?: number;
-}
-
-const kindToWire: Record<StatKind, StatisticKind> = {
-  A: StatisticKind.STATISTIC_KIND_A,
-  G: StatisticKind.STATISTIC_KIND_G,
-  F: StatisticKind.STATISTIC_KIND_BN_FISHER,
-};
-const wireToKind = new Map<StatisticKind, StatKind>([
-  [StatisticKind.STATISTIC_KIND_A, 'A'],
-  [StatisticKind.STATISTIC_KIND_G, 'G'],
-  [StatisticKind.STATISTIC_KIND_BN_FISHER, 'F'],
-]);
-export { kindToWire, wireToKind };
-
-/** Order of a statistic's matrices and how many of them: A/G one n×n, BN F C blocks of 2×2. */
-export function statShape(spec: CurvatureLayerSpec, kind: StatKind): { n: number; batch?: number } {
-  if (kind === 'A') return { n: spec.inFeatures + 1 };
-  if (kind === 'G') return { n: spec.outFeatures };
-  return { n: 2, batch: spec.outFeatures };
 }
 
 interface WorkerStream {
@@ -98,6 +80,8 @@ export class FactorOwner {
   private view: MembershipView | undefined;
   private queue: Promise<void> = Promise.resolve();
   private reducedThrough = -1;
+  /** Epoch of the assignment whose layers this owner has settled (taken over, handed off). */
+  private settledEpoch = 0;
   private stopped = false;
 
   constructor(private readonly opts: FactorOwnerOptions) {}
@@ -217,54 +201,63 @@ export class FactorOwner {
         setTimeout(() => this.handoff.delete(name), 60000).unref();
       }
     }
-    for (const name of mine) {
-      if (this.curvature.layers.has(name)) continue;
-      const spec = this.specs.get(name);
-      if (!spec) continue;
-      const c = this.curvature.add(spec);
+    const gained = [...mine].filter((n) => !this.curvature.layers.has(n) && this.specs.has(n));
+    for (const name of gained) {
+      const c = this.curvature.add(this.specs.get(name)!);
       const from = previous?.assignment?.layers.find((l) => l.layer === name)?.ownerId;
       const fromAddr = view.members.find((m) => m.id === from)?.address ?? previous?.members.find((m) => m.id === from)?.address;
       let how = 'fresh statistics';
-      if (this.handoff.has(name)) {
-        c.restore(this.handoff.get(name)!);
+      const own = this.handoff.get(name);
+      if (own) {
+        c.restore(own);
         this.handoff.delete(name);
         how = 'its own earlier state';
-      } else if (from && from !== this.state.id && fromAddr) {
-        try {
-          c.restore(await this.fetchLayerState(fromAddr, name, view.epoch));
-          how = `state fetched from ${from}`;
-        } catch (err) {
-          how = `fresh statistics (${from} could not hand over: ${(err as Error).message})`;
+      } else {
+        // The previous owner if it is still there, else the PS (which holds the layer's state from
+        // the checkpoint it resumed from, if any).
+        for (const [who, address] of [
+          [from, fromAddr],
+          ['the parameter server', this.opts.ps],
+        ] as const) {
+          if (!who || !address || who === this.state.id) continue;
+          try {
+            const [snap] = await fetchLayerStates(address, [name], view.epoch, this.specs, transportOf(this.config.cluster), 5000);
+            if (snap) {
+              c.restore(snap);
+              how = `state fetched from ${who}`;
+              break;
+            }
+          } catch (err) {
+            how = `fresh statistics (${who} could not hand over: ${(err as Error).message.split('\n')[0]})`;
+          }
         }
       }
       this.opts.logger.info(`took layer ${name} in epoch ${view.epoch} with ${how}`);
     }
+    this.settledEpoch = view.epoch;
+    // Restored statistics give their preconditioners back at once (the same inverses as before).
+    if (gained.length > 0) await this.publishPreconditioners(await this.refreshAll(), this.reducedThrough);
     this.publishSchedules();
     await this.sendWatermark();
   }
 
   private schedules(): StatisticSchedule[] {
     const out: StatisticSchedule[] = [];
-    for (const [name, c] of this.curvature.layers) {
-      for (const k of c.kinds) {
-        const s = c.schedule(k);
-        out.push({ layer: name, kind: kindToWire[k], interval: s.interval, lastRefreshStep: Math.max(0, s.lastStep ?? 0), nextRefreshStep: s.nextStep, lastDrift: s.lastDrift ?? 0 });
-      }
-    }
+    for (const [name, c] of this.curvature.layers) for (const k of c.kinds) out.push(scheduleToWire(name, k, c.schedule(k)));
     return out;
   }
 
   private publishSchedules(): void {
     const schedules = this.schedules();
     this.state.schedules = schedules;
-    const msg: PushStatisticsResponse = { epoch: this.state.epoch, schedules, ackedStep: this.reducedThrough + 1 };
+    const msg: PushStatisticsResponse = { epoch: this.settledEpoch, schedules, ackedStep: this.reducedThrough + 1 };
     for (const s of this.streams) s.call.write(msg);
   }
 
   private async sendWatermark(): Promise<void> {
     let next = Number.MAX_SAFE_INTEGER;
     for (const c of this.curvature.layers.values()) for (const k of c.kinds) next = Math.min(next, c.schedule(k).nextStep);
-    await this.publisher?.write({ kind: { $case: 'watermark', value: { nextRefreshStep: next, epoch: this.state.epoch } } }, 32).catch(() => undefined);
+    await this.publisher?.write({ kind: { $case: 'watermark', value: { nextRefreshStep: next, epoch: this.settledEpoch } } }, 32).catch(() => undefined);
   }
 
   /** Reduces step s over its workers, then publishes schedules, preconditioners and the watermark. */
@@ -284,18 +277,29 @@ export class FactorOwner {
     if (records.length === 0) return;
     // Let the schedules reach the workers before the inversion occupies this thread.
     await new Promise((r) => setImmediate(r));
+    await this.publishPreconditioners(await this.refreshAll(), step);
+    await this.sendWatermark();
+  }
+
+  private async refreshAll(): Promise<PublishedPreconditioner[]> {
     const t1 = performance.now();
     const published = await this.curvature.refresh(this.opts.backend, (r) =>
       this.opts.logger.warn(r, `damping raised for ${r.layer}/${r.factor}: factor was not positive definite`),
     );
     this.state.timings.record('invert', performance.now() - t1);
+    return published;
+  }
+
+  /** Sends each new preconditioner to the PS: its inverses in chunks, then a commit. */
+  private async publishPreconditioners(published: PublishedPreconditioner[], step: number): Promise<void> {
     const chunkBytes = this.config.cluster.chunkBytes;
+    const computedFromStep = Math.max(0, step);
     for (const p of published) {
       const version = p.version;
       for (const f of preconditionerFactors(p.preconditioner)) {
         await sendSymmetric(
           this.publisher!,
-          (tensor) => ({ kind: { $case: 'chunk' as const, value: { layer: p.layer, factor: f.factor, version, computedFromStep: step, tensor } } }),
+          (tensor) => ({ kind: { $case: 'chunk' as const, value: { layer: p.layer, factor: f.factor, version, computedFromStep, tensor } } }),
           p.layer,
           f.values,
           f.n,
@@ -312,8 +316,8 @@ export class FactorOwner {
             value: {
               layer: p.layer,
               version,
-              computedFromStep: step,
-              epoch: this.state.epoch,
+              computedFromStep,
+              epoch: this.settledEpoch,
               factors: pre.kind === 'kron' ? 2 : 1,
               damping: Math.max(this.config.optimizer.kfac.damping, this.config.optimizer.weightDecay),
               pi: pre.kind === 'kron' ? pre.pi : 1,
@@ -323,69 +327,21 @@ export class FactorOwner {
         },
         64,
       );
-      this.state.preconditioners.set(p.layer, { layer: p.layer, version, computedFromStep: step, ownerId: this.state.id, updatedUnixMs: Date.now() });
-    }
-    await this.sendWatermark();
-  }
-
-  private async fetchLayerState(address: string, layer: string, epoch: number): Promise<LayerCurvatureSnapshot> {
-    const client = new FactorOwnerServiceClient(address, credentials.createInsecure(), channelOptions(transportOf(this.config.cluster)));
-    try {
-      const call = client.fetchLayerState({ layers: [layer], epoch }, new Metadata(), { deadline: Date.now() + 5000 });
-      const assembler = new TensorAssembler();
-      const spec = this.specs.get(layer)!;
-      const stats: LayerCurvatureSnapshot['stats'] = [];
-      for await (const msg of call as AsyncIterable<FetchLayerStateResponse>) {
-        const t = assembler.push(envelopeTensor(msg.tensor, msg.tensor?.version ?? 0, 'tensor.version'));
-        if (!t || !msg.schedule) continue;
-        const kind = wireToKind.get(msg.schedule.kind);
-        if (!kind) throw new Error(`unknown statistic kind ${msg.schedule.kind}`);
-        const full = Array.from(toDense(t));
-        const s = msg.schedule;
-        stats.push({
-          kind,
-          running: full,
-          last: full,
-          schedule: { interval: s.interval, nextStep: s.nextRefreshStep, refreshes: 1, lastStep: s.lastRefreshStep, lastDrift: s.lastDrift },
-        });
-      }
-      return { spec, version: 0, stats };
-    } finally {
-      client.close();
+      this.state.preconditioners.set(p.layer, { layer: p.layer, version, computedFromStep, ownerId: this.state.id, updatedUnixMs: Date.now() });
     }
   }
 
   private service(): FactorOwnerServiceServer {
     return {
       pushStatistics: (call) => this.onStatisticsStream(call),
-      fetchLayerState: (call) => void this.onFetchLayerState(call),
+      fetchLayerState: (call) => this.onFetchLayerState(call),
     };
   }
 
-  private async onFetchLayerState(call: ServerWritableStream<FetchLayerStateRequest, FetchLayerStateResponse>): Promise<void> {
-    try {
-      const writer = new ByteBudgetWriter(call);
-      for (const layer of call.request.layers) {
-        const snap = this.handoff.get(layer) ?? this.curvature.layers.get(layer)?.snapshot();
-        if (!snap) throw new TransportError(status.NOT_FOUND, 'bad_argument', `owner ${this.state.id} holds no state of layer ${layer}`);
-        for (const st of snap.stats) {
-          const shape = statShape(snap.spec, st.kind);
-          const schedule: StatisticSchedule = {
-            layer,
-            kind: kindToWire[st.kind],
-            interval: st.schedule.interval,
-            lastRefreshStep: Math.max(0, st.schedule.lastStep ?? 0),
-            nextRefreshStep: st.schedule.nextStep,
-            lastDrift: st.schedule.lastDrift ?? 0,
-          };
-          await sendSymmetric(writer, (tensor) => ({ schedule, tensor }), layer, st.running, shape.n, 0, this.config.cluster.chunkBytes, shape.batch);
-        }
-        this.handoff.delete(layer);
-      }
-      await writer.end();
-    } catch (err) {
-      failServerCall(call, err);
-    }
+  private onFetchLayerState(call: ServerWritableStream<FetchLayerStateRequest, FetchLayerStateResponse>): void {
+    void serveLayerStates(call, (layer) => this.handoff.get(layer) ?? this.curvature.layers.get(layer)?.snapshot(), this.config.cluster.chunkBytes, `owner ${this.state.id}`).then(() => {
+      for (const layer of call.request.layers) this.handoff.delete(layer);
+    });
   }
 
   private onStatisticsStream(call: ServerDuplexStream<PushStatisticsRequest, PushStatisticsResponse>): void {
@@ -398,7 +354,7 @@ export class FactorOwner {
           if (k.$case !== 'hello') throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', 'the first message must be hello');
           stream = { workerId: k.value.workerId, call, assembler: new TensorAssembler() };
           this.streams.add(stream);
-          call.write({ epoch: this.state.epoch, schedules: this.schedules(), ackedStep: this.reducedThrough + 1 });
+          call.write({ epoch: this.settledEpoch, schedules: this.schedules(), ackedStep: this.reducedThrough + 1 });
           return;
         }
         if (k.$case === 'statistic') {

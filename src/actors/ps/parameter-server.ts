@@ -45,6 +45,11 @@ import { MetricHub } from '../common/metric-hub.js';
 import { decodePreconditioner } from '../common/preconditioner-wire.js';
 import { sendDense } from '../common/tensor-io.js';
 import { transportOf } from '../common/transport-of.js';
+import { CheckpointError, loadLatestCheckpoint, saveCheckpoint } from '../../checkpoint/format.js';
+import { checkpointToState, stateToCheckpoint } from '../../checkpoint/training-state.js';
+import { FactorOwnerServiceService, type FactorOwnerServiceServer } from '../../gen/spngd/v1/factor_owner.js';
+import type { LayerCurvatureSnapshot } from '../../kfac/layer-curvature.js';
+import { fetchLayerStates, serveLayerStates } from '../common/layer-state.js';
 import { layerCost } from './assignment.js';
 import { Membership } from './membership.js';
 
@@ -59,6 +64,10 @@ export interface ParameterServerOptions {
   trainSize: number;
   /** Called with every step and evaluation record (metrics.jsonl). */
   onRecord?: (record: Record<string, unknown>) => void;
+  /** Write checkpoints here (every `checkpointEvery` steps and at the end). */
+  checkpointDir?: string;
+  /** Continue from the newest good checkpoint in checkpointDir. */
+  resume?: boolean;
 }
 
 interface WorkerSession {
@@ -96,7 +105,10 @@ export class ParameterServer {
   private readonly updater: MomentumUpdater;
   private readonly workers = new Map<string, WorkerSession>();
   private readonly preconditioners = new Map<string, HeldPreconditioner>();
-  private readonly watermarks = new Map<string, number>();
+  /** Owner → its watermark and the membership epoch it was sent in. */
+  private readonly watermarks = new Map<string, { next: number; epoch: number }>();
+  /** Layer states from the checkpoint this PS resumed from, served to owners that take the layers. */
+  private readonly checkpointCurvature = new Map<string, LayerCurvatureSnapshot>();
   private readonly watchers = new Set<ServerWritableStream<WatchMembershipRequest, WatchMembershipResponse>>();
   private server: RunningServer | undefined;
   private stopping = false;
@@ -104,6 +116,8 @@ export class ParameterServer {
   private watermarkChange = deferred<void>();
   /** Number of updates applied = version of the parameters. */
   step = 0;
+  private firstStep = 0;
+  private ownerArrival = deferred<void>();
   lastEval: EvalMetrics | undefined;
   readonly finished = deferred<void>();
 
@@ -125,11 +139,14 @@ export class ParameterServer {
   }
 
   async start(): Promise<string> {
+    if (this.opts.resume) this.restoreCheckpoint();
     this.server = await startActorServer(
       this.opts.listen,
       [
         { name: SPNGD_SERVICES.parameterServer, definition: ParameterServerServiceService, implementation: this.parameterService() },
         { name: SPNGD_SERVICES.membership, definition: MembershipServiceService, implementation: this.membershipService() },
+        // Only FetchLayerState: owners that take a layer after a resume get its state from here.
+        { name: SPNGD_SERVICES.factorOwner, definition: FactorOwnerServiceService, implementation: this.checkpointStateService() },
       ],
       this.state,
       this.metrics,
@@ -150,14 +167,17 @@ export class ParameterServer {
   /** Trains to the configured number of steps (from `fromStep`), then drains the workers. */
   async run(fromStep = 0): Promise<void> {
     const c = this.opts.config;
-    this.step = fromStep;
+    this.step = Math.max(fromStep, this.step);
+    this.firstStep = this.step;
     const plan = new BatchPlan(this.opts.trainSize, c.batchSize, c.seed);
     try {
       while (this.step < c.steps && !this.stopping) {
         await this.oneStep(plan.stepsPerEpoch);
         if (this.opts.test && (this.step % c.evalEvery === 0 || this.step === c.steps)) await this.evaluate();
+        if (this.opts.checkpointDir && this.step % c.checkpointEvery === 0) await this.checkpoint();
         if (c.stopAtAccuracy > 0 && this.lastEval && this.lastEval.accuracy >= c.stopAtAccuracy) break;
       }
+      if (this.opts.checkpointDir && this.step > this.firstStep && this.step % c.checkpointEvery !== 0) await this.checkpoint();
       await this.drainWorkers('training finished');
       this.finished.resolve();
     } catch (err) {
@@ -179,7 +199,9 @@ export class ParameterServer {
     const c = this.opts.config;
     const s = this.step;
     const t0 = performance.now();
-    const participants = await this.waitForWorkers(s === 0 ? c.cluster.minWorkers : 1);
+    const first = s === this.firstStep;
+    if (first && c.optimizer.kind === 'spngd') await this.waitForOwners(c.cluster.minOwners);
+    const participants = await this.waitForWorkers(first ? c.cluster.minWorkers : 1);
     const lr = learningRateAt({ lr: c.optimizer.lr, ...c.optimizer.schedule }, s / stepsPerEpoch);
 
     await this.state.timings.time('send_params', async () => {
@@ -285,6 +307,63 @@ export class ParameterServer {
     }
   }
 
+  /**
+   * Writes a checkpoint of the current step: parameters, momentum, and every layer's curvature
+   * fetched from its owner (a layer whose owner does not answer keeps the state of the previous
+   * checkpoint, if any).
+   */
+  async checkpoint(): Promise<string | undefined> {
+    const dir = this.opts.checkpointDir;
+    if (!dir) return undefined;
+    const curvature = new Map(this.checkpointCurvature);
+    const specs = new Map(this.model.kfacLayers().map((l) => [l.name, { name: l.name, kind: l.kind, inFeatures: l.inFeatures, outFeatures: l.outFeatures }]));
+    const byOwner = new Map<string, string[]>();
+    for (const l of this.membership.layerAssignment().layers) if (l.ownerId) byOwner.set(l.ownerId, [...(byOwner.get(l.ownerId) ?? []), l.layer]);
+    await this.state.timings.time('checkpoint_fetch', () =>
+      Promise.all(
+        [...byOwner].map(async ([owner, layers]) => {
+          const address = this.membership.get(owner)?.address;
+          if (!address) return;
+          try {
+            for (const snap of await fetchLayerStates(address, layers, this.membership.epoch, specs, transportOf(this.opts.config.cluster))) curvature.set(snap.spec.name, snap);
+          } catch (err) {
+            this.opts.logger.warn(`checkpoint: could not fetch ${layers.join(', ')} from ${owner}: ${(err as Error).message}`);
+          }
+        }),
+      ),
+    );
+    const u = this.updater.snapshot();
+    const file = saveCheckpoint(
+      dir,
+      this.step,
+      stateToCheckpoint({ step: this.step, model: this.model.exportState(), velocity: u.velocity, previousLr: u.previousLr, curvature: [...curvature.values()], extra: {} }),
+      this.opts.config.checkpointKeep,
+    );
+    this.opts.logger.info(`checkpoint ${file}`);
+    return file;
+  }
+
+  private restoreCheckpoint(): void {
+    const dir = this.opts.checkpointDir;
+    if (!dir) throw new CheckpointError('--resume needs the run directory (--out)');
+    const found = loadLatestCheckpoint<unknown>(dir, (file, why) => this.opts.logger.warn(`skipping checkpoint ${file}: ${why}`));
+    if (!found) throw new CheckpointError(`no usable checkpoint in ${dir}`);
+    const state = checkpointToState(found.contents as Parameters<typeof checkpointToState>[0]);
+    this.model.importState(state.model);
+    this.updater.restore({ previousLr: state.previousLr, velocity: state.velocity });
+    for (const c of state.curvature) this.checkpointCurvature.set(c.spec.name, c);
+    this.step = state.step;
+    this.state.step = state.step;
+    this.opts.logger.info(`resumed from ${found.file} at step ${state.step}`);
+  }
+
+  private checkpointStateService(): FactorOwnerServiceServer {
+    return {
+      pushStatistics: (call) => call.emit('error', { code: status.UNIMPLEMENTED, details: 'the parameter server does not reduce statistics; send them to the layer\'s owner' }),
+      fetchLayerState: (call) => void serveLayerStates(call, (layer) => this.checkpointCurvature.get(layer), this.opts.config.cluster.chunkBytes, 'the parameter server (no checkpoint)'),
+    };
+  }
+
   async evaluate(): Promise<EvalMetrics | undefined> {
     if (!this.opts.test) return undefined;
     const e = await this.state.timings.time('evaluate', () => evaluate(this.model, this.opts.backend, this.opts.test!));
@@ -299,6 +378,13 @@ export class ParameterServer {
   /** Parameters and buffers of the current version (copies). */
   parameters(): Record<string, Float32Array> {
     return this.model.exportState();
+  }
+
+  private async waitForOwners(min: number): Promise<void> {
+    while (this.membership.list(Role.ROLE_FACTOR_OWNER).length < min && !this.stopping) {
+      this.ownerArrival = deferred<void>();
+      await this.ownerArrival.promise;
+    }
   }
 
   private async waitForWorkers(min: number): Promise<WorkerSession[]> {
@@ -319,7 +405,11 @@ export class ParameterServer {
     const deadline = Date.now() + this.opts.config.cluster.preconditionerWaitMs;
     for (;;) {
       const owners = this.membership.list(Role.ROLE_FACTOR_OWNER).map((o) => o.id);
-      const behind = owners.filter((id) => (this.watermarks.get(id) ?? 0) <= s);
+      // A watermark counts only if sent after the owner settled the current assignment.
+      const behind = owners.filter((id) => {
+        const w = this.watermarks.get(id);
+        return !w || w.epoch < this.membership.epoch || w.next <= s;
+      });
       if (behind.length === 0) return;
       const left = deadline - Date.now();
       if (left <= 0) {
@@ -360,6 +450,7 @@ export class ParameterServer {
     const owners = new Set(this.membership.list(Role.ROLE_FACTOR_OWNER).map((o) => o.id));
     for (const id of this.watermarks.keys()) if (!owners.has(id)) this.watermarks.delete(id);
     this.watermarkChange.resolve();
+    this.ownerArrival.resolve();
     this.syncState();
     for (const w of this.watchers) w.write({ view });
   }
@@ -561,7 +652,7 @@ export class ParameterServer {
             return;
           }
           case 'watermark':
-            this.watermarks.set(ownerId, k.value.nextRefreshStep);
+            this.watermarks.set(ownerId, { next: k.value.nextRefreshStep, epoch: k.value.epoch });
             this.watermarkChange.resolve();
             return;
           case 'hello':
