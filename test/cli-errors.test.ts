@@ -1,0 +1,124 @@
+/**
+ * The real `spngd` command (src/cli/entry.ts under tsx, as a child process) on mistakes a user can
+ * make: each must end with exit code 2 and one clear `spngd: ...` line on stderr, no stack trace.
+ * Other stderr lines may only be structured log lines (JSON with a level: stderr is not a TTY).
+ */
+import test, { type ExecutionContext } from 'ava';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const dataDir = fileURLToPath(new URL('../../shared/datasets/fashion-mnist', import.meta.url));
+const tmp = mkdtempSync(join(tmpdir(), 'spngd-cli-errors-'));
+test.after.always(() => rmSync(tmp, { recursive: true, force: true }));
+
+interface Result {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+function spngd(args: string[], timeoutMs = 30_000): Promise<Result> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/entry.ts', ...args], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, SPNGD_LOG_LEVEL: 'info', NO_COLOR: '1' },
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr, ms: performance.now() - t0 });
+    });
+  });
+}
+
+function isLogLine(line: string): boolean {
+  try {
+    const r = JSON.parse(line) as unknown;
+    return typeof r === 'object' && r !== null && typeof (r as { level?: unknown }).level === 'number';
+  } catch {
+    return false;
+  }
+}
+
+/** Exit code 2, exactly one non-log stderr line, starting "spngd: " and matching `what`; no stack. */
+function oneClearLine(t: ExecutionContext, r: Result, what: RegExp): void {
+  const shown = `exit ${r.code ?? r.signal} after ${(r.ms / 1000).toFixed(1)} s; stderr:\n${r.stderr}`;
+  t.is(r.code, 2, shown);
+  t.false(/^\s+at \S/m.test(r.stderr), `stack trace on stderr: ${shown}`);
+  const lines = r.stderr.split('\n').filter((l) => l.trim() !== '' && !isLogLine(l));
+  t.is(lines.length, 1, `one error line expected: ${shown}`);
+  t.regex(lines[0] ?? '', /^spngd: \S/, shown);
+  t.regex(lines[0] ?? '', what, shown);
+  t.log(`${(r.ms / 1000).toFixed(1)} s: ${lines[0]}`);
+}
+
+function listen(server: Server): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port));
+  });
+}
+
+test('spngd worker --ps on an unreachable address', async (t) => {
+  // The worker retries Join for 15 s (MemberClient.join's default wait) before giving up.
+  const r = await spngd(['worker', '--ps', '127.0.0.1:1'], 40_000);
+  t.not(r.signal, 'SIGKILL', `still running after 40 s: the join timeout is too long for a test\n${r.stderr}`);
+  oneClearLine(t, r, /parameter server 127\.0\.0\.1:1 is unreachable/);
+});
+
+test('spngd ps --listen on a port already in use', async (t) => {
+  const server = createServer();
+  const port = await listen(server);
+  try {
+    const r = await spngd(['ps', '--listen', `127.0.0.1:${port}`, '--data', dataDir, '--backend', 'auto']);
+    oneClearLine(t, r, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}.*EADDRINUSE`));
+    t.notRegex(r.stdout, /"listening"/);
+  } finally {
+    server.close();
+  }
+});
+
+test('spngd train --config with an unknown key', async (t) => {
+  const file = join(tmp, 'unknown-key.yaml');
+  writeFileSync(file, 'steps: 3\noptimizer:\n  kind: spngd\n  learningRate: 0.1\n');
+  oneClearLine(t, await spngd(['train', '--config', file, '--out', join(tmp, 'out-unknown')]), /unknown key optimizer\.learningRate/);
+});
+
+test('spngd train --config with a value of the wrong type', async (t) => {
+  const file = join(tmp, 'wrong-type.yaml');
+  writeFileSync(file, 'steps: ten\n');
+  oneClearLine(t, await spngd(['train', '--config', file, '--out', join(tmp, 'out-type')]), /steps: .*expected number/);
+});
+
+test('spngd train --config naming a missing file', async (t) => {
+  const file = join(tmp, 'no-such-config.yaml');
+  oneClearLine(t, await spngd(['train', '--config', file, '--out', join(tmp, 'out-missing')]), /no-such-config\.yaml: cannot read it \(ENOENT\)/);
+});
+
+test('spngd train --data on a directory that does not exist', async (t) => {
+  oneClearLine(t, await spngd(['train', '--data', '/nonexistent', '--steps', '1', '--out', join(tmp, 'out-data')]), /\/nonexistent: data directory .* does not exist/);
+});
+
+test('spngd train --out under a regular file', async (t) => {
+  const file = join(tmp, 'a-file');
+  writeFileSync(file, 'x');
+  oneClearLine(t, await spngd(['train', '--out', join(file, 'run'), '--steps', '1']), /output directory .*a-file\/run is not writable \(ENOTDIR\)/);
+});
+
+test('spngd status on an unreachable address', async (t) => {
+  oneClearLine(t, await spngd(['status', '127.0.0.1:1']), /^spngd: 127\.0\.0\.1:1: .*ECONNREFUSED/);
+});
