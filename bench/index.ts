@@ -1,11 +1,13 @@
 /**
- * `npm run bench -- <name> [options]`: kernels, convergence. Benchmarks print ratios against a
+ * `npm run bench -- <name> [options]`: kernels, convergence, transport, cluster. Benchmarks print ratios against a
  * baseline measured in the same run, with min/median/max; they are never part of the tests.
  */
 import { Command, Option } from 'commander';
 import { selectBackend } from '../src/compute/select.js';
+import { clusterBench } from './cluster.js';
 import { convergenceBench } from './convergence.js';
 import { kernelsBench } from './kernels.js';
+import { transportBench } from './transport.js';
 
 const program = new Command('bench').description('spngd benchmarks');
 
@@ -40,5 +42,42 @@ program
       await backend.dispose();
     }
   });
+
+program
+  .command('transport')
+  .description('tensor download MB/s over loopback: the gRPC transport path against a raw TCP socket')
+  .option('--repeats <n>', 'timed transfers per size and transport (>= 5)', '7')
+  .option('--sizes <MiB,...>', 'tensor sizes in MiB', '4,64')
+  .addOption(new Option('--receiver <where>', 'receiving side: a child process, or this process (shared event loop)').choices(['child', 'inline']).default('child'))
+  .action(async (o: { repeats: string; sizes: string; receiver: 'child' | 'inline' }) =>
+    transportBench({ repeats: Number(o.repeats), sizesMiB: o.sizes.split(',').map(Number), receiver: o.receiver }),
+  );
+
+program
+  .command('cluster')
+  .description('time per step of a local cluster (separate processes) over the single-process time per step, same model and batch')
+  .option('--steps <n>', 'steps per run', '30')
+  .option('--warmup <n>', 'first steps of each run not timed', '5')
+  .option('--batch-size <n>', 'global batch size', '1024')
+  .option('--workers <n>', 'worker processes', '2')
+  .option('--owners <n>', 'factor-owner processes', '2')
+  .option('--repeats <n>', 'alternating pairs of runs (single process, cluster)', '3')
+  .option('--wait-preconditioners', 'the PS waits for each step\'s preconditioners (cluster.waitForPreconditioners)')
+  .option('--data <dir>', 'data directory')
+  .addOption(new Option('--backend <name>').choices(['auto', 'blas', 'gpu']).default('auto'))
+  .action(
+    async (o: { steps: string; warmup: string; batchSize: string; workers: string; owners: string; repeats: string; waitPreconditioners?: boolean; data?: string; backend: 'auto' | 'blas' | 'gpu' }) =>
+      clusterBench({
+        steps: Number(o.steps),
+        warmup: Number(o.warmup),
+        batchSize: Number(o.batchSize),
+        workers: Number(o.workers),
+        owners: Number(o.owners),
+        repeats: Number(o.repeats),
+        waitForPreconditioners: o.waitPreconditioners === true,
+        backend: o.backend,
+        ...(o.data ? { dataDir: o.data } : {}),
+      }),
+  );
 
 await program.parseAsync(process.argv);

@@ -1,0 +1,201 @@
+/**
+ * Time per step of a local cluster (1 PS, 2 workers, 2 factor owners as separate `spngd`
+ * processes on loopback, started by runLocalCluster exactly as `spngd train` does) divided by the
+ * single-process time per step (Trainer.step in this process) for the same model and global batch,
+ * both measured in the same run, alternating, the first steps of each run skipped as warm-up.
+ *
+ * Cluster step times are the PS's `stepMs` records in metrics.jsonl (from sending the parameters of
+ * step s to applying its update). While the cluster runs, every actor's StateService is polled;
+ * the per-phase means shown are the differences between the snapshot taken once the PS passed the
+ * warm-up and the last one (so they exclude warm-up too).
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import { fetchState } from '../src/cli/status-command.js';
+import type { ComputeBackend } from '../src/compute/backend.js';
+import { selectBackend } from '../src/compute/select.js';
+import { resolveTrainConfig, type TrainConfig } from '../src/config/schema.js';
+import { loadFashionMnist } from '../src/data/fashion-mnist.js';
+import type { ActorState, PhaseTiming } from '../src/gen/spngd/v1/state.js';
+import { roleToJSON } from '../src/gen/spngd/v1/membership.js';
+import { buildModel } from '../src/nn/models.js';
+import { runLocalCluster } from '../src/run/local-cluster.js';
+import { RunOutput } from '../src/run/output.js';
+import { Trainer } from '../src/train/trainer.js';
+import { spread, type Spread } from '../src/util/stats.js';
+
+export interface ClusterBenchOptions {
+  steps: number;
+  warmup: number;
+  batchSize: number;
+  workers: number;
+  owners: number;
+  /** Alternating (single process, cluster) pairs. */
+  repeats: number;
+  backend: 'auto' | 'blas' | 'gpu';
+  /** cluster.waitForPreconditioners: the PS waits for the owners' inverses of each step. */
+  waitForPreconditioners: boolean;
+  dataDir?: string;
+}
+
+interface SingleRun {
+  stepMs: number[];
+  phases: Record<string, number[]>;
+}
+
+interface ClusterRun {
+  stepMs: number[];
+  /** Per actor: phase -> mean ms after the warm-up. */
+  phases: { actor: string; means: Record<string, { count: number; meanMs: number }> }[];
+}
+
+async function singleRun(config: TrainConfig, backend: ComputeBackend, warmup: number): Promise<SingleRun> {
+  const data = await loadFashionMnist({
+    ...(config.data.dir === undefined ? {} : { dir: config.data.dir }),
+    ...(config.data.testLimit === undefined ? {} : { limitTest: config.data.testLimit }),
+  });
+  const model = buildModel(config.model, config.seed);
+  const trainer = new Trainer(config, model, backend, data.train, data.test);
+  const out: SingleRun = { stepMs: [], phases: { compute: [], curvature: [], update: [] } };
+  for (let s = 0; s < config.steps; s++) {
+    const m = await trainer.step(s);
+    if (s < warmup) continue;
+    out.stepMs.push(m.timings.total);
+    out.phases.compute.push(m.timings.compute);
+    out.phases.curvature.push(m.timings.curvature);
+    out.phases.update.push(m.timings.update);
+  }
+  return out;
+}
+
+/** A pino destination that picks the PS address out of runLocalCluster's log and passes warnings on. */
+function capturingLogger(onAddress: (address: string) => void) {
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const line of chunk.toString('utf8').split('\n')) {
+        if (!line) continue;
+        try {
+          const r = JSON.parse(line) as { level: number; msg: string };
+          const m = /PS on (\S+?),/.exec(r.msg);
+          if (m) onAddress(m[1]);
+          if (r.level >= 40) process.stderr.write(`  cluster: ${r.msg}\n`);
+        } catch {
+          /* not JSON */
+        }
+      }
+      done();
+    },
+  });
+  return pino({ name: 'bench-cluster', level: 'info' }, stream);
+}
+
+function phaseDelta(first: ActorState | undefined, last: ActorState): Record<string, { count: number; meanMs: number }> {
+  const out: Record<string, { count: number; meanMs: number }> = {};
+  for (const [name, p] of Object.entries(last.phaseTimings)) {
+    const q: PhaseTiming = first?.phaseTimings[name] ?? { count: 0, lastMs: 0, meanMs: 0, totalMs: 0 };
+    const count = p.count - q.count;
+    if (count > 0) out[name] = { count, meanMs: (p.totalMs - q.totalMs) / count };
+  }
+  return out;
+}
+
+async function clusterRun(config: TrainConfig, warmup: number): Promise<ClusterRun> {
+  const dir = mkdtempSync(join(tmpdir(), 'spngd-bench-cluster-'));
+  let psAddress: string | undefined;
+  const first = new Map<string, ActorState>();
+  const last = new Map<string, ActorState>();
+  const addresses = new Map<string, string>();
+  let polling = true;
+  const poll = async () => {
+    while (polling) {
+      await new Promise((r) => setTimeout(r, 500));
+      if (!psAddress) continue;
+      const ps = await fetchState(psAddress, 1000).catch(() => undefined);
+      if (!ps) continue;
+      addresses.set(ps.id, psAddress);
+      for (const m of ps.members) if (m.address) addresses.set(m.id, m.address);
+      const snap = await Promise.all([...addresses].map(async ([id, a]) => [id, id === ps.id ? ps : await fetchState(a, 1000).catch(() => undefined)] as const));
+      const warm = ps.step >= warmup;
+      for (const [id, s] of snap) {
+        if (!s) continue;
+        if (warm && !first.has(id)) first.set(id, s);
+        last.set(id, s);
+      }
+    }
+  };
+  const poller = poll();
+  try {
+    await runLocalCluster(config, { output: new RunOutput(dir), logger: capturingLogger((a) => (psAddress = a)), progress: false });
+    polling = false;
+    await poller;
+    const records = readFileSync(join(dir, 'metrics.jsonl'), 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { type: string; step: number; stepMs?: number });
+    const stepMs = records.filter((r) => r.type === 'step' && r.step > warmup && r.stepMs !== undefined).map((r) => r.stepMs!);
+    const phases = [...last]
+      .map(([id, s]) => ({ actor: `${roleToJSON(s.role).replace('ROLE_', '').toLowerCase()} ${id}`, means: phaseDelta(first.get(id), s) }))
+      .sort((a, b) => a.actor.localeCompare(b.actor));
+    return { stepMs, phases };
+  } finally {
+    polling = false;
+    await poller;
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const f1 = (x: number) => x.toFixed(1);
+const f2 = (x: number) => x.toFixed(2);
+const fmt = (s: Spread, f: (x: number) => string) => `${f(s.min)}/${f(s.median)}/${f(s.max)}`;
+
+export async function clusterBench(o: ClusterBenchOptions): Promise<void> {
+  if (o.steps <= o.warmup + 2) throw new RangeError(`--steps (${o.steps}) must exceed --warmup (${o.warmup}) by more than 2`);
+  const config = resolveTrainConfig({
+    model: 'mlp',
+    backend: o.backend,
+    batchSize: o.batchSize,
+    steps: o.steps,
+    // Evaluation only after the last step (outside the step times); a small test set.
+    evalEvery: o.steps,
+    data: { testLimit: 1000, ...(o.dataDir ? { dir: o.dataDir } : {}) },
+    cluster: { workers: o.workers, owners: o.owners, waitForPreconditioners: o.waitForPreconditioners },
+  });
+  const { backend, reason } = await selectBackend(o.backend);
+  console.log(
+    `cluster: time per step, local cluster (1 PS, ${o.workers} workers, ${o.owners} owners, separate processes over loopback gRPC,\n` +
+      `  one BLAS thread each) / one process (Trainer.step, backend ${backend.name}: ${reason}); MLP, global batch ${o.batchSize},\n` +
+      `  ${o.steps} steps per run, first ${o.warmup} skipped, ${o.repeats} alternating pairs of runs; PS waits for fresh preconditioners: ${o.waitForPreconditioners ? 'yes' : 'no (default)'}`,
+  );
+  const singles: SingleRun[] = [];
+  const clusters: ClusterRun[] = [];
+  try {
+    for (let r = 0; r < o.repeats; r++) {
+      process.stderr.write(`  pair ${r + 1}/${o.repeats}: single process ...\n`);
+      singles.push(await singleRun(config, backend, o.warmup));
+      process.stderr.write(`  pair ${r + 1}/${o.repeats}: local cluster ...\n`);
+      clusters.push(await clusterRun(config, o.warmup));
+    }
+  } finally {
+    await backend.dispose();
+  }
+
+  const single = spread(singles.flatMap((s) => s.stepMs));
+  const cluster = spread(clusters.flatMap((c) => c.stepMs));
+  const perPair = singles.map((s, i) => spread(clusters[i].stepMs).median / spread(s.stepMs).median);
+  console.log('\n                      ms/step min/median/max   steps timed');
+  console.log(`single process        ${fmt(single, f1).padStart(22)}   ${singles.reduce((n, s) => n + s.stepMs.length, 0)}`);
+  console.log(`local cluster         ${fmt(cluster, f1).padStart(22)}   ${clusters.reduce((n, c) => n + c.stepMs.length, 0)}`);
+  console.log(`\ncluster / single time per step: ratio of medians ${f2(cluster.median / single.median)}; per pair of runs min/median/max ${fmt(spread(perPair), f2)}`);
+  console.log(`  (ratio of minima ${f2(cluster.min / single.min)}, of maxima ${f2(cluster.max / single.max)})`);
+
+  const phaseNames = Object.keys(singles[0].phases);
+  console.log(`\nsingle-process phases (median ms, all runs): ${phaseNames.map((k) => `${k} ${f1(spread(singles.flatMap((s) => s.phases[k])).median)}`).join(', ')}`);
+  const lastCluster = clusters[clusters.length - 1];
+  console.log('cluster phases after warm-up (mean ms, count), last cluster run, from StateService.GetState phaseTimings:');
+  for (const p of lastCluster.phases) {
+    console.log(`  ${p.actor.padEnd(18)} ${Object.entries(p.means).map(([k, v]) => `${k} ${f1(v.meanMs)} (${v.count})`).join(', ')}`);
+  }
+}
