@@ -163,6 +163,60 @@ function sampleSumsEval(dy: Float32Array, x: Float32Array, mean: number, is: num
   }
 }
 
+/*
+ * The element-wise passes run sample by sample over all channels (one contiguous sweep), with the
+ * per-channel constants in float64 as the per-channel formulation computes them.
+ */
+
+/** xhat = (x − mean)·invStd (kept as float32), y = gamma·xhat + beta (from the unrounded xhat). */
+function normalizeTrain(x: Float32Array, xhat: Float32Array, y: Float32Array, n: number, C: number, t: number, means: Float64Array, invStd: Float64Array, gamma: Float32Array, beta: Float32Array): void {
+  for (let b = 0, base = 0; b < n; b++) {
+    for (let c = 0; c < C; c++, base += t) {
+      const mean = means[c];
+      const is = invStd[c];
+      const g = gamma[c];
+      const bt = beta[c];
+      for (let i = base, end = base + t; i < end; i++) {
+        const h = (x[i] - mean) * is;
+        xhat[i] = h;
+        y[i] = g * h + bt;
+      }
+    }
+  }
+}
+
+function normalizeEval(x: Float32Array, y: Float32Array, n: number, C: number, t: number, means: Float64Array, invStd: Float64Array, gamma: Float32Array, beta: Float32Array): void {
+  for (let b = 0, base = 0; b < n; b++) {
+    for (let c = 0; c < C; c++, base += t) {
+      const mean = means[c];
+      const is = invStd[c];
+      const g = gamma[c];
+      const bt = beta[c];
+      for (let i = base, end = base + t; i < end; i++) y[i] = g * ((x[i] - mean) * is) + bt;
+    }
+  }
+}
+
+function inputGradTrain(dy: Float32Array, xhat: Float32Array, dx: Float32Array, n: number, C: number, t: number, gi: Float64Array, meanDy: Float64Array, meanDyXhat: Float64Array): void {
+  for (let b = 0, base = 0; b < n; b++) {
+    for (let c = 0; c < C; c++, base += t) {
+      const g = gi[c];
+      const md = meanDy[c];
+      const mdx = meanDyXhat[c];
+      for (let i = base, end = base + t; i < end; i++) dx[i] = g * (dy[i] - md - xhat[i] * mdx);
+    }
+  }
+}
+
+function inputGradEval(dy: Float32Array, dx: Float32Array, n: number, C: number, t: number, gi: Float64Array): void {
+  for (let b = 0, base = 0; b < n; b++) {
+    for (let c = 0; c < C; c++, base += t) {
+      const g = gi[c];
+      for (let i = base, end = base + t; i < end; i++) dx[i] = g * dy[i];
+    }
+  }
+}
+
 export class BatchNorm2d implements Layer {
   readonly kind = 'bn';
   readonly name: string;
@@ -195,6 +249,9 @@ export class BatchNorm2d implements Layer {
   private vars = new Float64Array(0);
   private sd = new Float64Array(0);
   private sdx = new Float64Array(0);
+  private gi = new Float64Array(0);
+  private meanDy = new Float64Array(0);
+  private meanDyXhat = new Float64Array(0);
 
   constructor(opts: BatchNorm2dOptions) {
     if (!(Number.isInteger(opts.channels) && opts.channels > 0)) {
@@ -290,28 +347,9 @@ export class BatchNorm2d implements Layer {
         vars[c] = this.runningVar.data[c];
       }
     }
-    for (let c = 0; c < C; c++) {
-      const mean = means[c];
-      const is = 1 / Math.sqrt(vars[c] + this.eps);
-      invStd[c] = is;
-      const g = gamma[c];
-      const bt = beta[c];
-      if (xhat !== undefined) {
-        for (let b = 0, base = c * t; b < n; b++, base += stride) {
-          const end = base + t;
-          for (let i = base; i < end; i++) {
-            const h = (xd[i] - mean) * is;
-            xhat[i] = h;
-            y[i] = g * h + bt;
-          }
-        }
-      } else {
-        for (let b = 0, base = c * t; b < n; b++, base += stride) {
-          const end = base + t;
-          for (let i = base; i < end; i++) y[i] = g * ((xd[i] - mean) * is) + bt;
-        }
-      }
-    }
+    for (let c = 0; c < C; c++) invStd[c] = 1 / Math.sqrt(vars[c] + this.eps);
+    if (xhat !== undefined) normalizeTrain(xd, xhat, y, n, C, t, means, invStd, gamma, beta);
+    else normalizeEval(xd, y, n, C, t, means, invStd, gamma, beta);
     this.cache = { shape: [...x.shape], n, t, xhat: xhat ?? new Float32Array(0), x: xd, means, invStd, training: ctx.training };
     this.pass.reset();
     const cap = this.kfac.capture;
@@ -346,6 +384,9 @@ export class BatchNorm2d implements Layer {
     const sd = this.sd.length === n ? this.sd : (this.sd = new Float64Array(n));
     const sdx = this.sdx.length === n ? this.sdx : (this.sdx = new Float64Array(n));
     const N = ctx.batchSize;
+    const gi = this.gi.length === C ? this.gi : (this.gi = new Float64Array(C));
+    const meanDy = this.meanDy.length === C ? this.meanDy : (this.meanDy = new Float64Array(C));
+    const meanDyXhat = this.meanDyXhat.length === C ? this.meanDyXhat : (this.meanDyXhat = new Float64Array(C));
     for (let c = 0; c < C; c++) {
       let sumDy = 0;
       let sumDyXhat = 0;
@@ -366,22 +407,13 @@ export class BatchNorm2d implements Layer {
         this.gamma.grad.data[c] = sumDyXhat;
         this.beta.grad.data[c] = sumDy;
       }
-      const gi = gamma[c] * invStd[c];
-      if (training) {
-        // dx = gamma·invStd·(dy − mean(dy) − xhat·mean(dy·xhat))
-        const meanDy = sumDy / m;
-        const meanDyXhat = sumDyXhat / m;
-        for (let b = 0, base = c * t; b < n; b++, base += stride) {
-          const end = base + t;
-          for (let i = base; i < end; i++) dx[i] = gi * (dyd[i] - meanDy - xhat[i] * meanDyXhat);
-        }
-      } else {
-        for (let b = 0, base = c * t; b < n; b++, base += stride) {
-          const end = base + t;
-          for (let i = base; i < end; i++) dx[i] = gi * dyd[i];
-        }
-      }
+      gi[c] = gamma[c] * invStd[c];
+      meanDy[c] = sumDy / m;
+      meanDyXhat[c] = sumDyXhat / m;
     }
+    // dx = gamma·invStd·(dy − mean(dy) − xhat·mean(dy·xhat)) (training), gamma·invStd·dy (eval).
+    if (training) inputGradTrain(dyd, xhat, dx, n, C, t, gi, meanDy, meanDyXhat);
+    else inputGradEval(dyd, dx, n, C, t, gi);
     const cap = this.kfac.capture;
     if (capture && cap.kind === 'bn') {
       cap.gGamma = gGamma;
