@@ -43,7 +43,7 @@ const STATE: ActorState = {
   members: [
     { id: "ps-0", role: Role.ROLE_PARAMETER_SERVER, address: "ps:1", state: LifecycleState.LIFECYCLE_STATE_READY, joinedEpoch: 1, lastHeartbeatUnixMs: 5, capacity: 1 },
   ],
-  assignment: { epoch: 3, layers: [{ layer: "fc1", ownerId: "owner-1", cost: 1e6, aDim: 785, gDim: 128 }] },
+  assignment: { epoch: 3, layers: [{ layer: "fc1", ownerId: "owner-1", cost: 1e6, aDim: 785, gDim: 128, previousOwnerId: "" }] },
   preconditioners: [{ layer: "fc1", version: 7, computedFromStep: 118, ownerId: "owner-1", updatedUnixMs: 1700000000000 }],
   statisticSchedules: [
     { layer: "fc1", kind: StatisticKind.STATISTIC_KIND_A, interval: 4, lastRefreshStep: 116, nextRefreshStep: 120, lastDrift: 0.01 },

@@ -62,6 +62,11 @@ export const clusterSchema = z.strictObject({
   owners: z.number().int().nonnegative().default(2),
   /** The PS applies step s only once every owner has published the preconditioners of step s. */
   waitForPreconditioners: z.boolean().default(false),
+  /**
+   * Otherwise step s may use preconditioners computed from statistics up to this many steps old
+   * (the PS waits only when they are older); inversion overlaps the next steps' compute.
+   */
+  preconditionerLag: z.number().int().nonnegative().default(1),
   /** How long the PS waits for them before it goes on with the last published ones. */
   preconditionerWaitMs: positiveInt.default(60000),
   /** Workers the PS waits for before the first step. */

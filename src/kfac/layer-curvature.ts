@@ -100,6 +100,14 @@ export class LayerCurvature {
     return { ...record, layer: this.spec.name, kind };
   }
 
+  /**
+   * Moves every refresh due before `step` to `step`: after the layer changed owner, statistics of
+   * earlier steps went to the previous owner and will not arrive here.
+   */
+  deferTo(step: number): void {
+    for (const s of this.schedules.values()) s.nextStep = Math.max(s.nextStep, step);
+  }
+
   /** Whether every statistic has been seen at least once. */
   get complete(): boolean {
     return this.kinds.every((k) => this.running.has(k));

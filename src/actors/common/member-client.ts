@@ -99,7 +99,10 @@ export class MemberClient {
     open();
   }
 
+  /** Leaves the job: heartbeats stop first, so that the PS forgetting us does not trigger a rejoin. */
   async leave(reason: string): Promise<void> {
+    this.stopped = true;
+    if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer);
     await new Promise<void>((resolve) =>
       this.client.leave({ memberId: this.id, reason }, new Metadata(), { deadline: Date.now() + 2000 }, () => resolve()),
     );

@@ -78,6 +78,7 @@ export class FactorOwner {
   private publisher: ByteBudgetWriter<PublishPreconditionersRequest> | undefined;
   private psClient: ParameterServerServiceClient | undefined;
   private view: MembershipView | undefined;
+  private readonly addresses = new Map<string, string>();
   private queue: Promise<void> = Promise.resolve();
   private reducedThrough = -1;
   /** Epoch of the assignment whose layers this owner has settled (taken over, handed off). */
@@ -187,8 +188,9 @@ export class FactorOwner {
 
   /** Applies a membership view: take over gained layers (fetching their state), hand off lost ones. */
   private async onView(view: MembershipView): Promise<void> {
-    const previous = this.view;
     this.view = view;
+    // Members that left stay reachable for a while (hand-over): remember every address seen.
+    for (const m of view.members) this.addresses.set(m.id, m.address);
     this.state.epoch = view.epoch;
     this.state.members = view.members;
     this.state.assignment = view.assignment;
@@ -204,15 +206,13 @@ export class FactorOwner {
     const gained = [...mine].filter((n) => !this.curvature.layers.has(n) && this.specs.has(n));
     for (const name of gained) {
       const c = this.curvature.add(this.specs.get(name)!);
-      const from = previous?.assignment?.layers.find((l) => l.layer === name)?.ownerId;
-      const fromAddr = view.members.find((m) => m.id === from)?.address ?? previous?.members.find((m) => m.id === from)?.address;
+      const from = view.assignment?.layers.find((l) => l.layer === name)?.previousOwnerId;
+      const fromAddr = from ? this.addresses.get(from) : undefined;
       let how = 'fresh statistics';
-      const own = this.handoff.get(name);
-      if (own) {
-        c.restore(own);
-        this.handoff.delete(name);
-        how = 'its own earlier state';
-      } else {
+      // A layer that comes back is not restored from this owner's own copy: it is older than what
+      // the owner in between holds.
+      this.handoff.delete(name);
+      {
         // The previous owner if it is still there, else the PS (which holds the layer's state from
         // the checkpoint it resumed from, if any).
         for (const [who, address] of [
@@ -228,12 +228,13 @@ export class FactorOwner {
               break;
             }
           } catch (err) {
-            how = `fresh statistics (${who} could not hand over: ${(err as Error).message.split('\n')[0]})`;
+            how = `${how}; ${who} could not hand over: ${(err as Error).message.split('\n')[0]}`;
           }
         }
       }
       this.opts.logger.info(`took layer ${name} in epoch ${view.epoch} with ${how}`);
     }
+    for (const name of gained) this.curvature.layers.get(name)?.deferTo(view.firstStep);
     this.settledEpoch = view.epoch;
     // Restored statistics give their preconditioners back at once (the same inverses as before).
     if (gained.length > 0) await this.publishPreconditioners(await this.refreshAll(), this.reducedThrough);

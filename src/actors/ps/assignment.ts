@@ -12,8 +12,10 @@ export interface OwnerCapacity {
   capacity: number;
 }
 
+export type LayerCost = Omit<LayerOwner, 'ownerId' | 'previousOwnerId'>;
+
 /** A layer's factor dimensions and the cost of inverting them. */
-export function layerCost(spec: CurvatureLayerSpec): Omit<LayerOwner, 'ownerId'> {
+export function layerCost(spec: CurvatureLayerSpec): LayerCost {
   if (spec.kind === 'bn') return { layer: spec.name, aDim: 0, gDim: spec.outFeatures, cost: 8 * spec.outFeatures };
   const a = spec.inFeatures + 1;
   const g = spec.outFeatures;
@@ -21,8 +23,13 @@ export function layerCost(spec: CurvatureLayerSpec): Omit<LayerOwner, 'ownerId'>
 }
 
 /** Greedy longest-processing-time assignment; returns entries in the given (model) order. */
-export function assignLayers(layers: Omit<LayerOwner, 'ownerId'>[], owners: OwnerCapacity[]): LayerOwner[] {
-  if (owners.length === 0) return layers.map((l) => ({ ...l, ownerId: '' }));
+export function assignLayers(layers: LayerCost[], owners: OwnerCapacity[], previous: LayerOwner[] = []): LayerOwner[] {
+  const before = new Map(previous.map((l) => [l.layer, l.ownerId]));
+  const moved = (layer: string, ownerId: string) => {
+    const old = before.get(layer) ?? '';
+    return old !== ownerId ? old : '';
+  };
+  if (owners.length === 0) return layers.map((l) => ({ ...l, ownerId: '', previousOwnerId: moved(l.layer, '') }));
   const sortedOwners = [...owners].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   const load = new Map(sortedOwners.map((o) => [o.id, 0]));
   const cap = new Map(sortedOwners.map((o) => [o.id, o.capacity > 0 ? o.capacity : 1]));
@@ -41,5 +48,5 @@ export function assignLayers(layers: Omit<LayerOwner, 'ownerId'>[], owners: Owne
     load.set(best, load.get(best)! + l.cost);
     chosen.set(l.layer, best);
   }
-  return layers.map((l) => ({ ...l, ownerId: chosen.get(l.layer)! }));
+  return layers.map((l) => ({ ...l, ownerId: chosen.get(l.layer)!, previousOwnerId: moved(l.layer, chosen.get(l.layer)!) }));
 }

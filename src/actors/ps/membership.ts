@@ -4,7 +4,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { LifecycleState, Role, type LayerAssignment, type LayerOwner, type Member, type MembershipView } from '../../gen/spngd/v1/membership.js';
-import { assignLayers } from './assignment.js';
+import { assignLayers, type LayerCost } from './assignment.js';
 
 export interface MembershipEvents {
   change: [view: MembershipView, reason: string];
@@ -12,12 +12,14 @@ export interface MembershipEvents {
 
 export class Membership extends EventEmitter<MembershipEvents> {
   epoch = 1;
+  /** The next training step to be started (the PS advances it): views record it as first_step. */
+  nextStep = 0;
   private readonly members = new Map<string, Member>();
   private assignment: LayerOwner[];
   private counters = { worker: 0, owner: 0 };
 
   constructor(
-    private readonly layers: Omit<LayerOwner, 'ownerId'>[],
+    private readonly layers: LayerCost[],
     self: Member,
     readonly leaseMs: number,
   ) {
@@ -84,14 +86,14 @@ export class Membership extends EventEmitter<MembershipEvents> {
   }
 
   view(): MembershipView {
-    return { epoch: this.epoch, members: this.list(), assignment: this.layerAssignment() };
+    return { epoch: this.epoch, members: this.list(), assignment: this.layerAssignment(), firstStep: this.nextStep };
   }
 
   private bump(reason: string, reassign: boolean): void {
     this.epoch++;
     if (reassign) {
       const owners = this.list(Role.ROLE_FACTOR_OWNER).map((o) => ({ id: o.id, capacity: o.capacity }));
-      this.assignment = assignLayers(this.layers, owners);
+      this.assignment = assignLayers(this.layers, owners, this.assignment);
     }
     this.emit('change', this.view(), reason);
   }

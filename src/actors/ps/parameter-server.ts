@@ -203,6 +203,9 @@ export class ParameterServer {
     if (first && c.optimizer.kind === 'spngd') await this.waitForOwners(c.cluster.minOwners);
     const participants = await this.waitForWorkers(first ? c.cluster.minWorkers : 1);
     const lr = learningRateAt({ lr: c.optimizer.lr, ...c.optimizer.schedule }, s / stepsPerEpoch);
+    // The step's epoch is fixed here: a membership change from now on takes effect at step s + 1.
+    const epoch = this.membership.epoch;
+    this.membership.nextStep = s + 1;
 
     await this.state.timings.time('send_params', async () => {
       const params = this.model.stateEntries();
@@ -221,7 +224,7 @@ export class ParameterServer {
                   $case: 'stepStart',
                   value: {
                     step: s,
-                    epoch: this.membership.epoch,
+                    epoch,
                     parameterTensors: params.length,
                     batchSize: shardSize(c.batchSize, i, participants.length),
                     globalBatchSize: c.batchSize,
@@ -257,8 +260,9 @@ export class ParameterServer {
     const buffers = new Map([...reduced].filter(([k]) => !paramNames.has(k)));
     for (const p of paramNames) if (!grads.has(p)) throw new Error(`step ${s}: no gradient for ${p}`);
 
-    if (c.optimizer.kind === 'spngd' && c.cluster.waitForPreconditioners) {
-      await this.state.timings.time('wait_preconditioners', () => this.waitForWatermarks(s));
+    if (c.optimizer.kind === 'spngd') {
+      const lag = c.cluster.waitForPreconditioners ? 0 : c.cluster.preconditionerLag;
+      if (s - lag >= this.firstStep) await this.state.timings.time('wait_preconditioners', () => this.waitForWatermarks(s - lag));
     }
     await this.state.timings.time('update', () =>
       applyUpdate(this.opts.backend, this.model.params(), this.model.kfacLayers(), grads, this.updater, {

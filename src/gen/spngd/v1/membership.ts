@@ -168,6 +168,11 @@ export interface LayerOwner {
   aDim: number;
   /** Dimension of the output-side factor G (d_out); for batch norm, the number of channels. */
   gDim: number;
+  /**
+   * The owner before the last reassignment that moved this layer (empty if it never moved): the new
+   * owner fetches the layer's statistics from it.
+   */
+  previousOwnerId: string;
 }
 
 /** The layer-to-owner assignment of one epoch: every preconditioned layer has exactly one owner. */
@@ -185,7 +190,14 @@ export interface MembershipView {
   /** All members that have joined and not left or expired. */
   members: Member[];
   /** Layer assignment for this epoch. */
-  assignment?: LayerAssignment | undefined;
+  assignment?:
+    | LayerAssignment
+    | undefined;
+  /**
+   * First training step started under this view: StepStart messages of earlier steps carry an
+   * older epoch, so statistics of those steps went to the owners of the older assignment.
+   */
+  firstStep: number;
 }
 
 /** Request of MembershipService.Join. */
@@ -442,7 +454,7 @@ export const Member: MessageFns<Member> = {
 };
 
 function createBaseLayerOwner(): LayerOwner {
-  return { layer: "", ownerId: "", cost: 0, aDim: 0, gDim: 0 };
+  return { layer: "", ownerId: "", cost: 0, aDim: 0, gDim: 0, previousOwnerId: "" };
 }
 
 export const LayerOwner: MessageFns<LayerOwner> = {
@@ -461,6 +473,9 @@ export const LayerOwner: MessageFns<LayerOwner> = {
     }
     if (message.gDim !== 0) {
       writer.uint32(40).uint32(message.gDim);
+    }
+    if (message.previousOwnerId !== "") {
+      writer.uint32(50).string(message.previousOwnerId);
     }
     return writer;
   },
@@ -518,6 +533,14 @@ export const LayerOwner: MessageFns<LayerOwner> = {
             message.gDim = reader.uint32();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.previousOwnerId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -549,6 +572,11 @@ export const LayerOwner: MessageFns<LayerOwner> = {
         : isSet(object.g_dim)
         ? globalThis.Number(object.g_dim)
         : 0,
+      previousOwnerId: isSet(object.previousOwnerId)
+        ? globalThis.String(object.previousOwnerId)
+        : isSet(object.previous_owner_id)
+        ? globalThis.String(object.previous_owner_id)
+        : "",
     };
   },
 
@@ -569,6 +597,9 @@ export const LayerOwner: MessageFns<LayerOwner> = {
     if (message.gDim !== 0) {
       obj.gDim = Math.round(message.gDim);
     }
+    if (message.previousOwnerId !== "") {
+      obj.previousOwnerId = message.previousOwnerId;
+    }
     return obj;
   },
 
@@ -582,6 +613,7 @@ export const LayerOwner: MessageFns<LayerOwner> = {
     message.cost = object.cost ?? 0;
     message.aDim = object.aDim ?? 0;
     message.gDim = object.gDim ?? 0;
+    message.previousOwnerId = object.previousOwnerId ?? "";
     return message;
   },
 };
@@ -672,7 +704,7 @@ export const LayerAssignment: MessageFns<LayerAssignment> = {
 };
 
 function createBaseMembershipView(): MembershipView {
-  return { epoch: 0, members: [], assignment: undefined };
+  return { epoch: 0, members: [], assignment: undefined, firstStep: 0 };
 }
 
 export const MembershipView: MessageFns<MembershipView> = {
@@ -685,6 +717,9 @@ export const MembershipView: MessageFns<MembershipView> = {
     }
     if (message.assignment !== undefined) {
       LayerAssignment.encode(message.assignment, writer.uint32(26).fork()).join();
+    }
+    if (message.firstStep !== 0) {
+      writer.uint32(32).uint64(message.firstStep);
     }
     return writer;
   },
@@ -726,6 +761,14 @@ export const MembershipView: MessageFns<MembershipView> = {
             message.assignment = LayerAssignment.decode(reader, reader.uint32());
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.firstStep = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -743,6 +786,11 @@ export const MembershipView: MessageFns<MembershipView> = {
       epoch: isSet(object.epoch) ? globalThis.Number(object.epoch) : 0,
       members: globalThis.Array.isArray(object?.members) ? object.members.map((e: any) => Member.fromJSON(e)) : [],
       assignment: isSet(object.assignment) ? LayerAssignment.fromJSON(object.assignment) : undefined,
+      firstStep: isSet(object.firstStep)
+        ? globalThis.Number(object.firstStep)
+        : isSet(object.first_step)
+        ? globalThis.Number(object.first_step)
+        : 0,
     };
   },
 
@@ -757,6 +805,9 @@ export const MembershipView: MessageFns<MembershipView> = {
     if (message.assignment !== undefined) {
       obj.assignment = LayerAssignment.toJSON(message.assignment);
     }
+    if (message.firstStep !== 0) {
+      obj.firstStep = Math.round(message.firstStep);
+    }
     return obj;
   },
 
@@ -770,6 +821,7 @@ export const MembershipView: MessageFns<MembershipView> = {
     message.assignment = (object.assignment !== undefined && object.assignment !== null)
       ? LayerAssignment.fromPartial(object.assignment)
       : undefined;
+    message.firstStep = object.firstStep ?? 0;
     return message;
   },
 };
