@@ -45,8 +45,9 @@ export function addActorCommands(program: Command): void {
     .option('-c, --config <file>', 'training config (YAML or JSON)')
     .option('-o, --out <dir>', 'write metrics.jsonl and summary.json here')
     .option('--data <dir>', 'Fashion-MNIST directory for evaluation')
+    .option('--resume', 'continue from the newest good checkpoint in --out')
     .addOption(backendOption())
-    .action(async (o: { listen: string; config?: string; out?: string; data?: string; backend: 'auto' | 'blas' | 'gpu' }) => {
+    .action(async (o: { listen: string; config?: string; out?: string; data?: string; resume?: boolean; backend: 'auto' | 'blas' | 'gpu' }) => {
       const logger = createLogger('ps');
       const config = loadTrainConfig(o.config, o.data ? { data: { dir: o.data } } : {});
       const output = o.out ? new RunOutput(o.out) : undefined;
@@ -58,15 +59,32 @@ export function addActorCommands(program: Command): void {
       const trainSize = Math.min(trainCount, config.data.trainLimit ?? trainCount);
       const { backend, reason } = await selectBackend(config.backend);
       logger.info(`backend: ${backend.name}: ${backend.description} (${reason})`);
-      const ps = new ParameterServer({ config, listen: o.listen, logger, backend, test, trainSize, ...(output ? { onRecord: (r) => output.appendMetric(r) } : {}) });
+      const ps = new ParameterServer({
+        config,
+        listen: o.listen,
+        logger,
+        backend,
+        test,
+        trainSize,
+        ...(output ? { onRecord: (r) => output.appendMetric(r), checkpointDir: output.dir } : {}),
+        ...(o.resume ? { resume: true } : {}),
+      });
       const address = await ps.start();
       logger.info(`parameter server listening on ${address}; waiting for ${config.cluster.minWorkers} worker(s)`);
       announce({ event: 'listening', role: 'ps', address });
-      onSignals(logger, () => ps.stop());
-      const t0 = performance.now();
+      // A signal ends training after the current step, with a checkpoint (the second one exits at once).
+      let signalled = false;
+      const onSignal = (sig: NodeJS.Signals) => {
+        if (signalled) process.exit(130);
+        signalled = true;
+        logger.info(`${sig}: stopping after the current step`);
+        ps.requestStop();
+      };
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
       await ps.run();
-      const e = ps.lastEval ?? (await ps.evaluate());
-      const summary = { optimizer: config.optimizer.kind, model: typeof config.model === 'string' ? config.model : 'custom', steps: ps.step, testAccuracy: e?.accuracy, testLoss: e?.loss, wallSeconds: (performance.now() - t0) / 1000 };
+      if (!ps.lastEval) await ps.evaluate();
+      const summary = ps.summary();
       output?.writeJson('summary.json', summary);
       announce({ event: 'finished', ...summary });
       await ps.stop();

@@ -5,7 +5,9 @@
  */
 import { format } from 'node:util';
 import { setLogger } from '@grpc/grpc-js';
+import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
+import { CheckpointError } from '../checkpoint/format.js';
 import { ListenError } from '../actors/common/actor-server.js';
 import { CoordinatorUnreachableError } from '../actors/common/member-client.js';
 import { ConfigError, loadTrainConfig } from '../config/load.js';
@@ -16,11 +18,23 @@ import { ChildFailedError, runLocalCluster } from '../run/local-cluster.js';
 import { defaultRunDir, OutputDirError, RunOutput } from '../run/output.js';
 import { runSingleProcess } from '../run/single-process.js';
 import { createLogger } from '../util/log.js';
+import { addReportCommands, ReportError, writeRunReport } from '../report/commands.js';
 import { addActorCommands } from './actor-commands.js';
 import { addStatusCommand, UnreachableError } from './status-command.js';
 import { addTrainOptions, flagsToOverrides, type TrainFlags } from './train-options.js';
 
-const userErrors = [ConfigError, DataFileError, ModelSpecError, OutputDirError, ListenError, CoordinatorUnreachableError, UnreachableError, ChildFailedError];
+/** How a run directory was trained (run.json), so that --resume continues it the same way. */
+function readRunInfo(output: RunOutput): { mode: 'single' | 'cluster' } {
+  try {
+    const info = JSON.parse(readFileSync(output.path('run.json'), 'utf8')) as { mode?: string };
+    if (info.mode === 'single' || info.mode === 'cluster') return { mode: info.mode };
+  } catch {
+    /* reported below */
+  }
+  throw new ConfigError(`${output.dir} is not a spngd run directory (no readable run.json)`);
+}
+
+const userErrors = [CheckpointError, ReportError, ConfigError, DataFileError, ModelSpecError, OutputDirError, ListenError, CoordinatorUnreachableError, UnreachableError, ChildFailedError];
 
 export async function main(argv: string[]): Promise<void> {
   // grpc-js's own log lines (e.g. "E No address added out of total 1 resolved" before a bind
@@ -39,21 +53,45 @@ export async function main(argv: string[]): Promise<void> {
     program.command('train').description('train a model: by default the Fashion-MNIST MLP with SP-NGD on a local cluster (1 PS, 2 workers, 2 owners)'),
   ).action(async (flags: TrainFlags, cmd: Command) => {
     const staleGiven = cmd.getOptionValueSource('stale') === 'cli';
-    const config = loadTrainConfig(flags.config, flagsToOverrides(flags, staleGiven));
+    if (flags.resume && flags.config) throw new ConfigError('--resume takes the run\'s own config.json; use flags to change it');
+    if (flags.resume && flags.out) throw new ConfigError('--resume continues in the run\'s directory; --out does not apply');
+    const runDir = flags.resume ?? flags.out ?? defaultRunDir();
+    const output = new RunOutput(runDir);
+    const run = flags.resume ? readRunInfo(output) : { mode: flags.single ? 'single' : 'cluster' };
+    const config = loadTrainConfig(flags.resume ? output.path('config.json') : flags.config, flagsToOverrides(flags, staleGiven));
     // A bad data directory is one line here, not a child's failure reported by the launcher.
     resolveDataDir(config.data.dir === undefined ? {} : { dir: config.data.dir });
     const logger = createLogger('spngd');
-    const output = new RunOutput(flags.out ?? defaultRunDir());
-    logger.info(`output: ${output.dir}`);
+    logger.info(`output: ${output.dir}${flags.resume ? ` (resuming a ${run.mode} run)` : ''}`);
+    output.writeJson('run.json', run);
     const progress = flags.progress === false ? { progress: false } : {};
-    const summary = flags.single
-      ? await runSingleProcess(config, { logger, output, ...progress })
-      : await runLocalCluster(config, { logger, output, ...progress });
+    const resume = flags.resume ? { resume: true } : {};
+    let summary: Record<string, unknown>;
+    if (run.mode === 'single') {
+      // Ctrl-C: finish the step, write a checkpoint, stop (a second Ctrl-C exits at once).
+      let interrupted: () => void = () => undefined;
+      const interrupt = new Promise<void>((r) => (interrupted = r));
+      const onSigint = () => {
+        process.once('SIGINT', () => process.exit(130));
+        interrupted();
+      };
+      process.once('SIGINT', onSigint);
+      summary = { ...(await runSingleProcess(config, { logger, output, interrupt, ...progress, ...resume })) };
+      process.off('SIGINT', onSigint);
+    } else {
+      summary = await runLocalCluster(config, { logger, output, ...progress, ...resume });
+    }
+    try {
+      logger.info(`report: ${writeRunReport(output.dir)}`);
+    } catch (err) {
+      logger.warn(`no report: ${(err as Error).message}`);
+    }
     logger.info(`done: test accuracy ${Number(summary.testAccuracy).toFixed(4)} after ${summary.steps} steps; results in ${output.dir}`);
     process.stdout.write(`${JSON.stringify(summary)}\n`);
   });
   addActorCommands(program);
   addStatusCommand(program);
+  addReportCommands(program);
 
   try {
     await program.parseAsync(argv);

@@ -34,6 +34,7 @@ export interface TrainFlags {
   workers?: number;
   owners?: number;
   single?: boolean;
+  resume?: string;
 }
 
 export function addTrainOptions(cmd: Command): Command {
@@ -58,6 +59,7 @@ export function addTrainOptions(cmd: Command): Command {
     .option('--workers <n>', 'local cluster: number of worker processes', number('--workers'))
     .option('--owners <n>', 'local cluster: number of factor-owner processes', number('--owners'))
     .option('--single', 'train in this one process instead of a local cluster')
+    .option('--resume <dir>', 'continue the run in DIR from its newest good checkpoint (its config.json; flags such as --steps override it)')
     .option('--no-progress', 'plain log lines instead of a progress bar');
 }
 

@@ -96,6 +96,8 @@ export const trainConfigSchema = z.strictObject({
   /** Write a checkpoint every N steps (and at the end); the newest `checkpointKeep` are kept. */
   checkpointEvery: positiveInt.default(50),
   checkpointKeep: positiveInt.default(3),
+  /** Test accuracy whose first crossing the run summary reports as `stepsTo`. */
+  targetAccuracy: z.number().gt(0).lte(1).default(0.85),
   /** Stop early once test accuracy reaches this (0: never). */
   stopAtAccuracy: z.number().min(0).max(1).default(0),
   optimizer: optimizerSchema.prefault({}),

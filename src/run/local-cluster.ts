@@ -70,10 +70,10 @@ function tail(file: string, lines = 8): string {
   }
 }
 
-export async function runLocalCluster(config: TrainConfig, opts: { output: RunOutput; logger: Logger; progress?: boolean }): Promise<Record<string, unknown>> {
+export async function runLocalCluster(config: TrainConfig, opts: { output: RunOutput; logger: Logger; progress?: boolean; resume?: boolean }): Promise<Record<string, unknown>> {
   const { output, logger } = opts;
   const { workers, owners } = config.cluster;
-  const resolved: TrainConfig = { ...config, cluster: { ...config.cluster, minWorkers: workers } };
+  const resolved: TrainConfig = { ...config, cluster: { ...config.cluster, minWorkers: workers, minOwners: config.optimizer.kind === 'spngd' ? owners : 0 } };
   output.writeJson('config.json', resolved);
   const logDir = output.path('logs');
   if (!existsSync(logDir)) mkdirSync(logDir);
@@ -88,14 +88,15 @@ export async function runLocalCluster(config: TrainConfig, opts: { output: RunOu
   const onSigint = () => {
     if (interrupted) process.exit(130);
     interrupted = true;
-    logger.warn('interrupted: stopping the cluster');
-    void stopAll('SIGTERM');
+    // The PS finishes its step and checkpoints; the others stop once it has exited.
+    logger.warn('interrupted: the parameter server stops after the current step (Ctrl-C again to abort)');
+    children[0]?.proc.kill('SIGTERM');
   };
   process.on('SIGINT', onSigint);
   process.on('SIGTERM', onSigint);
 
   try {
-    const ps = startChild('ps', ['ps', '--listen', '127.0.0.1:0', '--config', output.path('config.json'), '--out', output.dir, '--backend', config.backend], logDir);
+    const ps = startChild('ps', ['ps', '--listen', '127.0.0.1:0', '--config', output.path('config.json'), '--out', output.dir, '--backend', config.backend, ...(opts.resume ? ['--resume'] : [])], logDir);
     children.push(ps);
     const first = await Promise.race([ps.listening, ps.exited.then((code) => ({ exit: code }))]);
     if ('exit' in first) throw new ChildFailedError(`the parameter server exited (code ${first.exit}) before listening:\n${tail(ps.log)}`);
@@ -132,7 +133,7 @@ export async function runLocalCluster(config: TrainConfig, opts: { output: RunOu
     watch.cancel();
     client.close();
     progress.stop();
-    if (interrupted) throw new ChildFailedError('interrupted');
+    if (interrupted) throw new ChildFailedError(`interrupted; continue with: spngd train --resume ${output.dir}`);
     if (outcome.child !== ps || outcome.code !== 0) {
       throw new ChildFailedError(`${outcome.child.name} exited with code ${outcome.code}:\n${tail(outcome.child.log)}`);
     }

@@ -52,7 +52,7 @@ export interface SingleRunOptions {
 export async function runSingleProcess(config: TrainConfig, opts: SingleRunOptions): Promise<RunSummary> {
   const { logger, output } = opts;
   const t0 = performance.now();
-  const target = opts.target ?? 0.85;
+  const target = opts.target ?? config.targetAccuracy;
   const data = await loadFashionMnist({
     ...(config.data.dir === undefined ? {} : { dir: config.data.dir }),
     ...(config.data.trainLimit === undefined ? {} : { limitTrain: config.data.trainLimit }),

@@ -258,7 +258,8 @@ export class FactorOwner {
   private async sendWatermark(): Promise<void> {
     let next = Number.MAX_SAFE_INTEGER;
     for (const c of this.curvature.layers.values()) for (const k of c.kinds) next = Math.min(next, c.schedule(k).nextStep);
-    await this.publisher?.write({ kind: { $case: 'watermark', value: { nextRefreshStep: next, epoch: this.settledEpoch } } }, 32).catch(() => undefined);
+    const intervals = this.curvature.intervals();
+    await this.publisher?.write({ kind: { $case: 'watermark', value: { nextRefreshStep: next, epoch: this.settledEpoch, intervals } } }, 256).catch(() => undefined);
   }
 
   /** Reduces step s over its workers, then publishes schedules, preconditioners and the watermark. */

@@ -89,12 +89,18 @@ interface HeldPreconditioner {
   ownerId: string;
 }
 
-export interface StepRecord {
-  step: number;
-  loss: number;
-  accuracy: number;
+export interface RunRecordSummary {
+  optimizer: string;
+  model: string;
+  batchSize: number;
   workers: number;
-  preconditionerVersions: Record<string, number>;
+  owners: number;
+  steps: number;
+  testAccuracy: number;
+  testLoss: number;
+  wallSeconds: number;
+  trainSeconds: number;
+  stepsTo?: { accuracy: number; step: number; seconds: number; trainSeconds: number };
 }
 
 export class ParameterServer {
@@ -119,6 +125,13 @@ export class ParameterServer {
   private firstStep = 0;
   private ownerArrival = deferred<void>();
   lastEval: EvalMetrics | undefined;
+  /** Newest stale-statistics interval of every statistic, as the owners report them. */
+  private readonly intervals = new Map<string, number>();
+  private readonly started = performance.now();
+  private trainMs = 0;
+  /** Wall seconds of the run before a resume. */
+  private wallOffset = 0;
+  private stepsTo: RunRecordSummary['stepsTo'];
   readonly finished = deferred<void>();
 
   constructor(private readonly opts: ParameterServerOptions) {
@@ -178,12 +191,24 @@ export class ParameterServer {
         if (c.stopAtAccuracy > 0 && this.lastEval && this.lastEval.accuracy >= c.stopAtAccuracy) break;
       }
       if (this.opts.checkpointDir && this.step > this.firstStep && this.step % c.checkpointEvery !== 0) await this.checkpoint();
+      if (this.stopping && this.step < c.steps) this.opts.logger.warn(`stopped after step ${this.step} of ${c.steps}; continue with --resume`);
       await this.drainWorkers('training finished');
       this.finished.resolve();
     } catch (err) {
       this.finished.reject(err);
       throw err;
     }
+  }
+
+  /**
+   * Ends training after the step in progress: run() then writes a checkpoint, drains the workers
+   * and returns (a Ctrl-C or SIGTERM of `spngd ps`).
+   */
+  requestStop(): void {
+    this.stopping = true;
+    this.workerArrival.resolve();
+    this.ownerArrival.resolve();
+    this.watermarkChange.resolve();
   }
 
   async stop(): Promise<void> {
@@ -286,6 +311,7 @@ export class ParameterServer {
     this.state.lastLoss = loss;
     this.state.lastAccuracy = accuracy;
     const stepMs = performance.now() - t0;
+    this.trainMs += stepMs;
     this.state.timings.record('step', stepMs);
     this.metrics.emit('epoch', this.step / stepsPerEpoch, this.step, this.membership.epoch);
     this.metrics.emit('loss', loss, this.step, this.membership.epoch);
@@ -302,7 +328,10 @@ export class ParameterServer {
       workers: arrived.length,
       membershipEpoch: this.membership.epoch,
       stepMs,
+      wallSeconds: this.wallSeconds(),
+      trainSeconds: this.trainMs / 1000,
       preconditionerVersions: versions,
+      ...(this.intervals.size > 0 ? { intervals: Object.fromEntries(this.intervals) } : {}),
     });
     for (const w of arrived) {
       void w.writer
@@ -340,7 +369,14 @@ export class ParameterServer {
     const file = saveCheckpoint(
       dir,
       this.step,
-      stateToCheckpoint({ step: this.step, model: this.model.exportState(), velocity: u.velocity, previousLr: u.previousLr, curvature: [...curvature.values()], extra: {} }),
+      stateToCheckpoint({
+        step: this.step,
+        model: this.model.exportState(),
+        velocity: u.velocity,
+        previousLr: u.previousLr,
+        curvature: [...curvature.values()],
+        extra: { trainMs: this.trainMs, wallSeconds: this.wallSeconds(), stepsTo: this.stepsTo },
+      }),
       this.opts.config.checkpointKeep,
     );
     this.opts.logger.info(`checkpoint ${file}`);
@@ -356,6 +392,9 @@ export class ParameterServer {
     this.model.importState(state.model);
     this.updater.restore({ previousLr: state.previousLr, velocity: state.velocity });
     for (const c of state.curvature) this.checkpointCurvature.set(c.spec.name, c);
+    this.trainMs = Number(state.extra.trainMs ?? 0);
+    this.wallOffset = Number(state.extra.wallSeconds ?? 0);
+    this.stepsTo = state.extra.stepsTo as RunRecordSummary['stepsTo'];
     this.step = state.step;
     this.state.step = state.step;
     this.opts.logger.info(`resumed from ${found.file} at step ${state.step}`);
@@ -374,9 +413,33 @@ export class ParameterServer {
     this.lastEval = e;
     this.metrics.emit('test_accuracy', e.accuracy, this.step, this.membership.epoch);
     this.metrics.emit('test_loss', e.loss, this.step, this.membership.epoch);
-    this.opts.onRecord?.({ type: 'eval', step: this.step, testLoss: e.loss, testAccuracy: e.accuracy });
+    this.opts.onRecord?.({ type: 'eval', step: this.step, testLoss: e.loss, testAccuracy: e.accuracy, wallSeconds: this.wallSeconds(), trainSeconds: this.trainMs / 1000 });
+    const target = this.opts.config.targetAccuracy;
+    if (!this.stepsTo && e.accuracy >= target) this.stepsTo = { accuracy: target, step: this.step, seconds: this.wallSeconds(), trainSeconds: this.trainMs / 1000 };
     this.opts.logger.info(`eval at step ${this.step}: test accuracy ${e.accuracy.toFixed(4)}, loss ${e.loss.toFixed(4)}`);
     return e;
+  }
+
+  private wallSeconds(): number {
+    return this.wallOffset + (performance.now() - this.started) / 1000;
+  }
+
+  /** What summary.json holds for a cluster run. */
+  summary(): RunRecordSummary {
+    const c = this.opts.config;
+    return {
+      optimizer: c.optimizer.kind,
+      model: typeof c.model === 'string' ? c.model : 'custom',
+      batchSize: c.batchSize,
+      workers: this.membership.list(Role.ROLE_WORKER).length,
+      owners: this.membership.list(Role.ROLE_FACTOR_OWNER).length,
+      steps: this.step,
+      testAccuracy: this.lastEval?.accuracy ?? NaN,
+      testLoss: this.lastEval?.loss ?? NaN,
+      wallSeconds: this.wallSeconds(),
+      trainSeconds: this.trainMs / 1000,
+      ...(this.stepsTo ? { stepsTo: this.stepsTo } : {}),
+    };
   }
 
   /** Parameters and buffers of the current version (copies). */
@@ -657,6 +720,7 @@ export class ParameterServer {
           }
           case 'watermark':
             this.watermarks.set(ownerId, { next: k.value.nextRefreshStep, epoch: k.value.epoch });
+            for (const [stat, interval] of Object.entries(k.value.intervals)) this.intervals.set(stat, interval);
             this.watermarkChange.resolve();
             return;
           case 'hello':

@@ -315,6 +315,16 @@ export interface OwnerWatermark {
   nextRefreshStep: number;
   /** Membership epoch of the owner's assignment. */
   epoch: number;
+  /**
+   * Current stale-statistics interval of each of the owner's statistics, keyed "layer/kind"
+   * (kind A, G or F), for the PS's step records.
+   */
+  intervals: { [key: string]: number };
+}
+
+export interface OwnerWatermark_IntervalsEntry {
+  key: string;
+  value: number;
 }
 
 /** One message from an owner on PublishPreconditioners. */
@@ -2462,7 +2472,7 @@ export const PreconditionerCommit: MessageFns<PreconditionerCommit> = {
 };
 
 function createBaseOwnerWatermark(): OwnerWatermark {
-  return { nextRefreshStep: 0, epoch: 0 };
+  return { nextRefreshStep: 0, epoch: 0, intervals: {} };
 }
 
 export const OwnerWatermark: MessageFns<OwnerWatermark> = {
@@ -2473,6 +2483,9 @@ export const OwnerWatermark: MessageFns<OwnerWatermark> = {
     if (message.epoch !== 0) {
       writer.uint32(16).uint64(message.epoch);
     }
+    globalThis.Object.entries(message.intervals).forEach(([key, value]: [string, number]) => {
+      OwnerWatermark_IntervalsEntry.encode({ key: key as any, value }, writer.uint32(26).fork()).join();
+    });
     return writer;
   },
 
@@ -2505,6 +2518,17 @@ export const OwnerWatermark: MessageFns<OwnerWatermark> = {
             message.epoch = longToNumber(reader.uint64());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            const entry3 = OwnerWatermark_IntervalsEntry.decode(reader, reader.uint32());
+            if (entry3.value !== undefined) {
+              message.intervals[entry3.key] = entry3.value;
+            }
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2525,6 +2549,20 @@ export const OwnerWatermark: MessageFns<OwnerWatermark> = {
         ? globalThis.Number(object.next_refresh_step)
         : 0,
       epoch: isSet(object.epoch) ? globalThis.Number(object.epoch) : 0,
+      intervals: isObject(object.intervals)
+        ? (globalThis.Object.entries(object.intervals) as [string, any][]).reduce(
+          (acc: { [key: string]: number }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.Number(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
     };
   },
 
@@ -2536,6 +2574,15 @@ export const OwnerWatermark: MessageFns<OwnerWatermark> = {
     if (message.epoch !== 0) {
       obj.epoch = Math.round(message.epoch);
     }
+    if (message.intervals) {
+      const entries = globalThis.Object.entries(message.intervals) as [string, number][];
+      if (entries.length > 0) {
+        obj.intervals = {};
+        entries.forEach(([k, v]) => {
+          obj.intervals[k] = Math.round(v);
+        });
+      }
+    }
     return obj;
   },
 
@@ -2546,6 +2593,102 @@ export const OwnerWatermark: MessageFns<OwnerWatermark> = {
     const message = createBaseOwnerWatermark();
     message.nextRefreshStep = object.nextRefreshStep ?? 0;
     message.epoch = object.epoch ?? 0;
+    message.intervals = (globalThis.Object.entries(object.intervals ?? {}) as [string, number][]).reduce(
+      (acc: { [key: string]: number }, [key, value]: [string, number]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.Number(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseOwnerWatermark_IntervalsEntry(): OwnerWatermark_IntervalsEntry {
+  return { key: "", value: 0 };
+}
+
+export const OwnerWatermark_IntervalsEntry: MessageFns<OwnerWatermark_IntervalsEntry> = {
+  encode(message: OwnerWatermark_IntervalsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== 0) {
+      writer.uint32(16).uint32(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OwnerWatermark_IntervalsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOwnerWatermark_IntervalsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.value = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): OwnerWatermark_IntervalsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.Number(object.value) : 0,
+    };
+  },
+
+  toJSON(message: OwnerWatermark_IntervalsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== 0) {
+      obj.value = Math.round(message.value);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<OwnerWatermark_IntervalsEntry>, I>>(base?: I): OwnerWatermark_IntervalsEntry {
+    return OwnerWatermark_IntervalsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<OwnerWatermark_IntervalsEntry>, I>>(
+    object: I,
+  ): OwnerWatermark_IntervalsEntry {
+    const message = createBaseOwnerWatermark_IntervalsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? 0;
     return message;
   },
 };
