@@ -397,9 +397,15 @@ export class Conv2d implements Layer {
     const pp = this.padded(h, w);
     const padded = this.pad > 0;
     const dp = padded ? ws.f32('dxPadded', this.inChannels * pp.hp * pp.wp) : dx;
+    // The blas backend's col2im is native code, faster than the loop here even one sample (one
+    // small array) at a time; with other backends a call per sample costs more than it saves.
+    const nativeCol2im = backend.name === 'blas';
+    const sampleGeom = { ...c.geom, batch: 1 };
     for (let b = 0; b < n; b++) {
       await backend.gemm(t, k, out, dyd.subarray(b * out * t, (b + 1) * out * t), wd, { transA: true }, dcols);
-      if (padded) {
+      if (nativeCol2im) {
+        dx.set(await backend.col2im(dcols, sampleGeom), b * sampleSize);
+      } else if (padded) {
         dp.fill(0);
         col2imPadded(dcols, dp, 0, c.geom, c.outH, c.outW, pp);
         unpadSample(dp, dx, c.geom, pp, b);
