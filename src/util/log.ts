@@ -16,7 +16,9 @@ export function createLogger(name: string, opts: { level?: string; pretty?: bool
       transport: { target: 'pino-pretty', options: { destination: 2, colorize: true, ignore: 'pid,hostname', translateTime: 'HH:MM:ss' } },
     });
   }
-  return pino({ name, level }, pino.destination(2));
+  // Synchronous: a line is on stderr before the next one is computed, and nothing is lost when a
+  // process dies.
+  return pino({ name, level }, pino.destination({ dest: 2, sync: true }));
 }
 
 /** A logger that drops everything (tests, benchmarks). */
