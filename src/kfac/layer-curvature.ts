@@ -44,10 +44,15 @@ export class LayerCurvature {
   preconditioner: Preconditioner | undefined;
   version = 0;
 
+  readonly spec: CurvatureLayerSpec;
+
   constructor(
-    readonly spec: CurvatureLayerSpec,
+    spec: CurvatureLayerSpec,
     private readonly config: CurvatureConfig,
   ) {
+    // Only the four fields: callers may pass a whole layer (with its tensors), which must not end
+    // up in snapshots and checkpoints.
+    this.spec = { name: spec.name, kind: spec.kind, inFeatures: spec.inFeatures, outFeatures: spec.outFeatures };
     this.kinds = spec.kind === 'bn' ? ['F'] : ['A', 'G'];
     for (const k of this.kinds) this.schedules.set(k, new StaleSchedule(config.stale));
   }
