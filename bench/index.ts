@@ -20,24 +20,30 @@ program
 program
   .command('convergence')
   .description('steps and seconds to a target accuracy: SP-NGD against tuned SGD with momentum')
-  .option('--batch-size <n>', 'global batch size', '1024')
+  .option('--batch-sizes <list>', 'global batch sizes', '1024')
   .option('--target <acc>', 'test accuracy target', '0.85')
   .option('--sgd-lrs <list>', 'SGD learning-rate grid', '0.05,0.1,0.2,0.4')
   .option('--eval-every <n>', 'steps between evaluations', '5')
   .option('--data <dir>', 'data directory')
+  .addOption(new Option('--via <how>', 'one process, or the local cluster of processes').choices(['single', 'cluster']).default('single'))
   .addOption(new Option('--backend <name>').choices(['auto', 'blas', 'gpu']).default('auto'))
-  .action(async (o: { batchSize: string; target: string; sgdLrs: string; evalEvery: string; data?: string; backend: 'auto' | 'blas' | 'gpu' }) => {
+  .action(async (o: { batchSizes: string; target: string; sgdLrs: string; evalEvery: string; data?: string; via: 'single' | 'cluster'; backend: 'auto' | 'blas' | 'gpu' }) => {
     const { backend } = await selectBackend(o.backend);
     try {
       await convergenceBench({
         backend,
-        batchSize: Number(o.batchSize),
+        via: o.via,
+        batchSizes: o.batchSizes.split(',').map(Number),
         target: Number(o.target),
         sgdLrs: o.sgdLrs.split(',').map(Number),
         maxSteps: { spngd: 150, sgd: 500 },
         evalEvery: Number(o.evalEvery),
         ...(o.data ? { dataDir: o.data } : {}),
       });
+    } finally {
+      await backend.dispose();
+    }
+  });
     } finally {
       await backend.dispose();
     }
