@@ -44,10 +44,6 @@ program
       await backend.dispose();
     }
   });
-    } finally {
-      await backend.dispose();
-    }
-  });
 
 program
   .command('transport')
