@@ -38,6 +38,8 @@ export interface WorkerOptions {
   /** Data directory override (else the job config's, then the usual search). */
   dataDir?: string;
   id?: string;
+  /** How long to keep trying to reach the PS at startup, ms (default 15000). */
+  joinTimeoutMs?: number;
 }
 
 interface OwnerLink {
@@ -86,7 +88,10 @@ export class Worker {
   async start(): Promise<void> {
     this.server = await startActorServer(this.opts.listen, [], this.state, this.metrics);
     this.member = new MemberClient(this.opts.ps, this.opts.logger);
-    const joined = await this.member.join({ id: this.opts.id ?? '', role: Role.ROLE_WORKER, address: this.server.address, state: LifecycleState.LIFECYCLE_STATE_STARTING, capacity: 1 });
+    const joined = await this.member.join(
+      { id: this.opts.id ?? '', role: Role.ROLE_WORKER, address: this.server.address, state: LifecycleState.LIFECYCLE_STATE_STARTING, capacity: 1 },
+      this.opts.joinTimeoutMs,
+    );
     this.state.id = joined.id;
     this.config = resolveTrainConfig(JSON.parse(joined.configJson));
     this.opts.logger.info(`joined ${this.opts.ps} as ${joined.id}`);

@@ -98,12 +98,13 @@ export function addActorCommands(program: Command): void {
     .option('--listen <host:port>', 'address of this worker\'s state service', '127.0.0.1:0')
     .option('--data <dir>', 'Fashion-MNIST directory (default: the job config\'s, $SPNGD_DATA, ...)')
     .option('--id <id>', 'worker id (default: assigned by the PS)')
+    .option('--join-timeout <ms>', 'how long to keep trying to reach the PS at startup', '15000')
     .addOption(backendOption())
-    .action(async (o: { ps: string; listen: string; data?: string; id?: string; backend: 'auto' | 'blas' | 'gpu' }) => {
+    .action(async (o: { ps: string; listen: string; data?: string; id?: string; joinTimeout: string; backend: 'auto' | 'blas' | 'gpu' }) => {
       const logger = createLogger('worker');
       const { backend, reason } = await selectBackend(o.backend);
       logger.info(`backend: ${backend.name}: ${backend.description} (${reason})`);
-      const w = new Worker({ ps: o.ps, listen: o.listen, logger, backend, ...(o.data ? { dataDir: o.data } : {}), ...(o.id ? { id: o.id } : {}) });
+      const w = new Worker({ ps: o.ps, listen: o.listen, logger, backend, joinTimeoutMs: Number(o.joinTimeout), ...(o.data ? { dataDir: o.data } : {}), ...(o.id ? { id: o.id } : {}) });
       onSignals(logger, () => w.stop());
       await w.start();
       announce({ event: 'listening', role: 'worker', id: w.id, address: w.state.address });
@@ -120,12 +121,13 @@ export function addActorCommands(program: Command): void {
     .option('--listen <host:port>', 'address workers send statistics to', '127.0.0.1:0')
     .option('--id <id>', 'owner id (default: assigned by the PS)')
     .option('--capacity <x>', 'relative speed for load balancing', '1')
+    .option('--join-timeout <ms>', 'how long to keep trying to reach the PS at startup', '15000')
     .addOption(backendOption())
-    .action(async (o: { ps: string; listen: string; id?: string; capacity: string; backend: 'auto' | 'blas' | 'gpu' }) => {
+    .action(async (o: { ps: string; listen: string; id?: string; capacity: string; joinTimeout: string; backend: 'auto' | 'blas' | 'gpu' }) => {
       const logger = createLogger('owner');
       const { backend, reason } = await selectBackend(o.backend);
       logger.info(`backend: ${backend.name}: ${backend.description} (${reason})`);
-      const owner = new FactorOwner({ ps: o.ps, listen: o.listen, logger, backend, capacity: Number(o.capacity), ...(o.id ? { id: o.id } : {}) });
+      const owner = new FactorOwner({ ps: o.ps, listen: o.listen, logger, backend, capacity: Number(o.capacity), joinTimeoutMs: Number(o.joinTimeout), ...(o.id ? { id: o.id } : {}) });
       onSignals(logger, () => owner.leave('shutdown'));
       await owner.start();
       announce({ event: 'listening', role: 'owner', id: owner.id, address: owner.address });

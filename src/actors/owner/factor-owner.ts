@@ -49,6 +49,8 @@ export interface FactorOwnerOptions {
   /** Requested id (empty: the PS assigns "owner-N"). */
   id?: string;
   capacity?: number;
+  /** How long to keep trying to reach the PS at startup, ms (default 15000). */
+  joinTimeoutMs?: number;
 }
 
 interface WorkerStream {
@@ -114,7 +116,7 @@ export class FactorOwner {
       address: this.server.address,
       state: LifecycleState.LIFECYCLE_STATE_STARTING,
       capacity: this.opts.capacity ?? 1,
-    });
+    }, this.opts.joinTimeoutMs);
     this.state.id = joined.id;
     this.config = resolveTrainConfig(JSON.parse(joined.configJson));
     const o = this.config.optimizer;
