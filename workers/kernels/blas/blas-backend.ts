@@ -8,8 +8,8 @@ import {
   type ConvGeometry,
   type GemmOptions,
   NotPositiveDefiniteError,
-  convOutputSize,
 } from '../../../src/compute/backend.js';
+import { checkDims, checkGeometry, checkLength } from '../../../src/compute/argument-checks.js';
 import { type BlasAddon, loadBlasAddon } from './native.js';
 
 export interface BlasBackendOptions {
@@ -37,15 +37,7 @@ export async function createBlasBackend(options: BlasBackendOptions = {}): Promi
 
 const disposedError = (): Error => new Error('the blas backend has been disposed');
 
-function checkDims(fn: string, dims: Record<string, number>): void {
-  for (const [name, v] of Object.entries(dims)) {
-    if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`${fn}: '${name}' must be a non-negative integer, got ${v}`);
-  }
-}
 
-function checkLength(fn: string, name: string, arr: ArrayLike<number>, need: number): void {
-  if (arr.length < need) throw new RangeError(`${fn}: '${name}' holds ${arr.length} values but ${need} are needed`);
-}
 
 class BlasBackend implements ComputeBackend {
   readonly name = 'blas' as const;
@@ -117,8 +109,7 @@ class BlasBackend implements ComputeBackend {
 
   async im2col(x: Float32Array, g: ConvGeometry): Promise<Float32Array> {
     const addon = this.live();
-    checkGeometry('im2col', g);
-    const { outH, outW } = convOutputSize(g);
+    const { outH, outW } = checkGeometry('im2col', g);
     const out = new Float32Array(g.batch * outH * outW * g.channels * g.kernelH * g.kernelW);
     addon.im2col(x, out, g.batch, g.channels, g.height, g.width, g.kernelH, g.kernelW, g.stride, g.pad);
     return out;
@@ -127,7 +118,6 @@ class BlasBackend implements ComputeBackend {
   async col2im(cols: Float32Array, g: ConvGeometry): Promise<Float32Array> {
     const addon = this.live();
     checkGeometry('col2im', g);
-    convOutputSize(g);
     const out = new Float32Array(g.batch * g.channels * g.height * g.width);
     addon.col2im(cols, out, g.batch, g.channels, g.height, g.width, g.kernelH, g.kernelW, g.stride, g.pad);
     return out;
@@ -200,18 +190,3 @@ class BlasBackend implements ComputeBackend {
   }
 }
 
-function checkGeometry(fn: string, g: ConvGeometry): void {
-  checkDims(fn, {
-    batch: g.batch,
-    channels: g.channels,
-    height: g.height,
-    width: g.width,
-    kernelH: g.kernelH,
-    kernelW: g.kernelW,
-    stride: g.stride,
-    pad: g.pad,
-  });
-  if (g.kernelH < 1 || g.kernelW < 1 || g.stride < 1) {
-    throw new RangeError(`${fn}: kernel ${g.kernelH}x${g.kernelW} and stride ${g.stride} must be at least 1`);
-  }
-}

@@ -14,6 +14,7 @@ import {
   type GemmOptions,
   convOutputSize,
 } from '../../../src/compute/backend.js';
+import { checkDims, checkGeometry, checkLength } from '../../../src/compute/argument-checks.js';
 import { WebAssemblyKernel } from 'gpu.js';
 import { choleskyInverse } from './cholesky.js';
 import {
@@ -72,31 +73,8 @@ const F32_EXACT = 1 << 24;
 
 const up4 = (v: number): number => Math.ceil(v / 4) * 4;
 
-function checkDims(fn: string, dims: Record<string, number>): void {
-  for (const [name, v] of Object.entries(dims)) {
-    if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`${fn}: '${name}' must be a non-negative integer, got ${v}`);
-  }
-}
-
-function checkLength(fn: string, name: string, arr: ArrayLike<number>, need: number): void {
-  if (arr.length < need) throw new RangeError(`${fn}: '${name}' holds ${arr.length} values but ${need} are needed`);
-}
-
-function checkGeometry(fn: string, g: ConvGeometry): ConvShape {
-  checkDims(fn, {
-    batch: g.batch,
-    channels: g.channels,
-    height: g.height,
-    width: g.width,
-    kernelH: g.kernelH,
-    kernelW: g.kernelW,
-    stride: g.stride,
-    pad: g.pad,
-  });
-  if (g.kernelH < 1 || g.kernelW < 1 || g.stride < 1) {
-    throw new RangeError(`${fn}: kernel ${g.kernelH}x${g.kernelW} and stride ${g.stride} must be at least 1`);
-  }
-  const { outH, outW } = convOutputSize(g);
+function convShape(fn: string, g: ConvGeometry): ConvShape {
+  const { outH, outW } = checkGeometry(fn, g);
   const shape: ConvShape = { ...g, outH, outW };
   const patchRows = g.batch * outH * outW;
   const cols = g.channels * g.kernelH * g.kernelW;
@@ -202,7 +180,7 @@ export class GpuBackend implements ComputeBackend {
 
   async im2col(x: Float32Array, g: ConvGeometry): Promise<Float32Array> {
     const rt = this.runtime;
-    const sh = checkGeometry('im2col', g);
+    const sh = convShape('im2col', g);
     const inLen = g.batch * g.channels * g.height * g.width;
     checkLength('im2col', 'x', x, inLen);
     const rows = g.batch * sh.outH * sh.outW;
@@ -222,7 +200,7 @@ export class GpuBackend implements ComputeBackend {
 
   async col2im(cols: Float32Array, g: ConvGeometry): Promise<Float32Array> {
     const rt = this.runtime;
-    const sh = checkGeometry('col2im', g);
+    const sh = convShape('col2im', g);
     const colsLen = g.batch * sh.outH * sh.outW * g.channels * g.kernelH * g.kernelW;
     checkLength('col2im', 'cols', cols, colsLen);
     const len = g.batch * g.channels * g.height * g.width;
