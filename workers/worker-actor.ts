@@ -105,8 +105,13 @@ export class Worker {
     this.member.startHeartbeats(
       joined.heartbeatMs,
       () => ({ lifecycle: this.state.lifecycle, step: this.state.step, epoch: this.state.epoch }),
+      // The PS forgot us (it restarted, or our lease expired): join again and follow its new view.
       async () => {
-        await this.member.join({ id: this.state.id, role: Role.ROLE_WORKER, address: this.server!.address, state: this.state.lifecycle, capacity: 1 });
+        const joined = await this.member.join({ id: this.state.id, role: Role.ROLE_WORKER, address: this.server!.address, state: this.state.lifecycle, capacity: 1 });
+        for (const link of this.owners.values()) this.closeOwner(link);
+        this.owners.clear();
+        this.view = undefined;
+        this.onView(joined.view);
         this.openTrainStream();
       },
     );
@@ -339,7 +344,7 @@ export class Worker {
         if (kind) link.schedules.set(statKey(sch.layer, kind), sch);
       }
       link.acked = Math.max(link.acked, r.ackedStep);
-      link.epoch = Math.max(link.epoch, r.epoch);
+      link.epoch = r.epoch;
       this.state.schedules = [...this.owners.values()].flatMap((o) => [...o.schedules.values()]);
       const d = link.changed;
       link.changed = deferred<void>();

@@ -71,6 +71,12 @@ export async function localPass(model: Sequential, backend: ComputeBackend, batc
   return { samples: n, lossSum: loss.loss * n, correct: loss.correct, grads, stats };
 }
 
+/** Whether every value is finite (no NaN or ±Infinity). */
+export function allFinite(v: Float32Array): boolean {
+  for (let i = 0; i < v.length; i++) if (!Number.isFinite(v[i])) return false;
+  return true;
+}
+
 /** Sample-weighted mean of per-worker maps of local means: the global-batch mean. */
 export function weightedMean(parts: { weight: number; values: Map<string, Float32Array> }[]): Map<string, Float32Array> {
   const total = parts.reduce((s, p) => s + p.weight, 0);

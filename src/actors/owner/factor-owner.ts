@@ -25,7 +25,7 @@ import type { CurvatureLayerSpec, LayerCurvatureSnapshot } from '../../kfac/laye
 import { statKey, type StatKind } from '../../kfac/statistics.js';
 import { buildModel } from '../../nn/models.js';
 import { CurvatureSet, type PublishedPreconditioner } from '../../train/curvature-set.js';
-import { weightedMean } from '../../train/local-pass.js';
+import { allFinite, weightedMean } from '../../train/local-pass.js';
 import { channelOptions } from '../../transport/channel-options.js';
 import { failServerCall, TransportError } from '../../transport/errors.js';
 import { ByteBudgetWriter } from '../../transport/flow.js';
@@ -64,6 +64,7 @@ interface StepInbox {
   /** worker → (statKey → local mean, full matrices), with the worker's sample count. */
   parts: Map<string, { samples: number; stats: Map<string, Float32Array> }>;
   completed: Set<string>;
+  timer?: NodeJS.Timeout;
 }
 
 export class FactorOwner {
@@ -135,10 +136,17 @@ export class FactorOwner {
     this.member.startHeartbeats(
       joined.heartbeatMs,
       () => ({ lifecycle: this.state.lifecycle, step: this.state.step, epoch: this.state.epoch }),
-      async () => {
-        await this.member.join({ id: this.state.id, role: Role.ROLE_FACTOR_OWNER, address: this.address, state: this.state.lifecycle, capacity: this.opts.capacity ?? 1 });
-        this.openPublisher();
-      },
+      // The PS forgot us: it restarted (maybe from an older checkpoint) or expired our lease. Start
+      // over from its view: layers are taken again with the state it hands out.
+      () =>
+        this.enqueue(async () => {
+          this.curvature.layers.clear();
+          this.inbox.clear();
+          this.reducedThrough = -1;
+          const joined = await this.member.join({ id: this.state.id, role: Role.ROLE_FACTOR_OWNER, address: this.address, state: this.state.lifecycle, capacity: this.opts.capacity ?? 1 });
+          this.openPublisher();
+          await this.onView(joined.view);
+        }),
     );
     this.state.lifecycle = LifecycleState.LIFECYCLE_STATE_READY;
     this.server.health.setAll('SERVING');
@@ -267,7 +275,13 @@ export class FactorOwner {
   /** Reduces step s over its workers, then publishes schedules, preconditioners and the watermark. */
   private async reduce(step: number, box: StepInbox): Promise<void> {
     const t0 = performance.now();
-    const parts = [...box.parts.values()].map((p) => ({ weight: p.samples, values: p.stats }));
+    const parts = [...box.parts]
+      .filter(([worker, p]) => {
+        const bad = [...p.stats].find(([, v]) => !allFinite(v));
+        if (bad) this.opts.logger.warn(`step ${step}: statistic ${bad[0]} from ${worker} is not finite; that worker's statistics are left out`);
+        return !bad;
+      })
+      .map(([, p]) => ({ weight: p.samples, values: p.stats }));
     const stats = parts.length > 0 ? weightedMean(parts) : new Map<string, Float32Array>();
     const records = this.curvature.absorb(stats, step);
     this.reducedThrough = step;
@@ -386,10 +400,9 @@ export class FactorOwner {
           const box = this.box(done.step);
           box.shardCount = done.shardCount;
           box.completed.add(stream.workerId);
-          if (box.completed.size >= box.shardCount) {
-            this.inbox.delete(done.step);
-            void this.enqueue(() => this.reduce(done.step, box));
-          }
+          if (box.completed.size >= box.shardCount) this.reduceBox(done.step);
+          // A worker that died mid-step never completes it: reduce with the others after a lease.
+          else box.timer ??= setTimeout(() => this.reduceBox(done.step, true), this.config.cluster.leaseMs).unref();
           return;
         }
         throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', 'hello sent twice');
@@ -405,6 +418,15 @@ export class FactorOwner {
     });
     call.on('cancelled', gone);
     call.on('error', gone);
+  }
+
+  private reduceBox(step: number, partial = false): void {
+    const box = this.inbox.get(step);
+    if (!box) return;
+    this.inbox.delete(step);
+    if (box.timer) clearTimeout(box.timer);
+    if (partial) this.opts.logger.warn(`step ${step}: ${box.completed.size} of ${box.shardCount} workers sent statistics; reducing without the others`);
+    void this.enqueue(() => this.reduce(step, box));
   }
 
   private box(step: number): StepInbox {

@@ -30,7 +30,7 @@ import type { Sequential } from '../../nn/sequential.js';
 import { learningRateAt } from '../../optim/lr-schedule.js';
 import { MomentumUpdater } from '../../optim/momentum.js';
 import { applyUpdate } from '../../train/apply-update.js';
-import { weightedMean } from '../../train/local-pass.js';
+import { allFinite, weightedMean } from '../../train/local-pass.js';
 import { evaluate, type EvalMetrics } from '../../train/trainer.js';
 import { BatchPlan } from '../../data/batches.js';
 import { ByteBudgetWriter } from '../../transport/flow.js';
@@ -270,11 +270,20 @@ export class ParameterServer {
 
     const arrived = await this.state.timings.time('wait_gradients', () => this.collect(participants, s));
     if (arrived.length === 0) {
-      this.opts.logger.warn(`step ${s}: no worker delivered gradients; retrying the step`);
+      const delivered = participants.some((w) => w.complete?.step === s);
+      if (!delivered) {
+        this.opts.logger.warn(`step ${s}: no worker delivered gradients; the step runs again`);
+        return;
+      }
+      // Every contribution was non-finite: skip the step rather than compute it again forever.
+      this.opts.logger.warn(`step ${s}: every worker's gradients were non-finite; the step is skipped without an update`);
+      this.step = s + 1;
+      this.state.step = this.step;
+      this.opts.onRecord?.({ type: 'skipped', step: this.step, reason: 'non-finite gradients' });
       return;
     }
     if (arrived.length < participants.length) {
-      this.opts.logger.warn(`step ${s}: ${participants.length - arrived.length} worker(s) lost; the step uses the ${arrived.length} that delivered`);
+      this.opts.logger.warn(`step ${s}: ${participants.length - arrived.length} worker(s) lost or left out; the step uses the ${arrived.length} that delivered`);
     }
 
     const reduced = await this.state.timings.time('reduce', () =>
@@ -463,9 +472,18 @@ export class ParameterServer {
     }
   }
 
+  /** The workers whose complete, finite gradients of step s arrived. */
   private async collect(participants: WorkerSession[], s: number): Promise<WorkerSession[]> {
     await Promise.all(participants.map((w) => w.arrival!.promise.catch(() => undefined)));
-    return participants.filter((w) => w.complete && w.complete.step === s);
+    return participants.filter((w) => {
+      if (!w.complete || w.complete.step !== s) return false;
+      const bad = [...w.tensors].find(([, v]) => !allFinite(v));
+      if (bad) {
+        this.opts.logger.warn(`step ${s}: ${bad[0]} from ${w.id} is not finite; that worker's contribution is left out of the step`);
+        this.metrics.emit('dropped_contribution', 1, s, this.membership.epoch, { worker: w.id, tensor: bad[0] });
+      }
+      return !bad;
+    });
   }
 
   private async waitForWatermarks(s: number): Promise<void> {
