@@ -223,10 +223,11 @@ export class ParameterServer {
   private async oneStep(stepsPerEpoch: number): Promise<void> {
     const c = this.opts.config;
     const s = this.step;
-    const t0 = performance.now();
     const first = s === this.firstStep;
     if (first && c.optimizer.kind === 'spngd') await this.waitForOwners(c.cluster.minOwners);
     const participants = await this.waitForWorkers(first ? c.cluster.minWorkers : 1);
+    // Step time starts once the step's workers are there (not counting the wait for actors to join).
+    const t0 = performance.now();
     const lr = learningRateAt({ lr: c.optimizer.lr, ...c.optimizer.schedule }, s / stepsPerEpoch);
     // The step's epoch is fixed here: a membership change from now on takes effect at step s + 1.
     const epoch = this.membership.epoch;
