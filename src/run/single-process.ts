@@ -16,6 +16,13 @@ import { checkpointToState, stateToCheckpoint } from '../checkpoint/training-sta
 import type { RunOutput } from './output.js';
 import { createProgress } from './progress.js';
 
+export class TrainingDivergedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'TrainingDivergedError';
+  }
+}
+
 export interface RunSummary {
   optimizer: string;
   model: string;
@@ -106,6 +113,11 @@ export async function runSingleProcess(config: TrainConfig, opts: SingleRunOptio
     let steps = first;
     for (let s = first; s < config.steps && !interrupted; s++) {
       const m = await trainer.step(s);
+      if (!Number.isFinite(m.loss)) {
+        throw new TrainingDivergedError(
+          `training diverged at step ${s + 1}: the loss is ${m.loss}; lower optimizer.lr or raise optimizer.kfac.damping (earlier checkpoints are kept)`,
+        );
+      }
       trainMs += m.timings.total;
       stepTimes.push(m.timings.total);
       steps = s + 1;
