@@ -8,6 +8,7 @@ import { selectBackend } from '../compute/select.js';
 import type { TrainConfig } from '../config/schema.js';
 import { describeData, loadFashionMnist } from '../data/fashion-mnist.js';
 import { buildModel } from '../nn/models.js';
+import { TrainingDivergedError } from '../train/diverged.js';
 import { Trainer, type EvalMetrics } from '../train/trainer.js';
 import type { Logger } from '../util/log.js';
 import { spread, type Spread } from '../util/stats.js';
@@ -15,13 +16,6 @@ import { CheckpointError, loadLatestCheckpoint, saveCheckpoint } from '../checkp
 import { checkpointToState, stateToCheckpoint } from '../checkpoint/training-state.js';
 import type { RunOutput } from './output.js';
 import { createProgress } from './progress.js';
-
-export class TrainingDivergedError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'TrainingDivergedError';
-  }
-}
 
 export interface RunSummary {
   optimizer: string;

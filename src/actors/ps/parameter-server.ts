@@ -30,6 +30,7 @@ import type { Sequential } from '../../nn/sequential.js';
 import { learningRateAt } from '../../optim/lr-schedule.js';
 import { MomentumUpdater } from '../../optim/momentum.js';
 import { applyUpdate } from '../../train/apply-update.js';
+import { TrainingDivergedError } from '../../train/diverged.js';
 import { allFinite, weightedMean } from '../../train/local-pass.js';
 import { evaluate, type EvalMetrics } from '../../train/trainer.js';
 import { BatchPlan } from '../../data/batches.js';
@@ -129,6 +130,7 @@ export class ParameterServer {
   private readonly intervals = new Map<string, number>();
   private readonly started = performance.now();
   private trainMs = 0;
+  private skippedInARow = 0;
   /** Wall seconds of the run before a resume. */
   private wallOffset = 0;
   private stepsTo: RunRecordSummary['stepsTo'];
@@ -278,6 +280,9 @@ export class ParameterServer {
       }
       // Every contribution was non-finite: skip the step rather than compute it again forever.
       this.opts.logger.warn(`step ${s}: every worker's gradients were non-finite; the step is skipped without an update`);
+      if (++this.skippedInARow >= 10) {
+        throw new TrainingDivergedError(`training diverged: ${this.skippedInARow} steps in a row had no finite gradients (step ${s + 1}); lower optimizer.lr or raise optimizer.kfac.damping`);
+      }
       this.step = s + 1;
       this.state.step = this.step;
       this.opts.onRecord?.({ type: 'skipped', step: this.step, reason: 'non-finite gradients' });
@@ -287,6 +292,7 @@ export class ParameterServer {
       this.opts.logger.warn(`step ${s}: ${participants.length - arrived.length} worker(s) lost or left out; the step uses the ${arrived.length} that delivered`);
     }
 
+    this.skippedInARow = 0;
     const reduced = await this.state.timings.time('reduce', () =>
       weightedMean(arrived.map((w) => ({ weight: w.complete!.numSamples, values: w.tensors }))),
     );
