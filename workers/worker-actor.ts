@@ -180,6 +180,7 @@ export class Worker {
         case 'drain':
           this.opts.logger.info(`drained by the PS: ${k.value.reason}`);
           this.state.lifecycle = LifecycleState.LIFECYCLE_STATE_DRAINING;
+          this.server?.health.setAll('NOT_SERVING');
           void this.work.then(() => this.done.resolve(k.value.reason));
           return;
       }

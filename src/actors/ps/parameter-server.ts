@@ -515,6 +515,7 @@ export class ParameterServer {
 
   private async drainWorkers(reason: string): Promise<void> {
     this.state.lifecycle = LifecycleState.LIFECYCLE_STATE_DRAINING;
+    this.server?.health.setAll('NOT_SERVING');
     await Promise.all(
       [...this.workers.values()].map(async (w) => {
         try {
