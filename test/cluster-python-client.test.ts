@@ -47,7 +47,9 @@ pythonTest(test, 'python3-grpcio against a running cluster: reflection, health a
     t.log(`python grpcio ${ps.grpc}; PS services: ${ps.services.join(', ')}`);
     for (const s of PS_SERVICES) t.true(ps.services.includes(s), `reflection lists ${s}`);
     t.true(ps.services.includes('grpc.reflection.v1.ServerReflection'));
-    for (const [service, status] of Object.entries(ps.health!)) t.is(status, 'SERVING', `health of "${service}"`);
+    // Training has finished, so the PS is draining: health follows the lifecycle.
+    for (const [service, status] of Object.entries(ps.health!)) t.is(status, 'NOT_SERVING', `health of "${service}" after training`);
+    t.is(ps.state.lifecycle, 'LIFECYCLE_STATE_DRAINING');
 
     const st = ps.state;
     t.is(st.role, 'ROLE_PARAMETER_SERVER');
