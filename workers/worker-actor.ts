@@ -95,13 +95,8 @@ export class Worker {
     this.state.id = joined.id;
     this.config = resolveTrainConfig(JSON.parse(joined.configJson));
     this.opts.logger.info(`joined ${this.opts.ps} as ${joined.id}`);
-    const c = this.config;
-    const dir = this.opts.dataDir ?? c.data.dir;
-    this.train = await loadSplit('train', { ...(dir ? { dir } : {}), ...(c.data.trainLimit ? { limit: c.data.trainLimit } : {}) });
-    this.plan = new BatchPlan(this.train.n, c.batchSize, c.seed);
-    this.model = buildModel(c.model, c.seed);
-    this.onView(joined.view);
-    this.member.watch((v) => this.onView(v));
+    // The lease runs from the join: heartbeat from now on, not only once the data set is loaded
+    // (which can take longer than the lease, and the PS would drop us before our first step).
     this.member.startHeartbeats(
       joined.heartbeatMs,
       () => ({ lifecycle: this.state.lifecycle, step: this.state.step, epoch: this.state.epoch }),
@@ -112,9 +107,17 @@ export class Worker {
         this.owners.clear();
         this.view = undefined;
         this.onView(joined.view);
-        this.openTrainStream();
+        // Still starting: start() opens the train stream once the data and the model are ready.
+        if (this.trainCall) this.openTrainStream();
       },
     );
+    const c = this.config;
+    const dir = this.opts.dataDir ?? c.data.dir;
+    this.train = await loadSplit('train', { ...(dir ? { dir } : {}), ...(c.data.trainLimit ? { limit: c.data.trainLimit } : {}) });
+    this.plan = new BatchPlan(this.train.n, c.batchSize, c.seed);
+    this.model = buildModel(c.model, c.seed);
+    this.onView(joined.view);
+    this.member.watch((v) => this.onView(v));
     this.openTrainStream();
     this.state.lifecycle = LifecycleState.LIFECYCLE_STATE_READY;
     this.server.health.setAll('SERVING');
