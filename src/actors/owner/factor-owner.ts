@@ -131,8 +131,8 @@ export class FactorOwner {
     }
     this.opts.logger.info(`joined ${this.opts.ps} as ${joined.id}; serving statistics on ${this.server.address}`);
     this.openPublisher();
-    await this.onView(joined.view);
-    this.member.watch((v) => void this.enqueue(() => this.onView(v)));
+    // The lease runs from the join: heartbeat from now on, not only once the first view is applied
+    // (taking layers fetches their state from other owners, which can take longer than the lease).
     this.member.startHeartbeats(
       joined.heartbeatMs,
       () => ({ lifecycle: this.state.lifecycle, step: this.state.step, epoch: this.state.epoch }),
@@ -148,6 +148,8 @@ export class FactorOwner {
           await this.onView(joined.view);
         }),
     );
+    await this.onView(joined.view);
+    this.member.watch((v) => void this.enqueue(() => this.onView(v)));
     this.state.lifecycle = LifecycleState.LIFECYCLE_STATE_READY;
     this.server.health.setAll('SERVING');
   }
