@@ -18,8 +18,15 @@ export interface Actor {
   listening: Promise<{ address: string }>;
 }
 
-export function startActor(name: string, args: string[], logDir: string): Actor {
-  const proc = spawn(process.execPath, ['--import', 'tsx', entry, ...args], {
+export interface StartOptions {
+  /** Command the actor runs under, e.g. ['ip', 'netns', 'exec', 'NS'] (it must exec its arguments). */
+  prefix?: string[];
+}
+
+export function startActor(name: string, args: string[], logDir: string, opts: StartOptions = {}): Actor {
+  const argv = [process.execPath, '--import', 'tsx', entry, ...args];
+  const command = [...(opts.prefix ?? []), ...argv];
+  const proc = spawn(command[0], command.slice(1), {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, OPENBLAS_NUM_THREADS: '1' },
   });

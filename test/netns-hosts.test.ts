@@ -1,0 +1,221 @@
+/**
+ * Several hosts on one machine: every actor is the `spngd` CLI in a network namespace of its own,
+ * reached by host name (ps, worker-1, owner-2, ...) over a private bridge (test/helpers/netns.ts).
+ * A full run with 3 owners; owners scaling 1 -> 3 -> 1 during a run; a worker cut off by a link
+ * going down, dropped within the lease, and taking part again once the link is back.
+ *
+ * Needs root and iproute2; skipped otherwise (CI runs as root and installs iproute2).
+ */
+import test, { type ExecutionContext } from 'ava';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+import { HostNet, netnsUnavailable, ownersOf, type StatusJson } from './helpers/netns.js';
+import { readMetrics, type Actor } from './helpers/processes.js';
+
+const dataDir = fileURLToPath(new URL('../data/fashion-mnist', import.meta.url));
+const HOSTS = ['ps', 'worker-1', 'worker-2', 'owner-1', 'owner-2', 'owner-3'];
+const PS = 'ps:7000';
+/** Steps of the full and the scaling run (8192 samples at batch 512: 16 steps per epoch). */
+const STEPS = 80;
+const TEST_TIMEOUT_MS = 150_000;
+
+const cluster = { heartbeatMs: 200, leaseMs: 1500, keepaliveMs: 1000, keepaliveTimeoutMs: 1000 };
+
+function jobConfig(dir: string, steps: number, minOwners: number): string {
+  const file = join(dir, 'job.yaml');
+  writeFileSync(
+    file,
+    stringify({
+      seed: 4,
+      model: 'mlp',
+      batchSize: 512,
+      steps,
+      evalEvery: 20,
+      checkpointEvery: 20,
+      data: { dir: dataDir, trainLimit: 8192, testLimit: 2000 },
+      optimizer: { kind: 'spngd', lr: 0.05 },
+      cluster: { minWorkers: 2, minOwners, ...cluster },
+    }),
+  );
+  return file;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface Job {
+  net: HostNet;
+  dir: string;
+  ps: Actor;
+  owner(i: number): Actor;
+  worker(i: number): Actor;
+}
+
+/** A net with every host, and the PS started on host ps; removed when the test ends, pass or fail. */
+async function job(t: ExecutionContext, name: string, steps: number, minOwners: number): Promise<Job> {
+  t.timeout(TEST_TIMEOUT_MS);
+  const dir = mkdtempSync(join(tmpdir(), `spngd-netns-${name}-`));
+  const net = HostNet.create(HOSTS);
+  t.teardown(() => net.destroy());
+  t.log(`run directory ${dir}, namespaces ${net.prefix}-*`);
+  const ps = net.start('ps', 'ps', ['ps', '--listen', PS, '--config', jobConfig(dir, steps, minOwners), '--out', dir], dir);
+  await ps.listening;
+  return {
+    net,
+    dir,
+    ps,
+    owner: (i) => net.start(`owner-${i}`, `owner-${i}`, ['owner', '--ps', PS, '--listen', `owner-${i}:7002`, '--id', `owner-${i}`], dir),
+    worker: (i) => net.start(`worker-${i}`, `worker-${i}`, ['worker', '--ps', PS, '--listen', `worker-${i}:7001`, '--id', `worker-${i}`], dir),
+  };
+}
+
+function steps(dir: string) {
+  return readMetrics(dir).filter((r) => r.type === 'step');
+}
+
+function finalAccuracy(dir: string): number {
+  return (JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8')) as { testAccuracy: number }).testAccuracy;
+}
+
+/** Polls `until` (false: not yet) every `everyMs` for at most `timeoutMs`. */
+async function poll<T>(what: string, timeoutMs: number, everyMs: number, until: () => Promise<T | false> | T | false): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await until();
+    if (v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await sleep(everyMs);
+  }
+}
+
+/** Resolves at the first step record >= `step` (or the PS's exit: an error). */
+async function untilStep(j: Job, step: number, timeoutMs = 90_000): Promise<void> {
+  await poll(`step ${step}`, timeoutMs, 100, () => {
+    if (steps(j.dir).some((r) => r.step >= step)) return true;
+    if (j.ps.proc.exitCode !== null) throw new Error(`the PS exited (${j.ps.proc.exitCode}) before step ${step}`);
+    return false;
+  });
+}
+
+/** Step numbers 1..n, each once, in order. */
+const oneToN = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
+
+// The full run's final accuracy, the reference of the scaling run (run here if that test did not).
+let reference: Promise<number> | undefined;
+
+async function fullRun(t: ExecutionContext): Promise<number> {
+  const j = await job(t, 'full', STEPS, 3);
+  const actors = [j.owner(1), j.owner(2), j.owner(3), j.worker(1), j.worker(2)];
+  await Promise.all(actors.map((a) => a.listening));
+  await untilStep(j, 5);
+  // Through the CLI on another host: members registered under their host names.
+  const s = await j.net.status('worker-1', PS);
+  t.deepEqual(
+    (s.members ?? []).map((m) => `${m.id}@${m.address}`),
+    ['owner-1@owner-1:7002', 'owner-2@owner-2:7002', 'owner-3@owner-3:7002', 'ps-0@ps:7000', 'worker-1@worker-1:7001', 'worker-2@worker-2:7001'],
+    'members as seen from worker-1',
+  );
+  t.deepEqual(ownersOf(s), ['owner-1', 'owner-2', 'owner-3'], 'one layer per owner');
+  t.is(await j.ps.exited, 0, 'the PS finished');
+  const rec = steps(j.dir);
+  t.deepEqual(rec.map((r) => r.step), oneToN(STEPS), 'every step once, in order');
+  t.true(rec.every((r) => r.workers === 2), 'both workers in every step');
+  const acc = finalAccuracy(j.dir);
+  t.log(`final test accuracy ${acc.toFixed(4)} after ${STEPS} steps`);
+  t.true(acc > 0.7, `final accuracy ${acc}`);
+  // Workers drain and exit 0 when training ends.
+  t.deepEqual(await Promise.all(actors.slice(3).map((a) => a.exited)), [0, 0], 'workers exit after the drain');
+  return acc;
+}
+
+const unavailable = netnsUnavailable();
+if (unavailable) console.warn(`netns-hosts: skipped: ${unavailable}`);
+const serial = unavailable ? test.skip : test.serial;
+const skipNote = unavailable ? ` [skipped: ${unavailable}]` : '';
+
+serial(`a PS, 2 workers and 3 owners on 6 hosts train to the end${skipNote}`, async (t) => {
+  const run = fullRun(t);
+  reference ??= run;
+  await run;
+});
+
+serial(`owners scale 1 -> 3 -> 1 on their own hosts during a run, no step fails${skipNote}`, async (t) => {
+  const j = await job(t, 'scale', STEPS, 1);
+  const owner1 = j.owner(1);
+  const workers = [j.worker(1), j.worker(2)];
+  await Promise.all([owner1, ...workers].map((a) => a.listening));
+  await untilStep(j, 5);
+
+  const more = [j.owner(2), j.owner(3)];
+  await Promise.all(more.map((a) => a.listening));
+  const status = () => j.net.status('ps', PS);
+  const three = await poll('three owners with published preconditioners', 60_000, 500, async () => {
+    const s = await status();
+    const publishing = new Set((s.preconditioners ?? []).map((p) => p.ownerId));
+    return ownersOf(s).join() === 'owner-1,owner-2,owner-3' && publishing.size === 3 ? s : false;
+  });
+  t.log(`3 owners at step ${three.step}: ${(three.assignment?.layers ?? []).map((l) => `${l.layer}->${l.ownerId}`).join(', ')}`);
+
+  // SIGTERM: each leaves, handing its layers back (their statistics go along).
+  for (const a of more) a.proc.kill('SIGTERM');
+  t.deepEqual(await Promise.all(more.map((a) => a.exited)), [0, 0], 'the two owners left cleanly');
+  const one = await poll('back to one owner', 30_000, 500, async () => {
+    const s: StatusJson = await status();
+    return ownersOf(s).join() === 'owner-1' && (s.preconditioners ?? []).every((p) => p.ownerId === 'owner-1') ? s : false;
+  });
+  t.log(`1 owner again at step ${one.step}`);
+  t.true((one.step ?? 0) < STEPS, 'the scaling happened during the run');
+
+  t.is(await j.ps.exited, 0, 'the PS finished');
+  const rec = steps(j.dir);
+  t.deepEqual(rec.map((r) => r.step), oneToN(STEPS), 'every step once, in order');
+  const short = rec.filter((r) => r.workers !== 2).map((r) => r.step);
+  t.deepEqual(short, [], 'both workers reduced in every step');
+  const acc = finalAccuracy(j.dir);
+  reference ??= fullRun(t);
+  const ref = await reference;
+  t.log(`final test accuracy ${acc.toFixed(4)}; with 3 owners throughout ${ref.toFixed(4)}`);
+  t.true(Math.abs(acc - ref) <= 0.02, `accuracy ${acc} vs ${ref} with a fixed owner count`);
+});
+
+serial(`a link cut between a worker and the PS: dropped within the lease, back when the link returns${skipNote}`, async (t) => {
+  const total = 60;
+  const j = await job(t, 'link', total, 1);
+  const actors = [j.owner(1), j.worker(1), j.worker(2)];
+  await Promise.all(actors.map((a) => a.listening));
+  await untilStep(j, 10);
+
+  const cutAt = Date.now();
+  j.net.linkDown('worker-2');
+  t.log(`link of worker-2 down at step ${Math.max(...steps(j.dir).map((r) => r.step))}`);
+  // The PS logs the membership change with its time; the metrics show steps with one worker.
+  const left = await poll('the PS drops worker-2', 20_000, 100, () => {
+    const line = readFileSync(join(j.dir, 'ps.log'), 'utf8')
+      .split('\n')
+      .filter((l) => l.includes('left: worker-2'))
+      .map((l) => JSON.parse(l) as { time: number; msg: string })
+      .find((l) => l.time >= cutAt);
+    return line ?? false;
+  });
+  const detectMs = left.time - cutAt;
+  const bound = Math.max(cluster.leaseMs + 2 * cluster.heartbeatMs, cluster.keepaliveMs + cluster.keepaliveTimeoutMs);
+  t.log(`dropped after ${detectMs} ms (${left.msg}); lease ${cluster.leaseMs} ms, keepalive ${cluster.keepaliveMs}+${cluster.keepaliveTimeoutMs} ms`);
+  // Slack for two busy cores: the PS's lease check runs between synchronous compute.
+  t.true(detectMs <= bound + 3000, `detected after ${detectMs} ms`);
+  const cutStep = await poll('a step with one worker', 30_000, 100, () => steps(j.dir).find((r) => r.workers === 1)?.step ?? false);
+  const members = (await j.net.status('ps', PS)).members?.map((m) => m.id) ?? [];
+  t.false(members.includes('worker-2'), `worker-2 is no longer a member: ${members.join(', ')}`);
+  await untilStep(j, cutStep + 3);
+
+  const upAt = Date.now();
+  j.net.linkUp('worker-2');
+  t.is(actors[2].proc.exitCode, null, 'worker-2 kept running through the partition');
+  const back = await poll('a step with both workers again', 60_000, 100, () => steps(j.dir).find((r) => r.step > cutStep && r.workers === 2) ?? false);
+  t.log(`link up at step ${cutStep + 3}+; both workers again from step ${back.step}, ${Date.now() - upAt} ms after`);
+  t.is(await j.ps.exited, 0, 'the PS finished');
+  const rec = steps(j.dir);
+  t.deepEqual(rec.map((r) => r.step), oneToN(total), 'every step once, in order');
+  t.is(rec[rec.length - 1].workers, 2, 'worker-2 took part to the end');
+});
