@@ -4,7 +4,7 @@
  * as the single-process trainer) on its compute backend. Gradients go to the PS; the statistics
  * that the owners' schedules say are due go to the owner of each layer.
  */
-import { credentials, Metadata, type ClientDuplexStream } from '@grpc/grpc-js';
+import { Metadata, type ClientDuplexStream } from '@grpc/grpc-js';
 import type { ComputeBackend } from '../src/compute/backend.js';
 import { resolveTrainConfig, type TrainConfig } from '../src/config/schema.js';
 import { BatchPlan, gather, shardRange } from '../src/data/batches.js';
@@ -14,6 +14,7 @@ import { LifecycleState, Role, type MembershipView } from '../src/gen/spngd/v1/m
 import { ParameterServerServiceClient, type StepStart, type TrainRequest, type TrainResponse } from '../src/gen/spngd/v1/parameter_server.js';
 import { kindToWire, statShape, wireToKind } from '../src/actors/common/layer-state.js';
 import { ActorStateTracker } from '../src/actors/common/actor-state.js';
+import { INSECURE, type ActorCredentials } from '../src/actors/common/credentials.js';
 import { startActorServer, type RunningServer } from '../src/actors/common/actor-server.js';
 import { deferred, type Deferred } from '../src/actors/common/deferred.js';
 import { MemberClient } from '../src/actors/common/member-client.js';
@@ -25,7 +26,6 @@ import { buildModel } from '../src/nn/models.js';
 import type { Sequential } from '../src/nn/sequential.js';
 import { localPass } from '../src/train/local-pass.js';
 import { mcSeed } from '../src/train/trainer.js';
-import { channelOptions } from '../src/transport/channel-options.js';
 import { ByteBudgetWriter } from '../src/transport/flow.js';
 import { envelopeTensor, TensorAssembler } from '../src/transport/tensor-codec.js';
 import type { Logger } from '../src/util/log.js';
@@ -40,6 +40,8 @@ export interface WorkerOptions {
   id?: string;
   /** How long to keep trying to reach the PS at startup, ms (default 15000). */
   joinTimeoutMs?: number;
+  /** TLS and token for its server and its calls (default: insecure). */
+  credentials?: ActorCredentials;
 }
 
 interface OwnerLink {
@@ -81,13 +83,17 @@ export class Worker {
 
   constructor(private readonly opts: WorkerOptions) {}
 
+  private get security(): ActorCredentials {
+    return this.opts.credentials ?? INSECURE;
+  }
+
   get id(): string {
     return this.state.id;
   }
 
   async start(): Promise<void> {
-    this.server = await startActorServer(this.opts.listen, [], this.state, this.metrics);
-    this.member = new MemberClient(this.opts.ps, this.opts.logger);
+    this.server = await startActorServer(this.opts.listen, [], this.state, this.metrics, {}, this.security);
+    this.member = new MemberClient(this.opts.ps, this.opts.logger, {}, this.security);
     const joined = await this.member.join(
       { id: this.opts.id ?? '', role: Role.ROLE_WORKER, address: this.server.address, state: LifecycleState.LIFECYCLE_STATE_STARTING, capacity: 1 },
       this.opts.joinTimeoutMs,
@@ -137,7 +143,7 @@ export class Worker {
 
   private openTrainStream(): void {
     this.writer?.detach();
-    this.psClient ??= new ParameterServerServiceClient(this.opts.ps, credentials.createInsecure(), channelOptions(transportOf(this.config.cluster)));
+    this.psClient ??= new ParameterServerServiceClient(this.opts.ps, this.security.channelCredentials(), this.security.clientOptions(transportOf(this.config.cluster)));
     const call = this.psClient.train(new Metadata());
     this.trainCall = call;
     this.writer = new ByteBudgetWriter(call);
@@ -339,7 +345,7 @@ export class Worker {
   }
 
   private openOwner(ownerId: string, address: string): void {
-    const client = new FactorOwnerServiceClient(address, credentials.createInsecure(), channelOptions(transportOf(this.config.cluster)));
+    const client = new FactorOwnerServiceClient(address, this.security.channelCredentials(), this.security.clientOptions(transportOf(this.config.cluster)));
     const call = client.pushStatistics(new Metadata());
     const link: OwnerLink = { ownerId, address, client, call, writer: new ByteBudgetWriter(call), schedules: new Map(), acked: 0, lastSent: -1, epoch: 0, changed: deferred<void>(), broken: false };
     call.on('data', (r: PushStatisticsResponse) => {

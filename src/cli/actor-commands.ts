@@ -14,6 +14,7 @@ import { RunOutput } from '../run/output.js';
 import { createLogger, type Logger } from '../util/log.js';
 import { Worker } from '../../workers/worker-actor.js';
 import { DataFileError } from '../data/idx.js';
+import { actorCredentials, addSecurityOptions, securityFromFlags, type SecurityFlags } from './security-options.js';
 
 function announce(event: Record<string, unknown>): void {
   process.stdout.write(`${JSON.stringify(event)}\n`);
@@ -38,7 +39,7 @@ function onSignals(logger: Logger, stop: () => Promise<void>): void {
 const backendOption = () => new Option('--backend <name>', 'compute backend').choices(['auto', 'blas', 'gpu']).default('auto');
 
 export function addActorCommands(program: Command): void {
-  program
+  addSecurityOptions(program
     .command('ps')
     .description('run the parameter server (and membership coordinator) of a job')
     .requiredOption('--listen <host:port>', 'address to serve on (port 0: any free port)')
@@ -46,10 +47,11 @@ export function addActorCommands(program: Command): void {
     .option('-o, --out <dir>', 'write metrics.jsonl and summary.json here')
     .option('--data <dir>', 'Fashion-MNIST directory for evaluation')
     .option('--resume', 'continue from the newest good checkpoint in --out')
-    .addOption(backendOption())
-    .action(async (o: { listen: string; config?: string; out?: string; data?: string; resume?: boolean; backend: 'auto' | 'blas' | 'gpu' }) => {
+    .addOption(backendOption()))
+    .action(async (o: SecurityFlags & { listen: string; config?: string; out?: string; data?: string; resume?: boolean; backend: 'auto' | 'blas' | 'gpu' }) => {
       const logger = createLogger('ps');
-      const config = loadTrainConfig(o.config, o.data ? { data: { dir: o.data } } : {});
+      const config = loadTrainConfig(o.config, { ...(o.data ? { data: { dir: o.data } } : {}), security: securityFromFlags(o) });
+      const credentials = actorCredentials(config.security, logger, o.listen);
       const output = o.out ? new RunOutput(o.out) : undefined;
       const dataOpts = config.data.dir ? { dir: config.data.dir } : {};
       const test = await loadSplit('test', { ...dataOpts, ...(config.data.testLimit ? { limit: config.data.testLimit } : {}) });
@@ -68,6 +70,7 @@ export function addActorCommands(program: Command): void {
         trainSize,
         ...(output ? { onRecord: (r) => output.appendMetric(r), checkpointDir: output.dir } : {}),
         ...(o.resume ? { resume: true } : {}),
+        credentials,
       });
       const address = await ps.start();
       logger.info(`parameter server listening on ${address}; waiting for ${config.cluster.minWorkers} worker(s)`);
@@ -91,7 +94,7 @@ export function addActorCommands(program: Command): void {
       await backend.dispose();
     });
 
-  program
+  addSecurityOptions(program
     .command('worker')
     .description('run a worker: computes gradients and K-FAC statistics on its data shard')
     .requiredOption('--ps <host:port>', 'the parameter server')
@@ -99,12 +102,13 @@ export function addActorCommands(program: Command): void {
     .option('--data <dir>', 'Fashion-MNIST directory (default: the job config\'s, $SPNGD_DATA, ...)')
     .option('--id <id>', 'worker id (default: assigned by the PS)')
     .option('--join-timeout <ms>', 'how long to keep trying to reach the PS at startup', '15000')
-    .addOption(backendOption())
-    .action(async (o: { ps: string; listen: string; data?: string; id?: string; joinTimeout: string; backend: 'auto' | 'blas' | 'gpu' }) => {
+    .addOption(backendOption()))
+    .action(async (o: SecurityFlags & { ps: string; listen: string; data?: string; id?: string; joinTimeout: string; backend: 'auto' | 'blas' | 'gpu' }) => {
       const logger = createLogger('worker');
+      const credentials = actorCredentials(securityFromFlags(o), logger, o.listen);
       const { backend, reason } = await selectBackend(o.backend);
       logger.info(`backend: ${backend.name}: ${backend.description} (${reason})`);
-      const w = new Worker({ ps: o.ps, listen: o.listen, logger, backend, joinTimeoutMs: Number(o.joinTimeout), ...(o.data ? { dataDir: o.data } : {}), ...(o.id ? { id: o.id } : {}) });
+      const w = new Worker({ ps: o.ps, listen: o.listen, logger, backend, credentials, joinTimeoutMs: Number(o.joinTimeout), ...(o.data ? { dataDir: o.data } : {}), ...(o.id ? { id: o.id } : {}) });
       onSignals(logger, () => w.stop());
       await w.start();
       announce({ event: 'listening', role: 'worker', id: w.id, address: w.state.address });
@@ -114,7 +118,7 @@ export function addActorCommands(program: Command): void {
       await backend.dispose();
     });
 
-  program
+  addSecurityOptions(program
     .command('owner')
     .description('run a factor owner: reduces statistics, inverts factors, publishes preconditioners')
     .requiredOption('--ps <host:port>', 'the parameter server')
@@ -122,12 +126,13 @@ export function addActorCommands(program: Command): void {
     .option('--id <id>', 'owner id (default: assigned by the PS)')
     .option('--capacity <x>', 'relative speed for load balancing', '1')
     .option('--join-timeout <ms>', 'how long to keep trying to reach the PS at startup', '15000')
-    .addOption(backendOption())
-    .action(async (o: { ps: string; listen: string; id?: string; capacity: string; joinTimeout: string; backend: 'auto' | 'blas' | 'gpu' }) => {
+    .addOption(backendOption()))
+    .action(async (o: SecurityFlags & { ps: string; listen: string; id?: string; capacity: string; joinTimeout: string; backend: 'auto' | 'blas' | 'gpu' }) => {
       const logger = createLogger('owner');
+      const credentials = actorCredentials(securityFromFlags(o), logger, o.listen);
       const { backend, reason } = await selectBackend(o.backend);
       logger.info(`backend: ${backend.name}: ${backend.description} (${reason})`);
-      const owner = new FactorOwner({ ps: o.ps, listen: o.listen, logger, backend, capacity: Number(o.capacity), joinTimeoutMs: Number(o.joinTimeout), ...(o.id ? { id: o.id } : {}) });
+      const owner = new FactorOwner({ ps: o.ps, listen: o.listen, logger, backend, credentials, capacity: Number(o.capacity), joinTimeoutMs: Number(o.joinTimeout), ...(o.id ? { id: o.id } : {}) });
       onSignals(logger, () => owner.leave('shutdown'));
       await owner.start();
       announce({ event: 'listening', role: 'owner', id: owner.id, address: owner.address });

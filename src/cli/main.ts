@@ -10,6 +10,7 @@ import { Command } from 'commander';
 import { CheckpointError } from '../checkpoint/format.js';
 import { ListenError } from '../actors/common/actor-server.js';
 import { CoordinatorUnreachableError } from '../actors/common/member-client.js';
+import { SecurityError } from '../actors/common/credentials.js';
 import { ConfigError, loadTrainConfig } from '../config/load.js';
 import { resolveDataDir } from '../data/fashion-mnist.js';
 import { DataFileError } from '../data/idx.js';
@@ -21,6 +22,7 @@ import { TrainingDivergedError } from '../train/diverged.js';
 import { createLogger } from '../util/log.js';
 import { addReportCommands, ReportError, writeRunReport } from '../report/commands.js';
 import { addActorCommands } from './actor-commands.js';
+import { addCertsCommand, CertsError } from './certs-command.js';
 import { addStatusCommand, UnreachableError } from './status-command.js';
 import { addTrainOptions, flagsToOverrides, type TrainFlags } from './train-options.js';
 
@@ -35,7 +37,7 @@ function readRunInfo(output: RunOutput): { mode: 'single' | 'cluster' } {
   throw new ConfigError(`${output.dir} is not a spngd run directory (no readable run.json)`);
 }
 
-const userErrors = [TrainingDivergedError, CheckpointError, ReportError, ConfigError, DataFileError, ModelSpecError, OutputDirError, ListenError, CoordinatorUnreachableError, UnreachableError, ChildFailedError];
+const userErrors = [TrainingDivergedError, CheckpointError, ReportError, ConfigError, DataFileError, ModelSpecError, OutputDirError, ListenError, CoordinatorUnreachableError, UnreachableError, ChildFailedError, SecurityError, CertsError];
 
 export async function main(argv: string[]): Promise<void> {
   // grpc-js's own log lines (e.g. "E No address added out of total 1 resolved" before a bind
@@ -92,6 +94,7 @@ export async function main(argv: string[]): Promise<void> {
   });
   addActorCommands(program);
   addStatusCommand(program);
+  addCertsCommand(program);
   addReportCommands(program);
 
   try {

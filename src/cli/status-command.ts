@@ -1,13 +1,15 @@
 /**
  * `spngd status HOST:PORT [--json] [--watch]`: a gRPC client of any actor's StateService. Prints a
- * readable summary (or the raw state as JSON); --watch follows the actor's metric stream.
+ * readable summary (or the raw state as JSON); --watch follows the actor's metric stream. With
+ * --tls-ca/--tls-cert/--tls-key and/or --token-file it authenticates like an actor.
  */
-import { credentials, Metadata, type ServiceError } from '@grpc/grpc-js';
+import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import type { Command } from 'commander';
 import { lifecycleStateToJSON, roleToJSON } from '../gen/spngd/v1/membership.js';
 import { ActorState, StateServiceClient, type MetricEvent, type WatchMetricsResponse } from '../gen/spngd/v1/state.js';
 import { statisticKindToJSON } from '../gen/spngd/v1/factor_owner.js';
-import { channelOptions } from '../transport/channel-options.js';
+import { INSECURE, loadCredentials, type ActorCredentials } from '../actors/common/credentials.js';
+import { addSecurityOptions, securityFromFlags, type SecurityFlags } from './security-options.js';
 
 export class UnreachableError extends Error {
   constructor(message: string) {
@@ -16,12 +18,20 @@ export class UnreachableError extends Error {
   }
 }
 
-export function fetchState(address: string, timeoutMs = 5000): Promise<ActorState> {
-  const client = new StateServiceClient(address, credentials.createInsecure(), channelOptions());
+function describeError(address: string, err: ServiceError): string {
+  // One line: a TLS failure's details carry OpenSSL's multi-line error.
+  const why = (err.details || err.message).replace(/\s*\n\s*/g, ' ').trim();
+  const hint =
+    err.code === status.UNAUTHENTICATED ? ' (give the cluster\'s token with --token-file)' : /certificate|ssl|tls/i.test(why) ? ' (check --tls-ca/--tls-cert/--tls-key)' : '';
+  return `${address}: ${why}${hint}`;
+}
+
+export function fetchState(address: string, timeoutMs = 5000, security: ActorCredentials = INSECURE): Promise<ActorState> {
+  const client = new StateServiceClient(address, security.channelCredentials(), security.clientOptions());
   return new Promise<ActorState>((resolve, reject) => {
     client.getState({}, new Metadata(), { deadline: Date.now() + timeoutMs }, (err: ServiceError | null, res) => {
       client.close();
-      if (err) reject(new UnreachableError(`${address}: ${err.details || err.message}`));
+      if (err) reject(new UnreachableError(describeError(address, err)));
       else resolve(res!.state!);
     });
   });
@@ -57,23 +67,24 @@ function formatEvent(e: MetricEvent): string {
 }
 
 export function addStatusCommand(program: Command): void {
-  program
+  addSecurityOptions(program
     .command('status')
     .description('show the state of any actor (PS, worker, owner)')
     .argument('<host:port>', 'the actor\'s address')
     .option('--json', 'print the state as JSON')
-    .option('--watch', 'then follow its metric events')
-    .action(async (address: string, o: { json?: boolean; watch?: boolean }) => {
-      const state = await fetchState(address);
+    .option('--watch', 'then follow its metric events'))
+    .action(async (address: string, o: SecurityFlags & { json?: boolean; watch?: boolean }) => {
+      const security = loadCredentials(securityFromFlags(o));
+      const state = await fetchState(address, 5000, security);
       process.stdout.write(`${o.json ? JSON.stringify(ActorState.toJSON(state), null, 2) : formatState(state)}\n`);
       if (!o.watch) return;
-      const client = new StateServiceClient(address, credentials.createInsecure(), channelOptions());
+      const client = new StateServiceClient(address, security.channelCredentials(), security.clientOptions());
       const call = client.watchMetrics({ names: [], includeHistory: false });
       await new Promise<void>((resolve, reject) => {
         call.on('data', (r: WatchMetricsResponse) => {
           for (const e of r.events) process.stdout.write(`${o.json ? JSON.stringify(e) : formatEvent(e)}\n`);
         });
-        call.on('error', (err: ServiceError) => reject(new UnreachableError(`${address}: ${err.details || err.message}`)));
+        call.on('error', (err: ServiceError) => reject(new UnreachableError(describeError(address, err))));
         call.on('end', () => resolve());
         process.once('SIGINT', () => {
           call.cancel();

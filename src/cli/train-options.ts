@@ -3,6 +3,7 @@
  * key, so a flag and the file can never disagree about what a setting means.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { addSecurityOptions, securityFromFlags } from './security-options.js';
 
 function number(name: string) {
   return (v: string): number => {
@@ -35,10 +36,14 @@ export interface TrainFlags {
   owners?: number;
   single?: boolean;
   resume?: string;
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tokenFile?: string;
 }
 
 export function addTrainOptions(cmd: Command): Command {
-  return cmd
+  cmd
     .option('-c, --config <file>', 'training config (YAML or JSON); flags override it')
     .option('-o, --out <dir>', 'output directory (default: runs/<timestamp>)')
     .option('--model <name>', 'built-in model: mlp or cnn (a custom model goes in the config file)')
@@ -61,6 +66,7 @@ export function addTrainOptions(cmd: Command): Command {
     .option('--single', 'train in this one process instead of a local cluster')
     .option('--resume <dir>', 'continue the run in DIR from its newest good checkpoint (its config.json; flags such as --steps override it)')
     .option('--no-progress', 'plain log lines instead of a progress bar');
+  return addSecurityOptions(cmd);
 }
 
 /** The config overrides that the given flags stand for (absent flags leave the file's values). */
@@ -80,5 +86,6 @@ export function flagsToOverrides(f: TrainFlags, staleFlagGiven: boolean): Record
     data: { dir: f.data, trainLimit: f.trainLimit, testLimit: f.testLimit },
     optimizer: { kind: f.optimizer, lr: f.lr, momentum: f.momentum, kfac },
     cluster: { workers: f.workers, owners: f.owners },
+    security: securityFromFlags(f),
   };
 }

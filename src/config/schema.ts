@@ -83,6 +83,29 @@ export const clusterSchema = z.strictObject({
   keepaliveTimeoutMs: positiveInt.default(5000),
 });
 
+/**
+ * How this process authenticates to its peers (docs/operations.md, "Security"): file paths, read
+ * once at startup. Local to each process: the PS does not send this section to the actors that
+ * join (each has its own files, given with --tls-ca/--tls-cert/--tls-key/--token-file).
+ */
+export const securitySchema = z
+  .strictObject({
+    /** PEM CA certificate: peers must present a certificate it issued (mutual TLS). */
+    tlsCa: z.string().min(1).optional(),
+    /** PEM certificate of this process, issued by tlsCa, for its host name. */
+    tlsCert: z.string().min(1).optional(),
+    /** Its unencrypted PEM private key. */
+    tlsKey: z.string().min(1).optional(),
+    /** File holding the cluster's bearer token: required on every call but health checks. */
+    tokenFile: z.string().min(1).optional(),
+  })
+  .superRefine((s, ctx) => {
+    const given = (['tlsCa', 'tlsCert', 'tlsKey'] as const).filter((k) => s[k] !== undefined);
+    if (given.length > 0 && given.length < 3) {
+      ctx.addIssue({ code: 'custom', message: `tlsCa, tlsCert and tlsKey go together (mutual TLS); only ${given.join(', ')} given` });
+    }
+  });
+
 export const trainConfigSchema = z.strictObject({
   seed: z.number().int().nonnegative().default(1),
   backend: z.enum(['auto', 'blas', 'gpu']).default('auto'),
@@ -102,9 +125,11 @@ export const trainConfigSchema = z.strictObject({
   stopAtAccuracy: z.number().min(0).max(1).default(0),
   optimizer: optimizerSchema.prefault({}),
   cluster: clusterSchema.prefault({}),
+  security: securitySchema.prefault({}),
 });
 
 export type ClusterConfig = z.infer<typeof clusterSchema>;
+export type SecurityConfig = z.infer<typeof securitySchema>;
 export type TrainConfig = z.infer<typeof trainConfigSchema>;
 export type OptimizerConfig = z.infer<typeof optimizerSchema>;
 export type KfacConfig = z.infer<typeof kfacSchema>;

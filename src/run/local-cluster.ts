@@ -6,13 +6,12 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { credentials } from '@grpc/grpc-js';
-import type { TrainConfig } from '../config/schema.js';
+import { loadCredentials } from '../actors/common/credentials.js';
+import type { SecurityConfig, TrainConfig } from '../config/schema.js';
 import { StateServiceClient, type WatchMetricsResponse } from '../gen/spngd/v1/state.js';
-import { channelOptions } from '../transport/channel-options.js';
 import type { Logger } from '../util/log.js';
 import type { RunOutput } from './output.js';
 import { createProgress } from './progress.js';
@@ -70,10 +69,29 @@ function tail(file: string, lines = 8): string {
   }
 }
 
+/** The children's TLS and token flags (absolute paths, so that config.json works from anywhere). */
+function securityArgs(s: SecurityConfig): { security: SecurityConfig; args: string[] } {
+  const security: SecurityConfig = {};
+  const args: string[] = [];
+  for (const [key, flag] of [['tlsCa', '--tls-ca'], ['tlsCert', '--tls-cert'], ['tlsKey', '--tls-key'], ['tokenFile', '--token-file']] as const) {
+    const v = s[key];
+    if (v === undefined) continue;
+    security[key] = resolve(v);
+    args.push(flag, security[key]!);
+  }
+  return { security, args };
+}
+
 export async function runLocalCluster(config: TrainConfig, opts: { output: RunOutput; logger: Logger; progress?: boolean; resume?: boolean }): Promise<Record<string, unknown>> {
   const { output, logger } = opts;
   const { workers, owners } = config.cluster;
-  const resolved: TrainConfig = { ...config, cluster: { ...config.cluster, minWorkers: workers, minOwners: config.optimizer.kind === 'spngd' ? owners : 0 } };
+  // Checked (and read) before any child starts: a bad file is one line here.
+  const { security, args: secure } = securityArgs(config.security);
+  const creds = loadCredentials(security);
+  // With TLS the actors dial each other by a name their certificates carry: localhost.
+  const host = creds.tls ? 'localhost' : '127.0.0.1';
+  if (creds.tls || creds.token) logger.info(`local cluster security: ${creds.describe()}`);
+  const resolved: TrainConfig = { ...config, cluster: { ...config.cluster, minWorkers: workers, minOwners: config.optimizer.kind === 'spngd' ? owners : 0 }, security };
   output.writeJson('config.json', resolved);
   const logDir = output.path('logs');
   if (!existsSync(logDir)) mkdirSync(logDir);
@@ -96,17 +114,18 @@ export async function runLocalCluster(config: TrainConfig, opts: { output: RunOu
   process.on('SIGTERM', onSigint);
 
   try {
-    const ps = startChild('ps', ['ps', '--listen', '127.0.0.1:0', '--config', output.path('config.json'), '--out', output.dir, '--backend', config.backend, ...(opts.resume ? ['--resume'] : [])], logDir);
+    const ps = startChild('ps', ['ps', '--listen', `${host}:0`, '--config', output.path('config.json'), '--out', output.dir, '--backend', config.backend, ...secure, ...(opts.resume ? ['--resume'] : [])], logDir);
     children.push(ps);
     const first = await Promise.race([ps.listening, ps.exited.then((code) => ({ exit: code }))]);
     if ('exit' in first) throw new ChildFailedError(`the parameter server exited (code ${first.exit}) before listening:\n${tail(ps.log)}`);
     const address = String(first.address);
     logger.info(`local cluster: PS on ${address}, ${owners} owner(s), ${workers} worker(s); logs in ${logDir}`);
-    for (let i = 1; i <= owners; i++) children.push(startChild(`owner-${i}`, ['owner', '--ps', address, '--id', `owner-${i}`, '--backend', config.backend], logDir));
-    for (let i = 1; i <= workers; i++) children.push(startChild(`worker-${i}`, ['worker', '--ps', address, '--id', `worker-${i}`, '--backend', config.backend], logDir));
+    const member = ['--listen', `${host}:0`, '--backend', config.backend, ...secure];
+    for (let i = 1; i <= owners; i++) children.push(startChild(`owner-${i}`, ['owner', '--ps', address, '--id', `owner-${i}`, ...member], logDir));
+    for (let i = 1; i <= workers; i++) children.push(startChild(`worker-${i}`, ['worker', '--ps', address, '--id', `worker-${i}`, ...member], logDir));
 
     const progress = createProgress(config.steps, 0, logger, opts.progress === undefined ? {} : { tty: opts.progress });
-    const client = new StateServiceClient(address, credentials.createInsecure(), channelOptions());
+    const client = new StateServiceClient(address, creds.channelCredentials(), creds.clientOptions());
     const watch = client.watchMetrics({ names: ['loss', 'accuracy', 'test_accuracy', 'step_ms', 'epoch'], includeHistory: true });
     const last: { loss: number; accuracy: number; epoch: number; test?: number } = { loss: NaN, accuracy: NaN, epoch: 0 };
     watch.on('data', (r: WatchMetricsResponse) => {

@@ -2,6 +2,7 @@
  * Starts a real cluster in this process for tests: a PS, workers and factor owners, each with its
  * own gRPC server on loopback, talking only over gRPC.
  */
+import type { ActorCredentials } from '../../src/actors/common/credentials.js';
 import { FactorOwner } from '../../src/actors/owner/factor-owner.js';
 import { ParameterServer } from '../../src/actors/ps/parameter-server.js';
 import type { ComputeBackend } from '../../src/compute/backend.js';
@@ -29,11 +30,18 @@ export async function startCluster(opts: {
   onRecord?: (r: Record<string, unknown>) => void;
   checkpointDir?: string;
   resume?: boolean;
+  /** Every actor's TLS and token (default insecure). */
+  credentials?: ActorCredentials;
+  /** Host every actor listens on and registers (default 127.0.0.1; with TLS a name its certificate carries, e.g. localhost). */
+  host?: string;
 }): Promise<TestCluster> {
   const logger = opts.logger ?? silentLogger();
+  const listen = `${opts.host ?? '127.0.0.1'}:0`;
+  const security = opts.credentials ? { credentials: opts.credentials } : {};
   const ps = new ParameterServer({
     config: opts.config,
-    listen: '127.0.0.1:0',
+    listen,
+    ...security,
     logger,
     backend: opts.backend,
     trainSize: opts.trainSize,
@@ -45,7 +53,7 @@ export async function startCluster(opts: {
   const address = await ps.start();
   const owners: FactorOwner[] = [];
   const addOwner = async () => {
-    const o = new FactorOwner({ ps: address, listen: '127.0.0.1:0', logger, backend: opts.backend });
+    const o = new FactorOwner({ ps: address, listen, logger, backend: opts.backend, ...security });
     await o.start();
     owners.push(o);
     return o;
@@ -53,7 +61,7 @@ export async function startCluster(opts: {
   for (let i = 0; i < opts.owners; i++) await addOwner();
   const workers: Worker[] = [];
   for (let i = 0; i < opts.workers; i++) {
-    const w = new Worker({ ps: address, listen: '127.0.0.1:0', logger, backend: opts.backend, id: `worker-${i + 1}` });
+    const w = new Worker({ ps: address, listen, logger, backend: opts.backend, id: `worker-${i + 1}`, ...security });
     await w.start();
     workers.push(w);
   }

@@ -1,13 +1,15 @@
 /**
  * The gRPC server every actor runs: its own services plus StateService, grpc.health.v1 and server
  * reflection, bound to HOST:PORT (port 0 picks a free one), with the transport's message limits
- * and keepalive.
+ * and keepalive, and the process's credentials (mutual TLS and/or the bearer-token check; see
+ * credentials.ts).
  */
-import { Server, ServerCredentials, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { Server, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import { StateServiceService } from '../../gen/spngd/v1/state.js';
 import { serverOptions, type TransportOptions } from '../../transport/channel-options.js';
 import { addHealthAndReflection, SPNGD_SERVICES, type HealthStatus } from '../../transport/health-reflection.js';
 import type { ActorStateTracker } from './actor-state.js';
+import { INSECURE, type ActorCredentials } from './credentials.js';
 import type { MetricHub } from './metric-hub.js';
 import { stateService } from './state-service.js';
 
@@ -49,14 +51,15 @@ export async function startActorServer(
   state: ActorStateTracker,
   metrics: MetricHub,
   transport: TransportOptions = {},
+  security: ActorCredentials = INSECURE,
 ): Promise<RunningServer> {
   const { host } = splitHostPort(listen);
-  const server = new Server(serverOptions(transport));
+  const server = new Server({ ...serverOptions(transport), interceptors: security.serverInterceptors() });
   for (const s of services) server.addService(s.definition, s.implementation);
   server.addService(StateServiceService, stateService(state, metrics));
   const { health } = addHealthAndReflection(server, [...services.map((s) => s.name), SPNGD_SERVICES.state], 'NOT_SERVING');
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(listen, ServerCredentials.createInsecure(), (err, p) => {
+    server.bindAsync(listen, security.serverCredentials(), (err, p) => {
       if (err) reject(new ListenError(`cannot listen on ${listen}: ${err.message}`));
       else resolve(p);
     });

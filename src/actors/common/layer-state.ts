@@ -3,7 +3,7 @@
  * statistic of each of its statistics as an upper triangle, with its schedule. Owners serve it
  * for layers they hand over; the PS serves it from the checkpoint it resumed from.
  */
-import { credentials, Metadata, status, type ServerWritableStream } from '@grpc/grpc-js';
+import { Metadata, status, type ServerWritableStream } from '@grpc/grpc-js';
 import {
   FactorOwnerServiceClient,
   StatisticKind,
@@ -14,10 +14,11 @@ import {
 import type { CurvatureLayerSpec, LayerCurvatureSnapshot } from '../../kfac/layer-curvature.js';
 import type { StatKind } from '../../kfac/statistics.js';
 import type { ScheduleSnapshot } from '../../kfac/stale.js';
-import { channelOptions, type TransportOptions } from '../../transport/channel-options.js';
+import type { TransportOptions } from '../../transport/channel-options.js';
 import { failServerCall, TransportError } from '../../transport/errors.js';
 import { ByteBudgetWriter } from '../../transport/flow.js';
 import { envelopeTensor, TensorAssembler, toDense } from '../../transport/tensor-codec.js';
+import { INSECURE, type ActorCredentials } from './credentials.js';
 import { sendSymmetric } from './tensor-io.js';
 
 export const kindToWire: Record<StatKind, StatisticKind> = {
@@ -81,8 +82,9 @@ export async function fetchLayerStates(
   specs: Map<string, CurvatureLayerSpec>,
   transport: TransportOptions,
   timeoutMs = 10000,
+  security: ActorCredentials = INSECURE,
 ): Promise<LayerCurvatureSnapshot[]> {
-  const client = new FactorOwnerServiceClient(address, credentials.createInsecure(), channelOptions(transport));
+  const client = new FactorOwnerServiceClient(address, security.channelCredentials(), security.clientOptions(transport));
   try {
     const call = client.fetchLayerState({ layers, epoch }, new Metadata(), { deadline: Date.now() + timeoutMs });
     const assembler = new TensorAssembler();

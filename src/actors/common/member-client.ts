@@ -3,7 +3,7 @@
  * with heartbeats (joining again if the PS forgot us, e.g. after it restarted), follow the view
  * through WatchMembership, and leave.
  */
-import { credentials, Metadata, status, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
+import { Metadata, status, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
 import {
   LifecycleState,
   MembershipServiceClient,
@@ -13,8 +13,9 @@ import {
   type Role,
   type WatchMembershipResponse,
 } from '../../gen/spngd/v1/membership.js';
-import { channelOptions, type TransportOptions } from '../../transport/channel-options.js';
+import type { TransportOptions } from '../../transport/channel-options.js';
 import type { Logger } from '../../util/log.js';
+import { INSECURE, type ActorCredentials } from './credentials.js';
 import { sleep } from './deferred.js';
 
 export class CoordinatorUnreachableError extends Error {
@@ -44,8 +45,9 @@ export class MemberClient {
     readonly psAddress: string,
     private readonly logger: Logger,
     transport: TransportOptions = {},
+    security: ActorCredentials = INSECURE,
   ) {
-    this.client = new MembershipServiceClient(psAddress, credentials.createInsecure(), channelOptions(transport));
+    this.client = new MembershipServiceClient(psAddress, security.channelCredentials(), security.clientOptions(transport));
   }
 
   /** Joins, retrying for up to `waitMs` while the PS is not reachable yet. */
@@ -60,8 +62,10 @@ export class MemberClient {
         return { id: this.id, view: res.view!, configJson: res.trainingConfigJson, heartbeatMs: res.heartbeatIntervalMs, leaseMs: res.leaseMs };
       } catch (err) {
         const e = err as ServiceError;
+        if (e.code === status.UNAUTHENTICATED) throw new CoordinatorUnreachableError(`parameter server ${this.psAddress} refused this process: ${e.details} (check --token-file)`);
+        const why = (e.details || e.message).replace(/\s*\n\s*/g, ' ').trim();
         if (e.code !== status.UNAVAILABLE && e.code !== status.DEADLINE_EXCEEDED) throw err;
-        if (Date.now() > deadline) throw new CoordinatorUnreachableError(`parameter server ${this.psAddress} is unreachable (${e.details || e.message})`);
+        if (Date.now() > deadline) throw new CoordinatorUnreachableError(`parameter server ${this.psAddress} is unreachable (${why})${/certificate|ssl|tls/i.test(why) ? '; check --tls-ca/--tls-cert/--tls-key on both sides' : ''}`);
         await sleep(250);
       }
     }

@@ -5,7 +5,7 @@
  * with the new refresh schedules, inverts the damped factors and publishes the preconditioners
  * to the PS with a version number, then a watermark saying which steps are final.
  */
-import { credentials, Metadata, status, type ServerDuplexStream, type ServerWritableStream } from '@grpc/grpc-js';
+import { Metadata, status, type ServerDuplexStream, type ServerWritableStream } from '@grpc/grpc-js';
 import type { ComputeBackend } from '../../compute/backend.js';
 import { resolveTrainConfig, type TrainConfig } from '../../config/schema.js';
 import {
@@ -26,13 +26,13 @@ import { statKey, type StatKind } from '../../kfac/statistics.js';
 import { buildModel } from '../../nn/models.js';
 import { CurvatureSet, type PublishedPreconditioner } from '../../train/curvature-set.js';
 import { allFinite, weightedMean } from '../../train/local-pass.js';
-import { channelOptions } from '../../transport/channel-options.js';
 import { failServerCall, TransportError } from '../../transport/errors.js';
 import { ByteBudgetWriter } from '../../transport/flow.js';
 import { SPNGD_SERVICES } from '../../transport/health-reflection.js';
 import { envelopeTensor, TensorAssembler, toDense } from '../../transport/tensor-codec.js';
 import type { Logger } from '../../util/log.js';
 import { ActorStateTracker } from '../common/actor-state.js';
+import { INSECURE, type ActorCredentials } from '../common/credentials.js';
 import { startActorServer, type RunningServer } from '../common/actor-server.js';
 import { MemberClient } from '../common/member-client.js';
 import { MetricHub } from '../common/metric-hub.js';
@@ -51,6 +51,8 @@ export interface FactorOwnerOptions {
   capacity?: number;
   /** How long to keep trying to reach the PS at startup, ms (default 15000). */
   joinTimeoutMs?: number;
+  /** TLS and token for its server and its calls (default: insecure). */
+  credentials?: ActorCredentials;
 }
 
 interface WorkerStream {
@@ -90,6 +92,10 @@ export class FactorOwner {
 
   constructor(private readonly opts: FactorOwnerOptions) {}
 
+  private get security(): ActorCredentials {
+    return this.opts.credentials ?? INSECURE;
+  }
+
   get id(): string {
     return this.state.id;
   }
@@ -109,8 +115,10 @@ export class FactorOwner {
       [{ name: SPNGD_SERVICES.factorOwner, definition: FactorOwnerServiceService, implementation: this.service() }],
       this.state,
       this.metrics,
+      {},
+      this.security,
     );
-    this.member = new MemberClient(this.opts.ps, this.opts.logger);
+    this.member = new MemberClient(this.opts.ps, this.opts.logger, {}, this.security);
     const joined = await this.member.join({
       id: this.opts.id ?? '',
       role: Role.ROLE_FACTOR_OWNER,
@@ -183,7 +191,7 @@ export class FactorOwner {
 
   private openPublisher(): void {
     this.publisher?.detach();
-    this.psClient ??= new ParameterServerServiceClient(this.opts.ps, credentials.createInsecure(), channelOptions(transportOf(this.config.cluster)));
+    this.psClient ??= new ParameterServerServiceClient(this.opts.ps, this.security.channelCredentials(), this.security.clientOptions(transportOf(this.config.cluster)));
     const call = this.psClient.publishPreconditioners(new Metadata());
     call.on('data', (r: PublishPreconditionersResponse) => {
       if (!r.accepted) this.opts.logger.warn(`PS rejected ${r.layer} v${r.version}: ${r.reason}`);
@@ -233,7 +241,7 @@ export class FactorOwner {
         ] as const) {
           if (!who || !address || who === this.state.id) continue;
           try {
-            const [snap] = await fetchLayerStates(address, [name], view.epoch, this.specs, transportOf(this.config.cluster), 5000);
+            const [snap] = await fetchLayerStates(address, [name], view.epoch, this.specs, transportOf(this.config.cluster), 5000, this.security);
             if (snap) {
               c.restore(snap);
               how = `state fetched from ${who}`;

@@ -40,6 +40,7 @@ import { envelopeTensor, TensorAssembler } from '../../transport/tensor-codec.js
 import { SPNGD_SERVICES } from '../../transport/health-reflection.js';
 import type { Logger } from '../../util/log.js';
 import { ActorStateTracker } from '../common/actor-state.js';
+import { INSECURE, type ActorCredentials } from '../common/credentials.js';
 import { startActorServer, type RunningServer } from '../common/actor-server.js';
 import { deferred, sleep, type Deferred } from '../common/deferred.js';
 import { MetricHub } from '../common/metric-hub.js';
@@ -69,6 +70,8 @@ export interface ParameterServerOptions {
   checkpointDir?: string;
   /** Continue from the newest good checkpoint in checkpointDir. */
   resume?: boolean;
+  /** TLS and token for its server and its calls to owners (default: insecure). */
+  credentials?: ActorCredentials;
 }
 
 interface WorkerSession {
@@ -166,6 +169,7 @@ export class ParameterServer {
       this.state,
       this.metrics,
       transportOf(this.opts.config.cluster),
+      this.opts.credentials ?? INSECURE,
     );
     const self = this.membership.get(this.state.id)!;
     self.address = this.server.address;
@@ -374,7 +378,7 @@ export class ParameterServer {
           const address = this.membership.get(owner)?.address;
           if (!address) return;
           try {
-            for (const snap of await fetchLayerStates(address, layers, this.membership.epoch, specs, transportOf(this.opts.config.cluster))) curvature.set(snap.spec.name, snap);
+            for (const snap of await fetchLayerStates(address, layers, this.membership.epoch, specs, transportOf(this.opts.config.cluster), undefined, this.opts.credentials)) curvature.set(snap.spec.name, snap);
           } catch (err) {
             this.opts.logger.warn(`checkpoint: could not fetch ${layers.join(', ')} from ${owner}: ${(err as Error).message}`);
           }
@@ -569,7 +573,8 @@ export class ParameterServer {
           view: { ...this.membership.view(), members: this.membership.list() },
           heartbeatIntervalMs: c.cluster.heartbeatMs,
           leaseMs: c.cluster.leaseMs,
-          trainingConfigJson: JSON.stringify(c),
+          // Without the security section: file paths of this host mean nothing on the others.
+          trainingConfigJson: JSON.stringify({ ...c, security: undefined }),
           memberId: joined.id,
         });
       },

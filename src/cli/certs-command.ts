@@ -1,0 +1,133 @@
+/**
+ * `spngd certs --out DIR --hosts ps,worker-1,owner-1,localhost`: a development CA (DIR/ca.crt,
+ * DIR/ca.key) and one certificate per host (DIR/<host>.crt, DIR/<host>.key) for mutual TLS between
+ * actors, made with Node's crypto (src/security/x509.ts; no openssl needed). An existing CA in DIR
+ * is reused, so hosts can be added later. --token also writes DIR/token, a random bearer token.
+ */
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { InvalidArgumentError, type Command } from 'commander';
+import { checkHostName, createCertificateAuthority, issueCertificate, loadCertificateAuthority, newToken, type CertificateAuthority } from '../security/x509.js';
+
+export class CertsError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'CertsError';
+  }
+}
+
+/** "ps,worker-1+w1.example.com+10.0.0.7": one certificate per comma, extra names after "+". */
+export function parseHosts(spec: string): string[][] {
+  const entries = spec
+    .split(',')
+    .map((e) => e.trim())
+    .filter((e) => e !== '')
+    .map((e) => e.split('+').map((n) => n.trim()).filter((n) => n !== ''));
+  if (entries.length === 0) throw new InvalidArgumentError('--hosts needs at least one host name');
+  for (const names of entries) {
+    for (const n of names) {
+      try {
+        checkHostName(n);
+      } catch (err) {
+        throw new InvalidArgumentError((err as Error).message);
+      }
+    }
+  }
+  return entries;
+}
+
+/** File name stem of a certificate: its first name (":" of IPv6 addresses becomes "_"). */
+export function certFileStem(names: string[]): string {
+  return names[0].toLowerCase().replace(/:/g, '_');
+}
+
+export interface CertsResult {
+  dir: string;
+  caCreated: boolean;
+  files: string[];
+}
+
+function write(file: string, text: string, secret: boolean): void {
+  writeFileSync(file, text, { mode: secret ? 0o600 : 0o644 });
+  chmodSync(file, secret ? 0o600 : 0o644); // also when the file existed (--force)
+}
+
+function positiveDays(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`--days must be a positive whole number, got "${v}"`);
+  return n;
+}
+
+/** Writes the CA (unless DIR has one) and the hosts' certificates. */
+export function makeCerts(opts: { out: string; hosts: string[][]; days?: number; token?: boolean; force?: boolean }): CertsResult {
+  const dir = opts.out;
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    throw new CertsError(`${dir}: cannot create it (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+  }
+  const caCrt = join(dir, 'ca.crt');
+  const caKey = join(dir, 'ca.key');
+  const planned = opts.hosts.map((names) => ({ names, crt: join(dir, `${certFileStem(names)}.crt`), key: join(dir, `${certFileStem(names)}.key`) }));
+  const stems = planned.map((p) => p.crt);
+  const dup = stems.find((s, i) => stems.indexOf(s) !== i);
+  if (dup) throw new CertsError(`--hosts names ${dup} twice`);
+  if (!opts.force) {
+    const taken = [...planned.flatMap((p) => [p.crt, p.key]), ...(opts.token ? [join(dir, 'token')] : [])].filter((f) => existsSync(f));
+    if (taken.length > 0) throw new CertsError(`${taken.join(', ')} already exist${taken.length === 1 ? 's' : ''} (--force replaces them)`);
+  }
+  let ca: CertificateAuthority;
+  const caCreated = !(existsSync(caCrt) && existsSync(caKey));
+  const files: string[] = [];
+  try {
+    if (caCreated) {
+      if (existsSync(caCrt) || existsSync(caKey)) throw new CertsError(`${dir} holds only one of ca.crt and ca.key; remove it or add the other`);
+      ca = createCertificateAuthority();
+      write(caCrt, ca.cert, false);
+      write(caKey, ca.key, true);
+      files.push(caCrt, caKey);
+    } else {
+      try {
+        ca = loadCertificateAuthority(readFileSync(caCrt, 'utf8'), readFileSync(caKey, 'utf8'));
+      } catch (err) {
+        throw new CertsError(`the CA in ${dir} (ca.crt, ca.key) cannot be used: ${(err as Error).message}`);
+      }
+    }
+    for (const p of planned) {
+      const issued = issueCertificate(ca, p.names, opts.days === undefined ? {} : { days: opts.days });
+      write(p.crt, issued.cert, false);
+      write(p.key, issued.key, true);
+      files.push(p.crt, p.key);
+    }
+    if (opts.token) {
+      const f = join(dir, 'token');
+      write(f, `${newToken()}\n`, true);
+      files.push(f);
+    }
+  } catch (err) {
+    if (err instanceof CertsError) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new CertsError(`${dir}: ${code ? `cannot write (${code})` : (err as Error).message}`);
+  }
+  return { dir, caCreated, files };
+}
+
+export function addCertsCommand(program: Command): void {
+  program
+    .command('certs')
+    .description('create a development CA and certificates for mutual TLS between actors (and a bearer token with --token)')
+    .requiredOption('--out <dir>', 'directory for ca.crt, ca.key and <host>.crt/.key (an existing CA in it is reused)')
+    .requiredOption('--hosts <list>', 'comma-separated host names or IPs, one certificate each; "name+alias+10.0.0.5" puts several names in one', parseHosts)
+    .option('--days <n>', 'validity of the host certificates, days', positiveDays, 825)
+    .option('--token', 'also write <dir>/token, a random bearer token for --token-file')
+    .option('--force', 'replace existing host certificates and token')
+    .action((o: { out: string; hosts: string[][]; days: number; token?: boolean; force?: boolean }) => {
+      const r = makeCerts({ out: o.out, hosts: o.hosts, days: o.days, ...(o.token ? { token: true } : {}), ...(o.force ? { force: true } : {}) });
+      process.stdout.write(`${r.caCreated ? 'created a new CA' : 'used the existing CA'} in ${r.dir}; wrote:\n${r.files.map((f) => `  ${f}`).join('\n')}\n`);
+      const first = certFileStem(o.hosts[0]);
+      process.stdout.write(
+        `Each host uses ca.crt, its own .crt and .key, e.g.:\n  spngd ps --listen ${o.hosts[0][0]}:7000 --tls-ca ${join(r.dir, 'ca.crt')} --tls-cert ${join(r.dir, `${first}.crt`)} --tls-key ${join(r.dir, `${first}.key`)}${o.token ? ` --token-file ${join(r.dir, 'token')}` : ''}\n` +
+          'Keep the .key files (and ca.key, which can issue more certificates) private.\n',
+      );
+    });
+}
