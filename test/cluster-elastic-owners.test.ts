@@ -21,7 +21,7 @@ for (const wait of [false, true]) {
       steps: 22,
       data: { dir: dataDir, trainLimit: 4096 },
       optimizer: { kind: 'spngd', lr: 0.05, kfac: { stale: { enabled: false } } },
-      cluster: { waitForPreconditioners: wait, minWorkers: 2, minOwners: 1, heartbeatMs: 200, leaseMs: 2000 },
+      cluster: { waitForPreconditioners: wait, minWorkers: 2, minOwners: 1, heartbeatMs: 200, leaseMs: 10000 },
     });
     const records: Record<string, unknown>[] = [];
     let joiner: Promise<FactorOwner> | undefined;
