@@ -12,6 +12,7 @@ import type { ActorStateTracker } from './actor-state.js';
 import { INSECURE, type ActorCredentials } from './credentials.js';
 import type { MetricHub } from './metric-hub.js';
 import { stateService } from './state-service.js';
+import { rejectUndecodable, tolerateUndecodable } from '../../transport/undecodable.js';
 
 export interface ServiceBinding {
   /** Full name, e.g. "spngd.v1.ParameterServerService". */
@@ -54,9 +55,10 @@ export async function startActorServer(
   security: ActorCredentials = INSECURE,
 ): Promise<RunningServer> {
   const { host } = splitHostPort(listen);
-  const server = new Server({ ...serverOptions(transport), interceptors: security.serverInterceptors() });
-  for (const s of services) server.addService(s.definition, s.implementation);
-  server.addService(StateServiceService, stateService(state, metrics));
+  const server = new Server({ ...serverOptions(transport), interceptors: [...security.serverInterceptors(), rejectUndecodable] });
+  // Requests that are not valid protobuf get INVALID_ARGUMENT rather than grpc-js's INTERNAL.
+  for (const s of services) server.addService(tolerateUndecodable(s.definition), s.implementation);
+  server.addService(tolerateUndecodable(StateServiceService), stateService(state, metrics));
   const { health } = addHealthAndReflection(server, [...services.map((s) => s.name), SPNGD_SERVICES.state], 'NOT_SERVING');
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(listen, security.serverCredentials(), (err, p) => {
