@@ -36,7 +36,7 @@ import { evaluate, type EvalMetrics } from '../../train/trainer.js';
 import { BatchPlan } from '../../data/batches.js';
 import { ByteBudgetWriter } from '../../transport/flow.js';
 import { failServerCall, TransportError } from '../../transport/errors.js';
-import { envelopeTensor, TensorAssembler } from '../../transport/tensor-codec.js';
+import { envelopeTensor, TensorAssembler, TensorEncoding, type TensorChunk } from '../../transport/tensor-codec.js';
 import { SPNGD_SERVICES } from '../../transport/health-reflection.js';
 import type { Logger } from '../../util/log.js';
 import { ActorStateTracker } from '../common/actor-state.js';
@@ -83,6 +83,9 @@ interface WorkerSession {
   tensors: Map<string, Float32Array>;
   complete: GradientsComplete | undefined;
   arrival: Deferred<void> | undefined;
+  /** The step this worker was last sent StepStart for, and the samples of its shard. */
+  step: number | undefined;
+  samples: number;
   closed: boolean;
 }
 
@@ -246,6 +249,8 @@ export class ParameterServer {
           w.tensors = new Map();
           w.complete = undefined;
           w.arrival = deferred<void>();
+          w.step = s;
+          w.samples = shardSize(c.batchSize, i, participants.length);
           try {
             for (const e of params) {
               await sendDense(w.writer, (tensor) => ({ kind: { $case: 'parameters' as const, value: { step: s, tensor } } }), e.name, e.value.data, e.value.shape.length ? e.value.shape : [e.value.data.length], s, c.cluster.chunkBytes);
@@ -258,7 +263,7 @@ export class ParameterServer {
                     step: s,
                     epoch,
                     parameterTensors: params.length,
-                    batchSize: shardSize(c.batchSize, i, participants.length),
+                    batchSize: w.samples,
                     globalBatchSize: c.batchSize,
                     learningRate: lr,
                     shardIndex: i,
@@ -619,7 +624,9 @@ export class ParameterServer {
         if (!session) {
           if (k.$case !== 'hello') throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', 'the first message on Train must be hello');
           const id = k.value.workerId;
-          if (!this.membership.get(id)) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `worker "${id}" has not joined (call MembershipService.Join first)`);
+          const member = this.membership.get(id);
+          if (!member) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `worker "${id}" has not joined (call MembershipService.Join first)`);
+          if (member.role !== Role.ROLE_WORKER) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `"${id}" is a member with role ${Role[member.role] ?? member.role}, not a worker`);
           const old = this.workers.get(id);
           if (old) this.dropWorker(old, 'replaced by a new stream');
           session = {
@@ -630,6 +637,8 @@ export class ParameterServer {
             tensors: new Map(),
             complete: undefined,
             arrival: undefined,
+            step: undefined,
+            samples: 0,
             closed: false,
           };
           this.workers.set(id, session);
@@ -655,19 +664,28 @@ export class ParameterServer {
         switch (k.$case) {
           case 'gradient': {
             const g = k.value;
-            const t = session.assembler.push(envelopeTensor(g.tensor, g.step, 'GradientChunk.step'));
+            const chunk = envelopeTensor(g.tensor, g.step, 'GradientChunk.step');
+            this.checkGradientHeader(chunk);
+            const t = session.assembler.push(chunk);
             if (t) {
-              if (g.step !== this.step) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `gradient of step ${g.step} while the PS is at step ${this.step}`);
+              this.checkStepOf(session, g.step, 'gradient');
               session.tensors.set(t.name, t.values);
             }
             return;
           }
           case 'gradientsComplete': {
             const done = k.value;
-            if (done.step !== this.step) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `GradientsComplete for step ${done.step} while the PS is at step ${this.step}`);
+            this.checkStepOf(session, done.step, 'GradientsComplete');
+            if (session.complete) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `GradientsComplete for step ${done.step} sent twice`);
             session.assembler.assertComplete();
             if (done.gradientTensors !== session.tensors.size) {
               throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', `step ${done.step}: ${session.tensors.size} tensors received, ${done.gradientTensors} announced`);
+            }
+            const received = session.tensors;
+            const missing = this.model.stateEntries().filter((e) => !received.has(e.name)).map((e) => e.name);
+            if (missing.length > 0) throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', `step ${done.step}: no gradient for ${missing.join(', ')}`);
+            if (done.numSamples !== session.samples) {
+              throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', `step ${done.step}: num_samples ${done.numSamples}, but this worker's shard has ${session.samples} samples`);
             }
             session.complete = done;
             session.arrival?.resolve();
@@ -691,6 +709,25 @@ export class ParameterServer {
     });
     call.on('cancelled', gone);
     call.on('error', gone);
+  }
+
+  /**
+   * A gradient chunk must name a parameter or buffer of the model with its shape, dense: checked
+   * before the codec reserves memory for the tensor.
+   */
+  private checkGradientHeader(chunk: TensorChunk): void {
+    const entry = this.model.stateEntries().find((e) => e.name === chunk.name);
+    if (!entry) throw new TransportError(status.INVALID_ARGUMENT, 'bad_name', `gradient of "${chunk.name.slice(0, 64)}", which is not a parameter or buffer of the model`);
+    const shape = entry.value.shape; // as workers send it
+    if (chunk.encoding !== TensorEncoding.TENSOR_ENCODING_DENSE || chunk.shape.length !== shape.length || chunk.shape.some((d, i) => d !== shape[i])) {
+      throw new TransportError(status.INVALID_ARGUMENT, 'bad_shape', `gradient of ${chunk.name}: shape [${chunk.shape.slice(0, 9)}] (${TensorEncoding[chunk.encoding] ?? chunk.encoding}) where dense [${shape}] was expected`);
+    }
+  }
+
+  /** Gradients are accepted only for the step in progress, from a worker that was given it. */
+  private checkStepOf(session: WorkerSession, step: number, what: string): void {
+    if (step !== this.step) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `${what} of step ${step} while the PS is at step ${this.step}`);
+    if (session.step !== step) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `${what} of step ${step} before StepStart: ${session.id} was not given step ${step}`);
   }
 
   private onPublishStream(call: ServerDuplexStream<PublishPreconditionersRequest, PublishPreconditionersResponse>): void {
