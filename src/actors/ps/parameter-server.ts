@@ -572,6 +572,16 @@ export class ParameterServer {
           cb({ code: status.INVALID_ARGUMENT, details: 'join: member with role worker or factor owner required' });
           return;
         }
+        if (!knownLifecycle(m.state)) {
+          cb({ code: status.INVALID_ARGUMENT, details: `join: unknown lifecycle state ${m.state}` });
+          return;
+        }
+        // The same id again is a restarted actor; an id held by a member of another role (or the PS's own) is a mistake.
+        const holder = m.id ? this.membership.get(m.id) : undefined;
+        if (holder && holder.role !== m.role) {
+          cb({ code: status.FAILED_PRECONDITION, details: `join: id "${m.id}" belongs to a member with role ${Role[holder.role] ?? holder.role}` });
+          return;
+        }
         const joined = this.membership.join(m);
         this.opts.logger.info(`${joined.id} joined from ${joined.address || 'an unknown address'}`);
         cb(null, {
@@ -588,6 +598,14 @@ export class ParameterServer {
         cb(null, { epoch: this.membership.epoch });
       },
       heartbeat: (call, cb) => {
+        if (!knownLifecycle(call.request.state)) {
+          cb({ code: status.INVALID_ARGUMENT, details: `heartbeat: unknown lifecycle state ${call.request.state}` });
+          return;
+        }
+        if (this.membership.get(call.request.memberId)?.role === Role.ROLE_PARAMETER_SERVER) {
+          cb({ code: status.FAILED_PRECONDITION, details: `heartbeat: "${call.request.memberId}" is the parameter server, which holds no lease` });
+          return;
+        }
         const known = this.membership.heartbeat(call.request.memberId, call.request.state);
         cb(null, { epoch: this.membership.epoch, known });
       },
@@ -825,6 +843,10 @@ export class ParameterServer {
       failServerCall(call, err);
     }
   }
+}
+
+function knownLifecycle(state: LifecycleState): boolean {
+  return Number.isInteger(state) && state >= LifecycleState.LIFECYCLE_STATE_UNSPECIFIED && state <= LifecycleState.LIFECYCLE_STATE_STOPPED;
 }
 
 function shardSize(global: number, i: number, n: number): number {
