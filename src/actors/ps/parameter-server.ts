@@ -14,11 +14,11 @@ import type { Dataset } from '../../data/fashion-mnist.js';
 import { LifecycleState, MembershipServiceService, Role, type MembershipServiceServer, type MembershipView, type WatchMembershipRequest, type WatchMembershipResponse } from '../../gen/spngd/v1/membership.js';
 import {
   ParameterServerServiceService,
+  PreconditionerFactor,
   type DownloadParametersRequest,
   type DownloadParametersResponse,
   type GradientsComplete,
   type ParameterServerServiceServer,
-  type PreconditionerFactor,
   type PublishPreconditionersRequest,
   type PublishPreconditionersResponse,
   type TrainRequest,
@@ -742,6 +742,25 @@ export class ParameterServer {
     }
   }
 
+  /**
+   * A preconditioner chunk must carry a factor of one of the model's K-FAC layers, as the upper
+   * triangles of its order: checked before the codec reserves memory for the tensor.
+   */
+  private checkPreconditionerHeader(layerName: string, factor: PreconditionerFactor, chunk: TensorChunk): void {
+    const layer = this.model.kfacLayers().find((l) => l.name === layerName);
+    if (!layer) throw new TransportError(status.INVALID_ARGUMENT, 'bad_name', `preconditioner of "${layerName.slice(0, 64)}", which is not a K-FAC layer of the model`);
+    const bn = layer.kind === 'bn';
+    let shape: number[];
+    if (bn && factor === PreconditionerFactor.PRECONDITIONER_FACTOR_BN_INVERSE) shape = [layer.outFeatures, 2, 2];
+    else if (!bn && factor === PreconditionerFactor.PRECONDITIONER_FACTOR_A_INVERSE) shape = [layer.inFeatures + 1, layer.inFeatures + 1];
+    else if (!bn && factor === PreconditionerFactor.PRECONDITIONER_FACTOR_G_INVERSE) shape = [layer.outFeatures, layer.outFeatures];
+    else throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', `factor ${PreconditionerFactor[factor] ?? factor} is not one of layer ${layerName} (${layer.kind})`);
+    if (chunk.name !== layerName) throw new TransportError(status.INVALID_ARGUMENT, 'header_mismatch', `chunk of layer ${layerName} carries tensor ${chunk.name.slice(0, 64)}`);
+    if (chunk.encoding !== TensorEncoding.TENSOR_ENCODING_SYMMETRIC_UPPER || chunk.shape.length !== shape.length || chunk.shape.some((d, i) => d !== shape[i])) {
+      throw new TransportError(status.INVALID_ARGUMENT, 'bad_shape', `${layerName}/${PreconditionerFactor[factor]}: shape [${chunk.shape.slice(0, 9)}] (${TensorEncoding[chunk.encoding] ?? chunk.encoding}) where symmetric-upper [${shape}] was expected`);
+    }
+  }
+
   /** Gradients are accepted only for the step in progress, from a worker that was given it. */
   private checkStepOf(session: WorkerSession, step: number, what: string): void {
     if (step !== this.step) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `${what} of step ${step} while the PS is at step ${this.step}`);
@@ -758,14 +777,18 @@ export class ParameterServer {
         if (!k) throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', 'empty PublishPreconditionersRequest');
         if (!ownerId) {
           if (k.$case !== 'hello') throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', 'the first message must be hello');
-          if (!this.membership.get(k.value.ownerId)) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `owner "${k.value.ownerId}" has not joined`);
+          const member = this.membership.get(k.value.ownerId);
+          if (!member) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `owner "${k.value.ownerId}" has not joined`);
+          if (member.role !== Role.ROLE_FACTOR_OWNER) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `"${k.value.ownerId}" is a member with role ${Role[member.role] ?? member.role}, not a factor owner`);
           ownerId = k.value.ownerId;
           return;
         }
         switch (k.$case) {
           case 'chunk': {
             const c = k.value;
-            const t = assembler.push(envelopeTensor(c.tensor, c.version, 'PreconditionerChunk.version'));
+            const chunk = envelopeTensor(c.tensor, c.version, 'PreconditionerChunk.version');
+            this.checkPreconditionerHeader(c.layer, c.factor, chunk);
+            const t = assembler.push(chunk);
             if (t) {
               if (t.name !== c.layer) throw new TransportError(status.INVALID_ARGUMENT, 'header_mismatch', `chunk of layer ${c.layer} carries tensor ${t.name}`);
               const m = pending.get(c.layer) ?? new Map();
