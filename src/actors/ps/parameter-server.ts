@@ -827,11 +827,17 @@ export class ParameterServer {
             call.write({ layer: cm.layer, version: cm.version, accepted, reason });
             return;
           }
-          case 'watermark':
-            this.watermarks.set(ownerId, { next: k.value.nextRefreshStep, epoch: k.value.epoch });
-            for (const [stat, interval] of Object.entries(k.value.intervals)) this.intervals.set(stat, interval);
+          case 'watermark': {
+            const w = k.value;
+            if (w.epoch > this.membership.epoch) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `watermark of epoch ${w.epoch}, but the membership is at epoch ${this.membership.epoch}`);
+            // Keep the newest: an older one (from another stream of the same owner) must not make the PS wait for a fresh one.
+            const held = this.watermarks.get(ownerId);
+            if (held && w.epoch < held.epoch) return;
+            this.watermarks.set(ownerId, { next: w.nextRefreshStep, epoch: w.epoch });
+            for (const [stat, interval] of Object.entries(w.intervals)) this.intervals.set(stat, interval);
             this.watermarkChange.resolve();
             return;
+          }
           case 'hello':
             throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', 'hello sent twice');
         }
