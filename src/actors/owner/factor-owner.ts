@@ -29,7 +29,7 @@ import { allFinite, weightedMean } from '../../train/local-pass.js';
 import { failServerCall, TransportError } from '../../transport/errors.js';
 import { ByteBudgetWriter } from '../../transport/flow.js';
 import { SPNGD_SERVICES } from '../../transport/health-reflection.js';
-import { envelopeTensor, TensorAssembler, toDense } from '../../transport/tensor-codec.js';
+import { envelopeTensor, TensorAssembler, TensorEncoding, toDense } from '../../transport/tensor-codec.js';
 import type { Logger } from '../../util/log.js';
 import { ActorStateTracker } from '../common/actor-state.js';
 import { INSECURE, type ActorCredentials } from '../common/credentials.js';
@@ -59,6 +59,8 @@ interface WorkerStream {
   workerId: string;
   call: ServerDuplexStream<PushStatisticsRequest, PushStatisticsResponse>;
   assembler: TensorAssembler;
+  /** Step → statistic tensors received on this stream (checked against StatisticsComplete). */
+  received: Map<number, number>;
 }
 
 interface StepInbox {
@@ -380,22 +382,36 @@ export class FactorOwner {
         if (!k) throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', 'empty PushStatisticsRequest');
         if (!stream) {
           if (k.$case !== 'hello') throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', 'the first message must be hello');
-          stream = { workerId: k.value.workerId, call, assembler: new TensorAssembler() };
+          // A worker that joined after the view this owner holds may come first: it has seen a newer epoch.
+          if (!this.isWorker(k.value.workerId) && !(k.value.epoch > (this.view?.epoch ?? 0))) {
+            throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `"${k.value.workerId.slice(0, 64)}" is not a worker of the job in epoch ${this.view?.epoch ?? 0}`);
+          }
+          stream = { workerId: k.value.workerId, call, assembler: new TensorAssembler(), received: new Map() };
           this.streams.add(stream);
           call.write({ epoch: this.settledEpoch, schedules: this.schedules(), ackedStep: this.reducedThrough + 1 });
           return;
         }
         if (k.$case === 'statistic') {
           const m = k.value;
-          const t = stream.assembler.push(envelopeTensor(m.tensor, m.step, 'StatisticChunk.step'));
-          if (!t) return;
+          const chunk = envelopeTensor(m.tensor, m.step, 'StatisticChunk.step');
+          // Layer, kind and shape are checked before the codec reserves memory for the tensor.
           const kind = wireToKind.get(m.kind);
           const spec = this.specs.get(m.layer);
-          if (!kind || !spec) throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', `unknown statistic ${m.layer}/${m.kind}`);
-          if (!this.curvature.layers.has(m.layer)) return; // sent under an older assignment: not ours any more
+          if (!kind || !spec || (kind === 'F') !== (spec.kind === 'bn')) {
+            throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', `unknown statistic ${m.layer.slice(0, 64)}/${StatisticKind[m.kind] ?? m.kind}`);
+          }
           const shape = statShape(spec, kind);
           const expected = shape.batch === undefined ? [shape.n, shape.n] : [shape.batch, shape.n, shape.n];
-          if (t.shape.join() !== expected.join()) throw new TransportError(status.INVALID_ARGUMENT, 'bad_shape', `${m.layer}/${kind}: shape [${t.shape}] where [${expected}] was expected`);
+          if (chunk.name !== m.layer) throw new TransportError(status.INVALID_ARGUMENT, 'header_mismatch', `statistic of layer ${m.layer} carries tensor ${chunk.name.slice(0, 64)}`);
+          if (chunk.encoding !== TensorEncoding.TENSOR_ENCODING_SYMMETRIC_UPPER || chunk.shape.join() !== expected.join()) {
+            throw new TransportError(status.INVALID_ARGUMENT, 'bad_shape', `${m.layer}/${kind}: shape [${chunk.shape.slice(0, 9)}] (${TensorEncoding[chunk.encoding] ?? chunk.encoding}) where symmetric-upper [${expected}] was expected`);
+          }
+          if (m.numSamples < 1) throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', `${m.layer}/${kind}: num_samples is 0`);
+          const t = stream.assembler.push(chunk);
+          if (!t) return;
+          this.checkWorker(stream.workerId);
+          stream.received.set(m.step, (stream.received.get(m.step) ?? 0) + 1);
+          if (!this.curvature.layers.has(m.layer)) return; // sent under an older assignment: not ours any more
           if (m.step <= this.reducedThrough) return; // a step already reduced (late sender)
           const box = this.box(m.step);
           const part = box.parts.get(stream.workerId) ?? { samples: m.numSamples, stats: new Map() };
@@ -406,6 +422,13 @@ export class FactorOwner {
         if (k.$case === 'statisticsComplete') {
           const done = k.value;
           stream.assembler.assertComplete();
+          if (done.shardCount < 1) throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', `StatisticsComplete for step ${done.step} with shard_count 0`);
+          const received = stream.received.get(done.step) ?? 0;
+          stream.received.delete(done.step);
+          if (done.statisticTensors !== received) {
+            throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', `step ${done.step}: ${received} statistics received, ${done.statisticTensors} announced`);
+          }
+          this.checkWorker(stream.workerId);
           if (done.step <= this.reducedThrough) return;
           const box = this.box(done.step);
           box.shardCount = done.shardCount;
@@ -428,6 +451,15 @@ export class FactorOwner {
     });
     call.on('cancelled', gone);
     call.on('error', gone);
+  }
+
+  private isWorker(id: string): boolean {
+    return (this.view?.members ?? []).some((m) => m.id === id && m.role === Role.ROLE_WORKER);
+  }
+
+  /** Statistics count only from workers of the job (this owner's view of it). */
+  private checkWorker(id: string): void {
+    if (!this.isWorker(id)) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `"${id.slice(0, 64)}" is not a worker of the job in epoch ${this.view?.epoch ?? 0}`);
   }
 
   private reduceBox(step: number, partial = false): void {
