@@ -1,14 +1,17 @@
 /**
- * Tensor-stream throughput over loopback: the project's transport path (the generated
- * ParameterServerService.DownloadParameters, `sendDense` = chunkTensor + ByteBudgetWriter on the
- * sender, ByteBudgetReader + TensorAssembler on the receiver, the actors' channel and server
- * options) against a raw Node `net` socket moving the same bytes, measured in the same run.
+ * Tensor-stream throughput over loopback: the project's transport path
+ * (ParameterServerService.DownloadParameters through the fast service definitions of
+ * src/transport/fast-services.ts, `sendDense` with `copy: false` = chunkTensor views +
+ * ByteBudgetWriter on the sender, ByteBudgetReader + TensorAssembler on the receiver, the actors'
+ * channel and server options) against a raw Node `net` socket moving the same bytes, measured in
+ * the same run. The previous path (the generated ts-proto serializers, chunks copied by
+ * chunkTensor) is measured alongside, on its own server and connection, as a reference.
  *
  * The sender (a gRPC server and a TCP server) runs in this process; the receiver runs in a forked
  * child process, so the two never share an event loop, for both transports (`--receiver inline`
  * puts it in this process instead, for comparison). Each transfer is timed at the receiver, from the request to the last byte in a
- * complete Float32Array, over a connection opened once (warm, as the actors' channels are). gRPC
- * and raw transfers alternate so machine-load drift hits both alike.
+ * complete Float32Array, over a connection opened once (warm, as the actors' channels are). The
+ * transports alternate (rotating which goes first) so machine-load drift hits all alike.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { createServer, connect, type Server as NetServer, type Socket } from 'node:net';
@@ -23,6 +26,7 @@ import {
   type ParameterServerServiceServer,
 } from '../src/gen/spngd/v1/parameter_server.js';
 import { channelOptions, serverOptions } from '../src/transport/channel-options.js';
+import { FastParameterServerServiceClient, FastParameterServerServiceService } from '../src/transport/fast-services.js';
 import { ByteBudgetReader, ByteBudgetWriter } from '../src/transport/flow.js';
 import { DEFAULT_CHUNK_BYTES, DEFAULT_IN_FLIGHT_BYTES, MiB } from '../src/transport/limits.js';
 import { envelopeTensor, TensorAssembler } from '../src/transport/tensor-codec.js';
@@ -40,7 +44,10 @@ export interface TransportBenchOptions {
 const CHILD_ENV = 'SPNGD_BENCH_TRANSPORT_RECEIVER';
 const STEP = 7;
 
-type Command = { op: 'init'; grpc: string; rawPort: number } | { op: 'grpc' | 'raw'; id: number; name: string; bytes: number } | { op: 'quit' };
+/** `grpc`: the project path (fast codec); `grpc-gen`: generated serializers, copying chunkTensor (the previous path); `raw`: TCP. */
+type Op = 'grpc' | 'grpc-gen' | 'raw';
+const OPS: readonly Op[] = ['grpc', 'grpc-gen', 'raw'];
+type Command = { op: 'init'; grpc: string; grpcGen: string; rawPort: number } | { op: Op; id: number; name: string; bytes: number } | { op: 'quit' };
 type Reply = { op: 'ready' } | { op: 'done'; id: number; ms: number; ok: boolean; error?: string };
 
 /** The same deterministic bit patterns on both sides (xorshift32), so the receiver can check them. */
@@ -65,13 +72,14 @@ const sameBits = (a: Float32Array, b: Float32Array) =>
 // ---- receiver -----------------------------------------------------------------------------------
 
 interface ReceiverSide {
-  transfer(op: 'grpc' | 'raw', bytes: number): Promise<number>;
+  transfer(op: Op, bytes: number): Promise<number>;
   close(): Promise<void>;
 }
 
-/** The receiving side: a gRPC client and a raw socket, each connected once. */
-async function openReceiver(grpcAddress: string, rawPort: number): Promise<ReceiverSide> {
-  const client = new ParameterServerServiceClient(grpcAddress, credentials.createInsecure(), channelOptions());
+/** The receiving side: two gRPC clients (fast and generated codec) and a raw socket, each connected once. */
+async function openReceiver(grpcAddress: string, grpcGenAddress: string, rawPort: number): Promise<ReceiverSide> {
+  const client: ParameterServerServiceClient = new FastParameterServerServiceClient(grpcAddress, credentials.createInsecure(), channelOptions());
+  const genClient = new ParameterServerServiceClient(grpcGenAddress, credentials.createInsecure(), channelOptions());
   const raw: Socket = connect(rawPort, '127.0.0.1');
   raw.setNoDelay(true);
   await new Promise<void>((resolve, reject) => raw.once('connect', resolve).once('error', reject));
@@ -83,8 +91,8 @@ async function openReceiver(grpcAddress: string, rawPort: number): Promise<Recei
   };
 
   /** One DownloadParameters call through the real receive path. */
-  const viaGrpc = async (name: string): Promise<Float32Array> => {
-    const call = client.downloadParameters({ names: [name], newerThanVersion: 0, maxMessageBytes: 0 });
+  const viaGrpc = async (c: ParameterServerServiceClient, name: string): Promise<Float32Array> => {
+    const call = c.downloadParameters({ names: [name], newerThanVersion: 0, maxMessageBytes: 0 });
     const asm = new TensorAssembler();
     let out: Float32Array | undefined;
     for await (const m of new ByteBudgetReader<DownloadParametersResponse>(call, { sizeOf: (m) => m.tensor?.data.length ?? 0 })) {
@@ -122,7 +130,7 @@ async function openReceiver(grpcAddress: string, rawPort: number): Promise<Recei
     async transfer(op, bytes) {
       const want = expect(bytes);
       const t0 = performance.now();
-      const got = op === 'grpc' ? await viaGrpc(tensorName(bytes)) : await viaRaw(bytes);
+      const got = op === 'raw' ? await viaRaw(bytes) : await viaGrpc(op === 'grpc' ? client : genClient, tensorName(bytes));
       const ms = performance.now() - t0;
       // Checked outside the timed region.
       if (!sameBits(got, want)) throw new Error(`${op} transfer of ${bytes} bytes: received bytes differ from those sent`);
@@ -130,6 +138,7 @@ async function openReceiver(grpcAddress: string, rawPort: number): Promise<Recei
     },
     async close() {
       client.close();
+      genClient.close();
       raw.destroy();
     },
   };
@@ -142,7 +151,7 @@ function receiverMain(): void {
   process.on('message', (cmd: Command) => {
     void (async () => {
       if (cmd.op === 'init') {
-        side = await openReceiver(cmd.grpc, cmd.rawPort);
+        side = await openReceiver(cmd.grpc, cmd.grpcGen, cmd.rawPort);
         reply({ op: 'ready' });
       } else if (cmd.op === 'quit') {
         await side?.close();
@@ -162,14 +171,17 @@ function receiverMain(): void {
 
 interface Senders {
   grpcAddress: string;
+  grpcGenAddress: string;
   rawPort: number;
   close(): Promise<void>;
 }
 
 async function startSenders(tensors: Map<string, Float32Array>, bySize: Map<number, Float32Array>): Promise<Senders> {
   const unimplemented = (call: { emit(e: string, v: unknown): void }) => call.emit('error', { code: status.UNIMPLEMENTED, details: 'not in this benchmark' });
-  const impl: ParameterServerServiceServer = {
-    // As ParameterServer.onDownload: one envelope per chunk, sendDense under the byte budget.
+  // As ParameterServer.onDownload: one envelope per chunk, sendDense under the byte budget. The
+  // tensors are never modified, so the fast path sends views (`copy: false`), as onDownload may
+  // with its private snapshot; the reference path copies, as before.
+  const impl = (copy: boolean): ParameterServerServiceServer => ({
     async downloadParameters(call: ServerWritableStream<DownloadParametersRequest, DownloadParametersResponse>) {
       try {
         const names = call.request.names;
@@ -177,7 +189,7 @@ async function startSenders(tensors: Map<string, Float32Array>, bySize: Map<numb
         for (const name of names) {
           const values = tensors.get(name);
           if (!values) throw Object.assign(new Error(`no tensor ${name}`), { code: status.NOT_FOUND });
-          await sendDense(writer, (tensor) => ({ step: STEP, tensorCount: names.length, tensor }), name, values, [values.length], STEP, DEFAULT_CHUNK_BYTES);
+          await sendDense(writer, (tensor) => ({ step: STEP, tensorCount: names.length, tensor }), name, values, [values.length], STEP, DEFAULT_CHUNK_BYTES, { copy });
         }
         await writer.end();
       } catch (err) {
@@ -186,12 +198,15 @@ async function startSenders(tensors: Map<string, Float32Array>, bySize: Map<numb
     },
     train: (call) => unimplemented(call),
     publishPreconditioners: (call) => unimplemented(call),
-  };
+  });
+  const listen = (server: Server) =>
+    new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
   const server = new Server(serverOptions());
-  server.addService(ParameterServerServiceService, impl);
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
-  );
+  server.addService(FastParameterServerServiceService, impl(false));
+  const port = await listen(server);
+  const genServer = new Server(serverOptions());
+  genServer.addService(ParameterServerServiceService, impl(true));
+  const genPort = await listen(genServer);
 
   const rawServer: NetServer = createServer((sock) => {
     sock.setNoDelay(true);
@@ -215,9 +230,11 @@ async function startSenders(tensors: Map<string, Float32Array>, bySize: Map<numb
   const rawPort = await new Promise<number>((resolve) => rawServer.listen(0, '127.0.0.1', () => resolve((rawServer.address() as { port: number }).port)));
   return {
     grpcAddress: `127.0.0.1:${port}`,
+    grpcGenAddress: `127.0.0.1:${genPort}`,
     rawPort,
     close: async () => {
       server.forceShutdown();
+      genServer.forceShutdown();
       await new Promise<void>((resolve) => rawServer.close(() => resolve()));
     },
   };
@@ -238,13 +255,13 @@ class ChildReceiver implements ReceiverSide {
     this.exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
   }
 
-  async init(grpc: string, rawPort: number): Promise<void> {
+  async init(grpc: string, grpcGen: string, rawPort: number): Promise<void> {
     const ready = new Promise<void>((resolve) => (this.ready = resolve));
-    this.child.send({ op: 'init', grpc, rawPort } satisfies Command);
+    this.child.send({ op: 'init', grpc, grpcGen, rawPort } satisfies Command);
     await Promise.race([ready, this.exited.then((code) => Promise.reject(new Error(`the receiver exited (code ${code}) during start-up`)))]);
   }
 
-  async transfer(op: 'grpc' | 'raw', bytes: number): Promise<number> {
+  async transfer(op: Op, bytes: number): Promise<number> {
     const id = this.next++;
     const done = new Promise<Extract<Reply, { op: 'done' }>>((resolve) => this.waiting.set(id, resolve));
     this.child.send({ op, id, name: tensorName(bytes), bytes } satisfies Command);
@@ -287,9 +304,9 @@ export async function transportBench(o: TransportBenchOptions): Promise<void> {
       });
       const c = new ChildReceiver(child);
       receiver = c;
-      await c.init(senders.grpcAddress, senders.rawPort);
+      await c.init(senders.grpcAddress, senders.grpcGenAddress, senders.rawPort);
     } else {
-      receiver = await openReceiver(senders.grpcAddress, senders.rawPort);
+      receiver = await openReceiver(senders.grpcAddress, senders.grpcGenAddress, senders.rawPort);
     }
     const where =
       o.receiver === 'child'
@@ -298,38 +315,50 @@ export async function transportBench(o: TransportBenchOptions): Promise<void> {
     console.log('transport: tensor download throughput over loopback, gRPC (project path) vs raw TCP');
     console.log(
       `  ${where};\n` +
-        `  gRPC: ParameterServerService.DownloadParameters, ${DEFAULT_CHUNK_BYTES / MiB} MiB chunks (chunkTensor), ByteBudgetWriter ${DEFAULT_IN_FLIGHT_BYTES / MiB} MiB,\n` +
-        `        ByteBudgetReader + TensorAssembler into a Float32Array; raw: one socket.write of the bytes, copied into a Float32Array;\n` +
+        `  gRPC: ParameterServerService.DownloadParameters, ${DEFAULT_CHUNK_BYTES / MiB} MiB chunks, ByteBudgetWriter ${DEFAULT_IN_FLIGHT_BYTES / MiB} MiB,\n` +
+        `        ByteBudgetReader + TensorAssembler into a Float32Array;\n` +
+        `        project path: fast service definitions (src/transport/fast-services.ts), sendDense copy: false;\n` +
+        `        generated: the ts-proto serializers of src/gen, sendDense copying (the path before fast-services), for reference;\n` +
+        `  raw: one socket.write of the bytes, copied into a Float32Array;\n` +
         `  one connection each, opened once; timed at the receiver from request to last byte; contents checked after each transfer;\n` +
-        `  ${o.repeats} timed transfers per case after 1 warm-up, gRPC and raw alternating; MB = 10^6 bytes.`,
+        `  ${o.repeats} timed transfers per case after 1 warm-up, the three alternating (rotating the order); MB = 10^6 bytes.`,
     );
-    const rows: { size: number; grpc: number[]; raw: number[]; ratios: number[] }[] = [];
+    type Row = { size: number; mbps: Record<Op, number[]>; ratios: Record<Op, number[]> };
+    const rows: Row[] = [];
     for (const bytes of sizes) {
-      await receiver.transfer('grpc', bytes);
-      await receiver.transfer('raw', bytes);
-      const row = { size: bytes, grpc: [] as number[], raw: [] as number[], ratios: [] as number[] };
+      for (const op of OPS) await receiver.transfer(op, bytes);
+      const row: Row = { size: bytes, mbps: { grpc: [], 'grpc-gen': [], raw: [] }, ratios: { grpc: [], 'grpc-gen': [], raw: [] } };
       for (let r = 0; r < o.repeats; r++) {
-        // Alternate which goes first, so neither always follows the other's garbage.
-        const order: ('grpc' | 'raw')[] = r % 2 === 0 ? ['grpc', 'raw'] : ['raw', 'grpc'];
-        const mbps: Record<string, number> = {};
-        for (const op of order) mbps[op] = bytes / 1e6 / ((await receiver.transfer(op, bytes)) / 1000);
-        row.grpc.push(mbps.grpc);
-        row.raw.push(mbps.raw);
-        row.ratios.push(mbps.grpc / mbps.raw);
+        // Rotate which goes first, so none always follows another's garbage.
+        const order = OPS.map((_, i) => OPS[(i + r) % OPS.length]);
+        const got = {} as Record<Op, number>;
+        for (const op of order) got[op] = bytes / 1e6 / ((await receiver.transfer(op, bytes)) / 1000);
+        for (const op of OPS) {
+          row.mbps[op].push(got[op]);
+          row.ratios[op].push(got[op] / got.raw);
+        }
       }
       rows.push(row);
       process.stderr.write(`  ${bytes / MiB} MiB done\n`);
     }
-    console.log('\nsize     gRPC MB/s min/median/max   raw TCP MB/s min/median/max   gRPC/raw: median/median  paired min/median/max');
+    const cell = (xs: number[]) => fmt(spread(xs), f0);
+    console.log('\nMB/s min/median/max');
+    console.log(`${'size'.padEnd(9)}${'gRPC (project path)'.padStart(22)}${'gRPC (generated)'.padStart(22)}${'raw TCP'.padStart(22)}`);
     for (const r of rows) {
-      const g = spread(r.grpc);
-      const w = spread(r.raw);
+      console.log(`${`${r.size / MiB} MiB`.padEnd(9)}${cell(r.mbps.grpc).padStart(22)}${cell(r.mbps['grpc-gen']).padStart(22)}${cell(r.mbps.raw).padStart(22)}`);
+    }
+    console.log('\nratio to raw TCP: median/median, and paired (same repeat) min/median/max');
+    console.log(`${'size'.padEnd(9)}${'project path'.padStart(16)}${'paired'.padStart(18)}${'generated'.padStart(14)}${'paired'.padStart(18)}`);
+    const med = (xs: number[]) => spread(xs).median;
+    for (const r of rows) {
+      const w = med(r.mbps.raw);
       console.log(
-        `${`${r.size / MiB} MiB`.padEnd(9)}${fmt(g, f0).padStart(24)}   ${fmt(w, f0).padStart(27)}   ${f2(g.median / w.median).padStart(22)}  ${fmt(spread(r.ratios), f2).padStart(21)}`,
+        `${`${r.size / MiB} MiB`.padEnd(9)}${f2(med(r.mbps.grpc) / w).padStart(16)}${fmt(spread(r.ratios.grpc), f2).padStart(18)}` +
+          `${f2(med(r.mbps['grpc-gen']) / w).padStart(14)}${fmt(spread(r.ratios['grpc-gen']), f2).padStart(18)}`,
       );
     }
-    const worst = Math.min(...rows.map((r) => spread(r.grpc).median / spread(r.raw).median));
-    console.log(`\nlowest gRPC/raw ratio of medians: ${f2(worst)} (target >= 0.4: ${worst >= 0.4 ? 'met' : 'NOT met'})`);
+    const worst = Math.min(...rows.map((r) => med(r.mbps.grpc) / med(r.mbps.raw)));
+    console.log(`\nlowest gRPC (project path)/raw ratio of medians: ${f2(worst)} (target >= 0.4: ${worst >= 0.4 ? 'met' : 'NOT met'})`);
   } finally {
     await receiver?.close();
     await senders.close();

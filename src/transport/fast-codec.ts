@@ -2,9 +2,10 @@
  * Fast (de)serializers for the messages that carry a TensorChunk, byte-compatible with the
  * generated ts-proto code.
  *
- * The generated serializers copy a chunk's data once per nesting level (`fork()`/`join()`), again
- * in `finish()` and again in `Buffer.from`; the generated decoder copies it out of the received
- * buffer (`Buffer.from(reader.bytes())`). Here the envelope is still encoded and decoded by the
+ * The generated serializers copy a chunk's data into the writer's buffer, shift it once per nesting
+ * level (`join()` widens the length prefix with a memmove), and copy it again in `finish()` and in
+ * `Buffer.from`; the generated decoder copies it out of the received buffer
+ * (`Buffer.from(reader.bytes())`). Here the envelope is still encoded and decoded by the
  * generated code, field by field, but the one large field, `TensorChunk.data`, is spliced:
  *
  * - Encoding: every level on the path to the tensor (e.g. TrainRequest -> GradientChunk ->
@@ -19,9 +20,10 @@
  *   aligned, views: see TensorAssembler / bytesToFloat32), and it keeps the received message buffer
  *   alive as long as it is referenced (the same size as the copy it replaces).
  *
- * Anything unexpected (no tensor on the path, a repeated path field, another member of the same
- * oneof, groups, malformed or truncated input) falls back to the generated code for the whole
- * message, so the result, or the error, is the generated code's.
+ * Anything unexpected (no tensor on the path, a path field repeated or followed by other fields,
+ * another member of the same oneof, groups, malformed or truncated input) falls back to the
+ * generated code for the whole message, so the result, or the error, is always the generated
+ * code's (test/transport-fast-codec.test.ts checks this on fuzzed input).
  */
 import { type BinaryReader, type BinaryWriter } from "@bufbuild/protobuf/wire";
 
@@ -64,6 +66,8 @@ interface Hop {
   without(msg: any): any;
   /** Sets the decoded child into the decoded message of this level. */
   attach(msg: any, child: unknown): void;
+  /** The child field holding an empty message (see decodePath). */
+  readonly canary: Uint8Array;
 }
 
 /** A route from an envelope type to the TensorChunk it carries: the hops, outermost first. */
@@ -93,6 +97,7 @@ function oneofHop(codec: Codec<any>, field: number, $case: string): Hop {
     codec,
     field,
     oneof: true,
+    canary: hopCanary(field),
     child: (m) => (m.kind?.$case === $case ? m.kind.value : undefined),
     without: (m) => ({ ...m, kind: undefined }),
     attach: (m, c) => {
@@ -107,6 +112,7 @@ function tensorHop(codec: Codec<any>, field: number): Hop {
     codec,
     field,
     oneof: false,
+    canary: hopCanary(field),
     child: (m) => m.tensor ?? undefined,
     without: (m) => ({ ...m, tensor: undefined }),
     attach: (m, c) => {
@@ -182,11 +188,15 @@ function writeVarint(out: Uint8Array, pos: number, n: number): number {
 // ---------------------------------------------------------------------------------------------
 
 /**
- * Encodes `msg` (an envelope of `r`'s type) into one freshly allocated Buffer with the chunk's data
- * copied once. Byte-identical to `Buffer.from(r.codec.encode(msg).finish())`. Messages that do not
- * take the route (e.g. a hello) are encoded by the generated code.
+ * Encodes `msg` (an envelope of `r`'s type) into one Buffer with the chunk's data copied once.
+ * Byte-identical to `Buffer.from(r.codec.encode(msg).finish())`. Messages that do not take the
+ * route (e.g. a hello) are encoded by the generated code.
+ *
+ * The buffer is freshly allocated unless `alloc` is given, which must return a Buffer of exactly
+ * the requested size (e.g. a view of a reused scratch buffer: see fast-services.ts for when that is
+ * safe).
  */
-export function encodeSpliced<T>(r: TensorRoute<T>, msg: T): Buffer {
+export function encodeSpliced<T>(r: TensorRoute<T>, msg: T, alloc?: (bytes: number) => Buffer): Buffer {
   const hops = r.hops;
   const n = hops.length;
   // Prefixes of the levels (each level's fields other than its child), outermost first, then the
@@ -214,7 +224,8 @@ export function encodeSpliced<T>(r: TensorRoute<T>, msg: T): Buffer {
     lengths[i] = len;
   }
 
-  const out = Buffer.allocUnsafe(lengths[0]);
+  const out = alloc !== undefined ? alloc(lengths[0]) : Buffer.allocUnsafe(lengths[0]);
+  if (out.byteLength !== lengths[0]) throw new Error(`encodeSpliced(${r.name}): alloc returned ${out.byteLength} bytes, not ${lengths[0]}`);
   let pos = 0;
   for (let i = 0; i < n; i++) {
     out.set(prefixes[i], pos);
@@ -324,53 +335,71 @@ function findField(buf: Uint8Array, start: number, end: number, field: number): 
   return found;
 }
 
-/** Bytes of buf[start, end) without the field [cut, cutEnd): a view when the field is last. */
-function without(buf: Uint8Array, start: number, end: number, cut: number, cutEnd: number): Uint8Array {
-  if (cutEnd === end) return buf.subarray(start, cut);
-  const out = new Uint8Array(end - start - (cutEnd - cut));
-  out.set(buf.subarray(start, cut), 0);
-  out.set(buf.subarray(cutEnd, end), cut - start);
+/**
+ * Decodes an envelope of `r`'s type, with the chunk's data as a view into `buf` (no copy).
+ * Equivalent to `r.codec.decode(buf)`, which it falls back to for anything unexpected, except that
+ * `tensor.data` shares memory with `buf`.
+ */
+export function decodeSpliced<T>(r: TensorRoute<T>, buf: Uint8Array): T {
+  let decoded: T | undefined;
+  try {
+    decoded = decodePath(r, buf);
+  } catch {
+    // Malformed somewhere (or UNSUPPORTED): the generated decoder gives the answer, or the error.
+    decoded = undefined;
+  }
+  return decoded ?? r.codec.decode(buf);
+}
+
+/** `bytes` followed by `canary`, in a new array. */
+function withCanary(bytes: Uint8Array, canary: Uint8Array): Uint8Array {
+  const out = new Uint8Array(bytes.byteLength + canary.byteLength);
+  out.set(bytes, 0);
+  out.set(canary, bytes.byteLength);
   return out;
 }
 
-/**
- * Decodes an envelope of `r`'s type, with the chunk's data as a view into `buf` (no copy).
- * Equivalent to `r.codec.decode(buf)` (which it falls back to for anything unexpected), except
- * that `tensor.data` shares memory with `buf`.
- */
-export function decodeSpliced<T>(r: TensorRoute<T>, buf: Uint8Array): T {
-  try {
-    const decoded = decodePath(r, buf);
-    if (decoded !== undefined) return decoded;
-  } catch (err) {
-    if (err !== UNSUPPORTED) throw err;
-  }
-  return r.codec.decode(buf);
+/** The path field with an empty message: decodes to a present (default) child. */
+function hopCanary(field: number): Uint8Array {
+  const tag = (field << 3) | WIRE_LEN;
+  const out = new Uint8Array(varintSize(tag) + 1);
+  writeVarint(out, 0, tag);
+  return out;
 }
 
+/** TensorChunk.data = [0xab]. */
+const DATA_CANARY = new Uint8Array([(DATA_FIELD << 3) | WIRE_LEN, 1, 0xab]);
+
+/**
+ * The fast path. Taken only when, at every level, the path field occurs once and is the last field
+ * of its level (as every protobuf encoder writes it, the child having the highest field number).
+ * Each level's other fields, the bytes before the path field, are decoded by ts-proto followed by a
+ * canary: the path field with a recognizable value. Finding the canary in the result proves that
+ * ts-proto's parse of those bytes read nothing past them and stopped exactly at the path field, as
+ * it does when it decodes the whole buffer, so the results agree (the canary is then replaced by
+ * the real child). Otherwise (a malformed field overrunning or stopping the parse early) the
+ * caller falls back to the generated decoder.
+ */
 function decodePath<T>(r: TensorRoute<T>, buf: Uint8Array): T | undefined {
   const hops = r.hops;
   const levels: any[] = [];
   let start = 0;
-  let end = buf.byteLength;
-  for (const hop of hops) {
+  const end = buf.byteLength;
+  for (let i = 0; i < hops.length; i++) {
+    const hop = hops[i];
     const f = findField(buf, start, end, hop.field);
-    if (f === undefined || (hop.oneof && f.others)) return undefined;
-    levels.push(hop.codec.decode(without(buf, start, end, f.fieldStart, f.end)));
+    if (f === undefined || f.end !== end || (hop.oneof && f.others)) return undefined;
+    const level = hop.codec.decode(withCanary(buf.subarray(start, f.fieldStart), hop.canary));
+    if (hop.child(level) === undefined) return undefined;
+    levels.push(level);
     start = f.start;
-    end = f.end;
   }
   // The TensorChunk: every field but data through ts-proto, data as a view.
   const d = findField(buf, start, end, DATA_FIELD);
-  let tensor: TensorChunk;
-  if (d === undefined) {
-    // No data field, or a repeated one: the generated decoder (it copies, but such chunks are
-    // empty or malformed).
-    tensor = TensorChunk.decode(buf.subarray(start, end));
-  } else {
-    tensor = TensorChunk.decode(without(buf, start, end, d.fieldStart, d.end));
-    tensor.data = Buffer.from(buf.buffer, buf.byteOffset + d.start, d.end - d.start);
-  }
+  if (d === undefined || d.end !== end) return undefined;
+  const tensor = TensorChunk.decode(withCanary(buf.subarray(start, d.fieldStart), DATA_CANARY));
+  if (tensor.data.byteLength !== 1 || tensor.data[0] !== 0xab) return undefined;
+  tensor.data = Buffer.from(buf.buffer, buf.byteOffset + d.start, d.end - d.start);
   let child: unknown = tensor;
   for (let i = hops.length - 1; i >= 0; i--) {
     hops[i].attach(levels[i], child);
