@@ -532,7 +532,10 @@ export class TensorAssembler {
         `tensor ${name}: ${this.pendingBytesTotal + declared} bytes of partial tensors exceeds the limit of ${this.maxPendingBytes}`,
       );
     }
-    const values = new Float32Array(declared / F32);
+    // Not zero-filled: every byte is written before the tensor is returned (chunks are contiguous
+    // and must reach total_bytes), and an incomplete tensor is never returned. Skipping calloc's
+    // zeroing matters for multi-MiB tensors whose memory the allocator recycles.
+    const values = new Float32Array(Buffer.allocUnsafeSlow(declared).buffer, 0, declared / F32);
     copyBytesInto(values, 0, c.data);
     this.pending.set(name, { first: c, values, nextIndex: 1, receivedBytes: c.data.byteLength });
     this.pendingBytesTotal += declared;
