@@ -75,8 +75,8 @@ function listen(server: Server): Promise<number> {
 
 test('spngd worker --ps on an unreachable address', async (t) => {
   // The worker retries Join for --join-timeout (default 15 s) before giving up.
-  const r = await spngd(['worker', '--ps', '127.0.0.1:1', '--join-timeout', '2000'], 20_000);
-  t.not(r.signal, 'SIGKILL', `still running after 20 s: --join-timeout was not honoured\n${r.stderr}`);
+  const r = await spngd(['worker', '--ps', '127.0.0.1:1', '--join-timeout', '2000'], 45_000);
+  t.not(r.signal, 'SIGKILL', `still running after 45 s: --join-timeout was not honoured\n${r.stderr}`);
   oneClearLine(t, r, /parameter server 127\.0\.0\.1:1 is unreachable/);
 });
 
