@@ -4,8 +4,8 @@
  * for layers they hand over; the PS serves it from the checkpoint it resumed from.
  */
 import { Metadata, status, type ServerWritableStream } from '@grpc/grpc-js';
+import { FastFactorOwnerServiceClient } from '../../transport/fast-services.js';
 import {
-  FactorOwnerServiceClient,
   StatisticKind,
   type FetchLayerStateRequest,
   type FetchLayerStateResponse,
@@ -84,7 +84,7 @@ export async function fetchLayerStates(
   timeoutMs = 10000,
   security: ActorCredentials = INSECURE,
 ): Promise<LayerCurvatureSnapshot[]> {
-  const client = new FactorOwnerServiceClient(address, security.channelCredentials(), security.clientOptions(transport));
+  const client = new FastFactorOwnerServiceClient(address, security.channelCredentials(), security.clientOptions(transport));
   try {
     const call = client.fetchLayerState({ layers, epoch }, new Metadata(), { deadline: Date.now() + timeoutMs });
     const assembler = new TensorAssembler();

@@ -10,7 +10,6 @@ import type { ComputeBackend } from '../../compute/backend.js';
 import { resolveTrainConfig, type TrainConfig } from '../../config/schema.js';
 import {
   FactorOwnerServiceClient,
-  FactorOwnerServiceService,
   StatisticKind,
   type FactorOwnerServiceServer,
   type FetchLayerStateRequest,
@@ -20,7 +19,8 @@ import {
   type StatisticSchedule,
 } from '../../gen/spngd/v1/factor_owner.js';
 import { LifecycleState, Role, type MembershipView } from '../../gen/spngd/v1/membership.js';
-import { ParameterServerServiceClient, type PublishPreconditionersRequest, type PublishPreconditionersResponse } from '../../gen/spngd/v1/parameter_server.js';
+import { FastFactorOwnerServiceService, FastParameterServerServiceClient } from '../../transport/fast-services.js';
+import { type ParameterServerServiceClient, type PublishPreconditionersRequest, type PublishPreconditionersResponse } from '../../gen/spngd/v1/parameter_server.js';
 import type { CurvatureLayerSpec, LayerCurvatureSnapshot } from '../../kfac/layer-curvature.js';
 import { statKey, type StatKind } from '../../kfac/statistics.js';
 import { buildModel } from '../../nn/models.js';
@@ -114,7 +114,7 @@ export class FactorOwner {
   async start(): Promise<void> {
     this.server = await startActorServer(
       this.opts.listen,
-      [{ name: SPNGD_SERVICES.factorOwner, definition: FactorOwnerServiceService, implementation: this.service() }],
+      [{ name: SPNGD_SERVICES.factorOwner, definition: FastFactorOwnerServiceService, implementation: this.service() }],
       this.state,
       this.metrics,
       {},
@@ -193,7 +193,7 @@ export class FactorOwner {
 
   private openPublisher(): void {
     this.publisher?.detach();
-    this.psClient ??= new ParameterServerServiceClient(this.opts.ps, this.security.channelCredentials(), this.security.clientOptions(transportOf(this.config.cluster)));
+    this.psClient ??= new FastParameterServerServiceClient(this.opts.ps, this.security.channelCredentials(), this.security.clientOptions(transportOf(this.config.cluster)));
     const call = this.psClient.publishPreconditioners(new Metadata());
     call.on('data', (r: PublishPreconditionersResponse) => {
       if (!r.accepted) this.opts.logger.warn(`PS rejected ${r.layer} v${r.version}: ${r.reason}`);

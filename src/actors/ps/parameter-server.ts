@@ -13,7 +13,6 @@ import type { TrainConfig } from '../../config/schema.js';
 import type { Dataset } from '../../data/fashion-mnist.js';
 import { LifecycleState, MembershipServiceService, Role, type MembershipServiceServer, type MembershipView, type WatchMembershipRequest, type WatchMembershipResponse } from '../../gen/spngd/v1/membership.js';
 import {
-  ParameterServerServiceService,
   PreconditionerFactor,
   type DownloadParametersRequest,
   type DownloadParametersResponse,
@@ -49,7 +48,8 @@ import { sendDense } from '../common/tensor-io.js';
 import { transportOf } from '../common/transport-of.js';
 import { CheckpointError, loadLatestCheckpoint, saveCheckpoint } from '../../checkpoint/format.js';
 import { checkpointToState, stateToCheckpoint } from '../../checkpoint/training-state.js';
-import { FactorOwnerServiceService, type FactorOwnerServiceServer } from '../../gen/spngd/v1/factor_owner.js';
+import { type FactorOwnerServiceServer } from '../../gen/spngd/v1/factor_owner.js';
+import { FastFactorOwnerServiceService, FastParameterServerServiceService } from '../../transport/fast-services.js';
 import type { LayerCurvatureSnapshot } from '../../kfac/layer-curvature.js';
 import { fetchLayerStates, serveLayerStates } from '../common/layer-state.js';
 import { layerCost } from './assignment.js';
@@ -164,10 +164,10 @@ export class ParameterServer {
     this.server = await startActorServer(
       this.opts.listen,
       [
-        { name: SPNGD_SERVICES.parameterServer, definition: ParameterServerServiceService, implementation: this.parameterService() },
+        { name: SPNGD_SERVICES.parameterServer, definition: FastParameterServerServiceService, implementation: this.parameterService() },
         { name: SPNGD_SERVICES.membership, definition: MembershipServiceService, implementation: this.membershipService() },
         // Only FetchLayerState: owners that take a layer after a resume get its state from here.
-        { name: SPNGD_SERVICES.factorOwner, definition: FactorOwnerServiceService, implementation: this.checkpointStateService() },
+        { name: SPNGD_SERVICES.factorOwner, definition: FastFactorOwnerServiceService, implementation: this.checkpointStateService() },
       ],
       this.state,
       this.metrics,
@@ -243,7 +243,8 @@ export class ParameterServer {
     this.membership.nextStep = s + 1;
 
     await this.state.timings.time('send_params', async () => {
-      const params = this.model.stateEntries();
+      // One private snapshot per step, shared by every worker's stream (sent without further copies).
+      const params = this.model.stateEntries().map((e) => ({ name: e.name, shape: e.value.shape.length ? e.value.shape : [e.value.data.length], data: Float32Array.from(e.value.data) }));
       await Promise.all(
         participants.map(async (w, i) => {
           w.tensors = new Map();
@@ -253,7 +254,7 @@ export class ParameterServer {
           w.samples = shardSize(c.batchSize, i, participants.length);
           try {
             for (const e of params) {
-              await sendDense(w.writer, (tensor) => ({ kind: { $case: 'parameters' as const, value: { step: s, tensor } } }), e.name, e.value.data, e.value.shape.length ? e.value.shape : [e.value.data.length], s, c.cluster.chunkBytes);
+              await sendDense(w.writer, (tensor) => ({ kind: { $case: 'parameters' as const, value: { step: s, tensor } } }), e.name, e.data, e.shape, s, c.cluster.chunkBytes, { copy: false });
             }
             await w.writer.write(
               {
@@ -865,7 +866,7 @@ export class ParameterServer {
       const writer = new ByteBudgetWriter(call);
       const chunkBytes = call.request.maxMessageBytes > 0 ? Math.max(4096, Math.min(this.opts.config.cluster.chunkBytes, call.request.maxMessageBytes - 4096) & ~3) : this.opts.config.cluster.chunkBytes;
       for (const e of snapshot) {
-        await sendDense(writer, (tensor) => ({ step, tensorCount: snapshot.length, tensor }), e.name, e.values, e.shape, step, chunkBytes);
+        await sendDense(writer, (tensor) => ({ step, tensorCount: snapshot.length, tensor }), e.name, e.values, e.shape, step, chunkBytes, { copy: false });
       }
       await writer.end();
     } catch (err) {
