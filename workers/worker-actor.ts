@@ -108,11 +108,18 @@ export class Worker {
       () => ({ lifecycle: this.state.lifecycle, step: this.state.step, epoch: this.state.epoch }),
       // The PS forgot us (it restarted, or our lease expired): join again and follow its new view.
       async () => {
+        // Views from now on come from the PS that forgot us; a restarted PS counts epochs from 1
+        // again, so the old view and epoch must not hide its views.
+        this.view = undefined;
+        this.state.epoch = 0;
         const joined = await this.member.join({ id: this.state.id, role: Role.ROLE_WORKER, address: this.server!.address, state: this.state.lifecycle, capacity: 1 });
         for (const link of this.owners.values()) this.closeOwner(link);
         this.owners.clear();
+        // The watch may have delivered a newer view than the join's while we were joining.
+        const seen = this.view as MembershipView | undefined;
+        const newest = seen !== undefined && seen.epoch > joined.view.epoch ? seen : joined.view;
         this.view = undefined;
-        this.onView(joined.view);
+        this.onView(newest);
         // Still starting: start() opens the train stream once the data and the model are ready.
         if (this.trainCall) this.openTrainStream();
       },
@@ -206,7 +213,8 @@ export class Worker {
     if (params.size > 0) {
       this.model.importState(Object.fromEntries(params), { strict: false });
     }
-    if (start.epoch > this.state.epoch) await this.waitForView(start.epoch);
+    // The view, not state.epoch: after a PS restart state.epoch may still hold the old PS's (higher) epochs.
+    if (start.epoch > (this.view?.epoch ?? 0)) await this.waitForView(start.epoch);
     const due = await this.state.timings.time('wait_schedules', () => this.dueStatistics(s, start.epoch));
 
     const { start: offset, end } = shardRange(start.globalBatchSize, start.shardIndex, start.shardCount);
