@@ -25,7 +25,9 @@ function jobConfig(dir: string, steps: number): string {
       checkpointEvery: 10,
       data: { dir: dataDir, trainLimit: 8192, testLimit: 2000 },
       optimizer: { kind: 'spngd', lr: 0.05 },
-      cluster: { minWorkers: 2, minOwners: 2, heartbeatMs: 200, leaseMs: 1500, keepaliveMs: 1000, keepaliveTimeoutMs: 1000 },
+      // A lease long enough for a loaded 2-core CI machine; killed processes are noticed by their closed
+      // streams at once, only the owner's removal waits for the lease.
+      cluster: { minWorkers: 2, minOwners: 2, heartbeatMs: 200, leaseMs: 4000, keepaliveMs: 1000, keepaliveTimeoutMs: 1000 },
     }),
   );
   return file;
