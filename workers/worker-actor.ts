@@ -153,9 +153,10 @@ export class Worker {
     this.psClient ??= new ParameterServerServiceClient(this.opts.ps, this.security.channelCredentials(), this.security.clientOptions(transportOf(this.config.cluster)));
     const call = this.psClient.train(new Metadata());
     this.trainCall = call;
-    this.writer = new ByteBudgetWriter(call);
+    const writer = new ByteBudgetWriter<TrainRequest>(call);
+    this.writer = writer;
     this.assembler = new TensorAssembler();
-    call.on('data', (msg: TrainResponse) => this.onTrainMessage(msg));
+    call.on('data', (msg: TrainResponse) => this.onTrainMessage(msg, writer));
     call.on('error', (err) => {
       if (!this.stopped) this.opts.logger.warn(`train stream to the PS broke: ${err.message}`);
     });
@@ -167,7 +168,8 @@ export class Worker {
     void this.writer.write({ kind: { $case: 'hello', value: { workerId: this.state.id, epoch: this.state.epoch, parametersVersion: 0, maxMessageBytes: 0 } } }, 64).catch(() => undefined);
   }
 
-  private onTrainMessage(msg: TrainResponse): void {
+  /** A message of the train stream whose writer is `writer` (a step's results go back on the stream that started it). */
+  private onTrainMessage(msg: TrainResponse, writer: ByteBudgetWriter<TrainRequest>): void {
     const k = msg.kind;
     if (!k) return;
     try {
@@ -184,7 +186,7 @@ export class Worker {
           const start = k.value;
           const params = this.params;
           this.params = new Map();
-          this.work = this.work.then(() => this.step(start, params)).catch((err) => {
+          this.work = this.work.then(() => this.step(start, params, writer)).catch((err) => {
             this.opts.logger.error(`step ${start.step} failed: ${(err as Error).stack ?? err}`);
           });
           return;
@@ -206,7 +208,7 @@ export class Worker {
     }
   }
 
-  private async step(start: StepStart, params: Map<string, Float32Array>): Promise<void> {
+  private async step(start: StepStart, params: Map<string, Float32Array>, writer: ByteBudgetWriter<TrainRequest>): Promise<void> {
     const c = this.config;
     const s = start.step;
     const t0 = performance.now();
@@ -232,9 +234,9 @@ export class Worker {
     // BN running statistics travel with the gradients; the PS averages them like gradients.
     for (const b of this.model.buffers()) tensors.push({ name: b.name, values: Float32Array.from(b.value.data), shape: b.value.shape });
     for (const t of tensors) {
-      await sendDense(this.writer!, (tensor) => ({ kind: { $case: 'gradient' as const, value: { step: s, workerId: this.state.id, numSamples: indices.length, tensor } } }), t.name, t.values, t.shape, s, c.cluster.chunkBytes);
+      await sendDense(writer, (tensor) => ({ kind: { $case: 'gradient' as const, value: { step: s, workerId: this.state.id, numSamples: indices.length, tensor } } }), t.name, t.values, t.shape, s, c.cluster.chunkBytes);
     }
-    await this.writer!.write(
+    await writer.write(
       {
         kind: {
           $case: 'gradientsComplete',
