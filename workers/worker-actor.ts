@@ -79,6 +79,8 @@ export class Worker {
   private assembler = new TensorAssembler();
   private work: Promise<void> = Promise.resolve();
   private stopped = false;
+  /** Times the heartbeat found the PS had forgotten us and we joined again. */
+  private rejoins = 0;
   readonly done = deferred<string>();
 
   constructor(private readonly opts: WorkerOptions) {}
@@ -108,6 +110,7 @@ export class Worker {
       () => ({ lifecycle: this.state.lifecycle, step: this.state.step, epoch: this.state.epoch }),
       // The PS forgot us (it restarted, or our lease expired): join again and follow its new view.
       async () => {
+        this.rejoins++;
         // Views from now on come from the PS that forgot us; a restarted PS counts epochs from 1
         // again, so the old view and epoch must not hide its views.
         this.view = undefined;
@@ -129,7 +132,9 @@ export class Worker {
     this.train = await loadSplit('train', { ...(dir ? { dir } : {}), ...(c.data.trainLimit ? { limit: c.data.trainLimit } : {}) });
     this.plan = new BatchPlan(this.train.n, c.batchSize, c.seed);
     this.model = buildModel(c.model, c.seed);
-    this.onView(joined.view);
+    // A PS that restarted while we loaded the data was joined again by the heartbeat's rejoin, whose
+    // view (of the new PS) must not be replaced by this older PS's view with its higher epoch.
+    if (this.rejoins === 0) this.onView(joined.view);
     this.member.watch((v) => this.onView(v));
     this.openTrainStream();
     this.state.lifecycle = LifecycleState.LIFECYCLE_STATE_READY;
