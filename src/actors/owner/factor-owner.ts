@@ -194,7 +194,9 @@ export class FactorOwner {
   private openPublisher(): void {
     this.publisher?.detach();
     this.psClient ??= new FastParameterServerServiceClient(this.opts.ps, this.security.channelCredentials(), this.security.clientOptions(transportOf(this.config.cluster)));
-    const call = this.psClient.publishPreconditioners(new Metadata());
+    // Wait for the connection: right after the PS restarts the channel is still in reconnect
+    // backoff, and a call that fails at once loses the preconditioners and watermark written to it.
+    const call = this.psClient.publishPreconditioners(new Metadata({ waitForReady: true }));
     call.on('data', (r: PublishPreconditionersResponse) => {
       if (!r.accepted) this.opts.logger.warn(`PS rejected ${r.layer} v${r.version}: ${r.reason}`);
     });
