@@ -83,6 +83,8 @@ export class FactorOwner {
   private readonly inbox = new Map<number, StepInbox>();
   private readonly handoff = new Map<string, LayerCurvatureSnapshot>();
   private publisher: ByteBudgetWriter<PublishPreconditionersRequest> | undefined;
+  /** The call the publisher writes to (compared by identity: only the current one is reopened). */
+  private publisherCall: unknown;
   private psClient: ParameterServerServiceClient | undefined;
   private view: MembershipView | undefined;
   private readonly addresses = new Map<string, string>();
@@ -197,15 +199,23 @@ export class FactorOwner {
     // Wait for the connection: right after the PS restarts the channel is still in reconnect
     // backoff, and a call that fails at once loses the preconditioners and watermark written to it.
     const call = this.psClient.publishPreconditioners(new Metadata({ waitForReady: true }));
+    this.publisherCall = call;
     call.on('data', (r: PublishPreconditionersResponse) => {
       if (!r.accepted) this.opts.logger.warn(`PS rejected ${r.layer} v${r.version}: ${r.reason}`);
     });
     call.on('error', (err) => {
       if (!this.stopped) this.opts.logger.warn(`preconditioner stream to the PS broke: ${err.message}; reopening`);
     });
-    call.on('close', () => {
-      if (!this.stopped) setTimeout(() => !this.stopped && this.openPublisher(), 500).unref();
-    });
+    // Reopen when the call is over. grpc-js emits 'status' (and 'error') when the PS ends it or the
+    // connection drops, but no 'close' while our side is still open, which it always is here.
+    let reopening = false;
+    const reopen = () => {
+      if (reopening || this.stopped || this.publisherCall !== call) return;
+      reopening = true;
+      setTimeout(() => !this.stopped && this.publisherCall === call && this.openPublisher(), 500).unref();
+    };
+    call.on('status', reopen);
+    call.on('close', reopen);
     this.publisher = new ByteBudgetWriter(call);
     void this.publisher.write({ kind: { $case: 'hello', value: { ownerId: this.state.id, epoch: this.state.epoch, layers: this.layers() } } }, 64).catch(() => undefined);
   }
