@@ -94,6 +94,8 @@ interface HeldPreconditioner {
   version: number;
   computedFromStep: number;
   ownerId: string;
+  /** The membership epoch since which ownerId held the layer when it sent it (see `tenures`). */
+  tenure: number;
 }
 
 export interface RunRecordSummary {
@@ -118,6 +120,12 @@ export class ParameterServer {
   private readonly updater: MomentumUpdater;
   private readonly workers = new Map<string, WorkerSession>();
   private readonly preconditioners = new Map<string, HeldPreconditioner>();
+  /**
+   * Layer → its owner and the membership epoch since which it holds the layer. An owner's versions
+   * of a layer only grow while it keeps the layer: one that takes it again (after it moved away,
+   * or after the owner joined again) may start over from its own count or from another owner's.
+   */
+  private readonly tenures = new Map<string, { ownerId: string; since: number }>();
   /** Owner → its watermark and the membership epoch it was sent in. */
   private readonly watermarks = new Map<string, { next: number; epoch: number }>();
   /** Layer states from the checkpoint this PS resumed from, served to owners that take the layers. */
@@ -547,6 +555,9 @@ export class ParameterServer {
   }
 
   private onMembershipChange(view: MembershipView, reason: string): void {
+    for (const l of view.assignment?.layers ?? []) {
+      if (this.tenures.get(l.layer)?.ownerId !== l.ownerId) this.tenures.set(l.layer, { ownerId: l.ownerId, since: view.epoch });
+    }
     this.opts.logger.info({ epoch: view.epoch, assignment: view.assignment?.layers.map((l) => `${l.layer}->${l.ownerId}`) }, `membership epoch ${view.epoch}: ${reason}`);
     // Workers that are no longer members (lease expired) leave the step rotation.
     for (const w of this.workers.values()) if (!this.membership.get(w.id)) this.dropWorker(w, 'no longer a member');
@@ -808,7 +819,8 @@ export class ParameterServer {
             else if (this.membership.ownerOf(cm.layer) !== ownerId) reason = `${ownerId} does not own ${cm.layer} in epoch ${this.membership.epoch}`;
             else {
               const held = this.preconditioners.get(cm.layer);
-              if (held && held.ownerId === ownerId && held.version >= cm.version) reason = `version ${cm.version} is not newer than ${held.version}`;
+              const tenure = this.tenures.get(cm.layer)?.since ?? 0;
+              if (held && held.ownerId === ownerId && held.tenure === tenure && held.version >= cm.version) reason = `version ${cm.version} is not newer than ${held.version}`;
               else {
                 try {
                   const p = decodePreconditioner(cm.layer, factors, cm);
@@ -816,7 +828,7 @@ export class ParameterServer {
                   if (!layer) throw new RangeError(`unknown layer ${cm.layer}`);
                   const ok = p.kind === 'unit' ? layer.kind === 'bn' && p.channels === layer.outFeatures : p.orderA === layer.inFeatures + 1 && p.orderG === layer.outFeatures;
                   if (!ok) throw new RangeError(`preconditioner of ${cm.layer} does not match the layer's shape`);
-                  this.preconditioners.set(cm.layer, { preconditioner: p, version: cm.version, computedFromStep: cm.computedFromStep, ownerId });
+                  this.preconditioners.set(cm.layer, { preconditioner: p, version: cm.version, computedFromStep: cm.computedFromStep, ownerId, tenure });
                   this.state.preconditioners.set(cm.layer, { layer: cm.layer, version: cm.version, computedFromStep: cm.computedFromStep, ownerId, updatedUnixMs: Date.now() });
                   accepted = true;
                 } catch (err) {
