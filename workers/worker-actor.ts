@@ -165,11 +165,17 @@ export class Worker {
     call.on('error', (err) => {
       if (!this.stopped) this.opts.logger.warn(`train stream to the PS broke: ${err.message}`);
     });
-    call.on('close', () => {
-      if (!this.stopped && this.state.lifecycle !== LifecycleState.LIFECYCLE_STATE_DRAINING) {
-        setTimeout(() => !this.stopped && this.openTrainStream(), 500).unref();
-      }
-    });
+    // Reopen when the call is over. grpc-js emits 'status' (and 'error') when the PS ends it or the
+    // connection drops, but no 'close' while our side is still open, which it always is here.
+    let reopening = false;
+    const live = () => !this.stopped && this.trainCall === call && this.state.lifecycle !== LifecycleState.LIFECYCLE_STATE_DRAINING;
+    const reopen = () => {
+      if (reopening || !live()) return;
+      reopening = true;
+      setTimeout(() => live() && this.openTrainStream(), 500).unref();
+    };
+    call.on('status', reopen);
+    call.on('close', reopen);
     void this.writer.write({ kind: { $case: 'hello', value: { workerId: this.state.id, epoch: this.state.epoch, parametersVersion: 0, maxMessageBytes: 0 } } }, 64).catch(() => undefined);
   }
 
