@@ -277,6 +277,7 @@ export class Worker {
   private async dueStatistics(s: number, epoch: number): Promise<Map<string, StatKind[]>> {
     const due = new Map<string, StatKind[]>();
     if (this.config.optimizer.kind !== 'spngd') return due;
+    this.reopenBrokenOwnerLinks();
     const deadline = Date.now() + this.config.cluster.preconditionerWaitMs;
     for (const layer of this.view?.assignment?.layers ?? []) {
       const link = this.owners.get(layer.ownerId);
@@ -391,6 +392,20 @@ export class Worker {
     call.on('close', () => broke('closed'));
     void link.writer.write({ kind: { $case: 'hello', value: { workerId: this.state.id, epoch: this.state.epoch } } }, 64).catch(() => undefined);
     this.owners.set(ownerId, link);
+  }
+
+  /**
+   * Opens again the statistics streams that broke while the membership stayed the same (a
+   * connection dropped and came back): a view change reopens them in onView, but without one
+   * the owner would get nothing more from this worker.
+   */
+  private reopenBrokenOwnerLinks(): void {
+    for (const [id, link] of this.owners) {
+      if (!link.broken) continue;
+      this.closeOwner(link);
+      this.owners.delete(id);
+      this.openOwner(id, link.address);
+    }
   }
 
   private closeOwner(link: OwnerLink): void {
