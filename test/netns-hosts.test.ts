@@ -19,12 +19,19 @@ const dataDir = fileURLToPath(new URL('../data/fashion-mnist', import.meta.url))
 const HOSTS = ['ps', 'worker-1', 'worker-2', 'owner-1', 'owner-2', 'owner-3'];
 const PS = 'ps:7000';
 /** Steps of the full and the scaling run (8192 samples at batch 512: 16 steps per epoch). */
-const STEPS = 80;
-const TEST_TIMEOUT_MS = 150_000;
+const STEPS = 64;
+/** A bound, for slow or busy machines: on two idle cores each test takes 30-70 s. */
+const TEST_TIMEOUT_MS = 240_000;
 
-const cluster = { heartbeatMs: 200, leaseMs: 1500, keepaliveMs: 1000, keepaliveTimeoutMs: 1000 };
+/**
+ * Failure detection: a lease and keepalive that tolerate a busy machine (a PS stalled for a few
+ * seconds by other processes must not expire its members) for the runs that want every step with
+ * both workers; the link-cut tests set short ones.
+ */
+const cluster = { heartbeatMs: 500, leaseMs: 6000, keepaliveMs: 5000, keepaliveTimeoutMs: 5000 };
+const fastDetection = { heartbeatMs: 200, leaseMs: 1500, keepaliveMs: 1000, keepaliveTimeoutMs: 1000 };
 
-function jobConfig(dir: string, steps: number, minOwners: number): string {
+function jobConfig(dir: string, steps: number, minOwners: number, clusterOverrides: Record<string, number> = {}): string {
   const file = join(dir, 'job.yaml');
   writeFileSync(
     file,
@@ -37,7 +44,7 @@ function jobConfig(dir: string, steps: number, minOwners: number): string {
       checkpointEvery: 20,
       data: { dir: dataDir, trainLimit: 8192, testLimit: 2000 },
       optimizer: { kind: 'spngd', lr: 0.05 },
-      cluster: { minWorkers: 2, minOwners, ...cluster },
+      cluster: { minWorkers: 2, minOwners, ...cluster, ...clusterOverrides },
     }),
   );
   return file;
@@ -54,13 +61,13 @@ interface Job {
 }
 
 /** A net with every host, and the PS started on host ps; removed when the test ends, pass or fail. */
-async function job(t: ExecutionContext, name: string, steps: number, minOwners: number): Promise<Job> {
+async function job(t: ExecutionContext, name: string, steps: number, minOwners: number, clusterOverrides: Record<string, number> = {}): Promise<Job> {
   t.timeout(TEST_TIMEOUT_MS);
   const dir = mkdtempSync(join(tmpdir(), `spngd-netns-${name}-`));
   const net = HostNet.create(HOSTS);
   t.teardown(() => net.destroy());
   t.log(`run directory ${dir}, namespaces ${net.prefix}-*`);
-  const ps = net.start('ps', 'ps', ['ps', '--listen', PS, '--config', jobConfig(dir, steps, minOwners), '--out', dir], dir);
+  const ps = net.start('ps', 'ps', ['ps', '--listen', PS, '--config', jobConfig(dir, steps, minOwners, clusterOverrides), '--out', dir], dir);
   await ps.listening;
   return {
     net,
@@ -146,12 +153,12 @@ serial(`owners scale 1 -> 3 -> 1 on their own hosts during a run, no step fails$
   const owner1 = j.owner(1);
   const workers = [j.worker(1), j.worker(2)];
   await Promise.all([owner1, ...workers].map((a) => a.listening));
-  await untilStep(j, 5);
+  await untilStep(j, 3);
 
   const more = [j.owner(2), j.owner(3)];
   await Promise.all(more.map((a) => a.listening));
   const status = () => j.net.status('ps', PS);
-  const three = await poll('three owners with published preconditioners', 60_000, 500, async () => {
+  const three = await poll('three owners with published preconditioners', 60_000, 1000, async () => {
     const s = await status();
     const publishing = new Set((s.preconditioners ?? []).map((p) => p.ownerId));
     return ownersOf(s).join() === 'owner-1,owner-2,owner-3' && publishing.size === 3 ? s : false;
@@ -161,7 +168,7 @@ serial(`owners scale 1 -> 3 -> 1 on their own hosts during a run, no step fails$
   // SIGTERM: each leaves, handing its layers back (their statistics go along).
   for (const a of more) a.proc.kill('SIGTERM');
   t.deepEqual(await Promise.all(more.map((a) => a.exited)), [0, 0], 'the two owners left cleanly');
-  const one = await poll('back to one owner', 30_000, 500, async () => {
+  const one = await poll('back to one owner', 30_000, 1000, async () => {
     const s: StatusJson = await status();
     return ownersOf(s).join() === 'owner-1' && (s.preconditioners ?? []).every((p) => p.ownerId === 'owner-1') ? s : false;
   });
@@ -174,18 +181,18 @@ serial(`owners scale 1 -> 3 -> 1 on their own hosts during a run, no step fails$
   const short = rec.filter((r) => r.workers !== 2).map((r) => r.step);
   t.deepEqual(short, [], 'both workers reduced in every step');
   const acc = finalAccuracy(j.dir);
-  reference ??= fullRun(t);
-  const ref = await reference;
+  // The full run's result, or a run of its own when that test did not run (or failed).
+  const ref = await (reference ?? Promise.reject(new Error('no reference yet'))).catch(() => (reference = fullRun(t)));
   t.log(`final test accuracy ${acc.toFixed(4)}; with 3 owners throughout ${ref.toFixed(4)}`);
   t.true(Math.abs(acc - ref) <= 0.02, `accuracy ${acc} vs ${ref} with a fixed owner count`);
 });
 
 serial(`a link cut between a worker and the PS: dropped within the lease, back when the link returns${skipNote}`, async (t) => {
-  const total = 60;
-  const j = await job(t, 'link', total, 1);
+  const total = 40;
+  const j = await job(t, 'link', total, 1, fastDetection);
   const actors = [j.owner(1), j.worker(1), j.worker(2)];
   await Promise.all(actors.map((a) => a.listening));
-  await untilStep(j, 10);
+  await untilStep(j, 8);
 
   const cutAt = Date.now();
   j.net.linkDown('worker-2');
@@ -200,8 +207,9 @@ serial(`a link cut between a worker and the PS: dropped within the lease, back w
     return line ?? false;
   });
   const detectMs = left.time - cutAt;
-  const bound = Math.max(cluster.leaseMs + 2 * cluster.heartbeatMs, cluster.keepaliveMs + cluster.keepaliveTimeoutMs);
-  t.log(`dropped after ${detectMs} ms (${left.msg}); lease ${cluster.leaseMs} ms, keepalive ${cluster.keepaliveMs}+${cluster.keepaliveTimeoutMs} ms`);
+  const f = fastDetection;
+  const bound = Math.max(f.leaseMs + 2 * f.heartbeatMs, f.keepaliveMs + f.keepaliveTimeoutMs);
+  t.log(`dropped after ${detectMs} ms (${left.msg}); lease ${f.leaseMs} ms, keepalive ${f.keepaliveMs}+${f.keepaliveTimeoutMs} ms`);
   // Slack for two busy cores: the PS's lease check runs between synchronous compute.
   t.true(detectMs <= bound + 3000, `detected after ${detectMs} ms`);
   const cutStep = await poll('a step with one worker', 30_000, 100, () => steps(j.dir).find((r) => r.workers === 1)?.step ?? false);
@@ -218,4 +226,38 @@ serial(`a link cut between a worker and the PS: dropped within the lease, back w
   const rec = steps(j.dir);
   t.deepEqual(rec.map((r) => r.step), oneToN(total), 'every step once, in order');
   t.is(rec[rec.length - 1].workers, 2, 'worker-2 took part to the end');
+});
+
+serial(`a link cut longer than the keepalive but shorter than the lease: connections drop, members stay, streams reconnect${skipNote}`, async (t) => {
+  const total = 40;
+  // Keepalive notices the cut after ~2 s; the lease (10 s) outlasts it and the reconnection.
+  const waitMs = 5000;
+  const j = await job(t, 'blip', total, 2, { ...fastDetection, leaseMs: 10_000, preconditionerWaitMs: waitMs });
+  const actors = [j.owner(1), j.owner(2), j.worker(1), j.worker(2)];
+  await Promise.all(actors.map((a) => a.listening));
+  await untilStep(j, 8);
+  j.net.linkDown('worker-2');
+  j.net.linkDown('owner-2');
+  await sleep(3500);
+  j.net.linkUp('worker-2');
+  j.net.linkUp('owner-2');
+  const upAt = Date.now();
+  const upStep = Math.max(...steps(j.dir).map((r) => r.step));
+  t.is(await j.ps.exited, 0, 'the PS finished');
+  const psLog = readFileSync(join(j.dir, 'ps.log'), 'utf8');
+  t.false(/left: (worker|owner)-2/.test(psLog), 'worker-2 and owner-2 stayed members');
+  t.regex(readFileSync(join(j.dir, 'worker-2.log'), 'utf8'), /train stream to the PS broke/, 'the cut dropped worker-2\'s connection');
+  t.regex(readFileSync(join(j.dir, 'owner-2.log'), 'utf8'), /preconditioner stream to the PS broke/, 'the cut dropped owner-2\'s connection');
+  const rec = steps(j.dir);
+  t.deepEqual(rec.map((r) => r.step), oneToN(total), 'every step once, in order');
+  const back = rec.find((r) => r.step > upStep && r.workers === 2);
+  t.truthy(back, 'worker-2 took part again');
+  t.is(rec[rec.length - 1].workers, 2, 'worker-2 took part to the end');
+  // The statistics of the step in flight when the connections dropped are lost, and owner-2 never
+  // reduces that step: the PS waits out preconditionerWaitMs once, then owner-2 publishes again.
+  const waits = psLog.split('\n').filter((l) => l.includes('have not published fresh preconditioners')).length;
+  t.true(waits <= 1, `the PS waited out preconditionerWaitMs ${waits} times`);
+  const slowest = Math.max(...rec.map((r) => Number((r as { stepMs?: number }).stepMs ?? 0)));
+  t.true(slowest < waitMs + 10_000, `slowest step ${slowest} ms`);
+  t.log(`link down at step 8 for 3.5 s; both workers again from step ${back?.step}; ${waits} wait(s) of ${waitMs} ms for owner-2; slowest step ${slowest.toFixed(0)} ms; ${Date.now() - upAt} ms from link up to the end`);
 });

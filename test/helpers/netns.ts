@@ -164,10 +164,11 @@ export class HostNet {
 
   /**
    * Creates the bridge and one namespace per host (names: letters, digits and '-', at most 13
-   * characters, since the bridge-side veth is "v-<host>"). On failure everything made so far is
-   * removed and the error is thrown.
+   * characters, since the bridge-side veth is "v-<host>"), with more names for a host in
+   * `aliases` (e.g. { ps: ['spngd-ps-0.spngd-ps'] }). On failure everything made so far is removed
+   * and the error is thrown.
    */
-  static create(hostNames: string[]): HostNet {
+  static create(hostNames: string[], opts: { aliases?: Record<string, string[]> } = {}): HostNet {
     const reason = netnsUnavailable();
     if (reason) throw new Error(reason);
     if (hostNames.length > 200) throw new Error('at most 200 hosts');
@@ -190,7 +191,8 @@ export class HostNet {
       ip(['netns', 'add', br]);
       ip(['-n', br, 'link', 'add', 'br0', 'type', 'bridge']);
       ip(['-n', br, 'link', 'set', 'br0', 'up']);
-      const hostsFile = ['127.0.0.1 localhost', ...[...net.hosts].map(([h, a]) => `${a} ${h}`), ''].join('\n');
+      const names = (h: string) => [h, ...(opts.aliases?.[h] ?? [])].join(' ');
+      const hostsFile = ['127.0.0.1 localhost', ...[...net.hosts].map(([h, a]) => `${a} ${names(h)}`), ''].join('\n');
       for (const [host, address] of net.hosts) {
         const ns = net.ns(host);
         ip(['netns', 'add', ns]);
@@ -241,8 +243,20 @@ export class HostNet {
    * promise rejects if the process exits first or does not listen within `listenTimeoutMs`.
    */
   start(host: string, name: string, args: string[], logDir: string, listenTimeoutMs = 60_000): Actor {
+    return this.spawn(host, name, { args }, logDir, listenTimeoutMs);
+  }
+
+  /**
+   * Like start, for any command line (`argv`) or spngd arguments (`args`), with more environment
+   * variables (`env`).
+   */
+  spawn(host: string, name: string, cmd: { args?: string[]; argv?: string[]; env?: Record<string, string> }, logDir: string, listenTimeoutMs = 60_000): Actor {
     if (this.destroyed) throw new Error('this net is destroyed');
-    const a = startActor(name, args, logDir, { prefix: ['ip', 'netns', 'exec', this.ns(host)] });
+    const a = startActor(name, cmd.args ?? [], logDir, {
+      prefix: ['ip', 'netns', 'exec', this.ns(host)],
+      ...(cmd.argv ? { argv: cmd.argv } : {}),
+      ...(cmd.env ? { env: cmd.env } : {}),
+    });
     this.actors.push(a);
     let timer: NodeJS.Timeout | undefined;
     const listening = Promise.race([
@@ -259,8 +273,13 @@ export class HostNet {
 
   /** Runs a one-shot `spngd ARGS...` on `host` (e.g. status), killed after `timeoutMs`. */
   run(host: string, args: string[], timeoutMs = 30_000): Promise<CommandResult> {
+    return this.runCommand(host, [process.execPath, '--import', 'tsx', entry, ...args], {}, timeoutMs);
+  }
+
+  /** Runs a one-shot command on `host` with more environment variables, killed after `timeoutMs`. */
+  runCommand(host: string, argv: string[], env: Record<string, string> = {}, timeoutMs = 30_000): Promise<CommandResult> {
     return new Promise((resolve, reject) => {
-      const proc = spawn('ip', ['netns', 'exec', this.ns(host), process.execPath, '--import', 'tsx', entry, ...args], { stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs, killSignal: 'SIGKILL' });
+      const proc = spawn('ip', ['netns', 'exec', this.ns(host), ...argv], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env }, timeout: timeoutMs, killSignal: 'SIGKILL' });
       let stdout = '';
       let stderr = '';
       proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));

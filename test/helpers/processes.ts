@@ -21,14 +21,18 @@ export interface Actor {
 export interface StartOptions {
   /** Command the actor runs under, e.g. ['ip', 'netns', 'exec', 'NS'] (it must exec its arguments). */
   prefix?: string[];
+  /** The whole command line instead of `node --import tsx src/cli/entry.ts ARGS...` (args ignored). */
+  argv?: string[];
+  /** More environment variables. */
+  env?: Record<string, string>;
 }
 
 export function startActor(name: string, args: string[], logDir: string, opts: StartOptions = {}): Actor {
-  const argv = [process.execPath, '--import', 'tsx', entry, ...args];
+  const argv = opts.argv ?? [process.execPath, '--import', 'tsx', entry, ...args];
   const command = [...(opts.prefix ?? []), ...argv];
   const proc = spawn(command[0], command.slice(1), {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, OPENBLAS_NUM_THREADS: '1' },
+    env: { ...process.env, OPENBLAS_NUM_THREADS: '1', ...opts.env },
   });
   proc.stderr!.pipe(createWriteStream(join(logDir, `${name}.log`), { flags: 'a' }));
   let ready: (a: { address: string }) => void = () => undefined;
