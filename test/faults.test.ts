@@ -27,7 +27,7 @@ function jobConfig(dir: string, steps: number): string {
       optimizer: { kind: 'spngd', lr: 0.05 },
       // A lease long enough for a loaded 2-core CI machine; killed processes are noticed by their closed
       // streams at once, only the owner's removal waits for the lease.
-      cluster: { minWorkers: 2, minOwners: 2, heartbeatMs: 200, leaseMs: 4000, keepaliveMs: 1000, keepaliveTimeoutMs: 1000 },
+      cluster: { minWorkers: 2, minOwners: 2, heartbeatMs: 200, leaseMs: 4000, keepaliveMs: 1000, keepaliveTimeoutMs: 1000, preconditionerWaitMs: 10000 },
     }),
   );
   return file;

@@ -85,7 +85,7 @@ export function readMetrics(dir: string): MetricRecord[] {
 }
 
 /** Resolves once the PS has recorded step `step` (polls metrics.jsonl). */
-export async function untilStep(dir: string, step: number, timeoutMs = 120000): Promise<void> {
+export async function untilStep(dir: string, step: number, timeoutMs = 300000): Promise<void> {
   const until = Date.now() + timeoutMs;
   while (Date.now() < until) {
     if (readMetrics(dir).some((r) => r.type === 'step' && r.step >= step)) return;
