@@ -7,14 +7,13 @@ import test from 'ava';
 import { fileURLToPath } from 'node:url';
 import { resolveTrainConfig } from '../src/config/schema.js';
 import type { FactorOwner } from '../src/actors/owner/factor-owner.js';
-import { createBlasBackend } from '../workers/kernels/blas/blas-backend.js';
-import { startCluster } from './helpers/cluster.js';
+import { clusterBackend, startCluster } from './helpers/cluster.js';
 
 const dataDir = fileURLToPath(new URL('../../shared/datasets/fashion-mnist', import.meta.url));
 
 for (const wait of [false, true]) {
   test.serial(`an owner joining at step 6 takes layers and leaving at step 14 gives them back (${wait ? 'synchronous preconditioners' : 'preconditioners one step behind'})`, async (t) => {
-    const backend = await createBlasBackend();
+    const backend = await clusterBackend();
     const config = resolveTrainConfig({
       seed: 2,
       batchSize: 256,

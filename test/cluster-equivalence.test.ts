@@ -7,9 +7,8 @@ import { resolveTrainConfig } from '../src/config/schema.js';
 import { loadSplit } from '../src/data/fashion-mnist.js';
 import { buildModel } from '../src/nn/models.js';
 import { Trainer } from '../src/train/trainer.js';
-import { createBlasBackend } from '../workers/kernels/blas/blas-backend.js';
 import { relativeError } from './helpers/backends.js';
-import { startCluster } from './helpers/cluster.js';
+import { clusterBackend, startCluster } from './helpers/cluster.js';
 import { fileURLToPath } from 'node:url';
 
 // With stale statistics the schedule is a threshold decision on d = ‖X_t − X_prev‖/‖X_prev‖, and
@@ -28,7 +27,7 @@ const config = resolveTrainConfig({
 });
 
 async function singleProcess() {
-  const backend = await createBlasBackend();
+  const backend = await clusterBackend();
   const train = await loadSplit('train', { dir: dataDir, limit: trainLimit });
   const model = buildModel(config.model, config.seed);
   const trainer = new Trainer(config, model, backend, train, train);
@@ -45,7 +44,7 @@ for (const [workers, owners] of [
   [4, 3],
 ] as const) {
   test.serial(`${workers} worker(s), ${owners} owner(s): parameters after 5 steps equal the single-process run`, async (t) => {
-    const backend = await createBlasBackend();
+    const backend = await clusterBackend();
     const cfg = { ...config, cluster: { ...config.cluster, minWorkers: workers } };
     const cluster = await startCluster({ config: cfg, workers, owners, backend, trainSize: trainLimit });
     try {

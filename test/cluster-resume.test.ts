@@ -10,9 +10,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { listCheckpoints } from '../src/checkpoint/format.js';
 import { resolveTrainConfig } from '../src/config/schema.js';
-import { createBlasBackend } from '../workers/kernels/blas/blas-backend.js';
 import { relativeError } from './helpers/backends.js';
-import { startCluster } from './helpers/cluster.js';
+import { clusterBackend, startCluster } from './helpers/cluster.js';
 
 const dataDir = fileURLToPath(new URL('../../shared/datasets/fashion-mnist', import.meta.url));
 const base = {
@@ -25,7 +24,7 @@ const base = {
 };
 
 test('a cluster stopped after step 5 and resumed ends with the parameters of an uninterrupted run', async (t) => {
-  const backend = await createBlasBackend();
+  const backend = await clusterBackend();
   const run = async (steps: number, dir: string, resume: boolean) => {
     const cluster = await startCluster({ config: resolveTrainConfig({ ...base, steps }), workers: 2, owners: 2, backend, trainSize: 2048, checkpointDir: dir, resume });
     try {

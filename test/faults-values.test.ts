@@ -14,8 +14,7 @@ import { ParameterServerServiceClient, type TrainResponse } from '../src/gen/spn
 import { TensorEncoding } from '../src/gen/spngd/v1/tensor.js';
 import { buildModel } from '../src/nn/models.js';
 import { chunkSymmetric, chunkTensor } from '../src/transport/tensor-codec.js';
-import { createBlasBackend } from '../workers/kernels/blas/blas-backend.js';
-import { startCluster } from './helpers/cluster.js';
+import { clusterBackend, startCluster } from './helpers/cluster.js';
 
 const dataDir = fileURLToPath(new URL('../../shared/datasets/fashion-mnist', import.meta.url));
 
@@ -85,14 +84,16 @@ async function poisonedWorker(psAddress: string, config: ReturnType<typeof resol
 
 for (const poisonStatistics of [false, true]) {
   test.serial(`a worker sending non-finite gradients${poisonStatistics ? ' and statistics' : ''} is left out and training goes on`, async (t) => {
-    const backend = await createBlasBackend();
+    const backend = await clusterBackend();
     const config = resolveTrainConfig({
       seed: 6,
       batchSize: 256,
       steps: 12,
       data: { dir: dataDir, trainLimit: 2048 },
       optimizer: { kind: 'spngd', lr: 0.05, kfac: { stale: { enabled: false } } },
-      cluster: { minWorkers: 2, minOwners: 1, heartbeatMs: 200, leaseMs: 3000, waitForPreconditioners: true, preconditionerWaitMs: 5000 },
+      // A long lease: this test is about numbers, not failure detection, and a busy machine must not
+      // expire the hand-written worker.
+      cluster: { minWorkers: 2, minOwners: 1, heartbeatMs: 200, leaseMs: 15000, waitForPreconditioners: true, preconditionerWaitMs: 5000 },
     });
     const records: Record<string, unknown>[] = [];
     const cluster = await startCluster({ config, workers: 1, owners: 1, backend, trainSize: 2048, onRecord: (r) => records.push(r) });

@@ -18,9 +18,8 @@ import { resolveTrainConfig } from '../src/config/schema.js';
 import { loadSplit } from '../src/data/fashion-mnist.js';
 import { buildModel } from '../src/nn/models.js';
 import { Trainer } from '../src/train/trainer.js';
-import { createBlasBackend } from '../workers/kernels/blas/blas-backend.js';
 import { relativeError } from './helpers/backends.js';
-import { startCluster } from './helpers/cluster.js';
+import { clusterBackend, startCluster } from './helpers/cluster.js';
 import { attack, clusterCredentials, healthCheck, healthClient, intruders, makeTestPki, type Attempts } from './helpers/security.js';
 
 const dataDir = fileURLToPath(new URL('../../shared/datasets/fashion-mnist', import.meta.url));
@@ -38,7 +37,7 @@ const config = resolveTrainConfig({
 });
 
 async function singleProcess(): Promise<Record<string, Float32Array | number[]>> {
-  const backend = await createBlasBackend();
+  const backend = await clusterBackend();
   try {
     const train = await loadSplit('train', { dir: dataDir, limit: trainLimit });
     const model = buildModel(config.model, config.seed);
@@ -58,7 +57,7 @@ test('a cluster with mutual TLS and a token trains while intruders are refused; 
   const pki = makeTestPki(tmp);
   const creds = clusterCredentials(pki);
   t.true(creds.tls && creds.token);
-  const backend = await createBlasBackend();
+  const backend = await clusterBackend();
   const expected = await singleProcess();
   const cluster = await startCluster({ config, workers: 2, owners: 1, backend, trainSize: trainLimit, credentials: creds, host: 'localhost' });
   const seen = new Set(cluster.ps.membership.list().map((m) => m.id));

@@ -184,13 +184,16 @@ export class ByteBudgetWriter<T> {
     this.stream.end();
   }
 
-  /** Stops listening to the stream (pending writes are rejected). */
+  /**
+   * Stops listening to the stream. Pending and later writes are rejected: a detached writer would
+   * never hear the stream's callbacks again, so a later write could wait forever.
+   */
   detach(): void {
     this.stream.removeListener("drain", this.onDrain);
     this.stream.removeListener("error", this.onError);
     this.stream.removeListener("close", this.onClose);
     this.stream.removeListener("cancelled", this.onClose);
-    if (this.queue.length > 0) this.fail(new StreamClosedError("writer detached with writes pending"));
+    this.fail(new StreamClosedError(this.queue.length > 0 ? "writer detached with writes pending" : "writer detached"));
   }
 
   private fits(bytes: number): boolean {

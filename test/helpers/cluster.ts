@@ -10,6 +10,16 @@ import type { TrainConfig } from '../../src/config/schema.js';
 import type { Dataset } from '../../src/data/fashion-mnist.js';
 import { silentLogger, type Logger } from '../../src/util/log.js';
 import { Worker } from '../../workers/worker-actor.js';
+import { createBlasBackend } from '../../workers/kernels/blas/blas-backend.js';
+
+/**
+ * The backend for in-process clusters: one OpenBLAS thread, as every spngd process runs. The
+ * actors of a test share one event loop, and OpenBLAS threads spinning on busy cores would hold
+ * it long enough for heartbeats to miss their lease.
+ */
+export function clusterBackend(): Promise<ComputeBackend> {
+  return createBlasBackend({ threads: 1 });
+}
 
 export interface TestCluster {
   ps: ParameterServer;

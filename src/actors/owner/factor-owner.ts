@@ -27,7 +27,7 @@ import { buildModel } from '../../nn/models.js';
 import { CurvatureSet, type PublishedPreconditioner } from '../../train/curvature-set.js';
 import { allFinite, weightedMean } from '../../train/local-pass.js';
 import { failServerCall, TransportError } from '../../transport/errors.js';
-import { ByteBudgetWriter } from '../../transport/flow.js';
+import { ByteBudgetWriter, StreamClosedError } from '../../transport/flow.js';
 import { SPNGD_SERVICES } from '../../transport/health-reflection.js';
 import { envelopeTensor, TensorAssembler, TensorEncoding, toDense } from '../../transport/tensor-codec.js';
 import type { Logger } from '../../util/log.js';
@@ -85,6 +85,8 @@ export class FactorOwner {
   private publisher: ByteBudgetWriter<PublishPreconditionersRequest> | undefined;
   /** The call the publisher writes to (compared by identity: only the current one is reopened). */
   private publisherCall: unknown;
+  /** Layer → the version being published and its step, until the PS answers its commit. */
+  private readonly unanswered = new Map<string, { version: number; step: number }>();
   private psClient: ParameterServerServiceClient | undefined;
   private view: MembershipView | undefined;
   private readonly addresses = new Map<string, string>();
@@ -194,6 +196,7 @@ export class FactorOwner {
   }
 
   private openPublisher(): void {
+    const reopened = this.publisher !== undefined;
     this.publisher?.detach();
     this.psClient ??= new FastParameterServerServiceClient(this.opts.ps, this.security.channelCredentials(), this.security.clientOptions(transportOf(this.config.cluster)));
     // Wait for the connection: right after the PS restarts the channel is still in reconnect
@@ -201,6 +204,7 @@ export class FactorOwner {
     const call = this.psClient.publishPreconditioners(new Metadata({ waitForReady: true }));
     this.publisherCall = call;
     call.on('data', (r: PublishPreconditionersResponse) => {
+      if (this.unanswered.get(r.layer)?.version === r.version) this.unanswered.delete(r.layer);
       if (!r.accepted) this.opts.logger.warn(`PS rejected ${r.layer} v${r.version}: ${r.reason}`);
     });
     call.on('error', (err) => {
@@ -218,6 +222,30 @@ export class FactorOwner {
     call.on('close', reopen);
     this.publisher = new ByteBudgetWriter(call);
     void this.publisher.write({ kind: { $case: 'hello', value: { ownerId: this.state.id, epoch: this.state.epoch, layers: this.layers() } } }, 64).catch(() => undefined);
+    // What went down with the old call: the PS may be waiting for that watermark, and a commit it
+    // never answered may never have arrived. Queued, so a publish under way finishes first.
+    if (reopened) void this.enqueue(() => this.republish());
+  }
+
+  /**
+   * Sends again the preconditioners whose commit the PS has not answered, then the watermark. An
+   * entry stays until the PS answers, so a stream that breaks again is covered by the next reopen.
+   */
+  private async republish(): Promise<void> {
+    const again: PublishedPreconditioner[] = [];
+    let step = -1;
+    for (const [layer, sent] of this.unanswered) {
+      const c = this.curvature.layers.get(layer);
+      if (c?.preconditioner && c.version === sent.version) {
+        again.push({ layer, version: sent.version, preconditioner: c.preconditioner });
+        step = Math.max(step, sent.step);
+      }
+    }
+    if (again.length > 0) {
+      this.opts.logger.info(`publishing ${again.map((p) => `${p.layer} v${p.version}`).join(', ')} again on the new stream`);
+      await this.publishPreconditioners(again, step);
+    }
+    await this.sendWatermark();
   }
 
   /** Applies a membership view: take over gained layers (fetching their state), hand off lost ones. */
@@ -334,13 +362,27 @@ export class FactorOwner {
 
   /** Sends each new preconditioner to the PS: its inverses in chunks, then a commit. */
   private async publishPreconditioners(published: PublishedPreconditioner[], step: number): Promise<void> {
+    for (const p of published) this.unanswered.set(p.layer, { version: p.version, step });
+    // One stream for the whole publish: if it breaks, the rest fails fast and the reopened stream
+    // sends the unanswered layers again (a half-sent tensor must not continue on a new stream).
+    const out = this.publisher;
+    if (!out) return;
+    try {
+      await this.writePreconditioners(out, published, step);
+    } catch (err) {
+      if (!(err instanceof StreamClosedError) && out.error === undefined) throw err;
+      this.opts.logger.warn(`publishing ${published.map((p) => p.layer).join(', ')} was cut off (${(err as Error).message}); they go again on the reopened stream`);
+    }
+  }
+
+  private async writePreconditioners(out: ByteBudgetWriter<PublishPreconditionersRequest>, published: PublishedPreconditioner[], step: number): Promise<void> {
     const chunkBytes = this.config.cluster.chunkBytes;
     const computedFromStep = Math.max(0, step);
     for (const p of published) {
       const version = p.version;
       for (const f of preconditionerFactors(p.preconditioner)) {
         await sendSymmetric(
-          this.publisher!,
+          out,
           (tensor) => ({ kind: { $case: 'chunk' as const, value: { layer: p.layer, factor: f.factor, version, computedFromStep, tensor } } }),
           p.layer,
           f.values,
@@ -351,7 +393,7 @@ export class FactorOwner {
         );
       }
       const pre = p.preconditioner;
-      await this.publisher!.write(
+      await out.write(
         {
           kind: {
             $case: 'commit',
