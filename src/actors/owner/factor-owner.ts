@@ -71,6 +71,9 @@ interface StepInbox {
   timer?: NodeJS.Timeout;
 }
 
+/** Steps whose statistics may be collected at once. */
+const MAX_OPEN_STEPS = 32;
+
 export class FactorOwner {
   readonly state = new ActorStateTracker(Role.ROLE_FACTOR_OWNER, '');
   readonly metrics = new MetricHub(() => this.state.id);
@@ -485,6 +488,10 @@ export class FactorOwner {
           this.checkWorker(stream.workerId);
           if (done.step <= this.reducedThrough) return;
           const box = this.box(done.step);
+          // Every worker of a step got the same shard count from the PS's StepStart.
+          if (box.completed.size > 0 && box.shardCount !== done.shardCount) {
+            throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', `step ${done.step}: shard_count ${done.shardCount}, but other workers of the step said ${box.shardCount}`);
+          }
           box.shardCount = done.shardCount;
           box.completed.add(stream.workerId);
           if (box.completed.size >= box.shardCount) this.reduceBox(done.step);
@@ -528,6 +535,16 @@ export class FactorOwner {
   private box(step: number): StepInbox {
     let b = this.inbox.get(step);
     if (!b) {
+      // Steps run one at a time (a few ahead with a preconditioner lag): many open steps mean a
+      // sender is making them up, and each would hold statistics until its lease runs out. The
+      // furthest step gives way to an earlier one, so made-up future steps cannot block real ones.
+      if (this.inbox.size >= MAX_OPEN_STEPS) {
+        const furthest = Math.max(...this.inbox.keys());
+        if (step > furthest) throw new TransportError(status.RESOURCE_EXHAUSTED, 'too_many_pending', `statistics of ${this.inbox.size} steps are already waiting for their workers; step ${step} refused`);
+        clearTimeout(this.inbox.get(furthest)!.timer);
+        this.inbox.delete(furthest);
+        this.opts.logger.warn(`statistics of step ${furthest} dropped: ${MAX_OPEN_STEPS} steps were open and step ${step} came in`);
+      }
       b = { shardCount: Number.MAX_SAFE_INTEGER, parts: new Map(), completed: new Set() };
       this.inbox.set(step, b);
     }
