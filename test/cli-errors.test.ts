@@ -122,3 +122,16 @@ test('spngd train --out under a regular file', async (t) => {
 test('spngd status on an unreachable address', async (t) => {
   oneClearLine(t, await spngd(['status', '127.0.0.1:1']), /^spngd: 127\.0\.0\.1:1: .*ECONNREFUSED/);
 });
+
+for (const [args, what] of [
+  [['owner', '--ps', '127.0.0.1:1', '--capacity', 'fast'], /--capacity must be a positive number, got "fast"/],
+  [['worker', '--ps', '127.0.0.1:1', '--join-timeout', '-5'], /--join-timeout must be a positive number, got "-5"/],
+] as const) {
+  test(`spngd ${args[0]} ${args[3]} ${args[4]}: a usage error before anything starts`, async (t) => {
+    const r = await spngd([...args]);
+    t.is(r.code, 2, r.stderr);
+    t.regex(r.stderr, what);
+    t.false(/^\s+at \S/m.test(r.stderr), 'no stack trace');
+    t.notRegex(r.stdout, /"listening"/);
+  });
+}

@@ -6,6 +6,7 @@
 import { Command, Option } from 'commander';
 import { FactorOwner } from '../actors/owner/factor-owner.js';
 import { ParameterServer } from '../actors/ps/parameter-server.js';
+import type { ComputeBackend } from '../compute/backend.js';
 import { selectBackend } from '../compute/select.js';
 import { loadTrainConfig } from '../config/load.js';
 import { SPLIT_FILES, findIdxFile, loadSplit, resolveDataDir } from '../data/fashion-mnist.js';
@@ -14,6 +15,7 @@ import { RunOutput } from '../run/output.js';
 import { createLogger, type Logger } from '../util/log.js';
 import { Worker } from '../../workers/worker-actor.js';
 import { DataFileError } from '../data/idx.js';
+import { positiveNumber } from './option-parsers.js';
 import { actorCredentials, addSecurityOptions, securityFromFlags, type SecurityFlags } from './security-options.js';
 
 function announce(event: Record<string, unknown>): void {
@@ -36,7 +38,36 @@ function onSignals(logger: Logger, stop: () => Promise<void>): void {
   process.on('SIGTERM', handler);
 }
 
+type BackendName = 'auto' | 'blas' | 'gpu';
+
 const backendOption = () => new Option('--backend <name>', 'compute backend').choices(['auto', 'blas', 'gpu']).default('auto');
+
+/** Selects the compute backend and says which and why. */
+async function startBackend(name: BackendName, logger: Logger): Promise<ComputeBackend> {
+  const { backend, reason } = await selectBackend(name);
+  logger.info(`backend: ${backend.name}: ${backend.description} (${reason})`);
+  return backend;
+}
+
+/** What workers and owners share: the PS they join, their own address and id, security. */
+interface MemberFlags extends SecurityFlags {
+  ps: string;
+  listen: string;
+  id?: string;
+  joinTimeout: number;
+  backend: BackendName;
+}
+
+function memberCommand(program: Command, name: string, description: string, listenHelp: string): Command {
+  return addSecurityOptions(program
+    .command(name)
+    .description(description)
+    .requiredOption('--ps <host:port>', 'the parameter server')
+    .option('--listen <host:port>', listenHelp, '127.0.0.1:0')
+    .option('--id <id>', `${name} id (default: assigned by the PS)`)
+    .option('--join-timeout <ms>', 'how long to keep trying to reach the PS at startup', positiveNumber('--join-timeout'), 15000)
+    .addOption(backendOption()));
+}
 
 export function addActorCommands(program: Command): void {
   addSecurityOptions(program
@@ -48,7 +79,7 @@ export function addActorCommands(program: Command): void {
     .option('--data <dir>', 'Fashion-MNIST directory for evaluation')
     .option('--resume', 'continue from the newest good checkpoint in --out')
     .addOption(backendOption()))
-    .action(async (o: SecurityFlags & { listen: string; config?: string; out?: string; data?: string; resume?: boolean; backend: 'auto' | 'blas' | 'gpu' }) => {
+    .action(async (o: SecurityFlags & { listen: string; config?: string; out?: string; data?: string; resume?: boolean; backend: BackendName }) => {
       const logger = createLogger('ps');
       const config = loadTrainConfig(o.config, { ...(o.data ? { data: { dir: o.data } } : {}), security: securityFromFlags(o) });
       const credentials = actorCredentials(config.security, logger, o.listen);
@@ -59,8 +90,7 @@ export function addActorCommands(program: Command): void {
       if (!trainLabels) throw new DataFileError(resolveDataDir(dataOpts).dir, 'no train-labels-idx1-ubyte[.gz] here');
       const trainCount = (await readIdxLabels(trainLabels)).count;
       const trainSize = Math.min(trainCount, config.data.trainLimit ?? trainCount);
-      const { backend, reason } = await selectBackend(config.backend);
-      logger.info(`backend: ${backend.name}: ${backend.description} (${reason})`);
+      const backend = await startBackend(config.backend, logger);
       const ps = new ParameterServer({
         config,
         listen: o.listen,
@@ -94,21 +124,13 @@ export function addActorCommands(program: Command): void {
       await backend.dispose();
     });
 
-  addSecurityOptions(program
-    .command('worker')
-    .description('run a worker: computes gradients and K-FAC statistics on its data shard')
-    .requiredOption('--ps <host:port>', 'the parameter server')
-    .option('--listen <host:port>', 'address of this worker\'s state service', '127.0.0.1:0')
+  memberCommand(program, 'worker', 'run a worker: computes gradients and K-FAC statistics on its data shard', 'address of this worker\'s state service')
     .option('--data <dir>', 'Fashion-MNIST directory (default: the job config\'s, $SPNGD_DATA, ...)')
-    .option('--id <id>', 'worker id (default: assigned by the PS)')
-    .option('--join-timeout <ms>', 'how long to keep trying to reach the PS at startup', '15000')
-    .addOption(backendOption()))
-    .action(async (o: SecurityFlags & { ps: string; listen: string; data?: string; id?: string; joinTimeout: string; backend: 'auto' | 'blas' | 'gpu' }) => {
+    .action(async (o: MemberFlags & { data?: string }) => {
       const logger = createLogger('worker');
       const credentials = actorCredentials(securityFromFlags(o), logger, o.listen);
-      const { backend, reason } = await selectBackend(o.backend);
-      logger.info(`backend: ${backend.name}: ${backend.description} (${reason})`);
-      const w = new Worker({ ps: o.ps, listen: o.listen, logger, backend, credentials, joinTimeoutMs: Number(o.joinTimeout), ...(o.data ? { dataDir: o.data } : {}), ...(o.id ? { id: o.id } : {}) });
+      const backend = await startBackend(o.backend, logger);
+      const w = new Worker({ ps: o.ps, listen: o.listen, logger, backend, credentials, joinTimeoutMs: o.joinTimeout, ...(o.data ? { dataDir: o.data } : {}), ...(o.id ? { id: o.id } : {}) });
       onSignals(logger, () => w.stop());
       await w.start();
       announce({ event: 'listening', role: 'worker', id: w.id, address: w.state.address });
@@ -118,21 +140,13 @@ export function addActorCommands(program: Command): void {
       await backend.dispose();
     });
 
-  addSecurityOptions(program
-    .command('owner')
-    .description('run a factor owner: reduces statistics, inverts factors, publishes preconditioners')
-    .requiredOption('--ps <host:port>', 'the parameter server')
-    .option('--listen <host:port>', 'address workers send statistics to', '127.0.0.1:0')
-    .option('--id <id>', 'owner id (default: assigned by the PS)')
-    .option('--capacity <x>', 'relative speed for load balancing', '1')
-    .option('--join-timeout <ms>', 'how long to keep trying to reach the PS at startup', '15000')
-    .addOption(backendOption()))
-    .action(async (o: SecurityFlags & { ps: string; listen: string; id?: string; capacity: string; joinTimeout: string; backend: 'auto' | 'blas' | 'gpu' }) => {
+  memberCommand(program, 'owner', 'run a factor owner: reduces statistics, inverts factors, publishes preconditioners', 'address workers send statistics to')
+    .option('--capacity <x>', 'relative speed for load balancing', positiveNumber('--capacity'), 1)
+    .action(async (o: MemberFlags & { capacity: number }) => {
       const logger = createLogger('owner');
       const credentials = actorCredentials(securityFromFlags(o), logger, o.listen);
-      const { backend, reason } = await selectBackend(o.backend);
-      logger.info(`backend: ${backend.name}: ${backend.description} (${reason})`);
-      const owner = new FactorOwner({ ps: o.ps, listen: o.listen, logger, backend, credentials, capacity: Number(o.capacity), joinTimeoutMs: Number(o.joinTimeout), ...(o.id ? { id: o.id } : {}) });
+      const backend = await startBackend(o.backend, logger);
+      const owner = new FactorOwner({ ps: o.ps, listen: o.listen, logger, backend, credentials, capacity: o.capacity, joinTimeoutMs: o.joinTimeout, ...(o.id ? { id: o.id } : {}) });
       onSignals(logger, () => owner.leave('shutdown'));
       await owner.start();
       announce({ event: 'listening', role: 'owner', id: owner.id, address: owner.address });

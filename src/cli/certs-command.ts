@@ -7,6 +7,7 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
+import { positiveInteger } from './option-parsers.js';
 import { checkHostName, createCertificateAuthority, issueCertificate, loadCertificateAuthority, newToken, type CertificateAuthority } from '../security/x509.js';
 
 export class CertsError extends Error {
@@ -50,12 +51,6 @@ export interface CertsResult {
 function write(file: string, text: string, secret: boolean): void {
   writeFileSync(file, text, { mode: secret ? 0o600 : 0o644 });
   chmodSync(file, secret ? 0o600 : 0o644); // also when the file existed (--force)
-}
-
-function positiveDays(v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`--days must be a positive whole number, got "${v}"`);
-  return n;
 }
 
 /** Writes the CA (unless DIR has one) and the hosts' certificates. */
@@ -118,7 +113,7 @@ export function addCertsCommand(program: Command): void {
     .description('create a development CA and certificates for mutual TLS between actors (and a bearer token with --token)')
     .requiredOption('--out <dir>', 'directory for ca.crt, ca.key and <host>.crt/.key (an existing CA in it is reused)')
     .requiredOption('--hosts <list>', 'comma-separated host names or IPs, one certificate each; "name+alias+10.0.0.5" puts several names in one', parseHosts)
-    .option('--days <n>', 'validity of the host certificates, days', positiveDays, 825)
+    .option('--days <n>', 'validity of the host certificates, days', positiveInteger('--days'), 825)
     .option('--token', 'also write <dir>/token, a random bearer token for --token-file')
     .option('--force', 'replace existing host certificates and token')
     .action((o: { out: string; hosts: string[][]; days: number; token?: boolean; force?: boolean }) => {

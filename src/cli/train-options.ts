@@ -2,16 +2,9 @@
  * The `spngd train` flags and how they override the config file: each flag maps onto one config
  * key, so a flag and the file can never disagree about what a setting means.
  */
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
+import { number } from './option-parsers.js';
 import { addSecurityOptions, securityFromFlags } from './security-options.js';
-
-function number(name: string) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (v.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError(`${name} must be a number, got "${v}"`);
-    return n;
-  };
-}
 
 export interface TrainFlags {
   config?: string;
