@@ -463,3 +463,27 @@ test('backward can run twice after one forward (true-label and 1mc passes) with 
   t.deepEqual(Array.from(dx2.data), Array.from(dx1.data));
   model.params().forEach((p, i) => t.deepEqual(Array.from(p.grad.data), Array.from(grads1[i])));
 });
+
+for (const first of ['conv', 'linear'] as const) {
+  test(`inputGrad false (${first} first): the same parameter gradients and captured g, no input gradient`, async (t) => {
+    const rng = new Rng(11);
+    const layers = first === 'conv'
+      ? [new Conv2d({ name: 'c', inChannels: 1, outChannels: 2, kernel: 3, pad: 1 }), new ReLU({ name: 'r' }), new Flatten({ name: 'f' })]
+      : [new Linear({ name: 'h', inFeatures: 16, outFeatures: 32 }), new ReLU({ name: 'r' })];
+    const model = new Sequential([...layers, new Linear({ name: 'l', inFeatures: 32, outFeatures: 3 })]);
+    for (const p of model.params()) p.value.data.set(randArray(rng, p.value.data.length, 0.5));
+    const x = first === 'conv' ? { shape: [2, 1, 4, 4], data: randArray(rng, 32) } : { shape: [2, 16], data: randArray(rng, 32) };
+    const y = await model.forward(x, { ...fwd(), captureA: true });
+    const g = softmaxCrossEntropy(y, [0, 2]).grad;
+    const run = async (inputGrad: boolean) => {
+      const dx = await model.backward(g, { ...bwd(2), captureG: true, inputGrad });
+      return { dx: Array.from(dx.data), grads: model.params().map((p) => Array.from(p.grad.data)), g: model.kfacLayers().map((l) => Array.from((l.capture as { g?: Float32Array }).g ?? [])) };
+    };
+    const full = await run(true);
+    const skipped = await run(false);
+    t.is(full.dx.length, x.data.length);
+    t.deepEqual(skipped.dx, [], 'no input gradient');
+    t.deepEqual(skipped.grads, full.grads);
+    t.deepEqual(skipped.g, full.g);
+  });
+}

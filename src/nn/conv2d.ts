@@ -11,7 +11,7 @@
  */
 import { convOutputSize, type ConvGeometry } from '../compute/backend.js';
 import { checkShape, makeParam, PassBuffers, shapeString, tensor, Workspace } from './tensor.js';
-import type { BackwardContext, ForwardContext, KfacLayerInfo, Layer, Param, Tensor } from './types.js';
+import { NO_INPUT_GRAD, type BackwardContext, type ForwardContext, type KfacLayerInfo, type Layer, type Param, type Tensor } from './types.js';
 
 export interface Conv2dOptions {
   name: string;
@@ -388,6 +388,7 @@ export class Conv2d implements Layer {
         cap.rowsG = rows;
       }
     }
+    if (ctx.inputGrad === false) return NO_INPUT_GRAD;
     // Sample by sample: dcols_b (T × k) = dy_bᵀ·W (dy_b is out × T in NCHW), then back to NCHW.
     const { height: h, width: w } = c.geom;
     const sampleSize = this.inChannels * h * w;

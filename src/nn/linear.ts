@@ -1,6 +1,6 @@
 /** Fully connected layer: y = x·Wᵀ + b with W stored out×in row-major. */
 import { appendOnesColumn, checkShape, makeParam, PassBuffers, scaledCopy, shapeString, tensor, Workspace } from './tensor.js';
-import type { BackwardContext, ForwardContext, KfacLayerInfo, Layer, Param, Tensor } from './types.js';
+import { NO_INPUT_GRAD, type BackwardContext, type ForwardContext, type KfacLayerInfo, type Layer, type Param, type Tensor } from './types.js';
 
 export interface LinearOptions {
   name: string;
@@ -99,6 +99,7 @@ export class Linear implements Layer {
         cap.rowsG = n;
       }
     }
+    if (ctx.inputGrad === false) return NO_INPUT_GRAD;
     const dx = await backend.gemm(n, this.inFeatures, this.outFeatures, dy.data, this.weight.value.data, undefined, this.pass.f32('dx', n * this.inFeatures));
     return tensor([n, this.inFeatures], dx);
   }

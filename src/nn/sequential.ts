@@ -47,10 +47,14 @@ export class Sequential {
     return h;
   }
 
-  /** Back-propagates `dy` (gradient of the loss w.r.t. the output); returns the input gradient. */
+  /**
+   * Back-propagates `dy` (gradient of the loss w.r.t. the output); returns the input gradient, or
+   * an empty tensor with `ctx.inputGrad` false (only the first layer may skip it).
+   */
   async backward(dy: Tensor, ctx: BackwardContext): Promise<Tensor> {
+    const inner = ctx.inputGrad === false ? { ...ctx, inputGrad: true } : ctx;
     let g = dy;
-    for (let i = this.layers.length - 1; i >= 0; i--) g = await this.layers[i].backward(g, ctx);
+    for (let i = this.layers.length - 1; i >= 0; i--) g = await this.layers[i].backward(g, i === 0 ? ctx : inner);
     return g;
   }
 

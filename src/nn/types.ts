@@ -35,7 +35,16 @@ export interface BackwardContext {
   captureG: boolean;
   /** Batch size N of the mean loss, to turn dL/dz into per-sample gradients g = N·dL/dz. */
   batchSize: number;
+  /**
+   * Whether the caller needs the gradient w.r.t. the model's input (default true). Training does
+   * not: the first layer then skips that product (for a conv, a GEMM and col2im per sample) and
+   * backward returns an empty tensor.
+   */
+  inputGrad?: boolean;
 }
+
+/** What backward returns when the input gradient was not asked for. */
+export const NO_INPUT_GRAD: Tensor = Object.freeze({ shape: [0], data: new Float32Array(0) });
 
 /**
  * Statistics a K-FAC layer leaves after a captured forward/backward pass.

@@ -50,11 +50,11 @@ export async function localPass(model: Sequential, backend: ComputeBackend, batc
   const loss = softmaxCrossEntropy(logits, batch.y);
   const sampled = anyDue && opts.fisher === '1mc';
   // With the empirical Fisher the true-label pass yields G as well; with 1mc a second pass does.
-  await model.backward(loss.grad, { backend, accumulateGrads: true, captureG: anyDue && !sampled, batchSize: n });
+  await model.backward(loss.grad, { backend, accumulateGrads: true, captureG: anyDue && !sampled, batchSize: n, inputGrad: false });
   if (sampled) {
     const labels = sampleLabels(loss.probs, (row) => new Rng((opts.mcSeed ^ Math.imul(opts.sampleOffset + row + 1, 0x9e3779b1)) >>> 0).next());
     const mc = softmaxCrossEntropy(logits, labels);
-    await model.backward(mc.grad, { backend, accumulateGrads: false, captureG: true, batchSize: n });
+    await model.backward(mc.grad, { backend, accumulateGrads: false, captureG: true, batchSize: n, inputGrad: false });
   }
 
   const grads = new Map<string, Float32Array>();
