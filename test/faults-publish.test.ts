@@ -7,12 +7,10 @@
  */
 import test from 'ava';
 import { createConnection, createServer, type AddressInfo, type Socket } from 'node:net';
-import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { pino } from 'pino';
 import { FactorOwner } from '../src/actors/owner/factor-owner.js';
 import { resolveTrainConfig } from '../src/config/schema.js';
-import { clusterBackend, startCluster } from './helpers/cluster.js';
+import { capturingLogger, clusterBackend, startCluster } from './helpers/cluster.js';
 
 const dataDir = fileURLToPath(new URL('../../shared/datasets/fashion-mnist', import.meta.url));
 
@@ -67,8 +65,7 @@ test.serial('a preconditioner stream cut mid-publish: the owner publishes again 
     optimizer: { kind: 'spngd', lr: 0.05, kfac: { stale: { enabled: false } } },
     cluster: { waitForPreconditioners: true, preconditionerWaitMs: WAIT_MS, minWorkers: 1, minOwners: 1, heartbeatMs: 200, leaseMs: 10000 },
   });
-  const lines: string[] = [];
-  const logger = pino({ level: 'info' }, new Writable({ write: (chunk: Buffer, _e, done) => (lines.push(...chunk.toString().split('\n').filter(Boolean).map((l) => String((JSON.parse(l) as { msg: unknown }).msg))), done()) }));
+  const { logger, messages: lines } = capturingLogger();
   const stepTimes: number[] = [];
   const versions: Record<string, number>[] = [];
   let proxy: Awaited<ReturnType<typeof cuttingProxy>> | undefined;

@@ -56,6 +56,7 @@ const STATE: ActorState = {
   lastAccuracy: undefined,
   startedUnixMs: 1700000000000,
   nowUnixMs: 1700000001000,
+  warnings: ["no factor owner: steps apply the last preconditioner of each layer until one joins"],
 };
 
 async function startServer(): Promise<{ server: grpc.Server; port: number; health: HealthStatus }> {

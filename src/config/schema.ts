@@ -69,6 +69,11 @@ export const clusterSchema = z.strictObject({
   preconditionerLag: z.number().int().nonnegative().default(1),
   /** How long the PS waits for them before it goes on with the last published ones. */
   preconditionerWaitMs: positiveInt.default(60000),
+  /**
+   * What the PS applies while no factor owner is left (SP-NGD only): the last preconditioner of
+   * each layer, or the plain gradient (SGD with momentum) until an owner is back.
+   */
+  withoutOwners: z.enum(['last-preconditioners', 'sgd']).default('last-preconditioners'),
   /** Workers the PS waits for before the first step. */
   minWorkers: positiveInt.default(1),
   /** Factor owners the PS waits for before the first step (SP-NGD only). */

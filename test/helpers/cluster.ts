@@ -11,6 +11,8 @@ import type { Dataset } from '../../src/data/fashion-mnist.js';
 import { silentLogger, type Logger } from '../../src/util/log.js';
 import { Worker } from '../../workers/worker-actor.js';
 import { createBlasBackend } from '../../workers/kernels/blas/blas-backend.js';
+import { pino } from 'pino';
+import { Writable } from 'node:stream';
 
 /**
  * The backend for in-process clusters: one OpenBLAS thread, as every spngd process runs. The
@@ -19,6 +21,18 @@ import { createBlasBackend } from '../../workers/kernels/blas/blas-backend.js';
  */
 export function clusterBackend(): Promise<ComputeBackend> {
   return createBlasBackend({ threads: 1 });
+}
+
+/** A logger that keeps each record's message, for tests that check what the actors said. */
+export function capturingLogger(level = 'info'): { logger: Logger; messages: string[] } {
+  const messages: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const line of chunk.toString().split('\n')) if (line) messages.push(String((JSON.parse(line) as { msg?: unknown }).msg));
+      done();
+    },
+  });
+  return { logger: pino({ level }, sink), messages };
 }
 
 export interface TestCluster {

@@ -46,6 +46,8 @@ export class ActorStateTracker {
   readonly timings = new PhaseTimings();
   lastLoss: number | undefined;
   lastAccuracy: number | undefined;
+  /** Conditions that degrade training now, in words (shown by `spngd status`). */
+  readonly warnings = new Set<string>();
   private readonly started = Date.now();
 
   constructor(
@@ -70,6 +72,7 @@ export class ActorStateTracker {
       ...(this.lastAccuracy === undefined ? {} : { lastAccuracy: this.lastAccuracy }),
       startedUnixMs: this.started,
       nowUnixMs: Date.now(),
+      warnings: [...this.warnings],
     };
   }
 }

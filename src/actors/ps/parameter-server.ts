@@ -323,12 +323,13 @@ export class ParameterServer {
       const lag = c.cluster.waitForPreconditioners ? 0 : c.cluster.preconditionerLag;
       if (s - lag >= this.firstStep) await this.state.timings.time('wait_preconditioners', () => this.waitForWatermarks(s - lag));
     }
+    const plain = this.noteOwnerless(s);
     await this.state.timings.time('update', () =>
       applyUpdate(this.opts.backend, this.model.params(), this.model.kfacLayers(), grads, this.updater, {
         lr,
         weightDecay: c.optimizer.weightDecay,
         rescaleWeights: c.optimizer.rescaleWeights,
-        preconditioners: new Map([...this.preconditioners].map(([k, v]) => [k, v.preconditioner])),
+        preconditioners: plain ? new Map() : new Map([...this.preconditioners].map(([k, v]) => [k, v.preconditioner])),
       }),
     );
     if (buffers.size > 0) {
@@ -365,6 +366,7 @@ export class ParameterServer {
       wallSeconds: this.wallSeconds(),
       trainSeconds: this.trainMs / 1000,
       preconditionerVersions: versions,
+      ...(plain ? { preconditioned: false } : {}),
       ...(this.intervals.size > 0 ? { intervals: Object.fromEntries(this.intervals) } : {}),
     });
     for (const w of arrived) {
@@ -509,6 +511,24 @@ export class ParameterServer {
       }
       return !bad;
     });
+  }
+
+  /**
+   * Says (in the state and the log, once per change) when no factor owner is left in an SP-NGD
+   * run; returns whether step s applies plain gradients (`cluster.withoutOwners: sgd`).
+   */
+  private noteOwnerless(s: number): boolean {
+    const c = this.opts.config;
+    const ownerless = c.optimizer.kind === 'spngd' && this.membership.list(Role.ROLE_FACTOR_OWNER).length === 0;
+    const sgd = c.cluster.withoutOwners === 'sgd';
+    const warning = `no factor owner: steps apply ${sgd ? 'plain gradients (SGD with momentum)' : 'the last preconditioner of each layer'} until one joins`;
+    if (ownerless && !this.state.warnings.has(warning)) {
+      this.state.warnings.add(warning);
+      this.opts.logger.warn(`step ${s}: ${warning}`);
+    } else if (!ownerless && this.state.warnings.delete(warning)) {
+      this.opts.logger.info(`step ${s}: a factor owner is back; preconditioned steps again`);
+    }
+    return ownerless && sgd;
   }
 
   private async waitForWatermarks(s: number): Promise<void> {

@@ -100,6 +100,8 @@ export interface ActorState {
   startedUnixMs: number;
   /** Time the snapshot was taken, Unix milliseconds. */
   nowUnixMs: number;
+  /** Conditions that degrade training now, in words (PS: "no factor owner: ..."); empty when none. */
+  warnings: string[];
 }
 
 export interface ActorState_PhaseTimingsEntry {
@@ -445,6 +447,7 @@ function createBaseActorState(): ActorState {
     lastAccuracy: undefined,
     startedUnixMs: 0,
     nowUnixMs: 0,
+    warnings: [],
   };
 }
 
@@ -494,6 +497,9 @@ export const ActorState: MessageFns<ActorState> = {
     }
     if (message.nowUnixMs !== 0) {
       writer.uint32(120).uint64(message.nowUnixMs);
+    }
+    for (const v of message.warnings) {
+      writer.uint32(130).string(v!);
     }
     return writer;
   },
@@ -634,6 +640,14 @@ export const ActorState: MessageFns<ActorState> = {
             message.nowUnixMs = longToNumber(reader.uint64());
             continue;
           }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.warnings.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -711,6 +725,9 @@ export const ActorState: MessageFns<ActorState> = {
         : isSet(object.now_unix_ms)
         ? globalThis.Number(object.now_unix_ms)
         : 0,
+      warnings: globalThis.Array.isArray(object?.warnings)
+        ? object.warnings.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -767,6 +784,9 @@ export const ActorState: MessageFns<ActorState> = {
     if (message.nowUnixMs !== 0) {
       obj.nowUnixMs = Math.round(message.nowUnixMs);
     }
+    if (message.warnings?.length) {
+      obj.warnings = message.warnings;
+    }
     return obj;
   },
 
@@ -800,6 +820,7 @@ export const ActorState: MessageFns<ActorState> = {
     message.lastAccuracy = object.lastAccuracy ?? undefined;
     message.startedUnixMs = object.startedUnixMs ?? 0;
     message.nowUnixMs = object.nowUnixMs ?? 0;
+    message.warnings = object.warnings?.map((e) => e) || [];
     return message;
   },
 };
