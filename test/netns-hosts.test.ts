@@ -255,8 +255,8 @@ serial(`a link cut longer than the keepalive but shorter than the lease: connect
   const back = rec.find((r) => r.step > upStep && r.workers === 2);
   t.truthy(back, 'worker-2 took part again');
   t.is(rec[rec.length - 1].workers, 2, 'worker-2 took part to the end');
-  // The statistics of the step in flight when the connections dropped are lost, and owner-2 never
-  // reduces that step: the PS waits out preconditionerWaitMs once, then owner-2 publishes again.
+  // Worker-2 sends the statistics of the step in flight again once it reconnects (with backoff),
+  // so owner-2 can reduce that step; at worst the PS waits out preconditionerWaitMs once.
   const waits = psLog.split('\n').filter((l) => l.includes('have not published fresh preconditioners')).length;
   t.true(waits <= 1, `the PS waited out preconditionerWaitMs ${waits} times`);
   const slowest = Math.max(...rec.map((r) => Number((r as { stepMs?: number }).stepMs ?? 0)));

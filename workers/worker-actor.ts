@@ -42,6 +42,8 @@ export interface WorkerOptions {
   joinTimeoutMs?: number;
   /** TLS and token for its server and its calls (default: insecure). */
   credentials?: ActorCredentials;
+  /** Address to register for its state service, when clients reach it by another; default: the bound address. */
+  advertise?: string;
 }
 
 interface OwnerLink {
@@ -58,6 +60,16 @@ interface OwnerLink {
   epoch: number;
   changed: Deferred<void>;
   broken: boolean;
+  /** Sends on this stream, one after another (two steps' chunks of a layer must not interleave). */
+  sending: Promise<void>;
+}
+
+/** The statistics of the newest step, kept until the next one: sent again on a reopened stream. */
+interface StepStatistics {
+  step: number;
+  shardCount: number;
+  samples: number;
+  stats: Map<string, Float32Array>;
 }
 
 export class Worker {
@@ -73,6 +85,9 @@ export class Worker {
   private trainCall: ClientDuplexStream<TrainRequest, TrainResponse> | undefined;
   private writer: ByteBudgetWriter<TrainRequest> | undefined;
   private readonly owners = new Map<string, OwnerLink>();
+  private lastStatistics: StepStatistics | undefined;
+  /** Owner → reconnection attempts since its stream last answered (for the backoff). */
+  private readonly reconnects = new Map<string, number>();
   private view: MembershipView | undefined;
   private viewChanged = deferred<void>();
   private params = new Map<string, Float32Array>();
@@ -97,7 +112,7 @@ export class Worker {
     this.server = await startActorServer(this.opts.listen, [], this.state, this.metrics, {}, this.security);
     this.member = new MemberClient(this.opts.ps, this.opts.logger, {}, this.security);
     const joined = await this.member.join(
-      { id: this.opts.id ?? '', role: Role.ROLE_WORKER, address: this.server.address, state: LifecycleState.LIFECYCLE_STATE_STARTING, capacity: 1 },
+      { id: this.opts.id ?? '', role: Role.ROLE_WORKER, address: this.opts.advertise ?? this.server.address, state: LifecycleState.LIFECYCLE_STATE_STARTING, capacity: 1 },
       this.opts.joinTimeoutMs,
     );
     this.state.id = joined.id;
@@ -115,7 +130,7 @@ export class Worker {
         // again, so the old view and epoch must not hide its views.
         this.view = undefined;
         this.state.epoch = 0;
-        const joined = await this.member.join({ id: this.state.id, role: Role.ROLE_WORKER, address: this.server!.address, state: this.state.lifecycle, capacity: 1 });
+        const joined = await this.member.join({ id: this.state.id, role: Role.ROLE_WORKER, address: this.opts.advertise ?? this.server!.address, state: this.state.lifecycle, capacity: 1 });
         for (const link of this.owners.values()) this.closeOwner(link);
         this.owners.clear();
         // The watch may have delivered a newer view than the join's while we were joining.
@@ -299,41 +314,49 @@ export class Worker {
   }
 
   private async sendStatistics(s: number, shardCount: number, samples: number, stats: Map<string, Float32Array>): Promise<void> {
+    const step: StepStatistics = { step: s, shardCount, samples, stats };
+    this.lastStatistics = step;
+    await Promise.all([...this.owners.values()].map((link) => this.sendStatisticsTo(link, step)));
+  }
+
+  /** Sends a step's statistics of the owner's layers on its stream (after what is being sent there). */
+  private sendStatisticsTo(link: OwnerLink, step: StepStatistics): Promise<void> {
+    link.sending = link.sending.then(() => this.writeStatistics(link, step));
+    return link.sending;
+  }
+
+  private async writeStatistics(link: OwnerLink, { step: s, shardCount, samples, stats }: StepStatistics): Promise<void> {
+    if (link.broken) return;
     const specs = new Map(this.model.kfacLayers().map((l) => [l.name, l]));
-    await Promise.all(
-      [...this.owners.values()].map(async (link) => {
-        if (link.broken) return;
-        let sent = 0;
-        try {
-          for (const layer of this.view?.assignment?.layers ?? []) {
-            if (layer.ownerId !== link.ownerId) continue;
-            const spec = specs.get(layer.layer)!;
-            for (const kind of ['A', 'G', 'F'] as StatKind[]) {
-              const values = stats.get(statKey(layer.layer, kind));
-              if (!values) continue;
-              const shape = statShape(spec, kind);
-              await sendSymmetric(
-                link.writer,
-                (tensor) => ({ kind: { $case: 'statistic' as const, value: { step: s, workerId: this.state.id, layer: layer.layer, kind: kindToWire[kind], numSamples: samples, tensor } } }),
-                layer.layer,
-                values,
-                shape.n,
-                s,
-                this.config.cluster.chunkBytes,
-                shape.batch,
-              );
-              sent++;
-            }
-          }
-          if (sent > 0) link.lastSent = s;
-          await link.writer.write({ kind: { $case: 'statisticsComplete', value: { step: s, workerId: this.state.id, statisticTensors: sent, shardCount } } }, 64);
-        } catch (err) {
-          this.opts.logger.warn(`statistics to ${link.ownerId} failed: ${(err as Error).message}`);
-          link.broken = true;
-          link.changed.resolve();
+    let sent = 0;
+    try {
+      for (const layer of this.view?.assignment?.layers ?? []) {
+        if (layer.ownerId !== link.ownerId) continue;
+        const spec = specs.get(layer.layer)!;
+        for (const kind of ['A', 'G', 'F'] as StatKind[]) {
+          const values = stats.get(statKey(layer.layer, kind));
+          if (!values) continue;
+          const shape = statShape(spec, kind);
+          await sendSymmetric(
+            link.writer,
+            (tensor) => ({ kind: { $case: 'statistic' as const, value: { step: s, workerId: this.state.id, layer: layer.layer, kind: kindToWire[kind], numSamples: samples, tensor } } }),
+            layer.layer,
+            values,
+            shape.n,
+            s,
+            this.config.cluster.chunkBytes,
+            shape.batch,
+          );
+          sent++;
         }
-      }),
-    );
+      }
+      if (sent > 0) link.lastSent = s;
+      await link.writer.write({ kind: { $case: 'statisticsComplete', value: { step: s, workerId: this.state.id, statisticTensors: sent, shardCount } } }, 64);
+    } catch (err) {
+      this.opts.logger.warn(`statistics to ${link.ownerId} failed: ${(err as Error).message}`);
+      link.broken = true;
+      link.changed.resolve();
+    }
   }
 
   private async waitForView(epoch: number): Promise<void> {
@@ -366,11 +389,12 @@ export class Worker {
     this.viewChanged.resolve();
   }
 
-  private openOwner(ownerId: string, address: string): void {
+  private openOwner(ownerId: string, address: string): OwnerLink {
     const client = new FactorOwnerServiceClient(address, this.security.channelCredentials(), this.security.clientOptions(transportOf(this.config.cluster)));
     const call = client.pushStatistics(new Metadata());
-    const link: OwnerLink = { ownerId, address, client, call, writer: new ByteBudgetWriter(call), schedules: new Map(), acked: 0, lastSent: -1, epoch: 0, changed: deferred<void>(), broken: false };
+    const link: OwnerLink = { ownerId, address, client, call, writer: new ByteBudgetWriter(call), schedules: new Map(), acked: 0, lastSent: -1, epoch: 0, changed: deferred<void>(), broken: false, sending: Promise.resolve() };
     call.on('data', (r: PushStatisticsResponse) => {
+      this.reconnects.delete(ownerId);
       for (const sch of r.schedules) {
         const kind = wireToKind.get(sch.kind);
         if (kind) link.schedules.set(statKey(sch.layer, kind), sch);
@@ -386,12 +410,31 @@ export class Worker {
       if (link.broken) return;
       link.broken = true;
       link.changed.resolve();
-      if (!this.stopped) this.opts.logger.warn(`statistics stream to ${ownerId} ended: ${why}`);
+      if (this.stopped) return;
+      // Reconnect now, not at the next step: the owner may be waiting for this step's statistics,
+      // and the PS for that owner's preconditioners.
+      const attempt = (this.reconnects.get(ownerId) ?? 0) + 1;
+      this.reconnects.set(ownerId, attempt);
+      const delay = Math.min(5000, 250 * 2 ** attempt);
+      this.opts.logger.warn(`statistics stream to ${ownerId} ended: ${why}; reconnecting in ${delay} ms`);
+      setTimeout(() => this.reconnectOwner(link), delay).unref();
     };
     call.on('error', (err) => broke(err.message));
     call.on('close', () => broke('closed'));
     void link.writer.write({ kind: { $case: 'hello', value: { workerId: this.state.id, epoch: this.state.epoch } } }, 64).catch(() => undefined);
     this.owners.set(ownerId, link);
+    return link;
+  }
+
+  /**
+   * Replaces a broken stream to an owner that is still in the view (a connection dropped) and
+   * sends the newest step's statistics again: the owner drops them if it has reduced that step.
+   */
+  private reconnectOwner(old: OwnerLink): void {
+    if (this.stopped || this.owners.get(old.ownerId) !== old) return; // stopped, or the view replaced it
+    this.closeOwner(old);
+    const link = this.openOwner(old.ownerId, old.address);
+    if (this.lastStatistics) void this.sendStatisticsTo(link, this.lastStatistics);
   }
 
   /**
@@ -400,12 +443,7 @@ export class Worker {
    * the owner would get nothing more from this worker.
    */
   private reopenBrokenOwnerLinks(): void {
-    for (const [id, link] of this.owners) {
-      if (!link.broken) continue;
-      this.closeOwner(link);
-      this.owners.delete(id);
-      this.openOwner(id, link.address);
-    }
+    for (const link of [...this.owners.values()]) if (link.broken) this.reconnectOwner(link);
   }
 
   private closeOwner(link: OwnerLink): void {

@@ -55,6 +55,7 @@ interface MemberFlags extends SecurityFlags {
   listen: string;
   id?: string;
   joinTimeout: number;
+  advertise?: string;
   backend: BackendName;
 }
 
@@ -65,6 +66,7 @@ function memberCommand(program: Command, name: string, description: string, list
     .requiredOption('--ps <host:port>', 'the parameter server')
     .option('--listen <host:port>', listenHelp, '127.0.0.1:0')
     .option('--id <id>', `${name} id (default: assigned by the PS)`)
+    .option('--advertise <host:port>', 'address to register with the PS when others reach this one by another (a proxy, NAT, a Service); default: --listen\'s')
     .option('--join-timeout <ms>', 'how long to keep trying to reach the PS at startup', positiveNumber('--join-timeout'), 15000)
     .addOption(backendOption()));
 }
@@ -130,7 +132,7 @@ export function addActorCommands(program: Command): void {
       const logger = createLogger('worker');
       const credentials = actorCredentials(securityFromFlags(o), logger, o.listen);
       const backend = await startBackend(o.backend, logger);
-      const w = new Worker({ ps: o.ps, listen: o.listen, logger, backend, credentials, joinTimeoutMs: o.joinTimeout, ...(o.data ? { dataDir: o.data } : {}), ...(o.id ? { id: o.id } : {}) });
+      const w = new Worker({ ps: o.ps, listen: o.listen, logger, backend, credentials, joinTimeoutMs: o.joinTimeout, ...(o.data ? { dataDir: o.data } : {}), ...(o.id ? { id: o.id } : {}), ...(o.advertise ? { advertise: o.advertise } : {}) });
       onSignals(logger, () => w.stop());
       await w.start();
       announce({ event: 'listening', role: 'worker', id: w.id, address: w.state.address });
@@ -146,7 +148,7 @@ export function addActorCommands(program: Command): void {
       const logger = createLogger('owner');
       const credentials = actorCredentials(securityFromFlags(o), logger, o.listen);
       const backend = await startBackend(o.backend, logger);
-      const owner = new FactorOwner({ ps: o.ps, listen: o.listen, logger, backend, credentials, capacity: o.capacity, joinTimeoutMs: o.joinTimeout, ...(o.id ? { id: o.id } : {}) });
+      const owner = new FactorOwner({ ps: o.ps, listen: o.listen, logger, backend, credentials, capacity: o.capacity, joinTimeoutMs: o.joinTimeout, ...(o.id ? { id: o.id } : {}), ...(o.advertise ? { advertise: o.advertise } : {}) });
       onSignals(logger, () => owner.leave('shutdown'));
       await owner.start();
       announce({ event: 'listening', role: 'owner', id: owner.id, address: owner.address });

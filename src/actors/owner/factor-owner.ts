@@ -53,6 +53,8 @@ export interface FactorOwnerOptions {
   joinTimeoutMs?: number;
   /** TLS and token for its server and its calls (default: insecure). */
   credentials?: ActorCredentials;
+  /** Address to register, when the others reach this owner by another (a proxy, NAT, a Service); default: the bound address. */
+  advertise?: string;
 }
 
 interface WorkerStream {
@@ -113,6 +115,11 @@ export class FactorOwner {
     return this.server?.address ?? '';
   }
 
+  /** The address workers and other owners are told to dial. */
+  private get advertised(): string {
+    return this.opts.advertise ?? this.address;
+  }
+
   /** Layers this owner holds now. */
   layers(): string[] {
     return [...(this.curvature?.layers.keys() ?? [])];
@@ -131,7 +138,7 @@ export class FactorOwner {
     const joined = await this.member.join({
       id: this.opts.id ?? '',
       role: Role.ROLE_FACTOR_OWNER,
-      address: this.server.address,
+      address: this.advertised,
       state: LifecycleState.LIFECYCLE_STATE_STARTING,
       capacity: this.opts.capacity ?? 1,
     }, this.opts.joinTimeoutMs);
@@ -146,7 +153,7 @@ export class FactorOwner {
     for (const l of buildModel(this.config.model, this.config.seed).kfacLayers()) {
       this.specs.set(l.name, { name: l.name, kind: l.kind, inFeatures: l.inFeatures, outFeatures: l.outFeatures });
     }
-    this.opts.logger.info(`joined ${this.opts.ps} as ${joined.id}; serving statistics on ${this.server.address}`);
+    this.opts.logger.info(`joined ${this.opts.ps} as ${joined.id}; serving statistics on ${this.server.address}${this.opts.advertise ? `, registered as ${this.opts.advertise}` : ''}`);
     this.openPublisher();
     // The lease runs from the join: heartbeat from now on, not only once the first view is applied
     // (taking layers fetches their state from other owners, which can take longer than the lease).
@@ -160,7 +167,7 @@ export class FactorOwner {
           this.curvature.layers.clear();
           this.inbox.clear();
           this.reducedThrough = -1;
-          const joined = await this.member.join({ id: this.state.id, role: Role.ROLE_FACTOR_OWNER, address: this.address, state: this.state.lifecycle, capacity: this.opts.capacity ?? 1 });
+          const joined = await this.member.join({ id: this.state.id, role: Role.ROLE_FACTOR_OWNER, address: this.advertised, state: this.state.lifecycle, capacity: this.opts.capacity ?? 1 });
           this.openPublisher();
           await this.onView(joined.view);
         }),
@@ -242,6 +249,8 @@ export class FactorOwner {
       if (c?.preconditioner && c.version === sent.version) {
         again.push({ layer, version: sent.version, preconditioner: c.preconditioner });
         step = Math.max(step, sent.step);
+      } else {
+        this.unanswered.delete(layer); // moved away, or a newer version has been sent since
       }
     }
     if (again.length > 0) {
@@ -426,6 +435,10 @@ export class FactorOwner {
   }
 
   private onFetchLayerState(call: ServerWritableStream<FetchLayerStateRequest, FetchLayerStateResponse>): void {
+    if (!this.curvature) {
+      failServerCall(call, new TransportError(status.UNAVAILABLE, 'closed', 'this owner is still joining the job; try again'));
+      return;
+    }
     void serveLayerStates(call, (layer) => this.handoff.get(layer) ?? this.curvature.layers.get(layer)?.snapshot(), this.config.cluster.chunkBytes, `owner ${this.state.id}`).then(() => {
       for (const layer of call.request.layers) this.handoff.delete(layer);
     });
@@ -439,6 +452,9 @@ export class FactorOwner {
         if (!k) throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', 'empty PushStatisticsRequest');
         if (!stream) {
           if (k.$case !== 'hello') throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', 'the first message must be hello');
+          // Workers learn of this owner from the PS's view, which can reach them before the PS's
+          // answer to our Join reaches us: until then there is no config and no layer.
+          if (!this.curvature) throw new TransportError(status.UNAVAILABLE, 'closed', 'this owner is still joining the job; try again');
           // A worker that joined after the view this owner holds may come first: it has seen a newer epoch.
           if (!this.isWorker(k.value.workerId) && !(k.value.epoch > (this.view?.epoch ?? 0))) {
             throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `"${k.value.workerId.slice(0, 64)}" is not a worker of the job in epoch ${this.view?.epoch ?? 0}`);
