@@ -18,7 +18,9 @@
         '/usr/local/opt/openblas/include',
         '/opt/homebrew/opt/openblas/include',
       ],
-      'cflags_cc': ['-O3', '-std=c++17'],
+      # -ffp-contract=off: no fused multiply-adds, so the element-wise kernels round exactly like
+      # their JavaScript versions (src/compute/elementwise.ts).
+      'cflags_cc': ['-O3', '-std=c++17', '-ffp-contract=off'],
       # OpenBLAS ships dpotrf_/dpotri_ itself (checked with nm on Debian 12's libopenblas0-pthread),
       # so no separate liblapack is needed.
       'libraries': ['-lopenblas', '-ldl'],
@@ -29,7 +31,7 @@
             '-L/opt/homebrew/opt/openblas/lib',
           ],
           'xcode_settings': {
-            'OTHER_CPLUSPLUSFLAGS': ['-O3', '-std=c++17'],
+            'OTHER_CPLUSPLUSFLAGS': ['-O3', '-std=c++17', '-ffp-contract=off'],
           },
         }],
       ],

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <string>
 
 #include <cblas.h>
@@ -30,7 +31,7 @@ namespace {
 
 // Bumped whenever the exported functions change shape, so that the TS loader can reject a stale
 // build instead of calling it with the wrong arguments.
-constexpr int kAbiVersion = 1;
+constexpr int kAbiVersion = 2;
 constexpr uint64_t kMaxDim = 0x7fffffffULL;  // blasint is 32-bit in Debian's OpenBLAS
 
 // ---------------------------------------------------------------------------------------------
@@ -112,6 +113,27 @@ void Disjoint(Napi::Env env, const char* fn, const View<T>& out, uint64_t outN, 
   if (outN > 0 && inN > 0 && o0 < i1 && i0 < o1) {
     ThrowRange(env, ArgName(fn, out.name) + " must not overlap '" + in.name + "'");
   }
+}
+
+/** Like Disjoint, but `out` may also be exactly `in` (element-wise maps that read each value before writing it). */
+template <typename T, typename U>
+void DisjointOrSame(Napi::Env env, const char* fn, const View<T>& out, uint64_t outN, const View<U>& in, uint64_t inN) {
+  if (static_cast<const void*>(out.data) == static_cast<const void*>(in.data) && sizeof(T) == sizeof(U)) return;
+  Disjoint(env, fn, out, outN, in, inN);
+}
+
+View<int32_t> Int32Array(const Napi::CallbackInfo& info, size_t i, const char* fn, const char* name) {
+  if (i >= info.Length() || !info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+    ThrowType(info.Env(), ArgName(fn, name) + " must be an Int32Array");
+  }
+  Napi::Int32Array arr = info[i].As<Napi::Int32Array>();
+  return View<int32_t>{arr.Data(), arr.ElementLength(), name};
+}
+
+/** A Float32Array argument that may be undefined or null (then data is nullptr). */
+View<float> OptionalArray(const Napi::CallbackInfo& info, size_t i, const char* fn, const char* name) {
+  if (i < info.Length() && (info[i].IsUndefined() || info[i].IsNull())) return View<float>{nullptr, 0, name};
+  return Array<float>(info, i, fn, name);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -366,6 +388,385 @@ Napi::Value Col2im(const Napi::CallbackInfo& info) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Element-wise layer kernels (ReLU, max pooling, batch norm). Single-threaded plain loops that the
+// compiler vectorises; they compute exactly what src/compute/elementwise.ts computes: the same
+// float64 sums in the same order, the same roundings (the build disables FMA contraction), so the
+// blas and the JS paths give identical results.
+
+// relu(x, out): out = x > 0 ? x : 0 over x's values (−0 and NaN give +0). `out` may be `x`.
+Napi::Value Relu(const Napi::CallbackInfo& info) {
+  static const char* fn = "relu";
+  Napi::Env env = info.Env();
+  View<float> x = Array<float>(info, 0, fn, "x");
+  View<float> out = Array<float>(info, 1, fn, "out");
+  const uint64_t n = x.length;
+  Need(env, fn, out, n, "x.length");
+  DisjointOrSame(env, fn, out, n, x, n);
+  const float* __restrict xs = x.data;
+  float* __restrict ys = out.data;
+  for (uint64_t i = 0; i < n; ++i) {
+    const float v = xs[i];
+    ys[i] = v > 0.0f ? v : 0.0f;
+  }
+  return env.Undefined();
+}
+
+// reluBackward(x, dy, out): out = x > 0 ? dy : 0 over x's values. `out` may be `dy`.
+Napi::Value ReluBackward(const Napi::CallbackInfo& info) {
+  static const char* fn = "reluBackward";
+  Napi::Env env = info.Env();
+  View<float> x = Array<float>(info, 0, fn, "x");
+  View<float> dy = Array<float>(info, 1, fn, "dy");
+  View<float> out = Array<float>(info, 2, fn, "out");
+  const uint64_t n = x.length;
+  Need(env, fn, dy, n, "x.length");
+  Need(env, fn, out, n, "x.length");
+  Disjoint(env, fn, out, n, x, n);
+  DisjointOrSame(env, fn, out, n, dy, n);
+  const float* __restrict xs = x.data;
+  const float* ds = dy.data;
+  float* os = out.data;
+  // dy is loaded unconditionally so that the select needs no branch and vectorises.
+  for (uint64_t i = 0; i < n; ++i) {
+    const float d = ds[i];
+    os[i] = xs[i] > 0.0f ? d : 0.0f;
+  }
+  return env.Undefined();
+}
+
+/**
+ * One output row of 2×2 windows: `top` and `bottom` are the window rows' input rows, `i0` the flat
+ * index of top[0]. The stride is a template argument when it is 2 (the common case: contiguous
+ * loads and shuffles instead of element-by-element gathers), else 0 and `stride` is used. Float
+ * compares `v > best` (false for NaN; −0 equals +0) with selects that the compiler vectorises (the
+ * comparisons are coin flips on activations, so branches would mispredict); the value is tracked
+ * with the index, so there is no gather at the end.
+ */
+template <int32_t kStride>
+void Pool2x2Row(const float* __restrict top, const float* __restrict bottom, float* __restrict y, int32_t* __restrict argmax,
+                uint64_t outW, int32_t i0, int32_t W, int32_t stride) {
+  const int32_t S = kStride > 0 ? kStride : stride;
+  const float ninf = -std::numeric_limits<float>::infinity();
+  for (uint64_t ox = 0; ox < outW; ++ox) {
+    const int32_t j = static_cast<int32_t>(ox) * S;
+    const int32_t a = i0 + j;
+    const float v0 = top[j], v1 = top[j + 1], v2 = bottom[j], v3 = bottom[j + 1];
+    float best = v0 == v0 ? v0 : ninf;
+    float val = v0;
+    int32_t bi = a;
+    bool g = v1 > best;
+    best = g ? v1 : best;
+    val = g ? v1 : val;
+    bi = g ? a + 1 : bi;
+    g = v2 > best;
+    best = g ? v2 : best;
+    val = g ? v2 : val;
+    bi = g ? a + W : bi;
+    g = v3 > best;
+    val = g ? v3 : val;
+    bi = g ? a + W + 1 : bi;
+    y[ox] = val;
+    argmax[ox] = bi;
+  }
+}
+
+// maxPool(x, out, argmax, batch, channels, height, width, kernelH, kernelW, stride): NCHW, no
+// padding. out = each window's maximum, argmax = flat index into x of its first maximum, compared
+// as v > best from best = x[first] (−Infinity when that is NaN): NaN never wins, −0 equals +0.
+Napi::Value MaxPool(const Napi::CallbackInfo& info) {
+  static const char* fn = "maxPool";
+  Napi::Env env = info.Env();
+  View<float> x = Array<float>(info, 0, fn, "x");
+  View<float> out = Array<float>(info, 1, fn, "out");
+  View<int32_t> argmax = Int32Array(info, 2, fn, "argmax");
+  const uint64_t batch = Dim(info, 3, fn, "batch"), channels = Dim(info, 4, fn, "channels");
+  const uint64_t H = Dim(info, 5, fn, "height"), W = Dim(info, 6, fn, "width");
+  const uint64_t kh = Dim(info, 7, fn, "kernelH", 1), kw = Dim(info, 8, fn, "kernelW", 1);
+  const uint64_t S = Dim(info, 9, fn, "stride", 1);
+  if (H < kh || W < kw) {
+    ThrowRange(env, std::string(fn) + ": window " + std::to_string(kh) + "x" + std::to_string(kw) + " does not fit a " +
+                        std::to_string(H) + "x" + std::to_string(W) + " input");
+  }
+  const uint64_t outH = (H - kh) / S + 1, outW = (W - kw) / S + 1;
+  const uint64_t planes = Mul(env, fn, {batch, channels});
+  const uint64_t inSize = Mul(env, fn, {planes, H, W}), outSize = Mul(env, fn, {planes, outH, outW});
+  // argmax holds flat input indices as int32.
+  if (inSize > 0x7fffffffULL) ThrowRange(env, std::string(fn) + ": the input must hold fewer than 2^31 values");
+  Need(env, fn, x, inSize, "batch·channels·height·width");
+  Need(env, fn, out, outSize, "batch·channels·outH·outW");
+  Need(env, fn, argmax, outSize, "batch·channels·outH·outW");
+  Disjoint(env, fn, out, outSize, x, inSize);
+  Disjoint(env, fn, argmax, outSize, x, inSize);
+  Disjoint(env, fn, argmax, outSize, out, outSize);
+  const float* xs = x.data;
+  float* ys = out.data;
+  int32_t* as = argmax.data;
+  const float ninf = -std::numeric_limits<float>::infinity();
+  uint64_t o = 0;
+  for (uint64_t pl = 0; pl < planes; ++pl) {
+    const int32_t inBase = static_cast<int32_t>(pl * H * W);
+    for (uint64_t oy = 0; oy < outH; ++oy) {
+      const int32_t r0 = inBase + static_cast<int32_t>(oy * S * W);
+      if (kh == 2 && kw == 2) {
+        if (S == 2) {
+          Pool2x2Row<2>(xs + r0, xs + r0 + W, ys + o, as + o, outW, r0, static_cast<int32_t>(W), 2);
+        } else {
+          Pool2x2Row<0>(xs + r0, xs + r0 + W, ys + o, as + o, outW, r0, static_cast<int32_t>(W), static_cast<int32_t>(S));
+        }
+        o += outW;
+      } else {
+        for (uint64_t ox = 0; ox < outW; ++ox, ++o) {
+          const int32_t i0 = r0 + static_cast<int32_t>(ox * S);
+          float best = xs[i0] == xs[i0] ? xs[i0] : ninf;
+          int32_t bi = i0;
+          for (uint64_t ky = 0; ky < kh; ++ky) {
+            const int32_t row = i0 + static_cast<int32_t>(ky * W);
+            for (uint64_t kx = 0; kx < kw; ++kx) {
+              const int32_t i = row + static_cast<int32_t>(kx);
+              const float v = xs[i];
+              const bool g = v > best;
+              best = g ? v : best;
+              bi = g ? i : bi;
+            }
+          }
+          ys[o] = xs[bi];
+          as[o] = bi;
+        }
+      }
+    }
+  }
+  return env.Undefined();
+}
+
+// maxPoolBackward(dy, argmax, dx): zeroes dx (dx.length values), then dx[argmax[o]] += dy[o] for o
+// over dy's values in order. Every index is checked before dx is written.
+Napi::Value MaxPoolBackward(const Napi::CallbackInfo& info) {
+  static const char* fn = "maxPoolBackward";
+  Napi::Env env = info.Env();
+  View<float> dy = Array<float>(info, 0, fn, "dy");
+  View<int32_t> argmax = Int32Array(info, 1, fn, "argmax");
+  View<float> dx = Array<float>(info, 2, fn, "dx");
+  const uint64_t count = dy.length, size = dx.length;
+  Need(env, fn, argmax, count, "dy.length");
+  Disjoint(env, fn, dx, size, dy, count);
+  Disjoint(env, fn, dx, size, argmax, count);
+  const int32_t* as = argmax.data;
+  for (uint64_t o = 0; o < count; ++o) {
+    if (as[o] < 0 || static_cast<uint64_t>(as[o]) >= size) {
+      ThrowRange(env, std::string(fn) + ": argmax[" + std::to_string(o) + "] = " + std::to_string(as[o]) + " is outside [0, " +
+                          std::to_string(size) + ")");
+    }
+  }
+  float* d = dx.data;
+  const float* g = dy.data;
+  if (size > 0) std::memset(d, 0, size * sizeof(float));
+  for (uint64_t o = 0; o < count; ++o) d[as[o]] += g[o];
+  return env.Undefined();
+}
+
+/** n, channels, t of a batch-norm call at info[at..at+2], and n·channels·t. */
+struct BnShape {
+  uint64_t n, C, t, size;
+};
+
+BnShape ReadBnShape(const Napi::CallbackInfo& info, size_t at, const char* fn) {
+  BnShape s{};
+  s.n = Dim(info, at, fn, "n");
+  s.C = Dim(info, at + 1, fn, "channels");
+  s.t = Dim(info, at + 2, fn, "t");
+  s.size = Mul(info.Env(), fn, {s.n, s.C, s.t});
+  return s;
+}
+
+/*
+ * Float64 sums that must keep their order (each a sequential chain, as in the JS versions) are
+ * computed G at a time as independent chains: the additions' latency overlaps instead of adding up.
+ */
+
+/** mean[c..c+G) of channels c..c+G−1 (values at b·stride + (c+g)·t + i), in (b, i) order. */
+template <int G>
+void ChannelMeans(const float* xs, uint64_t n, uint64_t t, uint64_t stride, uint64_t c, double m, double* mean) {
+  double s[G] = {};
+  for (uint64_t b = 0; b < n; ++b) {
+    const float* p = xs + b * stride + c * t;
+    for (uint64_t i = 0; i < t; ++i) {
+      for (int g = 0; g < G; ++g) s[g] += p[i + g * t];
+    }
+  }
+  for (int g = 0; g < G; ++g) mean[c + g] = s[g] / m;
+}
+
+/** sqDev[c..c+G) = Σ (x − mean)², in (b, i) order. */
+template <int G>
+void ChannelSqDevs(const float* xs, uint64_t n, uint64_t t, uint64_t stride, uint64_t c, const double* mean, double* sq) {
+  double s[G] = {};
+  double mu[G];
+  for (int g = 0; g < G; ++g) mu[g] = mean[c + g];
+  for (uint64_t b = 0; b < n; ++b) {
+    const float* p = xs + b * stride + c * t;
+    for (uint64_t i = 0; i < t; ++i) {
+      for (int g = 0; g < G; ++g) {
+        const double d = p[i + g * t] - mu[g];
+        s[g] += d * d;
+      }
+    }
+  }
+  for (int g = 0; g < G; ++g) sq[c + g] = s[g];
+}
+
+// channelMoments(x, mean, sqDev, n, channels, t): per channel of NCHW x (n × channels × t),
+// mean[c] = Σ x / (n·t) and sqDev[c] = Σ (x − mean[c])², float64 sums in (sample, position) order.
+Napi::Value ChannelMoments(const Napi::CallbackInfo& info) {
+  static const char* fn = "channelMoments";
+  Napi::Env env = info.Env();
+  View<float> x = Array<float>(info, 0, fn, "x");
+  View<double> mean = Array<double>(info, 1, fn, "mean");
+  View<double> sq = Array<double>(info, 2, fn, "sqDev");
+  const BnShape s = ReadBnShape(info, 3, fn);
+  Need(env, fn, x, s.size, "n·channels·t");
+  Need(env, fn, mean, s.C, "channels");
+  Need(env, fn, sq, s.C, "channels");
+  Disjoint(env, fn, sq, s.C, mean, s.C);
+  const uint64_t C = s.C, t = s.t, n = s.n, stride = C * t;
+  const double m = static_cast<double>(n * t);
+  uint64_t c = 0;
+  for (; c + 8 <= C; c += 8) ChannelMeans<8>(x.data, n, t, stride, c, m, mean.data);
+  for (; c < C; ++c) ChannelMeans<1>(x.data, n, t, stride, c, m, mean.data);
+  for (c = 0; c + 8 <= C; c += 8) ChannelSqDevs<8>(x.data, n, t, stride, c, mean.data, sq.data);
+  for (; c < C; ++c) ChannelSqDevs<1>(x.data, n, t, stride, c, mean.data, sq.data);
+  return env.Undefined();
+}
+
+// batchNormForward(x, y, xhat, mean, invStd, gamma, beta, n, channels, t): xhat = (x − mean)·invStd
+// in float64 (stored as float32 unless xhat is null/undefined), y = gamma·xhat + beta from the
+// unrounded xhat.
+Napi::Value BatchNormForward(const Napi::CallbackInfo& info) {
+  static const char* fn = "batchNormForward";
+  Napi::Env env = info.Env();
+  View<float> x = Array<float>(info, 0, fn, "x");
+  View<float> y = Array<float>(info, 1, fn, "y");
+  View<float> xhat = OptionalArray(info, 2, fn, "xhat");
+  View<double> mean = Array<double>(info, 3, fn, "mean");
+  View<double> invStd = Array<double>(info, 4, fn, "invStd");
+  View<float> gamma = Array<float>(info, 5, fn, "gamma");
+  View<float> beta = Array<float>(info, 6, fn, "beta");
+  const BnShape s = ReadBnShape(info, 7, fn);
+  Need(env, fn, x, s.size, "n·channels·t");
+  Need(env, fn, y, s.size, "n·channels·t");
+  for (const View<double>* v : {&mean, &invStd}) Need(env, fn, *v, s.C, "channels");
+  for (const View<float>* v : {&gamma, &beta}) Need(env, fn, *v, s.C, "channels");
+  Disjoint(env, fn, y, s.size, x, s.size);
+  if (xhat.data != nullptr) {
+    Need(env, fn, xhat, s.size, "n·channels·t");
+    Disjoint(env, fn, xhat, s.size, x, s.size);
+    Disjoint(env, fn, xhat, s.size, y, s.size);
+  }
+  const uint64_t t = s.t;
+  const float* __restrict xs = x.data;
+  float* __restrict ys = y.data;
+  float* __restrict hs = xhat.data;
+  uint64_t base = 0;
+  for (uint64_t b = 0; b < s.n; ++b) {
+    for (uint64_t c = 0; c < s.C; ++c, base += t) {
+      const double mu = mean.data[c], is = invStd.data[c], g = gamma.data[c], bt = beta.data[c];
+      if (hs != nullptr) {
+        for (uint64_t i = base; i < base + t; ++i) {
+          const double h = (static_cast<double>(xs[i]) - mu) * is;
+          hs[i] = static_cast<float>(h);
+          ys[i] = static_cast<float>(g * h + bt);
+        }
+      } else {
+        for (uint64_t i = base; i < base + t; ++i) ys[i] = static_cast<float>(g * ((static_cast<double>(xs[i]) - mu) * is) + bt);
+      }
+    }
+  }
+  return env.Undefined();
+}
+
+/** Σ_p dy and Σ_p dy·xhat of channels c..c+G−1 of one sample (d, h at the sample's start), in p order. */
+template <int G>
+void SampleSums(const float* d, const float* h, uint64_t t, uint64_t c, double* sd, double* sdx) {
+  double a[G] = {}, x[G] = {};
+  d += c * t;
+  h += c * t;
+  for (uint64_t p = 0; p < t; ++p) {
+    for (int g = 0; g < G; ++g) {
+      const double v = d[p + g * t];
+      a[g] += v;
+      x[g] += v * static_cast<double>(h[p + g * t]);
+    }
+  }
+  for (int g = 0; g < G; ++g) {
+    sd[c + g] = a[g];
+    sdx[c + g] = x[g];
+  }
+}
+
+// batchNormSums(dy, xhat, sumDy, sumDyXhat, n, channels, t): per (sample b, channel c),
+// sumDy[b·C + c] = Σ_p dy and sumDyXhat[b·C + c] = Σ_p dy·xhat, float64 in p order (dy·xhat of two
+// floats is exact in float64).
+Napi::Value BatchNormSums(const Napi::CallbackInfo& info) {
+  static const char* fn = "batchNormSums";
+  Napi::Env env = info.Env();
+  View<float> dy = Array<float>(info, 0, fn, "dy");
+  View<float> xhat = Array<float>(info, 1, fn, "xhat");
+  View<double> sd = Array<double>(info, 2, fn, "sumDy");
+  View<double> sdx = Array<double>(info, 3, fn, "sumDyXhat");
+  const BnShape s = ReadBnShape(info, 4, fn);
+  const uint64_t nc = Mul(env, fn, {s.n, s.C});
+  Need(env, fn, dy, s.size, "n·channels·t");
+  Need(env, fn, xhat, s.size, "n·channels·t");
+  Need(env, fn, sd, nc, "n·channels");
+  Need(env, fn, sdx, nc, "n·channels");
+  Disjoint(env, fn, sd, nc, sdx, nc);
+  const uint64_t C = s.C, t = s.t;
+  for (uint64_t b = 0; b < s.n; ++b) {
+    const float* d = dy.data + b * C * t;
+    const float* h = xhat.data + b * C * t;
+    double* od = sd.data + b * C;
+    double* ox = sdx.data + b * C;
+    uint64_t c = 0;
+    for (; c + 4 <= C; c += 4) SampleSums<4>(d, h, t, c, od, ox);
+    for (; c < C; ++c) SampleSums<1>(d, h, t, c, od, ox);
+  }
+  return env.Undefined();
+}
+
+// batchNormInputGrad(dy, xhat, dx, scale, meanDy, meanDyXhat, n, channels, t):
+// dx = scale·(dy − meanDy − xhat·meanDyXhat) in float64, stored as float32.
+Napi::Value BatchNormInputGrad(const Napi::CallbackInfo& info) {
+  static const char* fn = "batchNormInputGrad";
+  Napi::Env env = info.Env();
+  View<float> dy = Array<float>(info, 0, fn, "dy");
+  View<float> xhat = Array<float>(info, 1, fn, "xhat");
+  View<float> dx = Array<float>(info, 2, fn, "dx");
+  View<double> scale = Array<double>(info, 3, fn, "scale");
+  View<double> meanDy = Array<double>(info, 4, fn, "meanDy");
+  View<double> meanDyXhat = Array<double>(info, 5, fn, "meanDyXhat");
+  const BnShape s = ReadBnShape(info, 6, fn);
+  Need(env, fn, dy, s.size, "n·channels·t");
+  Need(env, fn, xhat, s.size, "n·channels·t");
+  Need(env, fn, dx, s.size, "n·channels·t");
+  for (const View<double>* v : {&scale, &meanDy, &meanDyXhat}) Need(env, fn, *v, s.C, "channels");
+  Disjoint(env, fn, dx, s.size, dy, s.size);
+  Disjoint(env, fn, dx, s.size, xhat, s.size);
+  const uint64_t t = s.t;
+  const float* __restrict ds = dy.data;
+  const float* __restrict hs = xhat.data;
+  float* __restrict os = dx.data;
+  uint64_t base = 0;
+  for (uint64_t b = 0; b < s.n; ++b) {
+    for (uint64_t c = 0; c < s.C; ++c, base += t) {
+      const double g = scale.data[c], md = meanDy.data[c], mdx = meanDyXhat.data[c];
+      for (uint64_t i = base; i < base + t; ++i) {
+        os[i] = static_cast<float>(g * ((static_cast<double>(ds[i]) - md) - static_cast<double>(hs[i]) * mdx));
+      }
+    }
+  }
+  return env.Undefined();
+}
+
+// ---------------------------------------------------------------------------------------------
 // OpenBLAS configuration
 
 // OpenBLAS built with DYNAMIC_ARCH picks its kernels from the CPU model at load time and falls back
@@ -453,6 +854,14 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("spdInverse", Napi::Function::New(env, SpdInverse, "spdInverse"));
   exports.Set("im2col", Napi::Function::New(env, Im2col, "im2col"));
   exports.Set("col2im", Napi::Function::New(env, Col2im, "col2im"));
+  exports.Set("relu", Napi::Function::New(env, Relu, "relu"));
+  exports.Set("reluBackward", Napi::Function::New(env, ReluBackward, "reluBackward"));
+  exports.Set("maxPool", Napi::Function::New(env, MaxPool, "maxPool"));
+  exports.Set("maxPoolBackward", Napi::Function::New(env, MaxPoolBackward, "maxPoolBackward"));
+  exports.Set("channelMoments", Napi::Function::New(env, ChannelMoments, "channelMoments"));
+  exports.Set("batchNormForward", Napi::Function::New(env, BatchNormForward, "batchNormForward"));
+  exports.Set("batchNormSums", Napi::Function::New(env, BatchNormSums, "batchNormSums"));
+  exports.Set("batchNormInputGrad", Napi::Function::New(env, BatchNormInputGrad, "batchNormInputGrad"));
   exports.Set("config", Napi::Function::New(env, Config, "config"));
   exports.Set("corename", Napi::Function::New(env, Corename, "corename"));
   exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads, "getNumThreads"));

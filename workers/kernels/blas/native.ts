@@ -8,7 +8,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
 /** Must equal kAbiVersion in workers/native/spngd_blas.cc. */
-export const BLAS_ADDON_ABI = 1;
+export const BLAS_ADDON_ABI = 2;
 
 /**
  * The addon's functions. All matrices are dense row-major; outputs are written into the arrays passed
@@ -68,6 +68,55 @@ export interface BlasAddon {
     stride: number,
     pad: number,
   ): void;
+  /*
+   * Element-wise layer kernels, single-threaded; the same values as src/compute/elementwise.ts
+   * (same float64 sums in the same order, same roundings). See ComputeBackend for the definitions.
+   */
+  /** out = x > 0 ? x : 0 over x's values; `out` may be `x`. */
+  relu(x: Float32Array, out: Float32Array): void;
+  /** out = x > 0 ? dy : 0 over x's values; `out` may be `dy`. */
+  reluBackward(x: Float32Array, dy: Float32Array, out: Float32Array): void;
+  /** Max pooling of NCHW x (no padding) with the flat input index of each window's first maximum. */
+  maxPool(
+    x: Float32Array,
+    out: Float32Array,
+    argmax: Int32Array,
+    batch: number,
+    channels: number,
+    height: number,
+    width: number,
+    kernelH: number,
+    kernelW: number,
+    stride: number,
+  ): void;
+  /** Zeroes dx, then dx[argmax[o]] += dy[o] over dy's values; every index is checked first. */
+  maxPoolBackward(dy: Float32Array, argmax: Int32Array, dx: Float32Array): void;
+  channelMoments(x: Float32Array, mean: Float64Array, sqDev: Float64Array, n: number, channels: number, t: number): void;
+  /** `xhat` null: y only. */
+  batchNormForward(
+    x: Float32Array,
+    y: Float32Array,
+    xhat: Float32Array | null,
+    mean: Float64Array,
+    invStd: Float64Array,
+    gamma: Float32Array,
+    beta: Float32Array,
+    n: number,
+    channels: number,
+    t: number,
+  ): void;
+  batchNormSums(dy: Float32Array, xhat: Float32Array, sumDy: Float64Array, sumDyXhat: Float64Array, n: number, channels: number, t: number): void;
+  batchNormInputGrad(
+    dy: Float32Array,
+    xhat: Float32Array,
+    dx: Float32Array,
+    scale: Float64Array,
+    meanDy: Float64Array,
+    meanDyXhat: Float64Array,
+    n: number,
+    channels: number,
+    t: number,
+  ): void;
   /** openblas_get_config(), e.g. "OpenBLAS 0.3.21 NO_LAPACKE DYNAMIC_ARCH NO_AFFINITY SkylakeX MAX_THREADS=64". */
   config(): string;
   /** The kernel set in use, e.g. "SkylakeX". */
@@ -91,6 +140,14 @@ const FUNCTIONS = [
   'spdInverse',
   'im2col',
   'col2im',
+  'relu',
+  'reluBackward',
+  'maxPool',
+  'maxPoolBackward',
+  'channelMoments',
+  'batchNormForward',
+  'batchNormSums',
+  'batchNormInputGrad',
   'config',
   'corename',
   'coreSelection',
