@@ -2,7 +2,7 @@
  * Argument checks shared by the compute backends: sizes must be integers and arrays long enough
  * before any kernel or native code touches memory (the arrays may have come off the network).
  */
-import { convOutputSize, type ConvGeometry } from './backend.js';
+import { convOutputSize, poolOutputSize, type ConvGeometry, type PoolGeometry } from './backend.js';
 
 export function checkDims(fn: string, dims: Record<string, number>): void {
   for (const [name, v] of Object.entries(dims)) {
@@ -30,4 +30,38 @@ export function checkGeometry(fn: string, g: ConvGeometry): { outH: number; outW
     throw new RangeError(`${fn}: kernel ${g.kernelH}x${g.kernelW} and stride ${g.stride} must be at least 1`);
   }
   return convOutputSize(g);
+}
+
+/** Checks a max-pooling call (geometry, input, output and argmax lengths) and returns the output size. */
+export function checkPool(fn: string, g: PoolGeometry, x: ArrayLike<number>, out: ArrayLike<number>, argmax: ArrayLike<number>): { outH: number; outW: number } {
+  checkDims(fn, { batch: g.batch, channels: g.channels, height: g.height, width: g.width, kernelH: g.kernelH, kernelW: g.kernelW, stride: g.stride });
+  if (g.kernelH < 1 || g.kernelW < 1 || g.stride < 1) {
+    throw new RangeError(`${fn}: kernel ${g.kernelH}x${g.kernelW} and stride ${g.stride} must be at least 1`);
+  }
+  const { outH, outW } = poolOutputSize(g);
+  // argmax holds flat input indices as int32.
+  if (g.batch * g.channels * g.height * g.width > 0x7fffffff) throw new RangeError(`${fn}: the input must hold fewer than 2^31 values`);
+  const size = g.batch * g.channels * outH * outW;
+  checkLength(fn, 'x', x, g.batch * g.channels * g.height * g.width);
+  checkLength(fn, 'out', out, size);
+  checkLength(fn, 'argmax', argmax, size);
+  return { outH, outW };
+}
+
+/**
+ * Checks a batch-norm call over an n × channels × t tensor: every array in `tensors` must hold
+ * n·channels·t values, every one in `perChannel` channels values.
+ */
+export function checkBatchNorm(
+  fn: string,
+  n: number,
+  channels: number,
+  t: number,
+  tensors: Record<string, ArrayLike<number>>,
+  perChannel: Record<string, ArrayLike<number>>,
+): void {
+  checkDims(fn, { n, channels, t });
+  const size = n * channels * t;
+  for (const [name, arr] of Object.entries(tensors)) checkLength(fn, name, arr, size);
+  for (const [name, arr] of Object.entries(perChannel)) checkLength(fn, name, arr, channels);
 }

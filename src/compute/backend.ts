@@ -43,6 +43,25 @@ export function convOutputSize(g: ConvGeometry): { outH: number; outW: number } 
   return { outH, outW };
 }
 
+/** Geometry of a pooling window over NCHW input (no padding). */
+export interface PoolGeometry {
+  batch: number;
+  channels: number;
+  height: number;
+  width: number;
+  kernelH: number;
+  kernelW: number;
+  stride: number;
+}
+
+/** Output height and width of a pooling window (no padding). */
+export function poolOutputSize(g: PoolGeometry): { outH: number; outW: number } {
+  if (!(g.height >= g.kernelH && g.width >= g.kernelW)) {
+    throw new RangeError(`window ${g.kernelH}x${g.kernelW} does not fit a ${g.height}x${g.width} input`);
+  }
+  return { outH: Math.floor((g.height - g.kernelH) / g.stride) + 1, outW: Math.floor((g.width - g.kernelW) / g.stride) + 1 };
+}
+
 /** Raised when a matrix handed to a Cholesky routine is not positive definite. */
 export class NotPositiveDefiniteError extends Error {
   constructor(
@@ -82,6 +101,61 @@ export interface ComputeBackend {
 
   /** dy where the forward input x was > 0, else 0. */
   reluBackward(x: Float32Array, dy: Float32Array, out?: Float32Array): Promise<Float32Array>;
+
+  /**
+   * Max pooling of NCHW x (no padding) into `out` (batch×channels×outH×outW) and `argmax`, the flat
+   * index into x of each window's first maximum. Compared as `v > best` from best = −Infinity, so
+   * −0 equals +0 and NaN never wins (an all-NaN window gives its first element). Returns `out`.
+   */
+  maxPool(x: Float32Array, g: PoolGeometry, out: Float32Array, argmax: Int32Array): Promise<Float32Array>;
+
+  /**
+   * Adjoint of maxPool: zeroes dx (all its values), then dx[argmax[o]] += dy[o] for o in order over
+   * dy's values. Rejects an argmax index outside dx before writing anything. Returns dx.
+   */
+  maxPoolBackward(dy: Float32Array, argmax: Int32Array, dx: Float32Array): Promise<Float32Array>;
+
+  /*
+   * Batch-norm pieces over an NCHW tensor of n × channels × t values (t = H·W): per-channel
+   * constants are Float64Arrays, sums run in float64 in (sample, position) order and element-wise
+   * results are computed in float64 and rounded once, so every backend gives the same values.
+   */
+
+  /** mean[c] = Σ x[·, c, ·] / (n·t), sqDev[c] = Σ (x[·, c, ·] − mean[c])². */
+  channelMoments(x: Float32Array, n: number, channels: number, t: number, mean: Float64Array, sqDev: Float64Array): Promise<void>;
+
+  /**
+   * y = gamma[c]·xhat + beta[c] with xhat = (x − mean[c])·invStd[c], from the unrounded xhat; xhat
+   * is stored (float32) when given. Returns y.
+   */
+  batchNormForward(
+    x: Float32Array,
+    n: number,
+    channels: number,
+    t: number,
+    mean: Float64Array,
+    invStd: Float64Array,
+    gamma: Float32Array,
+    beta: Float32Array,
+    y: Float32Array,
+    xhat?: Float32Array,
+  ): Promise<Float32Array>;
+
+  /** Per (sample b, channel c): sumDy[b·channels + c] = Σ_p dy, sumDyXhat[b·channels + c] = Σ_p dy·xhat. */
+  batchNormSums(dy: Float32Array, xhat: Float32Array, n: number, channels: number, t: number, sumDy: Float64Array, sumDyXhat: Float64Array): Promise<void>;
+
+  /** dx = scale[c]·(dy − meanDy[c] − xhat·meanDyXhat[c]). Returns dx. */
+  batchNormInputGrad(
+    dy: Float32Array,
+    xhat: Float32Array,
+    n: number,
+    channels: number,
+    t: number,
+    scale: Float64Array,
+    meanDy: Float64Array,
+    meanDyXhat: Float64Array,
+    dx: Float32Array,
+  ): Promise<Float32Array>;
 
   /** x (rows×cols) += v (cols) on every row, in place; returns x. */
   addRowVector(x: Float32Array, rows: number, cols: number, v: Float32Array): Promise<Float32Array>;

@@ -1,34 +1,10 @@
 /**
- * Element-wise max(x, 0). Computed here rather than through the backend: on the float32 bit
- * patterns without branches (a random sign pattern makes `v > 0 ? v : 0` mispredict half the
- * time, which costs several times the memory traffic), with exactly the results of
- * `v > 0 ? v : 0` and `x > 0 ? dy : 0` for every input, NaN and ±0 included.
+ * Element-wise max(x, 0), through the backend's relu/reluBackward: native loops on blas, the
+ * branch-free TypeScript loops of src/compute/elementwise.ts elsewhere (the same results, exactly
+ * `v > 0 ? v : 0` and `x > 0 ? dy : 0`, NaN and ±0 included).
  */
 import { PassBuffers, tensor, Workspace } from './tensor.js';
 import type { BackwardContext, ForwardContext, Layer, Param, Tensor } from './types.js';
-
-/**
- * keep(bits) = -1 (all ones) when the float32 with these bits is > 0, else 0: > 0 means bits in
- * [1, 0x7f800000] (+smallest subnormal .. +Infinity); negatives, ±0 and NaN are not. Both
- * differences are taken modulo 2³² by `|` (ToInt32), so neither can overflow.
- */
-function reluForward(x: Int32Array, y: Int32Array): void {
-  const n = x.length;
-  for (let i = 0; i < n; i++) {
-    const v = x[i];
-    y[i] = v & ~(((v - 1) | (0x7f800000 - v)) >> 31);
-  }
-}
-
-function reluBackward(x: Int32Array, dy: Int32Array, dx: Int32Array): void {
-  const n = x.length;
-  for (let i = 0; i < n; i++) {
-    const v = x[i];
-    dx[i] = dy[i] & ~(((v - 1) | (0x7f800000 - v)) >> 31);
-  }
-}
-
-const bits = (a: Float32Array): Int32Array => new Int32Array(a.buffer, a.byteOffset, a.length);
 
 export class ReLU implements Layer {
   readonly kind = 'relu';
@@ -50,16 +26,16 @@ export class ReLU implements Layer {
   }
 
   /** The output is a reused buffer, valid until this layer's next forward. */
-  async forward(x: Tensor, _ctx: ForwardContext): Promise<Tensor> {
+  async forward(x: Tensor, ctx: ForwardContext): Promise<Tensor> {
     this.input = x;
     this.pass.reset();
     const y = this.ws.f32('y', x.data.length);
-    reluForward(bits(x.data), bits(y));
+    await ctx.backend.relu(x.data, y);
     return tensor(x.shape, y);
   }
 
   /** The input gradient is a reused buffer, valid until the second backward after this one. */
-  async backward(dy: Tensor, _ctx: BackwardContext): Promise<Tensor> {
+  async backward(dy: Tensor, ctx: BackwardContext): Promise<Tensor> {
     const x = this.input;
     if (x === undefined) throw new Error(`relu ${this.name}: backward before forward`);
     if (dy.data.length !== x.data.length) {
@@ -67,7 +43,7 @@ export class ReLU implements Layer {
     }
     this.pass.nextPass();
     const dx = this.pass.f32('dx', x.data.length);
-    reluBackward(bits(x.data), bits(dy.data), bits(dx));
+    await ctx.backend.reluBackward(x.data, dy.data, dx);
     return tensor(x.shape, dx);
   }
 }

@@ -10,6 +10,14 @@ import {
   type ConvGeometry,
   type GemmOptions,
 } from '../../src/compute/backend.js';
+import {
+  jsBatchNormForward,
+  jsBatchNormInputGrad,
+  jsBatchNormSums,
+  jsChannelMoments,
+  jsMaxPool,
+  jsMaxPoolBackward,
+} from '../../src/compute/elementwise.js';
 
 function need(arr: { length: number }, n: number, what: string): void {
   if (arr.length < n) throw new RangeError(`reference backend: ${what} holds ${arr.length} values, needs ${n}`);
@@ -129,6 +137,14 @@ export function createReferenceBackend(): ComputeBackend {
       for (let i = 0; i < x.length; i++) dx[i] = x[i] > 0 ? dy[i] : 0;
       return dx;
     },
+
+    // The layers' element-wise kernels: the plain TypeScript versions the gpu backend uses too.
+    maxPool: jsMaxPool,
+    maxPoolBackward: jsMaxPoolBackward,
+    channelMoments: jsChannelMoments,
+    batchNormForward: jsBatchNormForward,
+    batchNormSums: jsBatchNormSums,
+    batchNormInputGrad: jsBatchNormInputGrad,
 
     async addRowVector(x, rows, cols, v) {
       need(x, rows * cols, 'x');

@@ -1,6 +1,7 @@
 /**
  * The `blas` compute backend: products, Gram matrices, im2col/col2im and SPD inverses in the native
- * OpenBLAS/LAPACK addon (native.ts); element-wise work in plain loops. Everything runs synchronously
+ * OpenBLAS/LAPACK addon (native.ts), and the layers' element-wise kernels (ReLU, max pooling, batch
+ * norm) in its plain C++ loops; addRowVector and columnSums in plain TypeScript loops. Everything runs synchronously
  * on the calling thread; the Promises only satisfy the interface.
  */
 import {
@@ -8,8 +9,9 @@ import {
   type ConvGeometry,
   type GemmOptions,
   NotPositiveDefiniteError,
+  type PoolGeometry,
 } from '../../../src/compute/backend.js';
-import { checkDims, checkGeometry, checkLength } from '../../../src/compute/argument-checks.js';
+import { checkBatchNorm, checkDims, checkGeometry, checkLength, checkPool } from '../../../src/compute/argument-checks.js';
 import { type BlasAddon, loadBlasAddon } from './native.js';
 
 export interface BlasBackendOptions {
@@ -123,26 +125,117 @@ class BlasBackend implements ComputeBackend {
     return out;
   }
 
-  async relu(x: Float32Array, out?: Float32Array): Promise<Float32Array> {
-    this.live();
-    const n = x.length;
-    const y = out ?? new Float32Array(n);
-    checkLength('relu', 'out', y, n);
-    for (let i = 0; i < n; i++) {
-      const v = x[i];
-      y[i] = v > 0 ? v : 0;
+  // The element-wise layer kernels below run in the addon (the same values as the JS versions in
+  // src/compute/elementwise.ts); like gemm, without an async frame: they are on every step's path.
+
+  relu(x: Float32Array, out?: Float32Array): Promise<Float32Array> {
+    try {
+      const addon = this.live();
+      const y = out ?? new Float32Array(x.length);
+      addon.relu(x, y);
+      return Promise.resolve(y);
+    } catch (err) {
+      return Promise.reject(err);
     }
-    return y;
   }
 
-  async reluBackward(x: Float32Array, dy: Float32Array, out?: Float32Array): Promise<Float32Array> {
-    this.live();
-    const n = x.length;
-    if (dy.length !== n) throw new RangeError(`reluBackward: 'x' holds ${n} values but 'dy' holds ${dy.length}`);
-    const dx = out ?? new Float32Array(n);
-    checkLength('reluBackward', 'out', dx, n);
-    for (let i = 0; i < n; i++) dx[i] = x[i] > 0 ? dy[i] : 0;
-    return dx;
+  reluBackward(x: Float32Array, dy: Float32Array, out?: Float32Array): Promise<Float32Array> {
+    try {
+      const addon = this.live();
+      const n = x.length;
+      // The addon reads only x.length values of dy; the interface wants equal lengths.
+      if (dy.length !== n) throw new RangeError(`reluBackward: 'x' holds ${n} values but 'dy' holds ${dy.length}`);
+      const dx = out ?? new Float32Array(n);
+      addon.reluBackward(x, dy, dx);
+      return Promise.resolve(dx);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  maxPool(x: Float32Array, g: PoolGeometry, out: Float32Array, argmax: Int32Array): Promise<Float32Array> {
+    try {
+      const addon = this.live();
+      checkPool('maxPool', g, x, out, argmax);
+      addon.maxPool(x, out, argmax, g.batch, g.channels, g.height, g.width, g.kernelH, g.kernelW, g.stride);
+      return Promise.resolve(out);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  maxPoolBackward(dy: Float32Array, argmax: Int32Array, dx: Float32Array): Promise<Float32Array> {
+    try {
+      this.live().maxPoolBackward(dy, argmax, dx);
+      return Promise.resolve(dx);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  channelMoments(x: Float32Array, n: number, channels: number, t: number, mean: Float64Array, sqDev: Float64Array): Promise<void> {
+    try {
+      const addon = this.live();
+      checkBatchNorm('channelMoments', n, channels, t, { x }, { mean, sqDev });
+      addon.channelMoments(x, mean, sqDev, n, channels, t);
+      return Promise.resolve();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  batchNormForward(
+    x: Float32Array,
+    n: number,
+    channels: number,
+    t: number,
+    mean: Float64Array,
+    invStd: Float64Array,
+    gamma: Float32Array,
+    beta: Float32Array,
+    y: Float32Array,
+    xhat?: Float32Array,
+  ): Promise<Float32Array> {
+    try {
+      const addon = this.live();
+      checkBatchNorm('batchNormForward', n, channels, t, { x, y }, { mean, invStd, gamma, beta });
+      addon.batchNormForward(x, y, xhat ?? null, mean, invStd, gamma, beta, n, channels, t);
+      return Promise.resolve(y);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  batchNormSums(dy: Float32Array, xhat: Float32Array, n: number, channels: number, t: number, sumDy: Float64Array, sumDyXhat: Float64Array): Promise<void> {
+    try {
+      const addon = this.live();
+      checkBatchNorm('batchNormSums', n, channels, t, { dy, xhat }, {});
+      addon.batchNormSums(dy, xhat, sumDy, sumDyXhat, n, channels, t);
+      return Promise.resolve();
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  batchNormInputGrad(
+    dy: Float32Array,
+    xhat: Float32Array,
+    n: number,
+    channels: number,
+    t: number,
+    scale: Float64Array,
+    meanDy: Float64Array,
+    meanDyXhat: Float64Array,
+    dx: Float32Array,
+  ): Promise<Float32Array> {
+    try {
+      const addon = this.live();
+      checkBatchNorm('batchNormInputGrad', n, channels, t, { dy, xhat, dx }, { scale, meanDy, meanDyXhat });
+      addon.batchNormInputGrad(dy, xhat, dx, scale, meanDy, meanDyXhat, n, channels, t);
+      return Promise.resolve(dx);
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
   async addRowVector(x: Float32Array, rows: number, cols: number, v: Float32Array): Promise<Float32Array> {

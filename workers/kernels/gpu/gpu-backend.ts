@@ -1,6 +1,6 @@
 /**
- * The `gpu` compute backend: products, Gram matrices, im2col/col2im and element-wise work as gpu.js
- * kernels, in an explicitly chosen gpu.js mode — 'webgpu' (WGSL compute shaders) where an adapter
+ * The `gpu` compute backend: products, Gram matrices, im2col/col2im, addRowVector and columnSums as
+ * gpu.js kernels (the layers' ReLU, max-pooling and batch-norm kernels in plain TypeScript), in an explicitly chosen gpu.js mode — 'webgpu' (WGSL compute shaders) where an adapter
  * answers, else 'webasm' (WebAssembly with f32x4 SIMD, big outputs split over worker threads).
  * gpu.js computes in float32 only, so SPD inverses are done in float64 plain TypeScript
  * (cholesky.ts).
@@ -12,9 +12,20 @@ import {
   type ComputeBackend,
   type ConvGeometry,
   type GemmOptions,
+  type PoolGeometry,
   convOutputSize,
 } from '../../../src/compute/backend.js';
 import { checkDims, checkGeometry, checkLength } from '../../../src/compute/argument-checks.js';
+import {
+  jsBatchNormForward,
+  jsBatchNormInputGrad,
+  jsBatchNormSums,
+  jsChannelMoments,
+  jsMaxPool,
+  jsMaxPoolBackward,
+  jsRelu,
+  jsReluBackward,
+} from '../../../src/compute/elementwise.js';
 import { WebAssemblyKernel } from 'gpu.js';
 import { choleskyInverse } from './cholesky.js';
 import {
@@ -41,8 +52,6 @@ import {
   col2imSource,
   columnPartialSumsSource,
   im2colSource,
-  reluBackwardSource,
-  reluSource,
 } from './sources.js';
 
 export { GpuFallbackError, type GpuMode, type GpuModeRequest } from './runtime.js';
@@ -62,14 +71,15 @@ export interface GpuBackendOptions {
 /**
  * Outputs at least this large (cells) run threaded in the gather kernels (im2col, col2im,
  * columnSums), which do ~20-250 operations per cell: im2col of 1.2M values ran 1.5-2x faster.
- * The element-wise kernels (relu, reluBackward, addRowVector) always run synchronously: they are
- * bound by copying values in and out of kernel memory, and measured no faster threaded (4M values).
+ * The element-wise kernel (addRowVector) always runs synchronously: it is bound by copying values in and out of kernel memory, and measured no faster threaded (4M values).
  */
 const GATHER_THREADED_CELLS = 1 << 16;
 /** Rows summed per partial in columnSums (float32), before the float64 reduction. */
 const COLUMN_CHUNK = 256;
 /** Coordinates in the conv kernels are float32 values: exact below 2^24. */
 const F32_EXACT = 1 << 24;
+
+const disposedError = (): Error => new Error('the gpu backend has been disposed');
 
 const up4 = (v: number): number => Math.ceil(v / 4) * 4;
 
@@ -218,43 +228,69 @@ export class GpuBackend implements ComputeBackend {
     return dropPadding(await kernel.run(view(cols, colsLen)), rows, g.width);
   }
 
-  async relu(x: Float32Array, out?: Float32Array): Promise<Float32Array> {
-    const rt = this.runtime;
-    const n = x.length;
-    const y = out ?? new Float32Array(n);
-    checkLength('relu', 'out', y, n);
-    if (n === 0) return y;
-    const n4 = up4(n);
-    const kernel = rt.kernel({
-      key: `relu:${n}`,
-      source: reluSource(),
-      output: [n4],
-      components: 1,
-      threaded: false,
-      argBytes: n * 4,
-    });
-    y.set((await kernel.run(x)).subarray(0, n));
-    return y;
+  // The layers' element-wise kernels (ReLU, max pooling, batch norm) run as plain TypeScript on the
+  // calling thread (src/compute/elementwise.ts): they are memory-bound maps and sums for which a
+  // kernel's copies in and out of its memory cost more than the loop, and the BN sums need float64.
+
+  relu(x: Float32Array, out?: Float32Array): Promise<Float32Array> {
+    if (this.rt === undefined) return Promise.reject(disposedError());
+    return jsRelu(x, out);
   }
 
-  async reluBackward(x: Float32Array, dy: Float32Array, out?: Float32Array): Promise<Float32Array> {
-    const rt = this.runtime;
-    const n = x.length;
-    if (dy.length !== n) throw new RangeError(`reluBackward: 'x' holds ${n} values but 'dy' holds ${dy.length}`);
-    const dx = out ?? new Float32Array(n);
-    checkLength('reluBackward', 'out', dx, n);
-    if (n === 0) return dx;
-    const n4 = up4(n);
-    const kernel = rt.kernel({
-      key: `reluBackward:${n}`,
-      source: reluBackwardSource(),
-      output: [n4],
-      components: 1,
-      threaded: false,
-      argBytes: 2 * n * 4,
-    });
-    dx.set((await kernel.run(x, dy)).subarray(0, n));
-    return dx;
+  reluBackward(x: Float32Array, dy: Float32Array, out?: Float32Array): Promise<Float32Array> {
+    if (this.rt === undefined) return Promise.reject(disposedError());
+    return jsReluBackward(x, dy, out);
+  }
+
+  maxPool(x: Float32Array, g: PoolGeometry, out: Float32Array, argmax: Int32Array): Promise<Float32Array> {
+    if (this.rt === undefined) return Promise.reject(disposedError());
+    return jsMaxPool(x, g, out, argmax);
+  }
+
+  maxPoolBackward(dy: Float32Array, argmax: Int32Array, dx: Float32Array): Promise<Float32Array> {
+    if (this.rt === undefined) return Promise.reject(disposedError());
+    return jsMaxPoolBackward(dy, argmax, dx);
+  }
+
+  channelMoments(x: Float32Array, n: number, channels: number, t: number, mean: Float64Array, sqDev: Float64Array): Promise<void> {
+    if (this.rt === undefined) return Promise.reject(disposedError());
+    return jsChannelMoments(x, n, channels, t, mean, sqDev);
+  }
+
+  batchNormForward(
+    x: Float32Array,
+    n: number,
+    channels: number,
+    t: number,
+    mean: Float64Array,
+    invStd: Float64Array,
+    gamma: Float32Array,
+    beta: Float32Array,
+    y: Float32Array,
+    xhat?: Float32Array,
+  ): Promise<Float32Array> {
+    if (this.rt === undefined) return Promise.reject(disposedError());
+    return jsBatchNormForward(x, n, channels, t, mean, invStd, gamma, beta, y, xhat);
+  }
+
+  batchNormSums(dy: Float32Array, xhat: Float32Array, n: number, channels: number, t: number, sumDy: Float64Array, sumDyXhat: Float64Array): Promise<void> {
+    if (this.rt === undefined) return Promise.reject(disposedError());
+    return jsBatchNormSums(dy, xhat, n, channels, t, sumDy, sumDyXhat);
+  }
+
+  batchNormInputGrad(
+    dy: Float32Array,
+    xhat: Float32Array,
+    n: number,
+    channels: number,
+    t: number,
+    scale: Float64Array,
+    meanDy: Float64Array,
+    meanDyXhat: Float64Array,
+    dx: Float32Array,
+  ): Promise<Float32Array> {
+    if (this.rt === undefined) return Promise.reject(disposedError());
+    return jsBatchNormInputGrad(dy, xhat, n, channels, t, scale, meanDy, meanDyXhat, dx);
   }
 
   async addRowVector(x: Float32Array, rows: number, cols: number, v: Float32Array): Promise<Float32Array> {

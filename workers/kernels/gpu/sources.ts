@@ -260,16 +260,6 @@ export function col2imSource(g: ConvShape): string {
   ].join('\n');
 }
 
-/** max(x, 0) over a 1-D output (the caller pads the output length to a multiple of 4). */
-export function reluSource(): string {
-  return ['function(x) {', '  const v = x[this.thread.x];', '  return v > 0 ? v : 0;', '}'].join('\n');
-}
-
-/** dy where x > 0, else 0, over a 1-D output. */
-export function reluBackwardSource(): string {
-  return ['function(x, dy) {', '  return x[this.thread.x] > 0 ? dy[this.thread.x] : 0;', '}'].join('\n');
-}
-
 /** x + v on every row: output [cols, rows]. */
 export function addRowVectorSource(cols: number): string {
   return ['function(x, v) {', `  return x[this.thread.y * ${lit(cols)} + this.thread.x] + v[this.thread.x];`, '}'].join('\n');

@@ -1,0 +1,417 @@
+/**
+ * Plain TypeScript implementations of the layers' element-wise ComputeBackend operations (ReLU,
+ * max pooling, batch-norm pieces), for backends without native versions (gpu, reference). The blas
+ * addon computes the same values: the same float64 sums in the same order and the same roundings,
+ * so both paths give identical results.
+ *
+ * The `js*` functions at the bottom are the interface methods themselves: argument checks
+ * (argument-checks.ts), then the loop; they reject rather than throw.
+ */
+import { checkBatchNorm, checkLength, checkPool } from './argument-checks.js';
+import type { PoolGeometry } from './backend.js';
+
+// --- ReLU ---------------------------------------------------------------------------------------
+
+/*
+ * On the float32 bit patterns without branches (a random sign pattern makes `v > 0 ? v : 0`
+ * mispredict half the time, which costs several times the memory traffic), with exactly the
+ * results of `v > 0 ? v : 0` and `x > 0 ? dy : 0` for every input, NaN and ±0 included.
+ * keep(bits) = -1 (all ones) when the float32 with these bits is > 0, else 0: > 0 means bits in
+ * [1, 0x7f800000] (+smallest subnormal .. +Infinity); negatives, ±0 and NaN are not. Both
+ * differences are taken modulo 2³² by `|` (ToInt32), so neither can overflow.
+ */
+
+export function reluLoop(x: Int32Array, y: Int32Array): void {
+  const n = x.length;
+  for (let i = 0; i < n; i++) {
+    const v = x[i];
+    y[i] = v & ~(((v - 1) | (0x7f800000 - v)) >> 31);
+  }
+}
+
+export function reluBackwardLoop(x: Int32Array, dy: Int32Array, dx: Int32Array): void {
+  const n = x.length;
+  for (let i = 0; i < n; i++) {
+    const v = x[i];
+    dx[i] = dy[i] & ~(((v - 1) | (0x7f800000 - v)) >> 31);
+  }
+}
+
+const bits = (a: Float32Array, n: number): Int32Array => new Int32Array(a.buffer, a.byteOffset, n);
+
+// --- max pooling --------------------------------------------------------------------------------
+
+/*
+ * The window maximum is found without branches (on activations the comparisons are coin flips, so
+ * `if (v > best)` mispredicts about half the time). Each value's float32 bits map to an int32 key
+ * that orders like the floats, with -0 and +0 equal and NaN equal to -Infinity; the first index
+ * with the largest key is exactly what `best = -Infinity; if (v > best) ...` over the window picks
+ * (NaN never wins; an all-NaN/-Infinity window keeps its first element).
+ */
+
+const NEG_INF_KEY = -0x7f800000;
+
+function key(b: number): number {
+  const s = b >> 31;
+  const mag = b & 0x7fffffff;
+  const k = ((mag ^ s) - s) | 0;
+  const nan = (0x7f800000 - mag) >> 31;
+  return (k & ~nan) | (NEG_INF_KEY & nan);
+}
+
+/** -1 when a > b, else 0, for int32 a and b (wrapping arithmetic, no overflow). */
+function gtMask(a: number, b: number): number {
+  const d = (b - a) | 0;
+  return (d ^ ((b ^ a) & (d ^ b))) >> 31;
+}
+
+function pool2x2(xb: Int32Array, xd: Float32Array, y: Float32Array, argmax: Int32Array, planes: number, H: number, W: number, S: number, outH: number, outW: number): void {
+  let o = 0;
+  for (let nc = 0; nc < planes; nc++) {
+    const inBase = nc * H * W;
+    for (let oy = 0; oy < outH; oy++) {
+      const r0 = inBase + oy * S * W;
+      for (let ox = 0; ox < outW; ox++, o++) {
+        const i0 = r0 + ox * S;
+        const i1 = i0 + 1;
+        const i2 = i0 + W;
+        const i3 = i2 + 1;
+        let bi = i0;
+        let kb = key(xb[i0]);
+        let kv = key(xb[i1]);
+        let m = gtMask(kv, kb);
+        bi = (bi & ~m) | (i1 & m);
+        kb = (kb & ~m) | (kv & m);
+        kv = key(xb[i2]);
+        m = gtMask(kv, kb);
+        bi = (bi & ~m) | (i2 & m);
+        kb = (kb & ~m) | (kv & m);
+        kv = key(xb[i3]);
+        m = gtMask(kv, kb);
+        bi = (bi & ~m) | (i3 & m);
+        y[o] = xd[bi];
+        argmax[o] = bi;
+      }
+    }
+  }
+}
+
+function poolAny(xb: Int32Array, xd: Float32Array, y: Float32Array, argmax: Int32Array, planes: number, H: number, W: number, KH: number, KW: number, S: number, outH: number, outW: number): void {
+  let o = 0;
+  for (let nc = 0; nc < planes; nc++) {
+    const inBase = nc * H * W;
+    for (let oy = 0; oy < outH; oy++) {
+      const r0 = inBase + oy * S * W;
+      for (let ox = 0; ox < outW; ox++, o++) {
+        const i0 = r0 + ox * S;
+        let bi = i0;
+        let kb = key(xb[i0]);
+        for (let ky = 0; ky < KH; ky++) {
+          const row = i0 + ky * W;
+          for (let kx = 0; kx < KW; kx++) {
+            const i = row + kx;
+            const kv = key(xb[i]);
+            const m = gtMask(kv, kb);
+            bi = (bi & ~m) | (i & m);
+            kb = (kb & ~m) | (kv & m);
+          }
+        }
+        y[o] = xd[bi];
+        argmax[o] = bi;
+      }
+    }
+  }
+}
+
+/** Max pooling of NCHW x (no padding) into y and argmax (flat input indices); see ComputeBackend.maxPool. */
+export function maxPoolLoop(x: Float32Array, g: PoolGeometry, outH: number, outW: number, y: Float32Array, argmax: Int32Array): void {
+  const xb = bits(x, x.length);
+  const planes = g.batch * g.channels;
+  if (g.kernelH === 2 && g.kernelW === 2) pool2x2(xb, x, y, argmax, planes, g.height, g.width, g.stride, outH, outW);
+  else poolAny(xb, x, y, argmax, planes, g.height, g.width, g.kernelH, g.kernelW, g.stride, outH, outW);
+}
+
+// --- batch norm ---------------------------------------------------------------------------------
+
+/*
+ * NCHW layout: value (b, c, p) at (b·C + c)·t + p. Per-channel sums run in float64 in (b, p) order,
+ * four channels at a time as independent chains (the same sums as one channel at a time, without
+ * waiting on each addition's latency); the element-wise passes sweep the whole tensor once, with
+ * the per-channel constants in float64.
+ */
+
+/** mean[c] = Σ x / (n·t), sqDev[c] = Σ (x − mean[c])², float64 in (b, p) order. */
+export function channelMomentsLoop(x: Float32Array, n: number, C: number, t: number, mean: Float64Array, sqDev: Float64Array): void {
+  const stride = C * t;
+  const m = n * t;
+  let c = 0;
+  for (; c + 4 <= C; c += 4) {
+    let s0 = 0;
+    let s1 = 0;
+    let s2 = 0;
+    let s3 = 0;
+    for (let b = 0, base = c * t; b < n; b++, base += stride) {
+      for (let p = base, end = base + t; p < end; p++) {
+        s0 += x[p];
+        s1 += x[p + t];
+        s2 += x[p + 2 * t];
+        s3 += x[p + 3 * t];
+      }
+    }
+    mean[c] = s0 / m;
+    mean[c + 1] = s1 / m;
+    mean[c + 2] = s2 / m;
+    mean[c + 3] = s3 / m;
+  }
+  for (; c < C; c++) {
+    let s0 = 0;
+    for (let b = 0, base = c * t; b < n; b++, base += stride) {
+      for (let p = base, end = base + t; p < end; p++) s0 += x[p];
+    }
+    mean[c] = s0 / m;
+  }
+  c = 0;
+  for (; c + 4 <= C; c += 4) {
+    const m0 = mean[c];
+    const m1 = mean[c + 1];
+    const m2 = mean[c + 2];
+    const m3 = mean[c + 3];
+    let s0 = 0;
+    let s1 = 0;
+    let s2 = 0;
+    let s3 = 0;
+    for (let b = 0, base = c * t; b < n; b++, base += stride) {
+      for (let p = base, end = base + t; p < end; p++) {
+        const d0 = x[p] - m0;
+        const d1 = x[p + t] - m1;
+        const d2 = x[p + 2 * t] - m2;
+        const d3 = x[p + 3 * t] - m3;
+        s0 += d0 * d0;
+        s1 += d1 * d1;
+        s2 += d2 * d2;
+        s3 += d3 * d3;
+      }
+    }
+    sqDev[c] = s0;
+    sqDev[c + 1] = s1;
+    sqDev[c + 2] = s2;
+    sqDev[c + 3] = s3;
+  }
+  for (; c < C; c++) {
+    const m0 = mean[c];
+    let s0 = 0;
+    for (let b = 0, base = c * t; b < n; b++, base += stride) {
+      for (let p = base, end = base + t; p < end; p++) {
+        const d0 = x[p] - m0;
+        s0 += d0 * d0;
+      }
+    }
+    sqDev[c] = s0;
+  }
+}
+
+/** xhat = (x − mean)·invStd (stored float32 when kept), y = gamma·xhat + beta from the unrounded xhat. */
+export function batchNormForwardLoop(x: Float32Array, n: number, C: number, t: number, mean: Float64Array, invStd: Float64Array, gamma: Float32Array, beta: Float32Array, y: Float32Array, xhat: Float32Array | undefined): void {
+  for (let b = 0, base = 0; b < n; b++) {
+    for (let c = 0; c < C; c++, base += t) {
+      const mu = mean[c];
+      const is = invStd[c];
+      const g = gamma[c];
+      const bt = beta[c];
+      if (xhat !== undefined) {
+        for (let i = base, end = base + t; i < end; i++) {
+          const h = (x[i] - mu) * is;
+          xhat[i] = h;
+          y[i] = g * h + bt;
+        }
+      } else {
+        for (let i = base, end = base + t; i < end; i++) y[i] = g * ((x[i] - mu) * is) + bt;
+      }
+    }
+  }
+}
+
+/** sumDy[b·C + c] = Σ_p dy, sumDyXhat[b·C + c] = Σ_p dy·xhat, float64 in p order; four samples at a time. */
+export function batchNormSumsLoop(dy: Float32Array, xhat: Float32Array, n: number, C: number, t: number, sumDy: Float64Array, sumDyXhat: Float64Array): void {
+  const stride = C * t;
+  for (let c = 0; c < C; c++) {
+    const off = c * t;
+    let b = 0;
+    for (; b + 4 <= n; b += 4) {
+      const base = off + b * stride;
+      let a0 = 0;
+      let a1 = 0;
+      let a2 = 0;
+      let a3 = 0;
+      let x0 = 0;
+      let x1 = 0;
+      let x2 = 0;
+      let x3 = 0;
+      for (let p = base, end = base + t; p < end; p++) {
+        const d0 = dy[p];
+        const d1 = dy[p + stride];
+        const d2 = dy[p + 2 * stride];
+        const d3 = dy[p + 3 * stride];
+        a0 += d0;
+        a1 += d1;
+        a2 += d2;
+        a3 += d3;
+        x0 += d0 * xhat[p];
+        x1 += d1 * xhat[p + stride];
+        x2 += d2 * xhat[p + 2 * stride];
+        x3 += d3 * xhat[p + 3 * stride];
+      }
+      const o = b * C + c;
+      sumDy[o] = a0;
+      sumDy[o + C] = a1;
+      sumDy[o + 2 * C] = a2;
+      sumDy[o + 3 * C] = a3;
+      sumDyXhat[o] = x0;
+      sumDyXhat[o + C] = x1;
+      sumDyXhat[o + 2 * C] = x2;
+      sumDyXhat[o + 3 * C] = x3;
+    }
+    for (; b < n; b++) {
+      const base = off + b * stride;
+      let a0 = 0;
+      let x0 = 0;
+      for (let p = base, end = base + t; p < end; p++) {
+        const d0 = dy[p];
+        a0 += d0;
+        x0 += d0 * xhat[p];
+      }
+      sumDy[b * C + c] = a0;
+      sumDyXhat[b * C + c] = x0;
+    }
+  }
+}
+
+/** dx = scale·(dy − meanDy − xhat·meanDyXhat), per channel constants in float64. */
+export function batchNormInputGradLoop(dy: Float32Array, xhat: Float32Array, n: number, C: number, t: number, scale: Float64Array, meanDy: Float64Array, meanDyXhat: Float64Array, dx: Float32Array): void {
+  for (let b = 0, base = 0; b < n; b++) {
+    for (let c = 0; c < C; c++, base += t) {
+      const g = scale[c];
+      const md = meanDy[c];
+      const mdx = meanDyXhat[c];
+      for (let i = base, end = base + t; i < end; i++) dx[i] = g * (dy[i] - md - xhat[i] * mdx);
+    }
+  }
+}
+
+// --- the interface methods ----------------------------------------------------------------------
+
+export function jsRelu(x: Float32Array, out?: Float32Array): Promise<Float32Array> {
+  try {
+    const n = x.length;
+    const y = out ?? new Float32Array(n);
+    checkLength('relu', 'out', y, n);
+    reluLoop(bits(x, n), bits(y, n));
+    return Promise.resolve(y);
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+export function jsReluBackward(x: Float32Array, dy: Float32Array, out?: Float32Array): Promise<Float32Array> {
+  try {
+    const n = x.length;
+    if (dy.length !== n) throw new RangeError(`reluBackward: 'x' holds ${n} values but 'dy' holds ${dy.length}`);
+    const dx = out ?? new Float32Array(n);
+    checkLength('reluBackward', 'out', dx, n);
+    reluBackwardLoop(bits(x, n), bits(dy, n), bits(dx, n));
+    return Promise.resolve(dx);
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+export function jsMaxPool(x: Float32Array, g: PoolGeometry, out: Float32Array, argmax: Int32Array): Promise<Float32Array> {
+  try {
+    const { outH, outW } = checkPool('maxPool', g, x, out, argmax);
+    maxPoolLoop(x, g, outH, outW, out, argmax);
+    return Promise.resolve(out);
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+export function jsMaxPoolBackward(dy: Float32Array, argmax: Int32Array, dx: Float32Array): Promise<Float32Array> {
+  try {
+    const count = dy.length;
+    const inputSize = dx.length;
+    checkLength('maxPoolBackward', 'argmax', argmax, count);
+    // Checked before dx is touched: an index out of range must not leave dx half written.
+    for (let o = 0; o < count; o++) {
+      const i = argmax[o];
+      if (!(i >= 0 && i < inputSize)) throw new RangeError(`maxPoolBackward: argmax[${o}] = ${i} is outside [0, ${inputSize})`);
+    }
+    dx.fill(0, 0, inputSize);
+    for (let o = 0; o < count; o++) dx[argmax[o]] += dy[o];
+    return Promise.resolve(dx);
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+export function jsChannelMoments(x: Float32Array, n: number, channels: number, t: number, mean: Float64Array, sqDev: Float64Array): Promise<void> {
+  try {
+    checkBatchNorm('channelMoments', n, channels, t, { x }, { mean, sqDev });
+    channelMomentsLoop(x, n, channels, t, mean, sqDev);
+    return Promise.resolve();
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+export function jsBatchNormForward(
+  x: Float32Array,
+  n: number,
+  channels: number,
+  t: number,
+  mean: Float64Array,
+  invStd: Float64Array,
+  gamma: Float32Array,
+  beta: Float32Array,
+  y: Float32Array,
+  xhat?: Float32Array,
+): Promise<Float32Array> {
+  try {
+    checkBatchNorm('batchNormForward', n, channels, t, xhat === undefined ? { x, y } : { x, y, xhat }, { mean, invStd, gamma, beta });
+    batchNormForwardLoop(x, n, channels, t, mean, invStd, gamma, beta, y, xhat);
+    return Promise.resolve(y);
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+export function jsBatchNormSums(dy: Float32Array, xhat: Float32Array, n: number, channels: number, t: number, sumDy: Float64Array, sumDyXhat: Float64Array): Promise<void> {
+  try {
+    checkBatchNorm('batchNormSums', n, channels, t, { dy, xhat }, {});
+    checkLength('batchNormSums', 'sumDy', sumDy, n * channels);
+    checkLength('batchNormSums', 'sumDyXhat', sumDyXhat, n * channels);
+    batchNormSumsLoop(dy, xhat, n, channels, t, sumDy, sumDyXhat);
+    return Promise.resolve();
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+export function jsBatchNormInputGrad(
+  dy: Float32Array,
+  xhat: Float32Array,
+  n: number,
+  channels: number,
+  t: number,
+  scale: Float64Array,
+  meanDy: Float64Array,
+  meanDyXhat: Float64Array,
+  dx: Float32Array,
+): Promise<Float32Array> {
+  try {
+    checkBatchNorm('batchNormInputGrad', n, channels, t, { dy, xhat, dx }, { scale, meanDy, meanDyXhat });
+    batchNormInputGradLoop(dy, xhat, n, channels, t, scale, meanDy, meanDyXhat, dx);
+    return Promise.resolve(dx);
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
