@@ -15,8 +15,19 @@ import {
   type ComputeBackend,
   type ConvGeometry,
   NotPositiveDefiniteError,
+  type PoolGeometry,
   convOutputSize,
 } from '../src/compute/backend.js';
+import {
+  jsBatchNormForward,
+  jsBatchNormInputGrad,
+  jsBatchNormSums,
+  jsChannelMoments,
+  jsMaxPool,
+  jsMaxPoolBackward,
+  jsRelu,
+  jsReluBackward,
+} from '../src/compute/elementwise.js';
 import { blasAvailable, createBlasBackend } from '../workers/kernels/blas/blas-backend.js';
 import { type BlasAddon, blasAddonCandidates, loadBlasAddon } from '../workers/kernels/blas/native.js';
 
@@ -446,6 +457,250 @@ it('addRowVector and columnSums', async (t) => {
   await t.throwsAsync(backend.addRowVector(new Float32Array(6), 2, 3, new Float32Array(2)), { instanceOf: RangeError });
 });
 
+// --- layer kernels: native against the TypeScript versions (src/compute/elementwise.ts) -------------
+
+/** Bit-for-bit equality of two typed arrays (NaN payloads and ±0 included). */
+function sameBits(t: ExecutionContext, a: Float32Array | Float64Array | Int32Array, b: Float32Array | Float64Array | Int32Array, label: string): void {
+  const ua = new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+  const ub = new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+  let first = -1;
+  if (ua.length === ub.length) {
+    for (let i = 0; i < ua.length; i++) {
+      if (ua[i] !== ub[i]) {
+        first = Math.floor(i / a.BYTES_PER_ELEMENT);
+        break;
+      }
+    }
+  }
+  t.true(ua.length === ub.length && first < 0, `${label}: differs at ${first} (${a[first]} vs ${b[first]})`);
+}
+
+/** Random values with the awkward ones sprinkled in: NaN, ±0, ±Infinity, subnormals, ties. */
+function awkward(n: number, seed: number): Float32Array {
+  const x = randoms(n, seed, -2, 2);
+  const specials = [Number.NaN, 0, -0, Infinity, -Infinity, 1e-45, -1e-45, 0.5, 0.5];
+  for (let i = 0; i < n; i += 7) x[i] = specials[(i / 7 + seed) % specials.length];
+  return x;
+}
+
+it('relu and reluBackward: special values, in place, the same bits as the TypeScript version', async (t) => {
+  for (const n of [0, 1, 7, 8, 9, 1001]) {
+    const x = awkward(n, n + 1);
+    const dy = awkward(n, n + 2);
+    sameBits(t, await backend.relu(x), await jsRelu(x), `relu n=${n}`);
+    sameBits(t, await backend.reluBackward(x, dy), await jsReluBackward(x, dy), `reluBackward n=${n}`);
+    const inPlace = x.slice();
+    t.is(await backend.relu(inPlace, inPlace), inPlace);
+    sameBits(t, inPlace, await jsRelu(x), `relu in place n=${n}`);
+    const dyInPlace = dy.slice();
+    await backend.reluBackward(x, dyInPlace, dyInPlace);
+    sameBits(t, dyInPlace, await jsReluBackward(x, dy), `reluBackward in place n=${n}`);
+  }
+  // A longer output is fine (only x.length values are written); overlapping x is not.
+  const x = randoms(9, 3);
+  const long = new Float32Array(12).fill(7);
+  await backend.relu(x, long);
+  t.deepEqual(Array.from(long.subarray(9)), [7, 7, 7]);
+  const buf = new Float32Array(20);
+  await t.throwsAsync(backend.relu(buf.subarray(0, 10), buf.subarray(5, 15)), { instanceOf: RangeError, message: /overlap/ });
+});
+
+/** Max pooling by its definition: best = −Infinity, `v > best` over the window in order. */
+function refMaxPool(x: Float32Array, g: PoolGeometry): { y: Float32Array; argmax: Int32Array } {
+  const outH = Math.floor((g.height - g.kernelH) / g.stride) + 1;
+  const outW = Math.floor((g.width - g.kernelW) / g.stride) + 1;
+  const y = new Float32Array(g.batch * g.channels * outH * outW);
+  const argmax = new Int32Array(y.length);
+  let o = 0;
+  for (let p = 0; p < g.batch * g.channels; p++)
+    for (let oy = 0; oy < outH; oy++)
+      for (let ox = 0; ox < outW; ox++, o++) {
+        const i0 = (p * g.height + oy * g.stride) * g.width + ox * g.stride;
+        let best = -Infinity;
+        let bi = i0;
+        for (let ky = 0; ky < g.kernelH; ky++)
+          for (let kx = 0; kx < g.kernelW; kx++) {
+            const i = i0 + ky * g.width + kx;
+            if (x[i] > best) {
+              best = x[i];
+              bi = i;
+            }
+          }
+        y[o] = x[bi];
+        argmax[o] = bi;
+      }
+  return { y, argmax };
+}
+
+const poolCases: [string, PoolGeometry][] = [
+  ['1x1x2x2 k2 s2', { batch: 1, channels: 1, height: 2, width: 2, kernelH: 2, kernelW: 2, stride: 2 }],
+  ['1x3x7x5 k2 s2 (odd sizes)', { batch: 1, channels: 3, height: 7, width: 5, kernelH: 2, kernelW: 2, stride: 2 }],
+  ['3x7x14x14 k2 s2', { batch: 3, channels: 7, height: 14, width: 14, kernelH: 2, kernelW: 2, stride: 2 }],
+  ['2x5x9x9 k2 s1 (overlapping)', { batch: 2, channels: 5, height: 9, width: 9, kernelH: 2, kernelW: 2, stride: 1 }],
+  ['2x3x9x11 k3 s2 (overlapping)', { batch: 2, channels: 3, height: 9, width: 11, kernelH: 3, kernelW: 3, stride: 2 }],
+  ['1x2x6x7 k3x2 s3', { batch: 1, channels: 2, height: 6, width: 7, kernelH: 3, kernelW: 2, stride: 3 }],
+];
+
+for (const [label, g] of poolCases) {
+  it(`maxPool and maxPoolBackward ${label}: definition, the same bits as the TypeScript version`, async (t) => {
+    const size = g.batch * g.channels * g.height * g.width;
+    const x = awkward(size, size);
+    const ref = refMaxPool(x, g);
+    const out = new Float32Array(ref.y.length).fill(Number.NaN);
+    const argmax = new Int32Array(ref.y.length).fill(-1);
+    t.is(await backend.maxPool(x, g, out, argmax), out);
+    sameBits(t, out, ref.y, 'values against the definition');
+    sameBits(t, argmax, ref.argmax, 'argmax against the definition');
+    const jsOut = new Float32Array(out.length);
+    const jsArgmax = new Int32Array(out.length);
+    await jsMaxPool(x, g, jsOut, jsArgmax);
+    sameBits(t, out, jsOut, 'values against TypeScript');
+    sameBits(t, argmax, jsArgmax, 'argmax against TypeScript');
+
+    const dy = randoms(out.length, 5);
+    const dx = new Float32Array(size).fill(Number.NaN);
+    t.is(await backend.maxPoolBackward(dy, argmax, dx), dx);
+    const want = new Float32Array(size);
+    for (let o = 0; o < dy.length; o++) want[argmax[o]] += dy[o];
+    sameBits(t, dx, want, 'backward against the definition');
+    sameBits(t, dx, await jsMaxPoolBackward(dy, argmax, new Float32Array(size)), 'backward against TypeScript');
+  });
+}
+
+it('maxPool and maxPoolBackward reject bad arguments before writing', async (t) => {
+  const g: PoolGeometry = { batch: 1, channels: 2, height: 4, width: 4, kernelH: 2, kernelW: 2, stride: 2 };
+  const f = (n: number) => new Float32Array(n);
+  const i = (n: number) => new Int32Array(n);
+  const range = { instanceOf: RangeError };
+  await t.throwsAsync(backend.maxPool(f(31), g, f(8), i(8)), range);
+  await t.throwsAsync(backend.maxPool(f(32), g, f(7), i(8)), range);
+  await t.throwsAsync(backend.maxPool(f(32), g, f(8), i(7)), range);
+  await t.throwsAsync(backend.maxPool(f(32), { ...g, stride: 0 }, f(8), i(8)), range);
+  await t.throwsAsync(backend.maxPool(f(32), { ...g, kernelH: 5 }, f(8), i(8)), { ...range, message: /does not fit/ });
+  await t.throwsAsync(backend.maxPool(f(32), { ...g, channels: 1.5 }, f(8), i(8)), range);
+  const dx = f(32).fill(3);
+  await t.throwsAsync(backend.maxPoolBackward(f(8), Int32Array.of(0, 1, 2, 3, 4, 5, 6, 32), dx), { ...range, message: /argmax\[7\] = 32/ });
+  await t.throwsAsync(backend.maxPoolBackward(f(8), Int32Array.of(0, -1, 2, 3, 4, 5, 6, 7), dx), { ...range, message: /argmax\[1\]/ });
+  await t.throwsAsync(backend.maxPoolBackward(f(8), i(7), dx), range);
+  t.true(dx.every((v) => v === 3), 'dx untouched');
+  // The TypeScript version rejects the same calls.
+  await t.throwsAsync(jsMaxPool(f(32), g, f(7), i(8)), range);
+  await t.throwsAsync(jsMaxPoolBackward(f(8), Int32Array.of(0, 1, 2, 3, 4, 5, 6, 32), dx), range);
+  t.true(dx.every((v) => v === 3), 'dx untouched by the TypeScript version');
+});
+
+const bnShapes: [number, number, number][] = [
+  [1, 1, 1],
+  [1, 3, 7],
+  [5, 9, 1],
+  [3, 13, 13],
+  [4, 16, 49],
+  [2, 17, 9],
+];
+
+for (const [n, C, t0] of bnShapes) {
+  it(`batch-norm kernels n=${n} channels=${C} t=${t0}: float64 reference, the same bits as the TypeScript version`, async (t) => {
+    const size = n * C * t0;
+    const x = randoms(size, size + 1, -3, 5);
+    const dy = randoms(size, size + 2);
+    // channelMoments
+    const mean = new Float64Array(C);
+    const sq = new Float64Array(C);
+    await backend.channelMoments(x, n, C, t0, mean, sq);
+    const jsMean = new Float64Array(C);
+    const jsSq = new Float64Array(C);
+    await jsChannelMoments(x, n, C, t0, jsMean, jsSq);
+    sameBits(t, mean, jsMean, 'mean');
+    sameBits(t, sq, jsSq, 'sqDev');
+    const refMean = new Float64Array(C);
+    for (let b = 0; b < n; b++) for (let c = 0; c < C; c++) for (let p = 0; p < t0; p++) refMean[c] += x[(b * C + c) * t0 + p] / (n * t0);
+    assertClose(t, mean, refMean, 5, 1e-12, 'mean against float64');
+    // batchNormForward, with and without xhat
+    const invStd = Float64Array.from(sq, (v) => 1 / Math.sqrt(v / (n * t0) + 1e-5));
+    const gamma = randoms(C, 3);
+    const beta = randoms(C, 4);
+    const y = new Float32Array(size);
+    const xhat = new Float32Array(size);
+    t.is(await backend.batchNormForward(x, n, C, t0, mean, invStd, gamma, beta, y, xhat), y);
+    const jsY = new Float32Array(size);
+    const jsXhat = new Float32Array(size);
+    await jsBatchNormForward(x, n, C, t0, mean, invStd, gamma, beta, jsY, jsXhat);
+    sameBits(t, y, jsY, 'y');
+    sameBits(t, xhat, jsXhat, 'xhat');
+    const yOnly = new Float32Array(size);
+    await backend.batchNormForward(x, n, C, t0, mean, invStd, gamma, beta, yOnly);
+    sameBits(t, yOnly, jsY, 'y without xhat');
+    const refY = Float64Array.from(x, (v, i) => {
+      const c = Math.floor(i / t0) % C;
+      return gamma[c] * (v - refMean[c]) * invStd[c] + beta[c];
+    });
+    assertClose(t, y, refY, 10, 1e-6, 'y against float64');
+    // batchNormSums
+    const sd = new Float64Array(n * C);
+    const sdx = new Float64Array(n * C);
+    await backend.batchNormSums(dy, xhat, n, C, t0, sd, sdx);
+    const jsSd = new Float64Array(n * C);
+    const jsSdx = new Float64Array(n * C);
+    await jsBatchNormSums(dy, xhat, n, C, t0, jsSd, jsSdx);
+    sameBits(t, sd, jsSd, 'sumDy');
+    sameBits(t, sdx, jsSdx, 'sumDyXhat');
+    let s0 = 0;
+    for (let p = 0; p < t0; p++) s0 += dy[(n - 1) * C * t0 + (C - 1) * t0 + p];
+    t.is(sd[n * C - 1], s0, 'last (sample, channel) sum');
+    // batchNormInputGrad
+    const scale = Float64Array.from(invStd, (v, c) => v * gamma[c]);
+    const meanDy = Float64Array.from({ length: C }, (_, c) => sd[c] / t0);
+    const meanDyXhat = Float64Array.from({ length: C }, (_, c) => sdx[c] / t0);
+    const dx = new Float32Array(size);
+    t.is(await backend.batchNormInputGrad(dy, xhat, n, C, t0, scale, meanDy, meanDyXhat, dx), dx);
+    const jsDx = new Float32Array(size);
+    await jsBatchNormInputGrad(dy, xhat, n, C, t0, scale, meanDy, meanDyXhat, jsDx);
+    sameBits(t, dx, jsDx, 'dx');
+  });
+}
+
+it('batch-norm kernels reject bad arguments (the TypeScript versions too)', async (t) => {
+  const f = (k: number) => new Float32Array(k);
+  const d = (k: number) => new Float64Array(k);
+  const range = { instanceOf: RangeError };
+  const [n, C, tt] = [2, 3, 4];
+  for (const be of [backend, { channelMoments: jsChannelMoments, batchNormForward: jsBatchNormForward, batchNormSums: jsBatchNormSums, batchNormInputGrad: jsBatchNormInputGrad }]) {
+    await t.throwsAsync(be.channelMoments(f(23), n, C, tt, d(3), d(3)), range);
+    await t.throwsAsync(be.channelMoments(f(24), n, C, tt, d(2), d(3)), range);
+    await t.throwsAsync(be.channelMoments(f(24), n, C, -1, d(3), d(3)), range);
+    await t.throwsAsync(be.channelMoments(f(24), n, 2.5, tt, d(3), d(3)), range);
+    await t.throwsAsync(be.batchNormForward(f(24), n, C, tt, d(3), d(3), f(3), f(3), f(23)), range);
+    await t.throwsAsync(be.batchNormForward(f(24), n, C, tt, d(3), d(3), f(2), f(3), f(24)), range);
+    await t.throwsAsync(be.batchNormForward(f(24), n, C, tt, d(3), d(3), f(3), f(3), f(24), f(23)), range);
+    await t.throwsAsync(be.batchNormSums(f(24), f(24), n, C, tt, d(5), d(6)), range);
+    await t.throwsAsync(be.batchNormSums(f(24), f(23), n, C, tt, d(6), d(6)), range);
+    await t.throwsAsync(be.batchNormInputGrad(f(24), f(24), n, C, tt, d(3), d(3), d(2), f(24)), range);
+    await t.throwsAsync(be.batchNormInputGrad(f(24), f(24), n, C, tt, d(3), d(3), d(3), f(23)), range);
+  }
+  // Outputs overlapping inputs (the addon would read values it has already overwritten).
+  const buf = f(48);
+  await t.throwsAsync(backend.batchNormInputGrad(buf.subarray(0, 24), f(24), n, C, tt, d(3), d(3), d(3), buf.subarray(12, 36)), {
+    ...range,
+    message: /overlap/,
+  });
+  await t.throwsAsync(backend.batchNormForward(buf.subarray(0, 24), n, C, tt, d(3), d(3), f(3), f(3), buf.subarray(0, 24)), { ...range, message: /overlap/ });
+});
+
+it('the addon checks the layer kernels\' argument types', (t) => {
+  const f = (k: number) => new Float32Array(k);
+  const d = (k: number) => new Float64Array(k);
+  const type = { instanceOf: TypeError };
+  t.throws(() => addon.relu(new Float64Array(3) as never, f(3)), type);
+  t.throws(() => addon.reluBackward(f(3), f(3), [0, 0, 0] as never), type);
+  t.throws(() => addon.maxPool(f(16), f(4), f(4) as never, 1, 1, 4, 4, 2, 2, 2), { ...type, message: /Int32Array/ });
+  t.throws(() => addon.maxPoolBackward(f(4), f(4) as never, f(16)), { ...type, message: /Int32Array/ });
+  t.throws(() => addon.channelMoments(f(8), f(2) as never, d(2), 2, 2, 2), type);
+  t.throws(() => addon.batchNormForward(f(8), f(8), 3 as never, d(2), d(2), f(2), f(2), 2, 2, 2), type);
+  t.throws(() => addon.batchNormSums(f(8), f(8), d(4), d(4), 2, 2, '2' as never), type);
+  t.notThrows(() => addon.batchNormForward(f(8), f(8), null, d(2), d(2), f(2), f(2), 2, 2, 2));
+  t.notThrows(() => addon.batchNormInputGrad(f(8), f(8), f(8), d(2), d(2), d(2), 2, 2, 2));
+});
+
 // --- spdInverse ---------------------------------------------------------------------------------
 
 it('spdInverse of a damped random SPD matrix (n = 300) has a small residual', async (t) => {
@@ -553,6 +808,20 @@ it('backend methods reject (not throw synchronously) on bad arguments', async (t
   await t.throwsAsync(backend.im2col(f(15), g), { instanceOf: RangeError });
   await t.throwsAsync(backend.col2im(f(35), g), { instanceOf: RangeError });
   await t.throwsAsync(backend.im2col(f(16), { ...g, stride: 0 }), { instanceOf: RangeError });
+  // The layer kernels too: rejected, not thrown.
+  let p2: Promise<unknown> | undefined;
+  t.notThrows(() => {
+    p2 = backend.maxPool(f(3), { batch: 1, channels: 1, height: 2, width: 2, kernelH: 2, kernelW: 2, stride: 2 }, f(1), new Int32Array(1));
+  });
+  await t.throwsAsync(p2!, { instanceOf: RangeError });
+  t.notThrows(() => {
+    p2 = backend.relu(new Float64Array(3) as never, f(3));
+  });
+  await t.throwsAsync(p2!, { instanceOf: TypeError });
+  t.notThrows(() => {
+    p2 = backend.batchNormSums(f(8), f(8), 2, 2, 2, new Float64Array(3), new Float64Array(4));
+  });
+  await t.throwsAsync(p2!, { instanceOf: RangeError });
 });
 
 it('a disposed backend rejects further calls', async (t) => {
@@ -560,6 +829,8 @@ it('a disposed backend rejects further calls', async (t) => {
   await b.dispose();
   await t.throwsAsync(b.gemm(1, 1, 1, Float32Array.of(1), Float32Array.of(1)), { message: /disposed/ });
   await t.throwsAsync(b.spdInverse(1, Float64Array.of(1)), { message: /disposed/ });
+  await t.throwsAsync(b.relu(Float32Array.of(1)), { message: /disposed/ });
+  await t.throwsAsync(b.channelMoments(Float32Array.of(1), 1, 1, 1, new Float64Array(1), new Float64Array(1)), { message: /disposed/ });
   // the shared backend still works
   t.deepEqual(Array.from(await backend.gemm(1, 1, 1, Float32Array.of(2), Float32Array.of(3))), [6]);
 });
