@@ -13,9 +13,13 @@ const program = new Command('bench').description('spngd benchmarks');
 
 program
   .command('kernels')
-  .description('GFLOP/s of matmul and XᵀX on each backend, against OpenBLAS called directly and a naive gpu.js kernel')
+  .description(
+    'GFLOP/s of matmul and XᵀX on each backend, against OpenBLAS called directly and a naive gpu.js kernel; ' +
+      'the element-wise layer kernels on blas against plain TypeScript',
+  )
   .option('--repeats <n>', 'timed runs per case', '7')
-  .action(async (o: { repeats: string }) => kernelsBench({ repeats: Number(o.repeats) }));
+  .addOption(new Option('--only <group>', 'run one group of cases').choices(['products', 'elementwise']))
+  .action(async (o: { repeats: string; only?: 'products' | 'elementwise' }) => kernelsBench({ repeats: Number(o.repeats), only: o.only }));
 
 program
   .command('convergence')

@@ -3,8 +3,22 @@
  * available backend. Baselines measured in the same run: the blas backend against OpenBLAS called
  * directly through the addon (no interface in between), the best gpu.js kernels against a naive
  * one-output-per-thread gpu.js matmul.
+ *
+ * Then the layers' element-wise kernels (ReLU, max pooling, batch norm) on the blas backend against
+ * their plain TypeScript versions (src/compute/elementwise.ts, what the gpu backend runs), at the
+ * shapes of the cnn model's first block with batch 256; `--only elementwise` runs just these.
  */
-import type { ComputeBackend } from '../src/compute/backend.js';
+import type { ComputeBackend, PoolGeometry } from '../src/compute/backend.js';
+import {
+  jsBatchNormForward,
+  jsBatchNormInputGrad,
+  jsBatchNormSums,
+  jsChannelMoments,
+  jsMaxPool,
+  jsMaxPoolBackward,
+  jsRelu,
+  jsReluBackward,
+} from '../src/compute/elementwise.js';
 import { Rng } from '../src/util/rng.js';
 import { spread, type Spread } from '../src/util/stats.js';
 import { createBlasBackend } from '../workers/kernels/blas/blas-backend.js';
@@ -66,8 +80,95 @@ const ratio = (a: number[], b: number[]): Spread => {
   return spread(r);
 };
 
-export async function kernelsBench(opts: { repeats: number }): Promise<void> {
+interface ElementwiseCase {
+  label: string;
+  native: (b: ComputeBackend) => Timed;
+  js: Timed;
+}
+
+/** The cnn model's conv1 block at batch 256 (n×16×28×28) and conv2 block (n×32×14×14). */
+function elementwiseCases(): ElementwiseCase[] {
+  const cases: ElementwiseCase[] = [];
+  for (const [n, C, H] of [
+    [256, 16, 28],
+    [256, 32, 14],
+  ]) {
+    const t = H * H;
+    const size = n * C * t;
+    const shape = `${n}x${C}x${H}x${H}`;
+    const x = random(size, 11);
+    const dy = random(size, 12);
+    const y = new Float32Array(size);
+    const xhat = new Float32Array(size);
+    const dx = new Float32Array(size);
+    const perC = (seed: number) => Float64Array.from(random(C, seed), (v) => Math.abs(v) + 0.5);
+    const mean = new Float64Array(C);
+    const sq = new Float64Array(C);
+    const invStd = perC(13);
+    const gamma = random(C, 14);
+    const beta = random(C, 15);
+    const sd = new Float64Array(n * C);
+    const sdx = new Float64Array(n * C);
+    const meanDy = perC(16);
+    const meanDyXhat = perC(17);
+    const g: PoolGeometry = { batch: n, channels: C, height: H, width: H, kernelH: 2, kernelW: 2, stride: 2 };
+    const pooled = new Float32Array(size / 4);
+    const argmax = new Int32Array(size / 4);
+    const dyPool = random(size / 4, 18);
+    cases.push(
+      { label: `relu ${shape}`, native: (b) => () => b.relu(x, y), js: () => jsRelu(x, y) },
+      { label: `reluBackward ${shape}`, native: (b) => () => b.reluBackward(x, dy, dx), js: () => jsReluBackward(x, dy, dx) },
+      { label: `maxPool 2x2 ${shape}`, native: (b) => () => b.maxPool(x, g, pooled, argmax), js: () => jsMaxPool(x, g, pooled, argmax) },
+      {
+        label: `maxPoolBackward ${shape}`,
+        native: (b) => () => b.maxPoolBackward(dyPool, argmax, dx),
+        js: () => jsMaxPoolBackward(dyPool, argmax, dx),
+      },
+      {
+        label: `channelMoments ${shape}`,
+        native: (b) => () => b.channelMoments(x, n, C, t, mean, sq),
+        js: () => jsChannelMoments(x, n, C, t, mean, sq),
+      },
+      {
+        label: `batchNormForward ${shape}`,
+        native: (b) => () => b.batchNormForward(x, n, C, t, mean, invStd, gamma, beta, y, xhat),
+        js: () => jsBatchNormForward(x, n, C, t, mean, invStd, gamma, beta, y, xhat),
+      },
+      {
+        label: `batchNormSums ${shape}`,
+        native: (b) => () => b.batchNormSums(dy, xhat, n, C, t, sd, sdx),
+        js: () => jsBatchNormSums(dy, xhat, n, C, t, sd, sdx),
+      },
+      {
+        label: `batchNormInputGrad ${shape}`,
+        native: (b) => () => b.batchNormInputGrad(dy, xhat, n, C, t, invStd, meanDy, meanDyXhat, dx),
+        js: () => jsBatchNormInputGrad(dy, xhat, n, C, t, invStd, meanDy, meanDyXhat, dx),
+      },
+    );
+  }
+  return cases;
+}
+
+/** Element-wise kernels: blas (native) against plain TypeScript, alternating runs. */
+async function elementwiseBench(repeats: number): Promise<void> {
+  if (loadBlasAddon().addon === undefined) {
+    console.log('\nelement-wise kernels: skipped (OpenBLAS addon not built)');
+    return;
+  }
+  const blas = await createBlasBackend();
+  console.log(`\nelement-wise layer kernels, blas (${blas.description}) against plain TypeScript: ms min/median/max over ${repeats} alternating runs`);
+  for (const c of elementwiseCases()) {
+    const { ms, base } = await measurePair(c.native(blas), c.js, repeats);
+    const t = (v: Spread) => `${v.min.toFixed(2)}/${v.median.toFixed(2)}/${v.max.toFixed(2)}`;
+    console.log(`  ${c.label.padEnd(36)} native ${t(spread(ms)).padStart(18)}  js ${t(spread(base)).padStart(20)}  js/native ${f(ratio(ms, base))}`);
+  }
+  await blas.dispose();
+}
+
+export async function kernelsBench(opts: { repeats: number; only?: 'products' | 'elementwise' }): Promise<void> {
   const repeats = opts.repeats;
+  if (opts.only !== 'products') await elementwiseBench(repeats);
+  if (opts.only === 'elementwise') return;
   const cases: Case[] = [];
   const addon = loadBlasAddon().addon;
   for (const n of [256, 512, 1024]) {
