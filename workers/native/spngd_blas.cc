@@ -31,7 +31,7 @@ namespace {
 
 // Bumped whenever the exported functions change shape, so that the TS loader can reject a stale
 // build instead of calling it with the wrong arguments.
-constexpr int kAbiVersion = 2;
+constexpr int kAbiVersion = 3;
 constexpr uint64_t kMaxDim = 0x7fffffffULL;  // blasint is 32-bit in Debian's OpenBLAS
 
 // ---------------------------------------------------------------------------------------------
@@ -766,6 +766,140 @@ Napi::Value BatchNormInputGrad(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+/** Rows [patch; 1] of samples [first, first + count) from `row` on; kernel width KW (0: g.kw). */
+template <int KW>
+void Im2colOnesRows(const float* __restrict x, float* __restrict row, const Geometry& g, uint64_t first, uint64_t count) {
+  const int64_t H = static_cast<int64_t>(g.height), W = static_cast<int64_t>(g.width);
+  const int64_t kw = KW > 0 ? KW : static_cast<int64_t>(g.kw);
+  const uint64_t ld = g.patch + 1;
+  const size_t plane = g.height * g.width;
+  for (uint64_t nb = first; nb < first + count; ++nb) {
+    const float* xn = x + nb * g.channels * plane;
+    for (uint64_t oy = 0; oy < g.outH; ++oy) {
+      const int64_t iy0 = static_cast<int64_t>(oy * g.stride) - static_cast<int64_t>(g.pad);
+      for (uint64_t ox = 0; ox < g.outW; ++ox, row += ld) {
+        const int64_t ix0 = static_cast<int64_t>(ox * g.stride) - static_cast<int64_t>(g.pad);
+        const bool inside = ix0 >= 0 && ix0 + kw <= W;
+        float* o = row;
+        for (uint64_t c = 0; c < g.channels; ++c) {
+          const float* xc = xn + c * plane;
+          for (uint64_t ky = 0; ky < g.kh; ++ky, o += kw) {
+            const int64_t iy = iy0 + static_cast<int64_t>(ky);
+            if (iy < 0 || iy >= H) {
+              for (int64_t kx = 0; kx < kw; ++kx) o[kx] = 0.0f;
+              continue;
+            }
+            const float* xr = xc + iy * W + ix0;
+            if (inside) {
+              for (int64_t kx = 0; kx < kw; ++kx) o[kx] = xr[kx];
+            } else {
+              for (int64_t kx = 0; kx < kw; ++kx) {
+                const int64_t ix = ix0 + kx;
+                o[kx] = (ix >= 0 && ix < W) ? xr[kx] : 0.0f;
+              }
+            }
+          }
+        }
+        row[g.patch] = 1.0f;
+      }
+    }
+  }
+}
+
+// im2colOnes(x, out, at, first, count, batch, channels, height, width, kernelH, kernelW, stride,
+// pad): K-FAC's rows [patch; 1] of samples [first, first + count) of NCHW x, written into `out`
+// from index `at` with row stride channels·kernelH·kernelW + 1. The same values as Im2col.
+Napi::Value Im2colOnes(const Napi::CallbackInfo& info) {
+  static const char* fn = "im2colOnes";
+  Napi::Env env = info.Env();
+  View<float> x = Array<float>(info, 0, fn, "x");
+  View<float> out = Array<float>(info, 1, fn, "out");
+  const uint64_t at = Dim(info, 2, fn, "at");
+  const uint64_t first = Dim(info, 3, fn, "first"), count = Dim(info, 4, fn, "count");
+  const Geometry g = ReadGeometry(info, 5, fn);
+  if (first + count > g.batch) ThrowRange(env, std::string(fn) + ": samples outside the batch");
+  const uint64_t ld = g.patch + 1;
+  const uint64_t rows = Mul(env, fn, {count, g.outH, g.outW});
+  const uint64_t need = at + Mul(env, fn, {rows, ld});
+  Need(env, fn, x, g.inputSize, "batch·channels·height·width");
+  Need(env, fn, out, need, "at + count·outH·outW·(channels·kernelH·kernelW + 1)");
+  Disjoint(env, fn, out, need, x, g.inputSize);
+  float* row = out.data + at;
+  // The common 3-wide kernel with a compile-time width: its rows are three straight copies.
+  if (g.kw == 3) {
+    Im2colOnesRows<3>(x.data, row, g, first, count);
+  } else {
+    Im2colOnesRows<0>(x.data, row, g, first, count);
+  }
+  return env.Undefined();
+}
+
+/** Channels c..c+G−1 of one sample (x at the sample's start) into `out` (channel-major), with their sums. */
+template <int G>
+void ChannelMajorGroup(const float* x, uint64_t t, uint64_t rows, uint64_t c, float* out, double* sums) {
+  double s[G];
+  for (int g = 0; g < G; ++g) s[g] = sums[c + g];
+  const float* src = x + c * t;
+  float* dst = out + c * rows;
+  for (uint64_t p = 0; p < t; ++p) {
+    for (int g = 0; g < G; ++g) {
+      const float v = src[g * t + p];
+      dst[g * rows + p] = v;
+      s[g] += v;
+    }
+  }
+  for (int g = 0; g < G; ++g) sums[c + g] = s[g];
+}
+
+// channelMajor(x, out, sums, n, channels, t): x (n × C × t, NCHW) → out (C × n·t) and
+// sums[c] = Σ x[·, c, ·] in float64 in (sample, position) order.
+Napi::Value ChannelMajor(const Napi::CallbackInfo& info) {
+  static const char* fn = "channelMajor";
+  Napi::Env env = info.Env();
+  View<float> x = Array<float>(info, 0, fn, "x");
+  View<float> out = Array<float>(info, 1, fn, "out");
+  View<double> sums = Array<double>(info, 2, fn, "sums");
+  const BnShape s = ReadBnShape(info, 3, fn);
+  Need(env, fn, x, s.size, "n·channels·t");
+  Need(env, fn, out, s.size, "n·channels·t");
+  Need(env, fn, sums, s.C, "channels");
+  Disjoint(env, fn, out, s.size, x, s.size);
+  const uint64_t C = s.C, t = s.t, rows = s.n * t;
+  std::fill(sums.data, sums.data + C, 0.0);
+  for (uint64_t b = 0; b < s.n; ++b) {
+    const float* xb = x.data + b * C * t;
+    float* ob = out.data + b * t;
+    uint64_t c = 0;
+    for (; c + 4 <= C; c += 4) ChannelMajorGroup<4>(xb, t, rows, c, ob, sums.data);
+    for (; c < C; ++c) ChannelMajorGroup<1>(xb, t, rows, c, ob, sums.data);
+  }
+  return env.Undefined();
+}
+
+// rowsScaled(x, out, scale, n, channels, t): out (n·t × C, rows (b, p)) = float32(scale·x) for
+// NCHW x (n × C × t), the product in float64 as in JavaScript.
+Napi::Value RowsScaled(const Napi::CallbackInfo& info) {
+  static const char* fn = "rowsScaled";
+  Napi::Env env = info.Env();
+  View<float> x = Array<float>(info, 0, fn, "x");
+  View<float> out = Array<float>(info, 1, fn, "out");
+  const double scale = Scalar(info, 2, fn, "scale");
+  const BnShape s = ReadBnShape(info, 3, fn);
+  Need(env, fn, x, s.size, "n·channels·t");
+  Need(env, fn, out, s.size, "n·channels·t");
+  Disjoint(env, fn, out, s.size, x, s.size);
+  const uint64_t C = s.C, t = s.t;
+  for (uint64_t b = 0; b < s.n; ++b) {
+    const float* __restrict xb = x.data + b * C * t;
+    float* __restrict ob = out.data + b * C * t;
+    for (uint64_t c = 0; c < C; ++c) {
+      const float* src = xb + c * t;
+      for (uint64_t p = 0; p < t; ++p) ob[p * C + c] = static_cast<float>(scale * static_cast<double>(src[p]));
+    }
+  }
+  return env.Undefined();
+}
+
 // ---------------------------------------------------------------------------------------------
 // OpenBLAS configuration
 
@@ -862,6 +996,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("batchNormForward", Napi::Function::New(env, BatchNormForward, "batchNormForward"));
   exports.Set("batchNormSums", Napi::Function::New(env, BatchNormSums, "batchNormSums"));
   exports.Set("batchNormInputGrad", Napi::Function::New(env, BatchNormInputGrad, "batchNormInputGrad"));
+  exports.Set("im2colOnes", Napi::Function::New(env, Im2colOnes, "im2colOnes"));
+  exports.Set("channelMajor", Napi::Function::New(env, ChannelMajor, "channelMajor"));
+  exports.Set("rowsScaled", Napi::Function::New(env, RowsScaled, "rowsScaled"));
   exports.Set("config", Napi::Function::New(env, Config, "config"));
   exports.Set("corename", Napi::Function::New(env, Corename, "corename"));
   exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads, "getNumThreads"));

@@ -8,7 +8,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
 /** Must equal kAbiVersion in workers/native/spngd_blas.cc. */
-export const BLAS_ADDON_ABI = 2;
+export const BLAS_ADDON_ABI = 3;
 
 /**
  * The addon's functions. All matrices are dense row-major; outputs are written into the arrays passed
@@ -117,6 +117,24 @@ export interface BlasAddon {
     channels: number,
     t: number,
   ): void;
+  /** K-FAC's rows [patch; 1] of samples [first, first + count), into out from index `at`. */
+  im2colOnes(
+    x: Float32Array,
+    out: Float32Array,
+    at: number,
+    first: number,
+    count: number,
+    batch: number,
+    channels: number,
+    height: number,
+    width: number,
+    kernelH: number,
+    kernelW: number,
+    stride: number,
+    pad: number,
+  ): void;
+  channelMajor(x: Float32Array, out: Float32Array, sums: Float64Array, n: number, channels: number, t: number): void;
+  rowsScaled(x: Float32Array, out: Float32Array, scale: number, n: number, channels: number, t: number): void;
   /** openblas_get_config(), e.g. "OpenBLAS 0.3.21 NO_LAPACKE DYNAMIC_ARCH NO_AFFINITY SkylakeX MAX_THREADS=64". */
   config(): string;
   /** The kernel set in use, e.g. "SkylakeX". */
@@ -148,6 +166,9 @@ const FUNCTIONS = [
   'batchNormForward',
   'batchNormSums',
   'batchNormInputGrad',
+  'im2colOnes',
+  'channelMajor',
+  'rowsScaled',
   'config',
   'corename',
   'coreSelection',
