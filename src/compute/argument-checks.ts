@@ -49,10 +49,10 @@ export function checkPool(fn: string, g: PoolGeometry, x: ArrayLike<number>, out
 }
 
 /**
- * Checks a batch-norm call over an n × channels × t tensor: every array in `tensors` must hold
- * n·channels·t values, every one in `perChannel` channels values.
+ * Checks a call over NCHW tensors of n × channels × t values (batch norm, conv layouts): every
+ * array in `tensors` must hold n·channels·t values, every one in `perChannel` channels values.
  */
-export function checkBatchNorm(
+export function checkChannelTensors(
   fn: string,
   n: number,
   channels: number,
@@ -64,4 +64,17 @@ export function checkBatchNorm(
   const size = n * channels * t;
   for (const [name, arr] of Object.entries(tensors)) checkLength(fn, name, arr, size);
   for (const [name, arr] of Object.entries(perChannel)) checkLength(fn, name, arr, channels);
+}
+
+/** Checks an im2colOnes call and returns the output size. */
+export function checkIm2colOnes(g: ConvGeometry, x: ArrayLike<number>, first: number, count: number, out: ArrayLike<number>, at: number): { outH: number; outW: number } {
+  const fn = 'im2colOnes';
+  const { outH, outW } = checkGeometry(fn, g);
+  if (!(Number.isSafeInteger(first) && Number.isSafeInteger(count) && Number.isSafeInteger(at) && first >= 0 && count >= 0 && at >= 0)) {
+    throw new RangeError(`${fn}: 'first', 'count' and 'at' must be non-negative integers, got ${first}, ${count}, ${at}`);
+  }
+  if (first + count > g.batch) throw new RangeError(`${fn}: samples [${first}, ${first + count}) are outside the batch of ${g.batch}`);
+  checkLength(fn, 'x', x, g.batch * g.channels * g.height * g.width);
+  checkLength(fn, 'out', out, at + count * outH * outW * (g.channels * g.kernelH * g.kernelW + 1));
+  return { outH, outW };
 }

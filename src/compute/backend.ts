@@ -157,6 +157,22 @@ export interface ComputeBackend {
     dx: Float32Array,
   ): Promise<Float32Array>;
 
+  /**
+   * K-FAC's rows a = [patch; 1] of samples [first, first + count) of NCHW x: count·outH·outW rows
+   * (n, oy, ox) of k + 1 values, k = channels·kernelH·kernelW (columns (c, ky, kx) as in im2col,
+   * then a 1), written into `out` from index `at`; padding reads as zero. Returns out.
+   */
+  im2colOnes(x: Float32Array, g: ConvGeometry, first: number, count: number, out: Float32Array, at: number): Promise<Float32Array>;
+
+  /**
+   * x (n × channels × t, NCHW) → out (channels × n·t, channel-major), and sums[c] = Σ x[·, c, ·] in
+   * float64 in (sample, position) order. Returns out.
+   */
+  channelMajor(x: Float32Array, n: number, channels: number, t: number, out: Float32Array, sums: Float64Array): Promise<Float32Array>;
+
+  /** out (n·t × channels, rows (sample, position)) = float32(scale·x) for NCHW x (n × channels × t). Returns out. */
+  rowsScaled(x: Float32Array, n: number, channels: number, t: number, scale: number, out: Float32Array): Promise<Float32Array>;
+
   /** x (rows×cols) += v (cols) on every row, in place; returns x. */
   addRowVector(x: Float32Array, rows: number, cols: number, v: Float32Array): Promise<Float32Array>;
 

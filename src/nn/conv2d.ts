@@ -3,11 +3,12 @@
  * out × (C·kh·kw), columns ordered (c, ky, kx) like the im2col patches (the same memory layout as
  * an out×C×kh×kw tensor), so y_rows = patches·Wᵀ + b with rows ordered (n, oy, ox).
  *
- * The layer does its own im2col/col2im (plain data movement, into reused buffers, from/into a
- * zero-padded copy of each sample so the loops need no bounds tests), with the patch rows already
- * in K-FAC's [patch; 1] form, and runs the products on the backend sample by sample: one sample's
- * NCHW block is an out × T matrix, so no layout transposes are needed except where K-FAC's row
- * form is captured. Every float32 sum is the one the plain im2col/gemm/col2im formulation gives.
+ * The patch rows are built in K-FAC's [patch; 1] form by the backend (im2colOnes, into reused
+ * buffers), and the products run on the backend sample by sample: one sample's NCHW block is an
+ * out × T matrix, so no layout transposes are needed except for dW (channelMajor) and where K-FAC's
+ * row form is captured (rowsScaled). col2im runs in the backend on blas and here (from/into a
+ * zero-padded plane, so the loops need no bounds tests) elsewhere. Every float32 sum is the one
+ * the plain im2col/gemm/col2im formulation gives.
  */
 import { convOutputSize, type ConvGeometry } from '../compute/backend.js';
 import { checkShape, makeParam, PassBuffers, shapeString, tensor, Workspace } from './tensor.js';
@@ -34,8 +35,8 @@ function patchOffsets(channels: number, kh: number, kw: number, height: number, 
 }
 
 /**
- * Sizes of the padded input plane that im2col reads from (and col2im sums into): every patch
- * lies inside it, so the inner loops have no bounds tests.
+ * Sizes of the padded plane that col2im sums into: every patch lies inside it, so the inner loops
+ * have no bounds tests.
  */
 interface PaddedPlane {
   /** Padded height and width (H + 2·pad, W + 2·pad). */
@@ -43,50 +44,6 @@ interface PaddedPlane {
   wp: number;
   /** Patch offsets in the padded C×hp×wp plane. */
   offs: Int32Array;
-}
-
-/** Copies sample `sample` of NCHW `x` into the interior of `xp` (C×hp×wp, borders left as they are). */
-function padSample(x: Float32Array, xp: Float32Array, g: ConvGeometry, pp: PaddedPlane, sample: number): void {
-  const { channels: C, height: H, width: W, pad: P } = g;
-  const { hp, wp } = pp;
-  let src = sample * C * H * W;
-  for (let c = 0; c < C; c++) {
-    for (let iy = 0; iy < H; iy++, src += W) {
-      const dst = (c * hp + iy + P) * wp + P;
-      for (let ix = 0; ix < W; ix++) xp[dst + ix] = x[src + ix];
-    }
-  }
-}
-
-/**
- * im2col of one padded sample `src` (C×hp×wp starting at `base`) into T rows (oy, ox) of `out`
- * from index `at`, with row stride k + 1 and a 1 in each row's last column: K-FAC's
- * a = [patch; 1], columns (c, ky, kx). The same values as the backends' im2col.
- */
-function im2colOnes(src: Float32Array, base: number, out: Float32Array, at: number, g: ConvGeometry, outH: number, outW: number, pp: PaddedPlane): void {
-  const { channels: C, kernelH: KH, kernelW: KW, stride: S } = g;
-  const { hp, wp, offs } = pp;
-  const plane = hp * wp;
-  const k = offs.length;
-  const ld = k + 1;
-  let r = at;
-  for (let oy = 0; oy < outH; oy++) {
-    for (let ox = 0, b = base + oy * S * wp; ox < outW; ox++, r += ld, b += S) {
-      if (KW === 3) {
-        // The common 3-wide kernel, unrolled: runs of three from each (c, ky) input row.
-        for (let c = 0, o = r, s0 = b; c < C; c++, s0 += plane) {
-          for (let ky = 0, s = s0; ky < KH; ky++, s += wp, o += 3) {
-            out[o] = src[s];
-            out[o + 1] = src[s + 1];
-            out[o + 2] = src[s + 2];
-          }
-        }
-      } else {
-        for (let j = 0; j < k; j++) out[r + j] = src[b + offs[j]];
-      }
-      out[r + k] = 1;
-    }
-  }
 }
 
 /**
@@ -127,76 +84,6 @@ function unpadSample(dp: Float32Array, dx: Float32Array, g: ConvGeometry, pp: Pa
     for (let iy = 0; iy < H; iy++, dst += W) {
       const src = (c * hp + iy + P) * wp + P;
       for (let ix = 0; ix < W; ix++) dx[dst + ix] = dp[src + ix];
-    }
-  }
-}
-
-/**
- * dy (N×out×T, NCHW) → dyc (out × N·T, channel-major), and db[o] = Σ over (n, t) in order of
- * dy[n, o, t] in float64 (the column sums of the row form). Four channels at a time, so that the
- * four float64 sums are independent chains (each still in its own order).
- */
-function channelMajorWithSums(dy: Float32Array, dyc: Float32Array, db: Float64Array, n: number, out: number, t: number): void {
-  const rows = n * t;
-  db.fill(0);
-  for (let b = 0; b < n; b++) {
-    let o = 0;
-    for (; o + 4 <= out; o += 4) {
-      const src = (b * out + o) * t;
-      const dst = o * rows + b * t;
-      let s0 = db[o];
-      let s1 = db[o + 1];
-      let s2 = db[o + 2];
-      let s3 = db[o + 3];
-      for (let p = 0; p < t; p++) {
-        const v0 = dy[src + p];
-        const v1 = dy[src + t + p];
-        const v2 = dy[src + 2 * t + p];
-        const v3 = dy[src + 3 * t + p];
-        dyc[dst + p] = v0;
-        dyc[dst + rows + p] = v1;
-        dyc[dst + 2 * rows + p] = v2;
-        dyc[dst + 3 * rows + p] = v3;
-        s0 += v0;
-        s1 += v1;
-        s2 += v2;
-        s3 += v3;
-      }
-      db[o] = s0;
-      db[o + 1] = s1;
-      db[o + 2] = s2;
-      db[o + 3] = s3;
-    }
-    for (; o < out; o++) {
-      const src = (b * out + o) * t;
-      const dst = o * rows + b * t;
-      let s0 = db[o];
-      for (let p = 0; p < t; p++) {
-        const v0 = dy[src + p];
-        dyc[dst + p] = v0;
-        s0 += v0;
-      }
-      db[o] = s0;
-    }
-  }
-}
-
-/** g (N·T × out, rows (n, t)) = scale·dy (N×out×T, NCHW); four channels at a time. */
-function rowsScaled(dy: Float32Array, g: Float32Array, n: number, out: number, t: number, scale: number): void {
-  for (let b = 0; b < n; b++) {
-    let o = 0;
-    for (; o + 4 <= out; o += 4) {
-      const src = (b * out + o) * t;
-      for (let p = 0, d = b * t * out + o; p < t; p++, d += out) {
-        g[d] = scale * dy[src + p];
-        g[d + 1] = scale * dy[src + t + p];
-        g[d + 2] = scale * dy[src + 2 * t + p];
-        g[d + 3] = scale * dy[src + 3 * t + p];
-      }
-    }
-    for (; o < out; o++) {
-      const src = (b * out + o) * t;
-      for (let p = 0, d = b * t * out + o; p < t; p++, d += out) g[d] = scale * dy[src + p];
     }
   }
 }
@@ -329,7 +216,7 @@ export class Conv2d implements Layer {
     const y = ws.f32('y', n * out * t);
     for (let b = 0; b < n; b++) {
       const at = keep ? b * t * ld : 0;
-      this.samplePatches(x.data, geom, outH, outW, b, a, at);
+      await backend.im2colOnes(x.data, geom, b, 1, a, at);
       await backend.gemm(out, t, ld, wAug, a.subarray(at, at + t * ld), { transB: true }, y.subarray(b * out * t, (b + 1) * out * t));
     }
     this.cache = { geom, a: keep ? a : undefined, x: x.data, outH, outW };
@@ -371,8 +258,8 @@ export class Conv2d implements Layer {
       // whose last column is dropped (db is the float64 sum).
       const dyc = ws.f32('dyc', out * rows);
       const db = this.dbAcc.length === out ? this.dbAcc : (this.dbAcc = new Float64Array(out));
-      channelMajorWithSums(dyd, dyc, db, n, out, t);
-      const a = c.a ?? (c.a = this.patches(c.x, c.geom, c.outH, c.outW));
+      await backend.channelMajor(dyd, n, out, t, dyc, db);
+      const a = c.a ?? (c.a = await backend.im2colOnes(c.x, c.geom, 0, n, this.ws.f32('a', rows * ld), 0));
       const dwAug = await backend.gemm(out, ld, rows, dyc, a, undefined, ws.f32('dwAug', out * ld));
       const dw = this.weight.grad.data;
       for (let o = 0; o < out; o++) dw.set(dwAug.subarray(o * ld, o * ld + k), o * k);
@@ -383,7 +270,7 @@ export class Conv2d implements Layer {
       if (cap.kind === 'conv') {
         // g rows (n, t) × out = N·dy.
         const g = this.pass.f32('g', rows * out);
-        rowsScaled(dyd, g, n, out, t, ctx.batchSize);
+        await backend.rowsScaled(dyd, n, out, t, ctx.batchSize, g);
         cap.g = g;
         cap.rowsG = rows;
       }
@@ -418,29 +305,7 @@ export class Conv2d implements Layer {
     return tensor([n, this.inChannels, c.geom.height, c.geom.width], dx);
   }
 
-  /** The whole patch matrix [patches | 1] of NCHW input `xd` (for a backward after an eval forward). */
-  private patches(xd: Float32Array, geom: ConvGeometry, outH: number, outW: number): Float32Array {
-    const t = outH * outW;
-    const ld = this.fanIn + 1;
-    const a = this.ws.f32('a', geom.batch * t * ld);
-    for (let b = 0; b < geom.batch; b++) this.samplePatches(xd, geom, outH, outW, b, a, b * t * ld);
-    return a;
-  }
-
-  /** Sample b's rows [patch; 1] of NCHW input `xd`, into `a` from index `at`. */
-  private samplePatches(xd: Float32Array, geom: ConvGeometry, outH: number, outW: number, b: number, a: Float32Array, at: number): void {
-    const pp = this.padded(geom.height, geom.width);
-    if (this.pad > 0) {
-      // The padded plane's border stays zero: only its interior is ever written.
-      const xp = this.ws.f32('xPadded', this.inChannels * pp.hp * pp.wp);
-      padSample(xd, xp, geom, pp, b);
-      im2colOnes(xp, 0, a, at, geom, outH, outW, pp);
-    } else {
-      im2colOnes(xd, b * this.inChannels * geom.height * geom.width, a, at, geom, outH, outW, pp);
-    }
-  }
-
-  /** Padded-plane sizes for an input of this height and width (a new geometry zeroes the padded buffer). */
+  /** Padded-plane sizes for an input of this height and width. */
   private padded(height: number, width: number): PaddedPlane {
     const p = this.plane;
     if (p !== undefined && p.height === height && p.width === width) return p.pp;
@@ -448,7 +313,6 @@ export class Conv2d implements Layer {
     const wp = width + 2 * this.pad;
     const pp = { hp, wp, offs: patchOffsets(this.inChannels, this.kernelH, this.kernelW, hp, wp) };
     this.plane = { height, width, pp };
-    if (this.pad > 0) this.ws.f32('xPadded', this.inChannels * hp * wp).fill(0);
     return pp;
   }
 }

@@ -14,9 +14,12 @@ import {
   jsBatchNormForward,
   jsBatchNormInputGrad,
   jsBatchNormSums,
+  jsChannelMajor,
   jsChannelMoments,
+  jsIm2colOnes,
   jsMaxPool,
   jsMaxPoolBackward,
+  jsRowsScaled,
 } from '../../src/compute/elementwise.js';
 
 function need(arr: { length: number }, n: number, what: string): void {
@@ -145,6 +148,9 @@ export function createReferenceBackend(): ComputeBackend {
     batchNormForward: jsBatchNormForward,
     batchNormSums: jsBatchNormSums,
     batchNormInputGrad: jsBatchNormInputGrad,
+    im2colOnes: jsIm2colOnes,
+    channelMajor: jsChannelMajor,
+    rowsScaled: jsRowsScaled,
 
     async addRowVector(x, rows, cols, v) {
       need(x, rows * cols, 'x');

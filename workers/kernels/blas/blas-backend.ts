@@ -1,7 +1,7 @@
 /**
  * The `blas` compute backend: products, Gram matrices, im2col/col2im and SPD inverses in the native
  * OpenBLAS/LAPACK addon (native.ts), and the layers' element-wise kernels (ReLU, max pooling, batch
- * norm) in its plain C++ loops; addRowVector and columnSums in plain TypeScript loops. Everything runs synchronously
+ * norm, the conv layer's patch rows and layout changes) in its plain C++ loops; addRowVector and columnSums in plain TypeScript loops. Everything runs synchronously
  * on the calling thread; the Promises only satisfy the interface.
  */
 import {
@@ -11,7 +11,7 @@ import {
   NotPositiveDefiniteError,
   type PoolGeometry,
 } from '../../../src/compute/backend.js';
-import { checkBatchNorm, checkDims, checkGeometry, checkLength, checkPool } from '../../../src/compute/argument-checks.js';
+import { checkChannelTensors, checkDims, checkGeometry, checkIm2colOnes, checkLength, checkPool } from '../../../src/compute/argument-checks.js';
 import { type BlasAddon, loadBlasAddon } from './native.js';
 
 export interface BlasBackendOptions {
@@ -176,7 +176,7 @@ class BlasBackend implements ComputeBackend {
   channelMoments(x: Float32Array, n: number, channels: number, t: number, mean: Float64Array, sqDev: Float64Array): Promise<void> {
     try {
       const addon = this.live();
-      checkBatchNorm('channelMoments', n, channels, t, { x }, { mean, sqDev });
+      checkChannelTensors('channelMoments', n, channels, t, { x }, { mean, sqDev });
       addon.channelMoments(x, mean, sqDev, n, channels, t);
       return Promise.resolve();
     } catch (err) {
@@ -198,7 +198,7 @@ class BlasBackend implements ComputeBackend {
   ): Promise<Float32Array> {
     try {
       const addon = this.live();
-      checkBatchNorm('batchNormForward', n, channels, t, { x, y }, { mean, invStd, gamma, beta });
+      checkChannelTensors('batchNormForward', n, channels, t, { x, y }, { mean, invStd, gamma, beta });
       addon.batchNormForward(x, y, xhat ?? null, mean, invStd, gamma, beta, n, channels, t);
       return Promise.resolve(y);
     } catch (err) {
@@ -209,7 +209,7 @@ class BlasBackend implements ComputeBackend {
   batchNormSums(dy: Float32Array, xhat: Float32Array, n: number, channels: number, t: number, sumDy: Float64Array, sumDyXhat: Float64Array): Promise<void> {
     try {
       const addon = this.live();
-      checkBatchNorm('batchNormSums', n, channels, t, { dy, xhat }, {});
+      checkChannelTensors('batchNormSums', n, channels, t, { dy, xhat }, {});
       addon.batchNormSums(dy, xhat, sumDy, sumDyXhat, n, channels, t);
       return Promise.resolve();
     } catch (err) {
@@ -230,9 +230,42 @@ class BlasBackend implements ComputeBackend {
   ): Promise<Float32Array> {
     try {
       const addon = this.live();
-      checkBatchNorm('batchNormInputGrad', n, channels, t, { dy, xhat, dx }, { scale, meanDy, meanDyXhat });
+      checkChannelTensors('batchNormInputGrad', n, channels, t, { dy, xhat, dx }, { scale, meanDy, meanDyXhat });
       addon.batchNormInputGrad(dy, xhat, dx, scale, meanDy, meanDyXhat, n, channels, t);
       return Promise.resolve(dx);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  im2colOnes(x: Float32Array, g: ConvGeometry, first: number, count: number, out: Float32Array, at: number): Promise<Float32Array> {
+    try {
+      const addon = this.live();
+      checkIm2colOnes(g, x, first, count, out, at);
+      addon.im2colOnes(x, out, at, first, count, g.batch, g.channels, g.height, g.width, g.kernelH, g.kernelW, g.stride, g.pad);
+      return Promise.resolve(out);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  channelMajor(x: Float32Array, n: number, channels: number, t: number, out: Float32Array, sums: Float64Array): Promise<Float32Array> {
+    try {
+      const addon = this.live();
+      checkChannelTensors('channelMajor', n, channels, t, { x, out }, { sums });
+      addon.channelMajor(x, out, sums, n, channels, t);
+      return Promise.resolve(out);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  rowsScaled(x: Float32Array, n: number, channels: number, t: number, scale: number, out: Float32Array): Promise<Float32Array> {
+    try {
+      const addon = this.live();
+      checkChannelTensors('rowsScaled', n, channels, t, { x, out }, {});
+      addon.rowsScaled(x, out, scale, n, channels, t);
+      return Promise.resolve(out);
     } catch (err) {
       return Promise.reject(err);
     }

@@ -1,6 +1,7 @@
 /**
  * The `gpu` compute backend: products, Gram matrices, im2col/col2im, addRowVector and columnSums as
- * gpu.js kernels (the layers' ReLU, max-pooling and batch-norm kernels in plain TypeScript), in an explicitly chosen gpu.js mode — 'webgpu' (WGSL compute shaders) where an adapter
+ * gpu.js kernels (the layers' ReLU, max-pooling, batch-norm and conv-layout kernels in plain
+ * TypeScript), in an explicitly chosen gpu.js mode — 'webgpu' (WGSL compute shaders) where an adapter
  * answers, else 'webasm' (WebAssembly with f32x4 SIMD, big outputs split over worker threads).
  * gpu.js computes in float32 only, so SPD inverses are done in float64 plain TypeScript
  * (cholesky.ts).
@@ -20,11 +21,14 @@ import {
   jsBatchNormForward,
   jsBatchNormInputGrad,
   jsBatchNormSums,
+  jsChannelMajor,
   jsChannelMoments,
+  jsIm2colOnes,
   jsMaxPool,
   jsMaxPoolBackward,
   jsRelu,
   jsReluBackward,
+  jsRowsScaled,
 } from '../../../src/compute/elementwise.js';
 import { WebAssemblyKernel } from 'gpu.js';
 import { choleskyInverse } from './cholesky.js';
@@ -228,8 +232,8 @@ export class GpuBackend implements ComputeBackend {
     return dropPadding(await kernel.run(view(cols, colsLen)), rows, g.width);
   }
 
-  // The layers' element-wise kernels (ReLU, max pooling, batch norm) run as plain TypeScript on the
-  // calling thread (src/compute/elementwise.ts): they are memory-bound maps and sums for which a
+  // The layers' element-wise kernels (ReLU, max pooling, batch norm, conv patch rows and layouts) run
+  // as plain TypeScript on the calling thread (src/compute/elementwise.ts): they are memory-bound maps and sums for which a
   // kernel's copies in and out of its memory cost more than the loop, and the BN sums need float64.
 
   relu(x: Float32Array, out?: Float32Array): Promise<Float32Array> {
@@ -291,6 +295,21 @@ export class GpuBackend implements ComputeBackend {
   ): Promise<Float32Array> {
     if (this.rt === undefined) return Promise.reject(disposedError());
     return jsBatchNormInputGrad(dy, xhat, n, channels, t, scale, meanDy, meanDyXhat, dx);
+  }
+
+  im2colOnes(x: Float32Array, g: ConvGeometry, first: number, count: number, out: Float32Array, at: number): Promise<Float32Array> {
+    if (this.rt === undefined) return Promise.reject(disposedError());
+    return jsIm2colOnes(x, g, first, count, out, at);
+  }
+
+  channelMajor(x: Float32Array, n: number, channels: number, t: number, out: Float32Array, sums: Float64Array): Promise<Float32Array> {
+    if (this.rt === undefined) return Promise.reject(disposedError());
+    return jsChannelMajor(x, n, channels, t, out, sums);
+  }
+
+  rowsScaled(x: Float32Array, n: number, channels: number, t: number, scale: number, out: Float32Array): Promise<Float32Array> {
+    if (this.rt === undefined) return Promise.reject(disposedError());
+    return jsRowsScaled(x, n, channels, t, scale, out);
   }
 
   async addRowVector(x: Float32Array, rows: number, cols: number, v: Float32Array): Promise<Float32Array> {
