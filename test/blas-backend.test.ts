@@ -22,11 +22,14 @@ import {
   jsBatchNormForward,
   jsBatchNormInputGrad,
   jsBatchNormSums,
+  jsChannelMajor,
   jsChannelMoments,
+  jsIm2colOnes,
   jsMaxPool,
   jsMaxPoolBackward,
   jsRelu,
   jsReluBackward,
+  jsRowsScaled,
 } from '../src/compute/elementwise.js';
 import { blasAvailable, createBlasBackend } from '../workers/kernels/blas/blas-backend.js';
 import { type BlasAddon, blasAddonCandidates, loadBlasAddon } from '../workers/kernels/blas/native.js';
@@ -684,6 +687,103 @@ it('batch-norm kernels reject bad arguments (the TypeScript versions too)', asyn
     message: /overlap/,
   });
   await t.throwsAsync(backend.batchNormForward(buf.subarray(0, 24), n, C, tt, d(3), d(3), f(3), f(3), buf.subarray(0, 24)), { ...range, message: /overlap/ });
+});
+
+const patchCases: [string, ConvGeometry][] = [
+  ['1x1x5x5 k3 s1 p1', { batch: 1, channels: 1, height: 5, width: 5, kernelH: 3, kernelW: 3, stride: 1, pad: 1 }],
+  ['3x5x7x6 k3 s2 p1', { batch: 3, channels: 5, height: 7, width: 6, kernelH: 3, kernelW: 3, stride: 2, pad: 1 }],
+  ['2x3x6x9 k2x4 s1 p2', { batch: 2, channels: 3, height: 6, width: 9, kernelH: 2, kernelW: 4, stride: 1, pad: 2 }],
+  ['2x2x4x4 k1 s1 p0', { batch: 2, channels: 2, height: 4, width: 4, kernelH: 1, kernelW: 1, stride: 1, pad: 0 }],
+];
+
+for (const [label, g] of patchCases) {
+  it(`im2colOnes ${label}: the im2col reference with a column of ones, one sample and all, the same bits as TypeScript`, async (t) => {
+    const x = awkward(g.batch * g.channels * g.height * g.width, 21);
+    const { outH, outW } = convOutputSize(g);
+    const T = outH * outW;
+    const k = g.channels * g.kernelH * g.kernelW;
+    const ref = refIm2col(x, g);
+    const want = new Float32Array(g.batch * T * (k + 1));
+    for (let r = 0; r < g.batch * T; r++) {
+      for (let j = 0; j < k; j++) want[r * (k + 1) + j] = ref[r * k + j];
+      want[r * (k + 1) + k] = 1;
+    }
+    const all = new Float32Array(want.length + 3).fill(Number.NaN);
+    t.is(await backend.im2colOnes(x, g, 0, g.batch, all, 3), all);
+    sameBits(t, all.subarray(3), want, 'all samples from index 3');
+    t.true(all.subarray(0, 3).every((v) => Number.isNaN(v)), 'nothing before `at`');
+    const last = new Float32Array(T * (k + 1));
+    await backend.im2colOnes(x, g, g.batch - 1, 1, last, 0);
+    sameBits(t, last, want.subarray((g.batch - 1) * T * (k + 1)), 'the last sample');
+    const js = new Float32Array(want.length);
+    await jsIm2colOnes(x, g, 0, g.batch, js, 0);
+    sameBits(t, all.subarray(3), js, 'against TypeScript');
+  });
+}
+
+it('channelMajor and rowsScaled: layouts, float64 sums, the same bits as TypeScript', async (t) => {
+  for (const [n, C, tt] of [
+    [1, 1, 1],
+    [1, 5, 9],
+    [3, 7, 13],
+    [4, 16, 49],
+  ]) {
+    const x = randoms(n * C * tt, n * 100 + C);
+    const out = new Float32Array(x.length);
+    const sums = new Float64Array(C).fill(Number.NaN);
+    t.is(await backend.channelMajor(x, n, C, tt, out, sums), out);
+    const ref = new Float64Array(C);
+    let bad = 0;
+    for (let b = 0; b < n; b++)
+      for (let c = 0; c < C; c++)
+        for (let p = 0; p < tt; p++) {
+          const v = x[(b * C + c) * tt + p];
+          if (out[c * n * tt + b * tt + p] !== v) bad++;
+          ref[c] += v;
+        }
+    t.is(bad, 0, `channelMajor layout ${n}x${C}x${tt}`);
+    sameBits(t, sums, ref, `sums in (b, p) order ${n}x${C}x${tt}`);
+    const jsOut = new Float32Array(x.length);
+    const jsSums = new Float64Array(C);
+    await jsChannelMajor(x, n, C, tt, jsOut, jsSums);
+    sameBits(t, out, jsOut, 'channelMajor against TypeScript');
+    sameBits(t, sums, jsSums, 'sums against TypeScript');
+
+    const rows = new Float32Array(x.length);
+    t.is(await backend.rowsScaled(x, n, C, tt, 256, rows), rows);
+    bad = 0;
+    for (let b = 0; b < n; b++)
+      for (let c = 0; c < C; c++)
+        for (let p = 0; p < tt; p++) if (rows[(b * tt + p) * C + c] !== Math.fround(256 * x[(b * C + c) * tt + p])) bad++;
+    t.is(bad, 0, `rowsScaled ${n}x${C}x${tt}`);
+    const scale = 1 / 3;
+    await backend.rowsScaled(x, n, C, tt, scale, rows);
+    const jsRows = new Float32Array(x.length);
+    await jsRowsScaled(x, n, C, tt, scale, jsRows);
+    sameBits(t, rows, jsRows, 'rowsScaled by 1/3 against TypeScript');
+  }
+});
+
+it('im2colOnes, channelMajor and rowsScaled reject bad arguments (the TypeScript versions too)', async (t) => {
+  const f = (k: number) => new Float32Array(k);
+  const range = { instanceOf: RangeError };
+  const g: ConvGeometry = { batch: 2, channels: 1, height: 4, width: 4, kernelH: 3, kernelW: 3, stride: 1, pad: 0 };
+  // 2 samples × 4 rows × 10 values.
+  for (const im2colOnes of [backend.im2colOnes.bind(backend), jsIm2colOnes]) {
+    await t.notThrowsAsync(im2colOnes(f(32), g, 0, 2, f(80), 0));
+    await t.throwsAsync(im2colOnes(f(31), g, 0, 2, f(80), 0), range);
+    await t.throwsAsync(im2colOnes(f(32), g, 0, 2, f(80), 1), range);
+    await t.throwsAsync(im2colOnes(f(32), g, 1, 2, f(80), 0), range);
+    await t.throwsAsync(im2colOnes(f(32), g, -1, 1, f(80), 0), range);
+    await t.throwsAsync(im2colOnes(f(32), { ...g, kernelH: 5 }, 0, 1, f(80), 0), range);
+  }
+  for (const be of [backend, { channelMajor: jsChannelMajor, rowsScaled: jsRowsScaled }]) {
+    await t.throwsAsync(be.channelMajor(f(24), 2, 3, 4, f(23), new Float64Array(3)), range);
+    await t.throwsAsync(be.channelMajor(f(24), 2, 3, 4, f(24), new Float64Array(2)), range);
+    await t.throwsAsync(be.rowsScaled(f(23), 2, 3, 4, 1, f(24)), range);
+  }
+  const buf = f(48);
+  await t.throwsAsync(backend.rowsScaled(buf.subarray(0, 24), 2, 3, 4, 1, buf.subarray(8, 32)), { ...range, message: /overlap/ });
 });
 
 it('the addon checks the layer kernels\' argument types', (t) => {
