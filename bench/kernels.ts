@@ -4,20 +4,23 @@
  * directly through the addon (no interface in between), the best gpu.js kernels against a naive
  * one-output-per-thread gpu.js matmul.
  *
- * Then the layers' element-wise kernels (ReLU, max pooling, batch norm) on the blas backend against
+ * Then the layers' element-wise kernels (ReLU, max pooling, batch norm, conv patch rows and layouts) on the blas backend against
  * their plain TypeScript versions (src/compute/elementwise.ts, what the gpu backend runs), at the
  * shapes of the cnn model's first block with batch 256; `--only elementwise` runs just these.
  */
-import type { ComputeBackend, PoolGeometry } from '../src/compute/backend.js';
+import type { ComputeBackend, ConvGeometry, PoolGeometry } from '../src/compute/backend.js';
 import {
   jsBatchNormForward,
   jsBatchNormInputGrad,
   jsBatchNormSums,
+  jsChannelMajor,
   jsChannelMoments,
+  jsIm2colOnes,
   jsMaxPool,
   jsMaxPoolBackward,
   jsRelu,
   jsReluBackward,
+  jsRowsScaled,
 } from '../src/compute/elementwise.js';
 import { Rng } from '../src/util/rng.js';
 import { spread, type Spread } from '../src/util/stats.js';
@@ -144,7 +147,28 @@ function elementwiseCases(): ElementwiseCase[] {
         native: (b) => () => b.batchNormInputGrad(dy, xhat, n, C, t, invStd, meanDy, meanDyXhat, dx),
         js: () => jsBatchNormInputGrad(dy, xhat, n, C, t, invStd, meanDy, meanDyXhat, dx),
       },
+      // The conv layer's backward layouts of its output gradient (conv1: 16, conv2: 32 channels).
+      {
+        label: `channelMajor ${shape}`,
+        native: (b) => () => b.channelMajor(dy, n, C, t, dx, sq),
+        js: () => jsChannelMajor(dy, n, C, t, dx, sq),
+      },
+      { label: `rowsScaled ${shape}`, native: (b) => () => b.rowsScaled(dy, n, C, t, n, dx), js: () => jsRowsScaled(dy, n, C, t, n, dx) },
     );
+  }
+  // The conv layers' patch rows [patch; 1] (3×3, pad 1) of their inputs: conv1 n×1×28×28, conv2 n×16×14×14.
+  for (const [n, C, H] of [
+    [256, 1, 28],
+    [256, 16, 14],
+  ]) {
+    const g: ConvGeometry = { batch: n, channels: C, height: H, width: H, kernelH: 3, kernelW: 3, stride: 1, pad: 1 };
+    const x = random(n * C * H * H, 19);
+    const a = new Float32Array(n * H * H * (C * 9 + 1));
+    cases.push({
+      label: `im2colOnes ${n}x${C}x${H}x${H} k3 p1`,
+      native: (b) => () => b.im2colOnes(x, g, 0, n, a, 0),
+      js: () => jsIm2colOnes(x, g, 0, n, a, 0),
+    });
   }
   return cases;
 }
