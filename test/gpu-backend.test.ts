@@ -325,7 +325,9 @@ function dampedSpd(n: number, rows: number, lambda: number): Float64Array {
 test('spdInverse: residual ‖M·M⁻¹ − I‖ for a damped random SPD matrix, n = 200', async (t) => {
   const n = 200;
   const m = dampedSpd(n, 150, 1e-3); // rank-deficient XᵀX: the damping carries the small eigenvalues
+  const copy = m.slice();
   const inv = await backend.spdInverse(n, m);
+  t.deepEqual(m, copy, 'input untouched (callers reuse it)');
   t.is(inv.length, n * n);
   let residual = 0;
   for (let i = 0; i < n; i++)

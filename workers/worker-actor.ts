@@ -258,7 +258,7 @@ export class Worker {
     const tensors: { name: string; values: Float32Array; shape: number[] }[] = [];
     for (const p of this.model.params()) tensors.push({ name: p.name, values: res.grads.get(p.name)!, shape: p.value.shape });
     // BN running statistics travel with the gradients; the PS averages them like gradients.
-    for (const b of this.model.buffers()) tensors.push({ name: b.name, values: Float32Array.from(b.value.data), shape: b.value.shape });
+    for (const b of this.model.buffers()) tensors.push({ name: b.name, values: new Float32Array(b.value.data), shape: b.value.shape });
     for (const t of tensors) {
       await sendDense(writer, (tensor) => ({ kind: { $case: 'gradient' as const, value: { step: s, workerId: this.state.id, numSamples: indices.length, tensor } } }), t.name, t.values, t.shape, s, c.cluster.chunkBytes);
     }

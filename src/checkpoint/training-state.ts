@@ -35,8 +35,8 @@ export function stateToCheckpoint(s: TrainingState): CheckpointContents<Header> 
   for (const [k, v] of s.velocity) tensors.set(`velocity/${k}`, v);
   for (const c of s.curvature) {
     for (const st of c.stats) {
-      tensors.set(`curvature/${c.spec.name}/${st.kind}/running`, Float64Array.from(st.running));
-      tensors.set(`curvature/${c.spec.name}/${st.kind}/last`, Float64Array.from(st.last));
+      tensors.set(`curvature/${c.spec.name}/${st.kind}/running`, new Float64Array(st.running));
+      tensors.set(`curvature/${c.spec.name}/${st.kind}/last`, new Float64Array(st.last));
     }
   }
   return {
@@ -62,8 +62,8 @@ export function checkpointToState(c: CheckpointContents<Header>): TrainingState 
   };
   return {
     step: h.step,
-    model: Object.fromEntries(h.model.map((k) => [k, Float32Array.from(get(`model/${k}`))])),
-    velocity: new Map(h.velocity.map((k) => [k, Float32Array.from(get(`velocity/${k}`))])),
+    model: Object.fromEntries(h.model.map((k) => [k, new Float32Array(get(`model/${k}`))])),
+    velocity: new Map(h.velocity.map((k) => [k, new Float32Array(get(`velocity/${k}`))])),
     previousLr: h.previousLr ?? undefined,
     curvature: h.curvature.map((cv) => ({
       spec: cv.spec,

@@ -181,7 +181,8 @@ export interface ComputeBackend {
 
   /**
    * Inverse of a symmetric positive-definite n×n matrix (full, row-major float64) by Cholesky,
-   * computed in float64. Throws NotPositiveDefiniteError when the factorisation fails.
+   * computed in float64, into a new array (m is left as it is: callers reuse it). Throws
+   * NotPositiveDefiniteError when the factorisation fails.
    */
   spdInverse(n: number, m: Float64Array): Promise<Float64Array>;
 

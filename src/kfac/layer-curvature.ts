@@ -89,7 +89,7 @@ export class LayerCurvature {
     if (value.length !== this.length(kind)) {
       throw new RangeError(`${this.spec.name}/${kind}: expected ${this.length(kind)} values, got ${value.length}`);
     }
-    const fresh = Float64Array.from(value);
+    const fresh = new Float64Array(value);
     const prev = this.last.get(kind);
     const drift = prev ? frobeniusDistance(fresh, prev) / Math.max(frobenius(prev), 1e-30) : undefined;
     const record = schedule.record(step, drift);
@@ -97,7 +97,7 @@ export class LayerCurvature {
     const avg = this.running.get(kind);
     const r = this.config.averaging;
     if (!avg || r >= 1) {
-      this.running.set(kind, Float64Array.from(fresh));
+      this.running.set(kind, new Float64Array(fresh));
     } else {
       for (let i = 0; i < avg.length; i++) avg[i] = r * fresh[i] + (1 - r) * avg[i];
     }
@@ -169,8 +169,8 @@ export class LayerCurvature {
   /** Restores a snapshot taken by another owner or a checkpoint; the inverses are rebuilt on the next refresh. */
   restore(s: LayerCurvatureSnapshot): void {
     for (const st of s.stats) {
-      this.running.set(st.kind, Float64Array.from(st.running));
-      this.last.set(st.kind, Float64Array.from(st.last));
+      this.running.set(st.kind, new Float64Array(st.running));
+      this.last.set(st.kind, new Float64Array(st.last));
       this.schedules.get(st.kind)!.restore(st.schedule);
     }
     this.version = s.version;

@@ -65,11 +65,12 @@ export async function dampedInverse(
   m: Float64Array,
   shift: number,
   onRaise?: (from: number, to: number) => void,
-): Promise<{ inv: Float64Array; shift: number }> {
+): Promise<{ inv: Float64Array; shift: number; damped: Float64Array }> {
   let s = shift;
   for (let attempt = 0; ; attempt++) {
     try {
-      return { inv: await backend.spdInverse(n, addDiagonal(n, m, s)), shift: s };
+      const damped = addDiagonal(n, m, s);
+      return { inv: await backend.spdInverse(n, damped), shift: s, damped };
     } catch (err) {
       if (!(err instanceof NotPositiveDefiniteError) || attempt >= maxDampingRaises) throw err;
       const raised = Math.max(s * 10, 1e-8);
@@ -97,13 +98,13 @@ export async function kronPreconditioner(
     kind: 'kron',
     orderA,
     orderG,
-    aInv: Float32Array.from(ai.inv),
-    gInv: Float32Array.from(gi.inv),
+    aInv: new Float32Array(ai.inv),
+    gInv: new Float32Array(gi.inv),
     pi,
     shiftA: ai.shift,
     shiftG: gi.shift,
-    residualA: probeInverseResidual(orderA, addDiagonal(orderA, a, ai.shift), ai.inv),
-    residualG: probeInverseResidual(orderG, addDiagonal(orderG, g, gi.shift), gi.inv),
+    residualA: probeInverseResidual(orderA, ai.damped, ai.inv),
+    residualG: probeInverseResidual(orderG, gi.damped, gi.inv),
   };
 }
 

@@ -60,7 +60,7 @@ export function frobeniusDistance(a: Numeric, b: Numeric): number {
 
 /** A copy of m (float64) with `shift` added to the diagonal. */
 export function addDiagonal(n: number, m: Numeric, shift: number): Float64Array {
-  const out = Float64Array.from(m);
+  const out = new Float64Array(m);
   for (let i = 0; i < n; i++) out[i * n + i] += shift;
   return out;
 }

@@ -69,6 +69,6 @@ export class AvgPool2d implements Layer {
         }
       }
     }
-    return tensor(c.inShape, Float32Array.from(acc));
+    return tensor(c.inShape, new Float32Array(acc));
   }
 }

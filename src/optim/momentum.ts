@@ -46,6 +46,6 @@ export class MomentumUpdater {
   restore(s: { previousLr: number | undefined; velocity: Map<string, Float32Array> }): void {
     this.previousLr = s.previousLr;
     this.velocity.clear();
-    for (const [k, v] of s.velocity) this.velocity.set(k, Float32Array.from(v));
+    for (const [k, v] of s.velocity) this.velocity.set(k, new Float32Array(v));
   }
 }

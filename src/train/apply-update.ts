@@ -38,7 +38,7 @@ export async function applyUpdate(
     const g = grads.get(p.name);
     if (!g) throw new Error(`no gradient for parameter ${p.name}`);
     if (g.length !== p.value.data.length) throw new RangeError(`gradient of ${p.name} has ${g.length} values, expected ${p.value.data.length}`);
-    const d = Float32Array.from(g);
+    const d = new Float32Array(g);
     // L2 weight decay on conv/linear weights, before preconditioning (as in the paper's code).
     if (opts.weightDecay > 0 && p.rescale) {
       const w = p.value.data;

@@ -58,7 +58,7 @@ export async function localPass(model: Sequential, backend: ComputeBackend, batc
   }
 
   const grads = new Map<string, Float32Array>();
-  for (const p of model.params()) grads.set(p.name, Float32Array.from(p.grad.data));
+  for (const p of model.params()) grads.set(p.name, new Float32Array(p.grad.data));
 
   const stats = new Map<string, Float32Array>();
   if (anyDue) {

@@ -129,7 +129,7 @@ export class Trainer {
     return {
       step,
       model: this.model.exportState(),
-      velocity: new Map([...u.velocity].map(([k, v]) => [k, Float32Array.from(v)])),
+      velocity: new Map([...u.velocity].map(([k, v]) => [k, new Float32Array(v)])),
       previousLr: u.previousLr,
       curvature: this.curvature?.snapshot() ?? [],
       extra,

@@ -252,7 +252,7 @@ export class ParameterServer {
 
     await this.state.timings.time('send_params', async () => {
       // One private snapshot per step, shared by every worker's stream (sent without further copies).
-      const params = this.model.stateEntries().map((e) => ({ name: e.name, shape: e.value.shape.length ? e.value.shape : [e.value.data.length], data: Float32Array.from(e.value.data) }));
+      const params = this.model.stateEntries().map((e) => ({ name: e.name, shape: e.value.shape.length ? e.value.shape : [e.value.data.length], data: new Float32Array(e.value.data) }));
       await Promise.all(
         participants.map(async (w, i) => {
           w.tensors = new Map();
@@ -894,7 +894,7 @@ export class ParameterServer {
       const entries = this.model.stateEntries().filter((e) => wanted.size === 0 || wanted.has(e.name));
       const unknown = [...wanted].filter((n) => !entries.some((e) => e.name === n));
       if (unknown.length > 0) throw new TransportError(status.NOT_FOUND, 'bad_argument', `unknown parameter(s): ${unknown.join(', ')}`);
-      const snapshot = entries.map((e) => ({ name: e.name, shape: e.value.shape, values: Float32Array.from(e.value.data) }));
+      const snapshot = entries.map((e) => ({ name: e.name, shape: e.value.shape, values: new Float32Array(e.value.data) }));
       const writer = new ByteBudgetWriter(call);
       const chunkBytes = call.request.maxMessageBytes > 0 ? Math.max(4096, Math.min(this.opts.config.cluster.chunkBytes, call.request.maxMessageBytes - 4096) & ~3) : this.opts.config.cluster.chunkBytes;
       for (const e of snapshot) {
