@@ -42,7 +42,9 @@ function jobConfig(dir: string, steps: number, minOwners: number, clusterOverrid
       steps,
       evalEvery: 20,
       checkpointEvery: 20,
-      data: { dir: dataDir, trainLimit: 8192, testLimit: 2000 },
+      // The whole test set: two runs' accuracies are compared, and on 2,000 samples their
+      // difference alone varies by about ±0.6 points.
+      data: { dir: dataDir, trainLimit: 8192 },
       // The learning rate decays over the last two epochs, so the final accuracy has settled and
       // runs can be compared (at a constant rate it moves by a few points from step to step).
       optimizer: { kind: 'spngd', lr: 0.05, schedule: { decayStartEpoch: 2, decayEndEpoch: 4, finalFactor: 0.05 } },
@@ -114,6 +116,15 @@ const oneToN = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
 // The full run's final accuracy, the reference of the scaling run (run here if that test did not).
 let reference: Promise<number> | undefined;
 
+/** The same job with one owner throughout: the owner count the scaling run has most of the time. */
+async function oneOwnerRun(t: ExecutionContext): Promise<number> {
+  const j = await job(t, 'one-owner', STEPS, 1);
+  await Promise.all([j.owner(1), j.worker(1), j.worker(2)].map((a) => a.listening));
+  t.is(await j.ps.exited, 0, 'the one-owner run finished');
+  t.deepEqual(steps(j.dir).map((r) => r.step), oneToN(STEPS), 'every step of the one-owner run once');
+  return finalAccuracy(j.dir);
+}
+
 async function fullRun(t: ExecutionContext): Promise<number> {
   const j = await job(t, 'full', STEPS, 3);
   const actors = [j.owner(1), j.owner(2), j.owner(3), j.worker(1), j.worker(2)];
@@ -184,9 +195,14 @@ serial(`owners scale 1 -> 3 -> 1 on their own hosts during a run, no step fails$
   t.deepEqual(short, [], 'both workers reduced in every step');
   const acc = finalAccuracy(j.dir);
   // The full run's result, or a run of its own when that test did not run (or failed).
-  const ref = await (reference ?? Promise.reject(new Error('no reference yet'))).catch(() => (reference = fullRun(t)));
-  t.log(`final test accuracy ${acc.toFixed(4)}; with 3 owners throughout ${ref.toFixed(4)}`);
-  t.true(Math.abs(acc - ref) <= 0.02, `accuracy ${acc} vs ${ref} with a fixed owner count`);
+  const threeOwners = await (reference ?? Promise.reject(new Error('no reference yet'))).catch(() => (reference = fullRun(t)));
+  const oneOwner = await oneOwnerRun(t);
+  t.log(`final test accuracy ${acc.toFixed(4)}; with 1 owner throughout ${oneOwner.toFixed(4)}, with 3 owners throughout ${threeOwners.toFixed(4)}`);
+  // The owner count itself moves the result a little (measured: one owner 0.847 in two runs, three
+  // owners 0.854-0.857, scaling runs 0.843-0.849): the scaling run has one owner for most steps,
+  // so it is held to that run closely and to the three-owner run within 2 points.
+  t.true(Math.abs(acc - oneOwner) <= 0.01, `accuracy ${acc} vs ${oneOwner} with one owner throughout`);
+  t.true(Math.abs(acc - threeOwners) <= 0.02, `accuracy ${acc} vs ${threeOwners} with three owners throughout`);
 });
 
 serial(`a link cut between a worker and the PS: dropped within the lease, back when the link returns${skipNote}`, async (t) => {
