@@ -9,19 +9,7 @@
  * shapes of the cnn model's first block with batch 256; `--only elementwise` runs just these.
  */
 import type { ComputeBackend, ConvGeometry, PoolGeometry } from '../src/compute/backend.js';
-import {
-  jsBatchNormForward,
-  jsBatchNormInputGrad,
-  jsBatchNormSums,
-  jsChannelMajor,
-  jsChannelMoments,
-  jsIm2colOnes,
-  jsMaxPool,
-  jsMaxPoolBackward,
-  jsRelu,
-  jsReluBackward,
-  jsRowsScaled,
-} from '../src/compute/elementwise.js';
+import { TYPESCRIPT_ELEMENTWISE as typescript } from '../src/compute/elementwise.js';
 import { Rng } from '../src/util/rng.js';
 import { spread, type Spread } from '../src/util/stats.js';
 import { createBlasBackend } from '../workers/kernels/blas/blas-backend.js';
@@ -119,41 +107,41 @@ function elementwiseCases(): ElementwiseCase[] {
     const argmax = new Int32Array(size / 4);
     const dyPool = random(size / 4, 18);
     cases.push(
-      { label: `relu ${shape}`, native: (b) => () => b.relu(x, y), js: () => jsRelu(x, y) },
-      { label: `reluBackward ${shape}`, native: (b) => () => b.reluBackward(x, dy, dx), js: () => jsReluBackward(x, dy, dx) },
-      { label: `maxPool 2x2 ${shape}`, native: (b) => () => b.maxPool(x, g, pooled, argmax), js: () => jsMaxPool(x, g, pooled, argmax) },
+      { label: `relu ${shape}`, native: (b) => () => b.relu(x, y), js: () => typescript.relu(x, y) },
+      { label: `reluBackward ${shape}`, native: (b) => () => b.reluBackward(x, dy, dx), js: () => typescript.reluBackward(x, dy, dx) },
+      { label: `maxPool 2x2 ${shape}`, native: (b) => () => b.maxPool(x, g, pooled, argmax), js: () => typescript.maxPool(x, g, pooled, argmax) },
       {
         label: `maxPoolBackward ${shape}`,
         native: (b) => () => b.maxPoolBackward(dyPool, argmax, dx),
-        js: () => jsMaxPoolBackward(dyPool, argmax, dx),
+        js: () => typescript.maxPoolBackward(dyPool, argmax, dx),
       },
       {
         label: `channelMoments ${shape}`,
         native: (b) => () => b.channelMoments(x, n, C, t, mean, sq),
-        js: () => jsChannelMoments(x, n, C, t, mean, sq),
+        js: () => typescript.channelMoments(x, n, C, t, mean, sq),
       },
       {
         label: `batchNormForward ${shape}`,
         native: (b) => () => b.batchNormForward(x, n, C, t, mean, invStd, gamma, beta, y, xhat),
-        js: () => jsBatchNormForward(x, n, C, t, mean, invStd, gamma, beta, y, xhat),
+        js: () => typescript.batchNormForward(x, n, C, t, mean, invStd, gamma, beta, y, xhat),
       },
       {
         label: `batchNormSums ${shape}`,
         native: (b) => () => b.batchNormSums(dy, xhat, n, C, t, sd, sdx),
-        js: () => jsBatchNormSums(dy, xhat, n, C, t, sd, sdx),
+        js: () => typescript.batchNormSums(dy, xhat, n, C, t, sd, sdx),
       },
       {
         label: `batchNormInputGrad ${shape}`,
         native: (b) => () => b.batchNormInputGrad(dy, xhat, n, C, t, invStd, meanDy, meanDyXhat, dx),
-        js: () => jsBatchNormInputGrad(dy, xhat, n, C, t, invStd, meanDy, meanDyXhat, dx),
+        js: () => typescript.batchNormInputGrad(dy, xhat, n, C, t, invStd, meanDy, meanDyXhat, dx),
       },
       // The conv layer's backward layouts of its output gradient (conv1: 16, conv2: 32 channels).
       {
         label: `channelMajor ${shape}`,
         native: (b) => () => b.channelMajor(dy, n, C, t, dx, sq),
-        js: () => jsChannelMajor(dy, n, C, t, dx, sq),
+        js: () => typescript.channelMajor(dy, n, C, t, dx, sq),
       },
-      { label: `rowsScaled ${shape}`, native: (b) => () => b.rowsScaled(dy, n, C, t, n, dx), js: () => jsRowsScaled(dy, n, C, t, n, dx) },
+      { label: `rowsScaled ${shape}`, native: (b) => () => b.rowsScaled(dy, n, C, t, n, dx), js: () => typescript.rowsScaled(dy, n, C, t, n, dx) },
     );
   }
   // The conv layers' patch rows [patch; 1] (3×3, pad 1) of their inputs: conv1 n×1×28×28, conv2 n×16×14×14.
@@ -167,7 +155,7 @@ function elementwiseCases(): ElementwiseCase[] {
     cases.push({
       label: `im2colOnes ${n}x${C}x${H}x${H} k3 p1`,
       native: (b) => () => b.im2colOnes(x, g, 0, n, a, 0),
-      js: () => jsIm2colOnes(x, g, 0, n, a, 0),
+      js: () => typescript.im2colOnes(x, g, 0, n, a, 0),
     });
   }
   return cases;

@@ -18,19 +18,7 @@ import {
   type PoolGeometry,
   convOutputSize,
 } from '../src/compute/backend.js';
-import {
-  jsBatchNormForward,
-  jsBatchNormInputGrad,
-  jsBatchNormSums,
-  jsChannelMajor,
-  jsChannelMoments,
-  jsIm2colOnes,
-  jsMaxPool,
-  jsMaxPoolBackward,
-  jsRelu,
-  jsReluBackward,
-  jsRowsScaled,
-} from '../src/compute/elementwise.js';
+import { TYPESCRIPT_ELEMENTWISE as typescript } from '../src/compute/elementwise.js';
 import { blasAvailable, createBlasBackend } from '../workers/kernels/blas/blas-backend.js';
 import { type BlasAddon, blasAddonCandidates, loadBlasAddon } from '../workers/kernels/blas/native.js';
 
@@ -490,14 +478,14 @@ it('relu and reluBackward: special values, in place, the same bits as the TypeSc
   for (const n of [0, 1, 7, 8, 9, 1001]) {
     const x = awkward(n, n + 1);
     const dy = awkward(n, n + 2);
-    sameBits(t, await backend.relu(x), await jsRelu(x), `relu n=${n}`);
-    sameBits(t, await backend.reluBackward(x, dy), await jsReluBackward(x, dy), `reluBackward n=${n}`);
+    sameBits(t, await backend.relu(x), await typescript.relu(x), `relu n=${n}`);
+    sameBits(t, await backend.reluBackward(x, dy), await typescript.reluBackward(x, dy), `reluBackward n=${n}`);
     const inPlace = x.slice();
     t.is(await backend.relu(inPlace, inPlace), inPlace);
-    sameBits(t, inPlace, await jsRelu(x), `relu in place n=${n}`);
+    sameBits(t, inPlace, await typescript.relu(x), `relu in place n=${n}`);
     const dyInPlace = dy.slice();
     await backend.reluBackward(x, dyInPlace, dyInPlace);
-    sameBits(t, dyInPlace, await jsReluBackward(x, dy), `reluBackward in place n=${n}`);
+    sameBits(t, dyInPlace, await typescript.reluBackward(x, dy), `reluBackward in place n=${n}`);
   }
   // A longer output is fine (only x.length values are written); overlapping x is not.
   const x = randoms(9, 3);
@@ -556,7 +544,7 @@ for (const [label, g] of poolCases) {
     sameBits(t, argmax, ref.argmax, 'argmax against the definition');
     const jsOut = new Float32Array(out.length);
     const jsArgmax = new Int32Array(out.length);
-    await jsMaxPool(x, g, jsOut, jsArgmax);
+    await typescript.maxPool(x, g, jsOut, jsArgmax);
     sameBits(t, out, jsOut, 'values against TypeScript');
     sameBits(t, argmax, jsArgmax, 'argmax against TypeScript');
 
@@ -566,7 +554,7 @@ for (const [label, g] of poolCases) {
     const want = new Float32Array(size);
     for (let o = 0; o < dy.length; o++) want[argmax[o]] += dy[o];
     sameBits(t, dx, want, 'backward against the definition');
-    sameBits(t, dx, await jsMaxPoolBackward(dy, argmax, new Float32Array(size)), 'backward against TypeScript');
+    sameBits(t, dx, await typescript.maxPoolBackward(dy, argmax, new Float32Array(size)), 'backward against TypeScript');
   });
 }
 
@@ -587,8 +575,8 @@ it('maxPool and maxPoolBackward reject bad arguments before writing', async (t) 
   await t.throwsAsync(backend.maxPoolBackward(f(8), i(7), dx), range);
   t.true(dx.every((v) => v === 3), 'dx untouched');
   // The TypeScript version rejects the same calls.
-  await t.throwsAsync(jsMaxPool(f(32), g, f(7), i(8)), range);
-  await t.throwsAsync(jsMaxPoolBackward(f(8), Int32Array.of(0, 1, 2, 3, 4, 5, 6, 32), dx), range);
+  await t.throwsAsync(typescript.maxPool(f(32), g, f(7), i(8)), range);
+  await t.throwsAsync(typescript.maxPoolBackward(f(8), Int32Array.of(0, 1, 2, 3, 4, 5, 6, 32), dx), range);
   t.true(dx.every((v) => v === 3), 'dx untouched by the TypeScript version');
 });
 
@@ -612,7 +600,7 @@ for (const [n, C, t0] of bnShapes) {
     await backend.channelMoments(x, n, C, t0, mean, sq);
     const jsMean = new Float64Array(C);
     const jsSq = new Float64Array(C);
-    await jsChannelMoments(x, n, C, t0, jsMean, jsSq);
+    await typescript.channelMoments(x, n, C, t0, jsMean, jsSq);
     sameBits(t, mean, jsMean, 'mean');
     sameBits(t, sq, jsSq, 'sqDev');
     const refMean = new Float64Array(C);
@@ -627,7 +615,7 @@ for (const [n, C, t0] of bnShapes) {
     t.is(await backend.batchNormForward(x, n, C, t0, mean, invStd, gamma, beta, y, xhat), y);
     const jsY = new Float32Array(size);
     const jsXhat = new Float32Array(size);
-    await jsBatchNormForward(x, n, C, t0, mean, invStd, gamma, beta, jsY, jsXhat);
+    await typescript.batchNormForward(x, n, C, t0, mean, invStd, gamma, beta, jsY, jsXhat);
     sameBits(t, y, jsY, 'y');
     sameBits(t, xhat, jsXhat, 'xhat');
     const yOnly = new Float32Array(size);
@@ -644,7 +632,7 @@ for (const [n, C, t0] of bnShapes) {
     await backend.batchNormSums(dy, xhat, n, C, t0, sd, sdx);
     const jsSd = new Float64Array(n * C);
     const jsSdx = new Float64Array(n * C);
-    await jsBatchNormSums(dy, xhat, n, C, t0, jsSd, jsSdx);
+    await typescript.batchNormSums(dy, xhat, n, C, t0, jsSd, jsSdx);
     sameBits(t, sd, jsSd, 'sumDy');
     sameBits(t, sdx, jsSdx, 'sumDyXhat');
     let s0 = 0;
@@ -657,7 +645,7 @@ for (const [n, C, t0] of bnShapes) {
     const dx = new Float32Array(size);
     t.is(await backend.batchNormInputGrad(dy, xhat, n, C, t0, scale, meanDy, meanDyXhat, dx), dx);
     const jsDx = new Float32Array(size);
-    await jsBatchNormInputGrad(dy, xhat, n, C, t0, scale, meanDy, meanDyXhat, jsDx);
+    await typescript.batchNormInputGrad(dy, xhat, n, C, t0, scale, meanDy, meanDyXhat, jsDx);
     sameBits(t, dx, jsDx, 'dx');
   });
 }
@@ -667,7 +655,7 @@ it('batch-norm kernels reject bad arguments (the TypeScript versions too)', asyn
   const d = (k: number) => new Float64Array(k);
   const range = { instanceOf: RangeError };
   const [n, C, tt] = [2, 3, 4];
-  for (const be of [backend, { channelMoments: jsChannelMoments, batchNormForward: jsBatchNormForward, batchNormSums: jsBatchNormSums, batchNormInputGrad: jsBatchNormInputGrad }]) {
+  for (const be of [backend, typescript]) {
     await t.throwsAsync(be.channelMoments(f(23), n, C, tt, d(3), d(3)), range);
     await t.throwsAsync(be.channelMoments(f(24), n, C, tt, d(2), d(3)), range);
     await t.throwsAsync(be.channelMoments(f(24), n, C, -1, d(3), d(3)), range);
@@ -716,7 +704,7 @@ for (const [label, g] of patchCases) {
     await backend.im2colOnes(x, g, g.batch - 1, 1, last, 0);
     sameBits(t, last, want.subarray((g.batch - 1) * T * (k + 1)), 'the last sample');
     const js = new Float32Array(want.length);
-    await jsIm2colOnes(x, g, 0, g.batch, js, 0);
+    await typescript.im2colOnes(x, g, 0, g.batch, js, 0);
     sameBits(t, all.subarray(3), js, 'against TypeScript');
   });
 }
@@ -745,7 +733,7 @@ it('channelMajor and rowsScaled: layouts, float64 sums, the same bits as TypeScr
     sameBits(t, sums, ref, `sums in (b, p) order ${n}x${C}x${tt}`);
     const jsOut = new Float32Array(x.length);
     const jsSums = new Float64Array(C);
-    await jsChannelMajor(x, n, C, tt, jsOut, jsSums);
+    await typescript.channelMajor(x, n, C, tt, jsOut, jsSums);
     sameBits(t, out, jsOut, 'channelMajor against TypeScript');
     sameBits(t, sums, jsSums, 'sums against TypeScript');
 
@@ -759,7 +747,7 @@ it('channelMajor and rowsScaled: layouts, float64 sums, the same bits as TypeScr
     const scale = 1 / 3;
     await backend.rowsScaled(x, n, C, tt, scale, rows);
     const jsRows = new Float32Array(x.length);
-    await jsRowsScaled(x, n, C, tt, scale, jsRows);
+    await typescript.rowsScaled(x, n, C, tt, scale, jsRows);
     sameBits(t, rows, jsRows, 'rowsScaled by 1/3 against TypeScript');
   }
 });
@@ -769,7 +757,7 @@ it('im2colOnes, channelMajor and rowsScaled reject bad arguments (the TypeScript
   const range = { instanceOf: RangeError };
   const g: ConvGeometry = { batch: 2, channels: 1, height: 4, width: 4, kernelH: 3, kernelW: 3, stride: 1, pad: 0 };
   // 2 samples × 4 rows × 10 values.
-  for (const im2colOnes of [backend.im2colOnes.bind(backend), jsIm2colOnes]) {
+  for (const im2colOnes of [backend.im2colOnes.bind(backend), typescript.im2colOnes]) {
     await t.notThrowsAsync(im2colOnes(f(32), g, 0, 2, f(80), 0));
     await t.throwsAsync(im2colOnes(f(31), g, 0, 2, f(80), 0), range);
     await t.throwsAsync(im2colOnes(f(32), g, 0, 2, f(80), 1), range);
@@ -777,7 +765,7 @@ it('im2colOnes, channelMajor and rowsScaled reject bad arguments (the TypeScript
     await t.throwsAsync(im2colOnes(f(32), g, -1, 1, f(80), 0), range);
     await t.throwsAsync(im2colOnes(f(32), { ...g, kernelH: 5 }, 0, 1, f(80), 0), range);
   }
-  for (const be of [backend, { channelMajor: jsChannelMajor, rowsScaled: jsRowsScaled }]) {
+  for (const be of [backend, typescript]) {
     await t.throwsAsync(be.channelMajor(f(24), 2, 3, 4, f(23), new Float64Array(3)), range);
     await t.throwsAsync(be.channelMajor(f(24), 2, 3, 4, f(24), new Float64Array(2)), range);
     await t.throwsAsync(be.rowsScaled(f(23), 2, 3, 4, 1, f(24)), range);

@@ -8,7 +8,7 @@
  * (argument-checks.ts), then the loop; they reject rather than throw.
  */
 import { checkChannelTensors, checkIm2colOnes, checkLength, checkPool } from './argument-checks.js';
-import type { ConvGeometry, PoolGeometry } from './backend.js';
+import type { ComputeBackend, ConvGeometry, PoolGeometry } from './backend.js';
 
 // --- ReLU ---------------------------------------------------------------------------------------
 
@@ -564,3 +564,24 @@ export function jsRowsScaled(x: Float32Array, n: number, channels: number, t: nu
     return Promise.reject(err);
   }
 }
+
+/** The layers' element-wise operations of ComputeBackend. */
+export type ElementwiseKernels = Pick<
+  ComputeBackend,
+  'relu' | 'reluBackward' | 'maxPool' | 'maxPoolBackward' | 'channelMoments' | 'batchNormForward' | 'batchNormSums' | 'batchNormInputGrad' | 'im2colOnes' | 'channelMajor' | 'rowsScaled'
+>;
+
+/** The TypeScript implementations as one set: what backends without native versions delegate to. */
+export const TYPESCRIPT_ELEMENTWISE: ElementwiseKernels = {
+  relu: jsRelu,
+  reluBackward: jsReluBackward,
+  maxPool: jsMaxPool,
+  maxPoolBackward: jsMaxPoolBackward,
+  channelMoments: jsChannelMoments,
+  batchNormForward: jsBatchNormForward,
+  batchNormSums: jsBatchNormSums,
+  batchNormInputGrad: jsBatchNormInputGrad,
+  im2colOnes: jsIm2colOnes,
+  channelMajor: jsChannelMajor,
+  rowsScaled: jsRowsScaled,
+};

@@ -10,17 +10,7 @@ import {
   type ConvGeometry,
   type GemmOptions,
 } from '../../src/compute/backend.js';
-import {
-  jsBatchNormForward,
-  jsBatchNormInputGrad,
-  jsBatchNormSums,
-  jsChannelMajor,
-  jsChannelMoments,
-  jsIm2colOnes,
-  jsMaxPool,
-  jsMaxPoolBackward,
-  jsRowsScaled,
-} from '../../src/compute/elementwise.js';
+import { TYPESCRIPT_ELEMENTWISE } from '../../src/compute/elementwise.js';
 
 function need(arr: { length: number }, n: number, what: string): void {
   if (arr.length < n) throw new RangeError(`reference backend: ${what} holds ${arr.length} values, needs ${n}`);
@@ -36,6 +26,9 @@ export function createReferenceBackend(): ComputeBackend {
   return {
     name: 'reference',
     description: 'reference (plain TypeScript loops, float64 accumulation)',
+    // The layers' element-wise kernels: the plain TypeScript versions the gpu backend uses too
+    // (relu and reluBackward are written out below, as simple loops).
+    ...TYPESCRIPT_ELEMENTWISE,
 
     async gemm(m, n, k, a, b, opts: GemmOptions = {}, out) {
       const transA = opts.transA ?? false;
@@ -140,17 +133,6 @@ export function createReferenceBackend(): ComputeBackend {
       for (let i = 0; i < x.length; i++) dx[i] = x[i] > 0 ? dy[i] : 0;
       return dx;
     },
-
-    // The layers' element-wise kernels: the plain TypeScript versions the gpu backend uses too.
-    maxPool: jsMaxPool,
-    maxPoolBackward: jsMaxPoolBackward,
-    channelMoments: jsChannelMoments,
-    batchNormForward: jsBatchNormForward,
-    batchNormSums: jsBatchNormSums,
-    batchNormInputGrad: jsBatchNormInputGrad,
-    im2colOnes: jsIm2colOnes,
-    channelMajor: jsChannelMajor,
-    rowsScaled: jsRowsScaled,
 
     async addRowVector(x, rows, cols, v) {
       need(x, rows * cols, 'x');

@@ -17,19 +17,7 @@ import {
   convOutputSize,
 } from '../../../src/compute/backend.js';
 import { checkDims, checkGeometry, checkLength } from '../../../src/compute/argument-checks.js';
-import {
-  jsBatchNormForward,
-  jsBatchNormInputGrad,
-  jsBatchNormSums,
-  jsChannelMajor,
-  jsChannelMoments,
-  jsIm2colOnes,
-  jsMaxPool,
-  jsMaxPoolBackward,
-  jsRelu,
-  jsReluBackward,
-  jsRowsScaled,
-} from '../../../src/compute/elementwise.js';
+import { TYPESCRIPT_ELEMENTWISE, type ElementwiseKernels } from '../../../src/compute/elementwise.js';
 import { WebAssemblyKernel } from 'gpu.js';
 import { choleskyInverse } from './cholesky.js';
 import {
@@ -236,80 +224,22 @@ export class GpuBackend implements ComputeBackend {
   // as plain TypeScript on the calling thread (src/compute/elementwise.ts): they are memory-bound maps and sums for which a
   // kernel's copies in and out of its memory cost more than the loop, and the BN sums need float64.
 
-  relu(x: Float32Array, out?: Float32Array): Promise<Float32Array> {
-    if (this.rt === undefined) return Promise.reject(disposedError());
-    return jsRelu(x, out);
-  }
+  readonly relu = this.elementwise('relu');
+  readonly reluBackward = this.elementwise('reluBackward');
+  readonly maxPool = this.elementwise('maxPool');
+  readonly maxPoolBackward = this.elementwise('maxPoolBackward');
+  readonly channelMoments = this.elementwise('channelMoments');
+  readonly batchNormForward = this.elementwise('batchNormForward');
+  readonly batchNormSums = this.elementwise('batchNormSums');
+  readonly batchNormInputGrad = this.elementwise('batchNormInputGrad');
+  readonly im2colOnes = this.elementwise('im2colOnes');
+  readonly channelMajor = this.elementwise('channelMajor');
+  readonly rowsScaled = this.elementwise('rowsScaled');
 
-  reluBackward(x: Float32Array, dy: Float32Array, out?: Float32Array): Promise<Float32Array> {
-    if (this.rt === undefined) return Promise.reject(disposedError());
-    return jsReluBackward(x, dy, out);
-  }
-
-  maxPool(x: Float32Array, g: PoolGeometry, out: Float32Array, argmax: Int32Array): Promise<Float32Array> {
-    if (this.rt === undefined) return Promise.reject(disposedError());
-    return jsMaxPool(x, g, out, argmax);
-  }
-
-  maxPoolBackward(dy: Float32Array, argmax: Int32Array, dx: Float32Array): Promise<Float32Array> {
-    if (this.rt === undefined) return Promise.reject(disposedError());
-    return jsMaxPoolBackward(dy, argmax, dx);
-  }
-
-  channelMoments(x: Float32Array, n: number, channels: number, t: number, mean: Float64Array, sqDev: Float64Array): Promise<void> {
-    if (this.rt === undefined) return Promise.reject(disposedError());
-    return jsChannelMoments(x, n, channels, t, mean, sqDev);
-  }
-
-  batchNormForward(
-    x: Float32Array,
-    n: number,
-    channels: number,
-    t: number,
-    mean: Float64Array,
-    invStd: Float64Array,
-    gamma: Float32Array,
-    beta: Float32Array,
-    y: Float32Array,
-    xhat?: Float32Array,
-  ): Promise<Float32Array> {
-    if (this.rt === undefined) return Promise.reject(disposedError());
-    return jsBatchNormForward(x, n, channels, t, mean, invStd, gamma, beta, y, xhat);
-  }
-
-  batchNormSums(dy: Float32Array, xhat: Float32Array, n: number, channels: number, t: number, sumDy: Float64Array, sumDyXhat: Float64Array): Promise<void> {
-    if (this.rt === undefined) return Promise.reject(disposedError());
-    return jsBatchNormSums(dy, xhat, n, channels, t, sumDy, sumDyXhat);
-  }
-
-  batchNormInputGrad(
-    dy: Float32Array,
-    xhat: Float32Array,
-    n: number,
-    channels: number,
-    t: number,
-    scale: Float64Array,
-    meanDy: Float64Array,
-    meanDyXhat: Float64Array,
-    dx: Float32Array,
-  ): Promise<Float32Array> {
-    if (this.rt === undefined) return Promise.reject(disposedError());
-    return jsBatchNormInputGrad(dy, xhat, n, channels, t, scale, meanDy, meanDyXhat, dx);
-  }
-
-  im2colOnes(x: Float32Array, g: ConvGeometry, first: number, count: number, out: Float32Array, at: number): Promise<Float32Array> {
-    if (this.rt === undefined) return Promise.reject(disposedError());
-    return jsIm2colOnes(x, g, first, count, out, at);
-  }
-
-  channelMajor(x: Float32Array, n: number, channels: number, t: number, out: Float32Array, sums: Float64Array): Promise<Float32Array> {
-    if (this.rt === undefined) return Promise.reject(disposedError());
-    return jsChannelMajor(x, n, channels, t, out, sums);
-  }
-
-  rowsScaled(x: Float32Array, n: number, channels: number, t: number, scale: number, out: Float32Array): Promise<Float32Array> {
-    if (this.rt === undefined) return Promise.reject(disposedError());
-    return jsRowsScaled(x, n, channels, t, scale, out);
+  /** The TypeScript version of an element-wise operation; like every method, it refuses work once disposed. */
+  private elementwise<K extends keyof ElementwiseKernels>(name: K): ElementwiseKernels[K] {
+    const run = TYPESCRIPT_ELEMENTWISE[name] as (...args: unknown[]) => Promise<unknown>;
+    return ((...args: unknown[]) => (this.rt === undefined ? Promise.reject(disposedError()) : run(...args))) as ElementwiseKernels[K];
   }
 
   async addRowVector(x: Float32Array, rows: number, cols: number, v: Float32Array): Promise<Float32Array> {
