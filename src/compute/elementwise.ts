@@ -419,70 +419,49 @@ export function rowsScaledLoop(x: Float32Array, n: number, C: number, t: number,
 
 // --- the interface methods ----------------------------------------------------------------------
 
-export function jsRelu(x: Float32Array, out?: Float32Array): Promise<Float32Array> {
-  try {
-    const n = x.length;
-    const y = out ?? new Float32Array(n);
-    checkLength('relu', 'out', y, n);
-    reluLoop(bits(x, n), bits(y, n));
-    return Promise.resolve(y);
-  } catch (err) {
-    return Promise.reject(err);
-  }
+export async function jsRelu(x: Float32Array, out?: Float32Array): Promise<Float32Array> {
+  const n = x.length;
+  const y = out ?? new Float32Array(n);
+  checkLength('relu', 'out', y, n);
+  reluLoop(bits(x, n), bits(y, n));
+  return y;
 }
 
-export function jsReluBackward(x: Float32Array, dy: Float32Array, out?: Float32Array): Promise<Float32Array> {
-  try {
-    const n = x.length;
-    if (dy.length !== n) throw new RangeError(`reluBackward: 'x' holds ${n} values but 'dy' holds ${dy.length}`);
-    const dx = out ?? new Float32Array(n);
-    checkLength('reluBackward', 'out', dx, n);
-    reluBackwardLoop(bits(x, n), bits(dy, n), bits(dx, n));
-    return Promise.resolve(dx);
-  } catch (err) {
-    return Promise.reject(err);
-  }
+export async function jsReluBackward(x: Float32Array, dy: Float32Array, out?: Float32Array): Promise<Float32Array> {
+  const n = x.length;
+  if (dy.length !== n) throw new RangeError(`reluBackward: 'x' holds ${n} values but 'dy' holds ${dy.length}`);
+  const dx = out ?? new Float32Array(n);
+  checkLength('reluBackward', 'out', dx, n);
+  reluBackwardLoop(bits(x, n), bits(dy, n), bits(dx, n));
+  return dx;
 }
 
-export function jsMaxPool(x: Float32Array, g: PoolGeometry, out: Float32Array, argmax: Int32Array): Promise<Float32Array> {
-  try {
-    const { outH, outW } = checkPool('maxPool', g, x, out, argmax);
-    maxPoolLoop(x, g, outH, outW, out, argmax);
-    return Promise.resolve(out);
-  } catch (err) {
-    return Promise.reject(err);
-  }
+export async function jsMaxPool(x: Float32Array, g: PoolGeometry, out: Float32Array, argmax: Int32Array): Promise<Float32Array> {
+  const { outH, outW } = checkPool('maxPool', g, x, out, argmax);
+  maxPoolLoop(x, g, outH, outW, out, argmax);
+  return out;
 }
 
-export function jsMaxPoolBackward(dy: Float32Array, argmax: Int32Array, dx: Float32Array): Promise<Float32Array> {
-  try {
-    const count = dy.length;
-    const inputSize = dx.length;
-    checkLength('maxPoolBackward', 'argmax', argmax, count);
-    // Checked before dx is touched: an index out of range must not leave dx half written.
-    for (let o = 0; o < count; o++) {
-      const i = argmax[o];
-      if (!(i >= 0 && i < inputSize)) throw new RangeError(`maxPoolBackward: argmax[${o}] = ${i} is outside [0, ${inputSize})`);
-    }
-    dx.fill(0, 0, inputSize);
-    for (let o = 0; o < count; o++) dx[argmax[o]] += dy[o];
-    return Promise.resolve(dx);
-  } catch (err) {
-    return Promise.reject(err);
+export async function jsMaxPoolBackward(dy: Float32Array, argmax: Int32Array, dx: Float32Array): Promise<Float32Array> {
+  const count = dy.length;
+  const inputSize = dx.length;
+  checkLength('maxPoolBackward', 'argmax', argmax, count);
+  // Checked before dx is touched: an index out of range must not leave dx half written.
+  for (let o = 0; o < count; o++) {
+    const i = argmax[o];
+    if (!(i >= 0 && i < inputSize)) throw new RangeError(`maxPoolBackward: argmax[${o}] = ${i} is outside [0, ${inputSize})`);
   }
+  dx.fill(0, 0, inputSize);
+  for (let o = 0; o < count; o++) dx[argmax[o]] += dy[o];
+  return dx;
 }
 
-export function jsChannelMoments(x: Float32Array, n: number, channels: number, t: number, mean: Float64Array, sqDev: Float64Array): Promise<void> {
-  try {
-    checkChannelTensors('channelMoments', n, channels, t, { x }, { mean, sqDev });
-    channelMomentsLoop(x, n, channels, t, mean, sqDev);
-    return Promise.resolve();
-  } catch (err) {
-    return Promise.reject(err);
-  }
+export async function jsChannelMoments(x: Float32Array, n: number, channels: number, t: number, mean: Float64Array, sqDev: Float64Array): Promise<void> {
+  checkChannelTensors('channelMoments', n, channels, t, { x }, { mean, sqDev });
+  channelMomentsLoop(x, n, channels, t, mean, sqDev);
 }
 
-export function jsBatchNormForward(
+export async function jsBatchNormForward(
   x: Float32Array,
   n: number,
   channels: number,
@@ -494,28 +473,19 @@ export function jsBatchNormForward(
   y: Float32Array,
   xhat?: Float32Array,
 ): Promise<Float32Array> {
-  try {
-    checkChannelTensors('batchNormForward', n, channels, t, xhat === undefined ? { x, y } : { x, y, xhat }, { mean, invStd, gamma, beta });
-    batchNormForwardLoop(x, n, channels, t, mean, invStd, gamma, beta, y, xhat);
-    return Promise.resolve(y);
-  } catch (err) {
-    return Promise.reject(err);
-  }
+  checkChannelTensors('batchNormForward', n, channels, t, xhat === undefined ? { x, y } : { x, y, xhat }, { mean, invStd, gamma, beta });
+  batchNormForwardLoop(x, n, channels, t, mean, invStd, gamma, beta, y, xhat);
+  return y;
 }
 
-export function jsBatchNormSums(dy: Float32Array, xhat: Float32Array, n: number, channels: number, t: number, sumDy: Float64Array, sumDyXhat: Float64Array): Promise<void> {
-  try {
-    checkChannelTensors('batchNormSums', n, channels, t, { dy, xhat }, {});
-    checkLength('batchNormSums', 'sumDy', sumDy, n * channels);
-    checkLength('batchNormSums', 'sumDyXhat', sumDyXhat, n * channels);
-    batchNormSumsLoop(dy, xhat, n, channels, t, sumDy, sumDyXhat);
-    return Promise.resolve();
-  } catch (err) {
-    return Promise.reject(err);
-  }
+export async function jsBatchNormSums(dy: Float32Array, xhat: Float32Array, n: number, channels: number, t: number, sumDy: Float64Array, sumDyXhat: Float64Array): Promise<void> {
+  checkChannelTensors('batchNormSums', n, channels, t, { dy, xhat }, {});
+  checkLength('batchNormSums', 'sumDy', sumDy, n * channels);
+  checkLength('batchNormSums', 'sumDyXhat', sumDyXhat, n * channels);
+  batchNormSumsLoop(dy, xhat, n, channels, t, sumDy, sumDyXhat);
 }
 
-export function jsBatchNormInputGrad(
+export async function jsBatchNormInputGrad(
   dy: Float32Array,
   xhat: Float32Array,
   n: number,
@@ -526,43 +496,27 @@ export function jsBatchNormInputGrad(
   meanDyXhat: Float64Array,
   dx: Float32Array,
 ): Promise<Float32Array> {
-  try {
-    checkChannelTensors('batchNormInputGrad', n, channels, t, { dy, xhat, dx }, { scale, meanDy, meanDyXhat });
-    batchNormInputGradLoop(dy, xhat, n, channels, t, scale, meanDy, meanDyXhat, dx);
-    return Promise.resolve(dx);
-  } catch (err) {
-    return Promise.reject(err);
-  }
+  checkChannelTensors('batchNormInputGrad', n, channels, t, { dy, xhat, dx }, { scale, meanDy, meanDyXhat });
+  batchNormInputGradLoop(dy, xhat, n, channels, t, scale, meanDy, meanDyXhat, dx);
+  return dx;
 }
 
-export function jsIm2colOnes(x: Float32Array, g: ConvGeometry, first: number, count: number, out: Float32Array, at: number): Promise<Float32Array> {
-  try {
-    const { outH, outW } = checkIm2colOnes(g, x, first, count, out, at);
-    im2colOnesLoop(x, g, outH, outW, first, count, out, at);
-    return Promise.resolve(out);
-  } catch (err) {
-    return Promise.reject(err);
-  }
+export async function jsIm2colOnes(x: Float32Array, g: ConvGeometry, first: number, count: number, out: Float32Array, at: number): Promise<Float32Array> {
+  const { outH, outW } = checkIm2colOnes(g, x, first, count, out, at);
+  im2colOnesLoop(x, g, outH, outW, first, count, out, at);
+  return out;
 }
 
-export function jsChannelMajor(x: Float32Array, n: number, channels: number, t: number, out: Float32Array, sums: Float64Array): Promise<Float32Array> {
-  try {
-    checkChannelTensors('channelMajor', n, channels, t, { x, out }, { sums });
-    channelMajorLoop(x, n, channels, t, out, sums);
-    return Promise.resolve(out);
-  } catch (err) {
-    return Promise.reject(err);
-  }
+export async function jsChannelMajor(x: Float32Array, n: number, channels: number, t: number, out: Float32Array, sums: Float64Array): Promise<Float32Array> {
+  checkChannelTensors('channelMajor', n, channels, t, { x, out }, { sums });
+  channelMajorLoop(x, n, channels, t, out, sums);
+  return out;
 }
 
-export function jsRowsScaled(x: Float32Array, n: number, channels: number, t: number, scale: number, out: Float32Array): Promise<Float32Array> {
-  try {
-    checkChannelTensors('rowsScaled', n, channels, t, { x, out }, {});
-    rowsScaledLoop(x, n, channels, t, scale, out);
-    return Promise.resolve(out);
-  } catch (err) {
-    return Promise.reject(err);
-  }
+export async function jsRowsScaled(x: Float32Array, n: number, channels: number, t: number, scale: number, out: Float32Array): Promise<Float32Array> {
+  checkChannelTensors('rowsScaled', n, channels, t, { x, out }, {});
+  rowsScaledLoop(x, n, channels, t, scale, out);
+  return out;
 }
 
 /** The layers' element-wise operations of ComputeBackend. */

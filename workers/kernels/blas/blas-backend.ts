@@ -58,8 +58,8 @@ class BlasBackend implements ComputeBackend {
     this.description = `OpenBLAS ${version} ${core.used} (${threads} thread${threads === 1 ? '' : 's'}${note})`;
   }
 
-  // Hot path: no async frame, no copies, no allocation when `out` is given.
-  gemm(
+  // Hot path: no await, no copies, no allocation when `out` is given.
+  async gemm(
     m: number,
     n: number,
     k: number,
@@ -68,45 +68,37 @@ class BlasBackend implements ComputeBackend {
     opts?: GemmOptions,
     out?: Float32Array,
   ): Promise<Float32Array> {
-    try {
-      const addon = this.addon;
-      if (addon === undefined) throw disposedError();
-      let transA = false;
-      let transB = false;
-      let alpha = 1;
-      let beta = 0;
-      if (opts !== undefined) {
-        transA = opts.transA === true;
-        transB = opts.transB === true;
-        if (opts.alpha !== undefined) alpha = opts.alpha;
-        if (opts.beta !== undefined) beta = opts.beta;
-      }
-      let c = out;
-      if (c === undefined) {
-        if (beta !== 0) throw new RangeError('gemm: beta needs `out` (the matrix it scales)');
-        checkDims('gemm', { m, n });
-        c = new Float32Array(m * n);
-      }
-      addon.sgemm(transA, transB, m, n, k, alpha, a, b, beta, c);
-      return Promise.resolve(c);
-    } catch (err) {
-      return Promise.reject(err);
+    const addon = this.addon;
+    if (addon === undefined) throw disposedError();
+    let transA = false;
+    let transB = false;
+    let alpha = 1;
+    let beta = 0;
+    if (opts !== undefined) {
+      transA = opts.transA === true;
+      transB = opts.transB === true;
+      if (opts.alpha !== undefined) alpha = opts.alpha;
+      if (opts.beta !== undefined) beta = opts.beta;
     }
+    let c = out;
+    if (c === undefined) {
+      if (beta !== 0) throw new RangeError('gemm: beta needs `out` (the matrix it scales)');
+      checkDims('gemm', { m, n });
+      c = new Float32Array(m * n);
+    }
+    addon.sgemm(transA, transB, m, n, k, alpha, a, b, beta, c);
+    return c;
   }
 
-  gram(rows: number, cols: number, x: Float32Array, alpha: number, out?: Float32Array): Promise<Float32Array> {
-    try {
-      const addon = this.live();
-      let s = out;
-      if (s === undefined) {
-        checkDims('gram', { rows, cols });
-        s = new Float32Array(cols * cols);
-      }
-      addon.gram(rows, cols, alpha, x, s);
-      return Promise.resolve(s);
-    } catch (err) {
-      return Promise.reject(err);
+  async gram(rows: number, cols: number, x: Float32Array, alpha: number, out?: Float32Array): Promise<Float32Array> {
+    const addon = this.live();
+    let s = out;
+    if (s === undefined) {
+      checkDims('gram', { rows, cols });
+      s = new Float32Array(cols * cols);
     }
+    addon.gram(rows, cols, alpha, x, s);
+    return s;
   }
 
   async im2col(x: Float32Array, g: ConvGeometry): Promise<Float32Array> {
@@ -126,65 +118,44 @@ class BlasBackend implements ComputeBackend {
   }
 
   // The element-wise layer kernels below run in the addon (the same values as the JS versions in
-  // src/compute/elementwise.ts); like gemm, without an async frame: they are on every step's path.
+  // src/compute/elementwise.ts); like gemm, with no await: the work is done when the call returns.
 
-  relu(x: Float32Array, out?: Float32Array): Promise<Float32Array> {
-    try {
-      const addon = this.live();
-      const y = out ?? new Float32Array(x.length);
-      addon.relu(x, y);
-      return Promise.resolve(y);
-    } catch (err) {
-      return Promise.reject(err);
-    }
+  async relu(x: Float32Array, out?: Float32Array): Promise<Float32Array> {
+    const addon = this.live();
+    const y = out ?? new Float32Array(x.length);
+    addon.relu(x, y);
+    return y;
   }
 
-  reluBackward(x: Float32Array, dy: Float32Array, out?: Float32Array): Promise<Float32Array> {
-    try {
-      const addon = this.live();
-      const n = x.length;
-      // The addon reads only x.length values of dy; the interface wants equal lengths.
-      if (dy.length !== n) throw new RangeError(`reluBackward: 'x' holds ${n} values but 'dy' holds ${dy.length}`);
-      const dx = out ?? new Float32Array(n);
-      addon.reluBackward(x, dy, dx);
-      return Promise.resolve(dx);
-    } catch (err) {
-      return Promise.reject(err);
-    }
+  async reluBackward(x: Float32Array, dy: Float32Array, out?: Float32Array): Promise<Float32Array> {
+    const addon = this.live();
+    const n = x.length;
+    // The addon reads only x.length values of dy; the interface wants equal lengths.
+    if (dy.length !== n) throw new RangeError(`reluBackward: 'x' holds ${n} values but 'dy' holds ${dy.length}`);
+    const dx = out ?? new Float32Array(n);
+    addon.reluBackward(x, dy, dx);
+    return dx;
   }
 
-  maxPool(x: Float32Array, g: PoolGeometry, out: Float32Array, argmax: Int32Array): Promise<Float32Array> {
-    try {
-      const addon = this.live();
-      checkPool('maxPool', g, x, out, argmax);
-      addon.maxPool(x, out, argmax, g.batch, g.channels, g.height, g.width, g.kernelH, g.kernelW, g.stride);
-      return Promise.resolve(out);
-    } catch (err) {
-      return Promise.reject(err);
-    }
+  async maxPool(x: Float32Array, g: PoolGeometry, out: Float32Array, argmax: Int32Array): Promise<Float32Array> {
+    const addon = this.live();
+    checkPool('maxPool', g, x, out, argmax);
+    addon.maxPool(x, out, argmax, g.batch, g.channels, g.height, g.width, g.kernelH, g.kernelW, g.stride);
+    return out;
   }
 
-  maxPoolBackward(dy: Float32Array, argmax: Int32Array, dx: Float32Array): Promise<Float32Array> {
-    try {
-      this.live().maxPoolBackward(dy, argmax, dx);
-      return Promise.resolve(dx);
-    } catch (err) {
-      return Promise.reject(err);
-    }
+  async maxPoolBackward(dy: Float32Array, argmax: Int32Array, dx: Float32Array): Promise<Float32Array> {
+    this.live().maxPoolBackward(dy, argmax, dx);
+    return dx;
   }
 
-  channelMoments(x: Float32Array, n: number, channels: number, t: number, mean: Float64Array, sqDev: Float64Array): Promise<void> {
-    try {
-      const addon = this.live();
-      checkChannelTensors('channelMoments', n, channels, t, { x }, { mean, sqDev });
-      addon.channelMoments(x, mean, sqDev, n, channels, t);
-      return Promise.resolve();
-    } catch (err) {
-      return Promise.reject(err);
-    }
+  async channelMoments(x: Float32Array, n: number, channels: number, t: number, mean: Float64Array, sqDev: Float64Array): Promise<void> {
+    const addon = this.live();
+    checkChannelTensors('channelMoments', n, channels, t, { x }, { mean, sqDev });
+    addon.channelMoments(x, mean, sqDev, n, channels, t);
   }
 
-  batchNormForward(
+  async batchNormForward(
     x: Float32Array,
     n: number,
     channels: number,
@@ -196,28 +167,19 @@ class BlasBackend implements ComputeBackend {
     y: Float32Array,
     xhat?: Float32Array,
   ): Promise<Float32Array> {
-    try {
-      const addon = this.live();
-      checkChannelTensors('batchNormForward', n, channels, t, { x, y }, { mean, invStd, gamma, beta });
-      addon.batchNormForward(x, y, xhat ?? null, mean, invStd, gamma, beta, n, channels, t);
-      return Promise.resolve(y);
-    } catch (err) {
-      return Promise.reject(err);
-    }
+    const addon = this.live();
+    checkChannelTensors('batchNormForward', n, channels, t, { x, y }, { mean, invStd, gamma, beta });
+    addon.batchNormForward(x, y, xhat ?? null, mean, invStd, gamma, beta, n, channels, t);
+    return y;
   }
 
-  batchNormSums(dy: Float32Array, xhat: Float32Array, n: number, channels: number, t: number, sumDy: Float64Array, sumDyXhat: Float64Array): Promise<void> {
-    try {
-      const addon = this.live();
-      checkChannelTensors('batchNormSums', n, channels, t, { dy, xhat }, {});
-      addon.batchNormSums(dy, xhat, sumDy, sumDyXhat, n, channels, t);
-      return Promise.resolve();
-    } catch (err) {
-      return Promise.reject(err);
-    }
+  async batchNormSums(dy: Float32Array, xhat: Float32Array, n: number, channels: number, t: number, sumDy: Float64Array, sumDyXhat: Float64Array): Promise<void> {
+    const addon = this.live();
+    checkChannelTensors('batchNormSums', n, channels, t, { dy, xhat }, {});
+    addon.batchNormSums(dy, xhat, sumDy, sumDyXhat, n, channels, t);
   }
 
-  batchNormInputGrad(
+  async batchNormInputGrad(
     dy: Float32Array,
     xhat: Float32Array,
     n: number,
@@ -228,47 +190,31 @@ class BlasBackend implements ComputeBackend {
     meanDyXhat: Float64Array,
     dx: Float32Array,
   ): Promise<Float32Array> {
-    try {
-      const addon = this.live();
-      checkChannelTensors('batchNormInputGrad', n, channels, t, { dy, xhat, dx }, { scale, meanDy, meanDyXhat });
-      addon.batchNormInputGrad(dy, xhat, dx, scale, meanDy, meanDyXhat, n, channels, t);
-      return Promise.resolve(dx);
-    } catch (err) {
-      return Promise.reject(err);
-    }
+    const addon = this.live();
+    checkChannelTensors('batchNormInputGrad', n, channels, t, { dy, xhat, dx }, { scale, meanDy, meanDyXhat });
+    addon.batchNormInputGrad(dy, xhat, dx, scale, meanDy, meanDyXhat, n, channels, t);
+    return dx;
   }
 
-  im2colOnes(x: Float32Array, g: ConvGeometry, first: number, count: number, out: Float32Array, at: number): Promise<Float32Array> {
-    try {
-      const addon = this.live();
-      checkIm2colOnes(g, x, first, count, out, at);
-      addon.im2colOnes(x, out, at, first, count, g.batch, g.channels, g.height, g.width, g.kernelH, g.kernelW, g.stride, g.pad);
-      return Promise.resolve(out);
-    } catch (err) {
-      return Promise.reject(err);
-    }
+  async im2colOnes(x: Float32Array, g: ConvGeometry, first: number, count: number, out: Float32Array, at: number): Promise<Float32Array> {
+    const addon = this.live();
+    checkIm2colOnes(g, x, first, count, out, at);
+    addon.im2colOnes(x, out, at, first, count, g.batch, g.channels, g.height, g.width, g.kernelH, g.kernelW, g.stride, g.pad);
+    return out;
   }
 
-  channelMajor(x: Float32Array, n: number, channels: number, t: number, out: Float32Array, sums: Float64Array): Promise<Float32Array> {
-    try {
-      const addon = this.live();
-      checkChannelTensors('channelMajor', n, channels, t, { x, out }, { sums });
-      addon.channelMajor(x, out, sums, n, channels, t);
-      return Promise.resolve(out);
-    } catch (err) {
-      return Promise.reject(err);
-    }
+  async channelMajor(x: Float32Array, n: number, channels: number, t: number, out: Float32Array, sums: Float64Array): Promise<Float32Array> {
+    const addon = this.live();
+    checkChannelTensors('channelMajor', n, channels, t, { x, out }, { sums });
+    addon.channelMajor(x, out, sums, n, channels, t);
+    return out;
   }
 
-  rowsScaled(x: Float32Array, n: number, channels: number, t: number, scale: number, out: Float32Array): Promise<Float32Array> {
-    try {
-      const addon = this.live();
-      checkChannelTensors('rowsScaled', n, channels, t, { x, out }, {});
-      addon.rowsScaled(x, out, scale, n, channels, t);
-      return Promise.resolve(out);
-    } catch (err) {
-      return Promise.reject(err);
-    }
+  async rowsScaled(x: Float32Array, n: number, channels: number, t: number, scale: number, out: Float32Array): Promise<Float32Array> {
+    const addon = this.live();
+    checkChannelTensors('rowsScaled', n, channels, t, { x, out }, {});
+    addon.rowsScaled(x, out, scale, n, channels, t);
+    return out;
   }
 
   async addRowVector(x: Float32Array, rows: number, cols: number, v: Float32Array): Promise<Float32Array> {
