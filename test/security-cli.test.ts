@@ -4,8 +4,7 @@
  * and the token; `spngd status` with and without the token and certificate; bad files as one
  * `spngd: ...` line; the warning for a non-loopback address without TLS.
  */
-import test, { type ExecutionContext } from 'ava';
-import { spawn } from 'node:child_process';
+import test from 'ava';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,55 +13,12 @@ import { ParameterServer } from '../src/actors/ps/parameter-server.js';
 import { resolveTrainConfig } from '../src/config/schema.js';
 import { silentLogger } from '../src/util/log.js';
 import { createReferenceBackend } from './helpers/reference-backend.js';
+import { isLogLine, oneClearLine, spngd, type Result } from './helpers/cli.js';
 import { clusterCredentials, makeTestPki } from './helpers/security.js';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const dataDir = fileURLToPath(new URL('../../shared/datasets/fashion-mnist', import.meta.url));
 const tmp = mkdtempSync(join(tmpdir(), 'spngd-security-cli-'));
 test.after.always(() => rmSync(tmp, { recursive: true, force: true }));
-
-interface Result {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function spngd(args: string[], timeoutMs = 30_000): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/entry.ts', ...args], {
-      cwd: ROOT,
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, SPNGD_LOG_LEVEL: 'info', NO_COLOR: '1', OPENBLAS_NUM_THREADS: '1' },
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-const isLogLine = (l: string) => {
-  try {
-    return typeof (JSON.parse(l) as { level?: unknown }).level === 'number';
-  } catch {
-    return false;
-  }
-};
-
-function oneClearLine(t: ExecutionContext, r: Result, what: RegExp): void {
-  const shown = `exit ${r.code}; stderr:\n${r.stderr}`;
-  t.is(r.code, 2, shown);
-  const lines = r.stderr.split('\n').filter((l) => l.trim() !== '' && !isLogLine(l));
-  t.is(lines.length, 1, shown);
-  t.regex(lines[0] ?? '', /^spngd: \S/, shown);
-  t.regex(lines[0] ?? '', what, shown);
-}
 
 const logMessages = (r: Result) => r.stderr.split('\n').filter(isLogLine).map((l) => JSON.parse(l) as { level: number; msg: string });
 
