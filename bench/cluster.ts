@@ -59,14 +59,12 @@ async function singleRun(config: TrainConfig, backend: ComputeBackend, warmup: n
   });
   const model = buildModel(config.model, config.seed);
   const trainer = new Trainer(config, model, backend, data.train, data.test);
-  const out: SingleRun = { stepMs: [], phases: { compute: [], curvature: [], update: [] } };
+  const out: SingleRun = { stepMs: [], phases: {} };
   for (let s = 0; s < config.steps; s++) {
     const m = await trainer.step(s);
     if (s < warmup) continue;
     out.stepMs.push(m.timings.total);
-    out.phases.compute.push(m.timings.compute);
-    out.phases.curvature.push(m.timings.curvature);
-    out.phases.update.push(m.timings.update);
+    for (const [phase, ms] of Object.entries(m.timings)) if (phase !== 'total') (out.phases[phase] ??= []).push(ms);
   }
   return out;
 }

@@ -252,9 +252,14 @@ export class Worker {
       localPass(this.model, this.opts.backend, { x: batch.x, y: batch.y, samples: indices.length }, { due, fisher: c.optimizer.kfac.fisher, mcSeed: mcSeed(c.seed, s), sampleOffset: offset }),
     );
 
-    await this.state.timings.time('send_statistics', () => this.sendStatistics(s, start.shardCount, indices.length, res.stats));
-
+    // Statistics go to the owners while the gradients go to the PS: neither waits for the other.
     const t1 = performance.now();
+    let statisticsMs = 0;
+    const statistics = this.state.timings
+      .time('send_statistics', () => this.sendStatistics(s, start.shardCount, indices.length, res.stats))
+      .finally(() => (statisticsMs = performance.now() - t1));
+    // Awaited after the gradients; a failed gradient upload must not leave this rejection unhandled.
+    statistics.catch(() => undefined);
     const tensors: { name: string; values: Float32Array; shape: number[] }[] = [];
     for (const p of this.model.params()) tensors.push({ name: p.name, values: res.grads.get(p.name)!, shape: p.value.shape });
     // BN running statistics travel with the gradients; the PS averages them like gradients.
@@ -262,6 +267,8 @@ export class Worker {
     for (const t of tensors) {
       await sendDense(writer, (tensor) => ({ kind: { $case: 'gradient' as const, value: { step: s, workerId: this.state.id, numSamples: indices.length, tensor } } }), t.name, t.values, t.shape, s, c.cluster.chunkBytes);
     }
+    const uploadMs = performance.now() - t1;
+    await statistics;
     await writer.write(
       {
         kind: {
@@ -273,7 +280,7 @@ export class Worker {
             gradientTensors: tensors.length,
             lossSum: res.lossSum,
             numCorrect: res.correct,
-            phaseMs: { compute: t1 - t0, upload: performance.now() - t1 },
+            phaseMs: { forwardBackward: res.phases.forwardBackward, statistics: res.phases.statistics, upload: uploadMs, sendStatistics: statisticsMs },
           },
         },
       },

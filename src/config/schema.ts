@@ -31,8 +31,8 @@ export const scheduleSchema = z.strictObject({
   warmupEpochs: nonNegative.default(0),
   warmupStartFactor: z.number().min(0).max(1).default(0.1),
   decayStartEpoch: nonNegative.default(0),
-  /** 0: no decay. */
-  decayEndEpoch: nonNegative.default(0),
+  /** 'end': the run's last step (`steps`); 0: no decay. */
+  decayEndEpoch: z.union([nonNegative, z.literal('end')]).default('end'),
   power: nonNegative.default(2),
   finalFactor: z.number().min(0).max(1).default(0),
 });
@@ -67,6 +67,11 @@ export const clusterSchema = z.strictObject({
    * (the PS waits only when they are older); inversion overlaps the next steps' compute.
    */
   preconditionerLag: z.number().int().nonnegative().default(1),
+  /**
+   * Steps before this one wait for their own preconditioners whatever the lag: early in a run the
+   * curvature changes fastest, and a step-old preconditioner with momentum overshoots.
+   */
+  preconditionerLagFrom: z.number().int().nonnegative().default(20),
   /** How long the PS waits for them before it goes on with the last published ones. */
   preconditionerWaitMs: positiveInt.default(60000),
   /**

@@ -8,6 +8,9 @@ import { StaleSchedule, type RefreshRecord, type ScheduleSnapshot, type StaleCon
 import type { StatKind } from './statistics.js';
 import { frobenius, frobeniusDistance } from './symmetric.js';
 
+/** Every how many inversions of a layer the inverses' residual is measured again. */
+const residualEvery = 8;
+
 export interface CurvatureConfig {
   damping: DampingConfig;
   stale: StaleConfig;
@@ -90,17 +93,28 @@ export class LayerCurvature {
       throw new RangeError(`${this.spec.name}/${kind}: expected ${this.length(kind)} values, got ${value.length}`);
     }
     const fresh = new Float64Array(value);
-    const prev = this.last.get(kind);
-    const drift = prev ? frobeniusDistance(fresh, prev) / Math.max(frobenius(prev), 1e-30) : undefined;
-    const record = schedule.record(step, drift);
-    this.last.set(kind, fresh);
     const avg = this.running.get(kind);
     const r = this.config.averaging;
+    let drift: number | undefined;
     if (!avg || r >= 1) {
+      if (avg) drift = frobeniusDistance(fresh, avg) / Math.max(frobenius(avg), 1e-30);
       this.running.set(kind, new Float64Array(fresh));
     } else {
-      for (let i = 0; i < avg.length; i++) avg[i] = r * fresh[i] + (1 - r) * avg[i];
+      // The drift of the statistic the preconditioner uses, the running average: one batch's
+      // sampling noise (1mc labels, the batch's inputs) moves it by r times as much as it moves the
+      // raw statistic, so the schedule reacts to curvature that changes, not to that noise.
+      let moved = 0;
+      let norm = 0;
+      for (let i = 0; i < avg.length; i++) {
+        const step = r * (fresh[i] - avg[i]);
+        moved += step * step;
+        norm += avg[i] * avg[i];
+        avg[i] += step;
+      }
+      drift = Math.sqrt(moved) / Math.max(Math.sqrt(norm), 1e-30);
     }
+    const record = schedule.record(step, drift);
+    this.last.set(kind, fresh);
     this.dirty = true;
     return { ...record, layer: this.spec.name, kind };
   }
@@ -132,6 +146,10 @@ export class LayerCurvature {
     if (this.spec.kind === 'bn') {
       this.preconditioner = unitPreconditioner(this.spec.outFeatures, this.running.get('F')!, d);
     } else {
+      // The residual probe is a diagnostic of O(n²) per factor: measured at the first inversion and
+      // every residualEvery-th after it, the last figure is carried in between.
+      const prev = this.preconditioner?.kind === 'kron' ? this.preconditioner : undefined;
+      const measure = !prev || this.version % residualEvery === 0;
       this.preconditioner = await kronPreconditioner(
         backend,
         this.order('A'),
@@ -140,6 +158,7 @@ export class LayerCurvature {
         this.running.get('G')!,
         d,
         onRaise,
+        measure ? undefined : { a: prev.residualA, g: prev.residualG },
       );
     }
     this.version++;

@@ -89,6 +89,8 @@ export async function kronPreconditioner(
   g: Float64Array,
   damping: DampingConfig,
   onRaise?: (factor: 'A' | 'G', from: number, to: number) => void,
+  /** Residuals measured before (O(n²) probes are a diagnostic: callers sample them), or undefined to measure now. */
+  residuals?: { a: number; g: number },
 ): Promise<Preconditioner & { kind: 'kron' }> {
   const root = Math.sqrt(effectiveDamping(damping));
   const pi = damping.piCorrection ? piCorrection(orderA, a, orderG, g) : 1;
@@ -103,8 +105,8 @@ export async function kronPreconditioner(
     pi,
     shiftA: ai.shift,
     shiftG: gi.shift,
-    residualA: probeInverseResidual(orderA, ai.damped, ai.inv),
-    residualG: probeInverseResidual(orderG, gi.damped, gi.inv),
+    residualA: residuals?.a ?? probeInverseResidual(orderA, ai.damped, ai.inv),
+    residualG: residuals?.g ?? probeInverseResidual(orderG, gi.damped, gi.inv),
   };
 }
 

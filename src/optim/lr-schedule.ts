@@ -23,3 +23,13 @@ export function learningRateAt(c: LrScheduleConfig, epoch: number): number {
   const t = Math.min(1, (epoch - c.decayStartEpoch) / (c.decayEndEpoch - c.decayStartEpoch));
   return c.lr * Math.max(c.finalFactor, (1 - t) ** c.power);
 }
+
+/** The schedule as configured: `decayEndEpoch: 'end'` stands for the run's last step. */
+export interface ConfiguredSchedule extends Omit<LrScheduleConfig, 'lr' | 'decayEndEpoch'> {
+  decayEndEpoch: number | 'end';
+}
+
+/** The schedule of a run of `runEpochs` epochs (steps ÷ steps per epoch), with 'end' resolved. */
+export function fitSchedule(lr: number, s: ConfiguredSchedule, runEpochs: number): LrScheduleConfig {
+  return { ...s, lr, decayEndEpoch: s.decayEndEpoch === 'end' ? runEpochs : s.decayEndEpoch };
+}

@@ -125,7 +125,8 @@ export async function runSingleProcess(config: TrainConfig, opts: SingleRunOptio
         accuracy: m.accuracy,
         wallSeconds: wall(),
         trainSeconds: trainMs / 1000,
-        timings: m.timings,
+        stepMs: m.timings.total,
+        phases: { forwardBackward: m.timings.forwardBackward, statistics: m.timings.statistics, inversion: m.timings.inversion, precondition: m.timings.precondition, update: m.timings.update },
         refreshes: m.refreshes.map((r) => ({ stat: `${r.layer}/${r.kind}`, drift: r.drift, decision: r.decision, interval: r.interval })),
         ...(trainer.curvature ? { intervals: trainer.curvature.intervals() } : {}),
       });

@@ -24,6 +24,12 @@ export interface UpdateOptions {
   preconditioners: Map<string, Preconditioner>;
 }
 
+/** Milliseconds spent preconditioning and in the rest of the update (decay, momentum, rescaling). */
+export interface UpdatePhases {
+  precondition: number;
+  update: number;
+}
+
 /** Applies one optimisation step to `params` in place. */
 export async function applyUpdate(
   backend: ComputeBackend,
@@ -32,7 +38,8 @@ export async function applyUpdate(
   grads: Map<string, Float32Array>,
   updater: MomentumUpdater,
   opts: UpdateOptions,
-): Promise<void> {
+): Promise<UpdatePhases> {
+  const t0 = performance.now();
   const directions = new Map<string, Float32Array>();
   for (const p of params) {
     const g = grads.get(p.name);
@@ -46,6 +53,7 @@ export async function applyUpdate(
     }
     directions.set(p.name, d);
   }
+  const t1 = performance.now();
   for (const layer of kfacLayers) {
     const pre = opts.preconditioners.get(layer.name);
     if (!pre) continue;
@@ -54,9 +62,11 @@ export async function applyUpdate(
     const nat = await precondition(backend, pre, augmentedGradient(layer, dw, db));
     splitAugmented(layer, nat, dw, db);
   }
+  const preconditionMs = performance.now() - t1;
   const m = updater.beginStep(opts.lr);
   for (const p of params) updater.apply(p.name, p.value.data, directions.get(p.name)!, opts.lr, m);
   if (opts.rescaleWeights) {
     for (const p of params) if (p.rescale) rescaleWeights(p.value.data, p.value.shape[0]);
   }
+  return { precondition: preconditionMs, update: performance.now() - t0 - preconditionMs };
 }

@@ -26,6 +26,8 @@ export interface LocalResult {
   grads: Map<string, Float32Array>;
   /** statKey(layer, kind) → statistic averaged over the local samples. */
   stats: Map<string, Float32Array>;
+  /** Milliseconds in the forward and backward passes (the 1mc pass included) and in the statistics. */
+  phases: { forwardBackward: number; statistics: number };
 }
 
 export interface LocalPassOptions {
@@ -42,15 +44,21 @@ export interface LocalPassOptions {
 }
 
 export async function localPass(model: Sequential, backend: ComputeBackend, batch: LocalBatch, opts: LocalPassOptions): Promise<LocalResult> {
+  const t0 = performance.now();
   const n = batch.samples;
   const inputShape = model.inputShape ?? [batch.x.length / Math.max(n, 1)];
-  const anyDue = [...opts.due.values()].some((k) => k.length > 0);
+  const due = [...opts.due.values()];
+  const anyDue = due.some((k) => k.length > 0);
+  // Only what is due is captured: A needs the forward inputs, G (and BN's F) the output gradients.
+  const needA = due.some((k) => k.includes('A'));
+  const needG = due.some((k) => k.includes('G') || k.includes('F'));
   const x = tensor([n, ...inputShape], batch.x);
-  const logits = await model.forward(x, { backend, training: true, captureA: anyDue });
+  const logits = await model.forward(x, { backend, training: true, captureA: needA });
   const loss = softmaxCrossEntropy(logits, batch.y);
-  const sampled = anyDue && opts.fisher === '1mc';
-  // With the empirical Fisher the true-label pass yields G as well; with 1mc a second pass does.
-  await model.backward(loss.grad, { backend, accumulateGrads: true, captureG: anyDue && !sampled, batchSize: n, inputGrad: false });
+  // With the empirical Fisher the true-label pass yields G as well; with 1mc a second backward
+  // pass does, and it is run only at steps where some G is due.
+  const sampled = needG && opts.fisher === '1mc';
+  await model.backward(loss.grad, { backend, accumulateGrads: true, captureG: needG && !sampled, batchSize: n, inputGrad: false });
   if (sampled) {
     const labels = sampleLabels(loss.probs, (row) => new Rng((opts.mcSeed ^ Math.imul(opts.sampleOffset + row + 1, 0x9e3779b1)) >>> 0).next());
     const mc = softmaxCrossEntropy(logits, labels);
@@ -60,6 +68,7 @@ export async function localPass(model: Sequential, backend: ComputeBackend, batc
   const grads = new Map<string, Float32Array>();
   for (const p of model.params()) grads.set(p.name, new Float32Array(p.grad.data));
 
+  const t1 = performance.now();
   const stats = new Map<string, Float32Array>();
   if (anyDue) {
     for (const layer of model.kfacLayers()) {
@@ -68,7 +77,8 @@ export async function localPass(model: Sequential, backend: ComputeBackend, batc
       }
     }
   }
-  return { samples: n, lossSum: loss.loss * n, correct: loss.correct, grads, stats };
+  const phases = { forwardBackward: t1 - t0, statistics: performance.now() - t1 };
+  return { samples: n, lossSum: loss.loss * n, correct: loss.correct, grads, stats, phases };
 }
 
 /** Whether every value is finite (no NaN or ±Infinity). */

@@ -13,7 +13,7 @@ import type { Preconditioner } from '../kfac/preconditioner.js';
 import { softmaxCrossEntropy } from '../nn/loss.js';
 import type { Sequential } from '../nn/sequential.js';
 import { tensor } from '../nn/tensor.js';
-import { learningRateAt } from '../optim/lr-schedule.js';
+import { fitSchedule, learningRateAt } from '../optim/lr-schedule.js';
 import { MomentumUpdater } from '../optim/momentum.js';
 import { applyUpdate } from './apply-update.js';
 import { CurvatureSet, type DampingRaise } from './curvature-set.js';
@@ -28,8 +28,22 @@ export interface StepMetrics {
   accuracy: number;
   /** Statistics recomputed this step (stale statistics skip the rest). */
   refreshes: StatRefresh[];
-  /** Milliseconds per phase. */
-  timings: { compute: number; curvature: number; update: number; total: number };
+  /** Milliseconds per phase of the step. */
+  timings: StepPhases;
+}
+
+/**
+ * Where a single-process step's time goes, in milliseconds: forward and backward passes (the 1mc
+ * pass included), K-FAC statistics, folding them in and inverting the factors that changed,
+ * preconditioning, and the rest of the update; total is the whole step.
+ */
+export interface StepPhases {
+  forwardBackward: number;
+  statistics: number;
+  inversion: number;
+  precondition: number;
+  update: number;
+  total: number;
 }
 
 export interface EvalMetrics {
@@ -79,7 +93,7 @@ export class Trainer {
 
   learningRate(step: number): number {
     const o = this.config.optimizer;
-    return learningRateAt({ lr: o.lr, ...o.schedule }, step / this.plan.stepsPerEpoch);
+    return learningRateAt(fitSchedule(o.lr, o.schedule, this.config.steps / this.plan.stepsPerEpoch), step / this.plan.stepsPerEpoch);
   }
 
   async step(step: number): Promise<StepMetrics> {
@@ -105,7 +119,7 @@ export class Trainer {
 
     const lr = this.learningRate(step);
     const opt = this.config.optimizer;
-    await applyUpdate(this.backend, this.model.params(), this.model.kfacLayers(), local.grads, this.updater, {
+    const updatePhases = await applyUpdate(this.backend, this.model.params(), this.model.kfacLayers(), local.grads, this.updater, {
       lr,
       weightDecay: opt.weightDecay,
       rescaleWeights: opt.rescaleWeights,
@@ -119,7 +133,15 @@ export class Trainer {
       loss: local.lossSum / local.samples,
       accuracy: local.correct / local.samples,
       refreshes,
-      timings: { compute: t1 - t0, curvature: t2 - t1, update: t3 - t2, total: t3 - t0 },
+      timings: {
+        // Gathering the batch counts as part of the passes.
+        forwardBackward: t1 - t0 - local.phases.statistics,
+        statistics: local.phases.statistics,
+        inversion: t2 - t1,
+        precondition: updatePhases.precondition,
+        update: t3 - t2 - updatePhases.precondition,
+        total: t3 - t0,
+      },
     };
   }
 

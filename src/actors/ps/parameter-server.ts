@@ -26,7 +26,7 @@ import {
 import type { Preconditioner } from '../../kfac/preconditioner.js';
 import { buildModel } from '../../nn/models.js';
 import type { Sequential } from '../../nn/sequential.js';
-import { learningRateAt } from '../../optim/lr-schedule.js';
+import { fitSchedule, learningRateAt } from '../../optim/lr-schedule.js';
 import { MomentumUpdater } from '../../optim/momentum.js';
 import { applyUpdate } from '../../train/apply-update.js';
 import { TrainingDivergedError } from '../../train/diverged.js';
@@ -245,12 +245,22 @@ export class ParameterServer {
     const participants = await this.waitForWorkers(first ? c.cluster.minWorkers : 1);
     // Step time starts once the step's workers are there (not counting the wait for actors to join).
     const t0 = performance.now();
-    const lr = learningRateAt({ lr: c.optimizer.lr, ...c.optimizer.schedule }, s / stepsPerEpoch);
+    // Where this step's time goes (the step record's `phases`), beside the cumulative state timings.
+    const phases: Record<string, number> = {};
+    const timed = async <T>(phase: string, name: string, fn: () => Promise<T>): Promise<T> => {
+      const start = performance.now();
+      try {
+        return await this.state.timings.time(name, fn);
+      } finally {
+        phases[phase] = (phases[phase] ?? 0) + performance.now() - start;
+      }
+    };
+    const lr = learningRateAt(fitSchedule(c.optimizer.lr, c.optimizer.schedule, c.steps / stepsPerEpoch), s / stepsPerEpoch);
     // The step's epoch is fixed here: a membership change from now on takes effect at step s + 1.
     const epoch = this.membership.epoch;
     this.membership.nextStep = s + 1;
 
-    await this.state.timings.time('send_params', async () => {
+    await timed('sendParams', 'send_params', async () => {
       // One private snapshot per step, shared by every worker's stream (sent without further copies).
       const params = this.model.stateEntries().map((e) => ({ name: e.name, shape: e.value.shape.length ? e.value.shape : [e.value.data.length], data: new Float32Array(e.value.data) }));
       await Promise.all(
@@ -289,7 +299,7 @@ export class ParameterServer {
       );
     });
 
-    const arrived = await this.state.timings.time('wait_gradients', () => this.collect(participants, s));
+    const arrived = await timed('waitGradients', 'wait_gradients', () => this.collect(participants, s));
     if (arrived.length === 0) {
       const delivered = participants.some((w) => w.complete?.step === s);
       if (!delivered) {
@@ -311,7 +321,7 @@ export class ParameterServer {
     }
 
     this.skippedInARow = 0;
-    const reduced = await this.state.timings.time('reduce', () =>
+    const reduced = await timed('reduce', 'reduce', async () =>
       weightedMean(arrived.map((w) => ({ weight: w.complete!.numSamples, values: w.tensors }))),
     );
     const paramNames = new Set(this.model.params().map((p) => p.name));
@@ -320,11 +330,11 @@ export class ParameterServer {
     for (const p of paramNames) if (!grads.has(p)) throw new Error(`step ${s}: no gradient for ${p}`);
 
     if (c.optimizer.kind === 'spngd') {
-      const lag = c.cluster.waitForPreconditioners ? 0 : c.cluster.preconditionerLag;
-      if (s - lag >= this.firstStep) await this.state.timings.time('wait_preconditioners', () => this.waitForWatermarks(s - lag));
+      const lag = c.cluster.waitForPreconditioners || s < c.cluster.preconditionerLagFrom ? 0 : c.cluster.preconditionerLag;
+      if (s - lag >= this.firstStep) await timed('waitPreconditioners', 'wait_preconditioners', () => this.waitForWatermarks(s - lag));
     }
     const plain = this.noteOwnerless(s);
-    await this.state.timings.time('update', () =>
+    const updatePhases = await this.state.timings.time('update', () =>
       applyUpdate(this.opts.backend, this.model.params(), this.model.kfacLayers(), grads, this.updater, {
         lr,
         weightDecay: c.optimizer.weightDecay,
@@ -347,6 +357,15 @@ export class ParameterServer {
     this.state.lastAccuracy = accuracy;
     const stepMs = performance.now() - t0;
     this.trainMs += stepMs;
+    phases.precondition = updatePhases.precondition;
+    phases.update = updatePhases.update;
+    // The slowest worker's own phases (it reports them with its gradients).
+    for (const w of arrived) {
+      for (const [k, ms] of Object.entries(w.complete!.phaseMs)) {
+        const key = `worker${k[0].toUpperCase()}${k.slice(1)}`;
+        phases[key] = Math.max(phases[key] ?? 0, ms);
+      }
+    }
     this.state.timings.record('step', stepMs);
     this.metrics.emit('epoch', this.step / stepsPerEpoch, this.step, this.membership.epoch);
     this.metrics.emit('loss', loss, this.step, this.membership.epoch);
@@ -363,6 +382,7 @@ export class ParameterServer {
       workers: arrived.length,
       membershipEpoch: this.membership.epoch,
       stepMs,
+      phases,
       wallSeconds: this.wallSeconds(),
       trainSeconds: this.trainMs / 1000,
       preconditionerVersions: versions,
