@@ -1,10 +1,11 @@
 /**
- * Steps and seconds to a target test accuracy for SP-NGD and for SGD with momentum (learning rate
- * tuned over a small grid), at one or more batch sizes, all in the same run — in one process or
- * through the local cluster (1 PS, 2 workers, 2 owners as processes) — and SP-NGD's time per step
- * over SGD's with stale statistics on and off.
+ * Steps and training seconds to each target test accuracy for SP-NGD's defaults (stale statistics
+ * on and off) and for SGD with momentum over a learning-rate grid, at one or more batch sizes, all in
+ * the same run — in one process or through the local cluster (1 PS, 2 workers, 2 owners as
+ * processes). Every run has the same budget in epochs and the same schedule (warm-up and decay to
+ * the budget's last step); a run stops once it reaches the highest target.
  */
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ComputeBackend } from '../src/compute/backend.js';
@@ -19,50 +20,80 @@ export interface ConvergenceOptions {
   backend: ComputeBackend;
   via: 'single' | 'cluster';
   batchSizes: number[];
-  target: number;
+  targets: number[];
   sgdLrs: number[];
-  maxSteps: { spngd: number; sgd: number };
+  /** Budget of every run, in epochs of the 60,000 training images. */
+  epochs: number;
   evalEvery: number;
   dataDir?: string;
+}
+
+interface Reached {
+  step: number;
+  trainSeconds: number;
 }
 
 interface Outcome {
   batch: number;
   name: string;
-  stepsTo?: number;
-  secondsTo?: number;
+  kind: 'spngd' | 'spngd-dense' | 'sgd';
+  reached: Map<number, Reached>;
   finalAccuracy: number;
+  steps: number;
   stepMs: Spread;
 }
 
-/** One training run; step times and the first evaluation at the target. */
-async function run(o: ConvergenceOptions, batch: number, name: string, overrides: Record<string, unknown>): Promise<Outcome> {
+interface Row {
+  type: string;
+  step: number;
+  stepMs?: number;
+  testAccuracy?: number;
+  trainSeconds?: number;
+}
+
+const trainImages = 60000;
+
+/** One training run; what metrics.jsonl says of its steps and evaluations. */
+async function run(o: ConvergenceOptions, batch: number, name: string, kind: Outcome['kind'], overrides: Record<string, unknown>): Promise<Outcome> {
   const config: TrainConfig = resolveTrainConfig({
     batchSize: batch,
+    steps: Math.ceil((o.epochs * trainImages) / batch),
     evalEvery: o.evalEvery,
-    stopAtAccuracy: o.target,
-    targetAccuracy: o.target,
+    stopAtAccuracy: Math.max(...o.targets),
+    targetAccuracy: Math.min(...o.targets),
     checkpointEvery: 100000,
     ...(o.dataDir ? { data: { dir: o.dataDir } } : {}),
     ...overrides,
   });
   process.stderr.write(`  batch ${batch}: ${name} (${o.via}) ...\n`);
-  if (o.via === 'single') {
-    const s = await runSingleProcess(config, { logger: silentLogger(), backend: o.backend, progress: false });
-    return { batch, name, stepsTo: s.stepsTo?.step, secondsTo: s.stepsTo?.trainSeconds, finalAccuracy: s.testAccuracy, stepMs: s.stepMs };
+  const dir = mkdtempSync(join(tmpdir(), 'spngd-conv-'));
+  try {
+    const output = new RunOutput(dir);
+    if (o.via === 'single') await runSingleProcess(config, { logger: silentLogger(), backend: o.backend, progress: false, output });
+    else await runLocalCluster(config, { output, logger: silentLogger(), progress: false });
+    const rows = readFileSync(output.metricsFile, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Row);
+    const evals = rows.filter((r) => r.type === 'eval');
+    const reached = new Map<number, Reached>();
+    for (const t of o.targets) {
+      const e = evals.find((r) => (r.testAccuracy ?? 0) >= t);
+      if (e) reached.set(t, { step: e.step, trainSeconds: e.trainSeconds ?? NaN });
+    }
+    const steps = rows.filter((r) => r.type === 'step');
+    return {
+      batch,
+      name,
+      kind,
+      reached,
+      finalAccuracy: evals.at(-1)?.testAccuracy ?? NaN,
+      steps: steps.length,
+      stepMs: spread(steps.filter((r) => r.stepMs !== undefined).map((r) => r.stepMs!)),
+    };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
-  const output = new RunOutput(mkdtempSync(join(tmpdir(), 'spngd-conv-')));
-  const s = (await runLocalCluster(config, { output, logger: silentLogger(), progress: false })) as {
-    testAccuracy: number;
-    stepsTo?: { step: number; trainSeconds: number };
-  };
-  const stepMs = readFileSync(output.metricsFile, 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l) as { type: string; stepMs?: number })
-    .filter((r) => r.type === 'step' && r.stepMs !== undefined)
-    .map((r) => r.stepMs!);
-  return { batch, name, stepsTo: s.stepsTo?.step, secondsTo: s.stepsTo?.trainSeconds, finalAccuracy: s.testAccuracy, stepMs: spread(stepMs) };
 }
 
 const fmt = (s: Spread) => `${s.min.toFixed(1)}/${s.median.toFixed(1)}/${s.max.toFixed(1)}`;
@@ -71,33 +102,38 @@ export async function convergenceBench(o: ConvergenceOptions): Promise<void> {
   const all: Outcome[] = [];
   const verdicts: string[] = [];
   for (const batch of o.batchSizes) {
-    const on = await run(o, batch, 'SP-NGD, stale statistics on', { steps: o.maxSteps.spngd, optimizer: { kind: 'spngd' } });
-    const off = await run(o, batch, 'SP-NGD, stale statistics off', { steps: o.maxSteps.spngd, optimizer: { kind: 'spngd', kfac: { stale: { enabled: false } } } });
+    const on = await run(o, batch, 'SP-NGD defaults', 'spngd', { optimizer: { kind: 'spngd' } });
+    const off = await run(o, batch, 'SP-NGD, stale statistics off', 'spngd-dense', { optimizer: { kind: 'spngd', kfac: { stale: { enabled: false } } } });
     const sgd: Outcome[] = [];
-    for (const lr of o.sgdLrs) sgd.push(await run(o, batch, `SGD+momentum lr=${lr}`, { steps: o.maxSteps.sgd, optimizer: { kind: 'sgd', lr } }));
+    for (const lr of o.sgdLrs) sgd.push(await run(o, batch, `SGD+momentum lr=${lr}`, 'sgd', { optimizer: { kind: 'sgd', lr } }));
     all.push(on, off, ...sgd);
-    // Best SGD: fewest steps to the target, then fewest seconds.
-    const best = [...sgd].filter((r) => r.stepsTo !== undefined).sort((a, b) => a.stepsTo! - b.stepsTo! || a.secondsTo! - b.secondsTo!)[0];
-    if (on.stepsTo !== undefined && best) {
-      verdicts.push(
-        `batch ${batch}: SP-NGD ${on.stepsTo} steps, best SGD (${best.name}) ${best.stepsTo} steps: ratio ${(on.stepsTo / best.stepsTo!).toFixed(3)}`,
-      );
-    } else {
-      verdicts.push(`batch ${batch}: ${on.stepsTo === undefined ? 'SP-NGD' : 'no SGD run'} did not reach ${o.target}`);
-    }
-    const base = (best ?? sgd[0]).stepMs;
-    for (const r of [on, off]) {
-      verdicts.push(
-        `batch ${batch}: ${r.name}: time per step / SGD's: median ${(r.stepMs.median / base.median).toFixed(2)} (min ${(r.stepMs.min / base.min).toFixed(2)}, max ${(r.stepMs.max / base.max).toFixed(2)})`,
-      );
+    for (const t of o.targets) {
+      // Best SGD at this target: fewest training seconds.
+      const best = sgd.filter((r) => r.reached.has(t)).sort((a, b) => a.reached.get(t)!.trainSeconds - b.reached.get(t)!.trainSeconds)[0];
+      const mine = on.reached.get(t);
+      if (!mine) verdicts.push(`batch ${batch}, target ${t}: SP-NGD did not reach it in ${o.epochs} epochs`);
+      else if (!best) verdicts.push(`batch ${batch}, target ${t}: SP-NGD in ${mine.trainSeconds.toFixed(2)} s (${mine.step} steps); no SGD learning rate reached it in ${o.epochs} epochs`);
+      else {
+        const b = best.reached.get(t)!;
+        verdicts.push(
+          `batch ${batch}, target ${t}: SP-NGD ${mine.trainSeconds.toFixed(2)} s (${mine.step} steps), best SGD (${best.name}) ${b.trainSeconds.toFixed(2)} s (${b.step} steps): ` +
+            `SGD seconds / SP-NGD seconds ${(b.trainSeconds / mine.trainSeconds).toFixed(2)}, steps ${(b.step / mine.step).toFixed(2)}`,
+        );
+      }
     }
   }
-  console.log(`\nconvergence: Fashion-MNIST MLP, target test accuracy ${o.target}, ${o.via === 'single' ? `one process, backend ${o.backend.name}` : 'local cluster (1 PS, 2 workers, 2 owners)'}; evaluation every ${o.evalEvery} steps`);
-  console.log('batch  run                             steps-to-target  train-s-to-target  final-acc  ms/step min/median/max');
+  const where = o.via === 'single' ? `one process, backend ${o.backend.name}` : 'local cluster (1 PS, 2 workers, 2 owners)';
+  console.log(`\nconvergence: Fashion-MNIST MLP, ${where}; budget ${o.epochs} epochs, evaluation every ${o.evalEvery} steps, each run stops at ${Math.max(...o.targets)}`);
+  const head = o.targets.map((t) => `to ${t}: steps / train-s`.padStart(24)).join('');
+  console.log(`batch  run                            ${head}  final-acc  steps  ms/step min/median/max`);
   for (const r of all) {
-    const steps = r.stepsTo === undefined ? 'not reached' : String(r.stepsTo);
-    const secs = r.secondsTo === undefined ? '-' : r.secondsTo.toFixed(2);
-    console.log(`${String(r.batch).padEnd(7)}${r.name.padEnd(32)}${steps.padStart(15)}  ${secs.padStart(17)}  ${r.finalAccuracy.toFixed(4).padStart(9)}  ${fmt(r.stepMs)}`);
+    const cells = o.targets
+      .map((t) => {
+        const x = r.reached.get(t);
+        return (x ? `${x.step} / ${x.trainSeconds.toFixed(2)}` : 'not reached').padStart(24);
+      })
+      .join('');
+    console.log(`${String(r.batch).padEnd(7)}${r.name.padEnd(31)}${cells}  ${r.finalAccuracy.toFixed(4).padStart(9)}  ${String(r.steps).padStart(5)}  ${fmt(r.stepMs)}`);
   }
   console.log('');
   for (const v of verdicts) console.log(v);

@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- <name> [options]`: kernels, convergence, transport, cluster. Benchmarks print ratios against a
+ * `npm run bench -- <name> [options]`: kernels, convergence, overhead, transport, cluster. Benchmarks print ratios against a
  * baseline measured in the same run, with min/median/max; they are never part of the tests.
  */
 import { Command, Option } from 'commander';
@@ -7,6 +7,7 @@ import { selectBackend } from '../src/compute/select.js';
 import { clusterBench } from './cluster.js';
 import { convergenceBench } from './convergence.js';
 import { kernelsBench } from './kernels.js';
+import { overheadBench } from './overhead.js';
 import { transportBench } from './transport.js';
 
 const program = new Command('bench').description('spngd benchmarks');
@@ -23,27 +24,49 @@ program
 
 program
   .command('convergence')
-  .description('steps and seconds to a target accuracy: SP-NGD against tuned SGD with momentum')
-  .option('--batch-sizes <list>', 'global batch sizes', '1024')
-  .option('--target <acc>', 'test accuracy target', '0.85')
+  .description('steps and training seconds to target accuracies: SP-NGD defaults against SGD with momentum over a learning-rate grid')
+  .option('--batch-sizes <list>', 'global batch sizes', '1024,4096')
+  .option('--targets <list>', 'test accuracy targets', '0.85,0.88')
   .option('--sgd-lrs <list>', 'SGD learning-rate grid', '0.05,0.1,0.2,0.4')
+  .option('--epochs <n>', 'budget of every run, in epochs', '5')
   .option('--eval-every <n>', 'steps between evaluations', '5')
   .option('--data <dir>', 'data directory')
   .addOption(new Option('--via <how>', 'one process, or the local cluster of processes').choices(['single', 'cluster']).default('single'))
   .addOption(new Option('--backend <name>').choices(['auto', 'blas', 'gpu']).default('auto'))
-  .action(async (o: { batchSizes: string; target: string; sgdLrs: string; evalEvery: string; data?: string; via: 'single' | 'cluster'; backend: 'auto' | 'blas' | 'gpu' }) => {
+  .action(
+    async (o: { batchSizes: string; targets: string; sgdLrs: string; epochs: string; evalEvery: string; data?: string; via: 'single' | 'cluster'; backend: 'auto' | 'blas' | 'gpu' }) => {
+      const { backend } = await selectBackend(o.backend);
+      try {
+        await convergenceBench({
+          backend,
+          via: o.via,
+          batchSizes: o.batchSizes.split(',').map(Number),
+          targets: o.targets.split(',').map(Number),
+          sgdLrs: o.sgdLrs.split(',').map(Number),
+          epochs: Number(o.epochs),
+          evalEvery: Number(o.evalEvery),
+          ...(o.data ? { dataDir: o.data } : {}),
+        });
+      } finally {
+        await backend.dispose();
+      }
+    },
+  );
+
+program
+  .command('overhead')
+  .description(
+    "SP-NGD's time per step over SGD's (alternating whole runs), refreshes per statistic as a fraction of steps, and final accuracy with stale statistics on and off",
+  )
+  .option('--steps <n>', 'steps per run (293: 5 epochs at batch 1024)', '293')
+  .option('--batch-size <n>', 'global batch size', '1024')
+  .option('--repeats <n>', 'alternating rounds of (SP-NGD, SGD)', '3')
+  .option('--data <dir>', 'data directory')
+  .addOption(new Option('--backend <name>').choices(['auto', 'blas', 'gpu']).default('auto'))
+  .action(async (o: { steps: string; batchSize: string; repeats: string; data?: string; backend: 'auto' | 'blas' | 'gpu' }) => {
     const { backend } = await selectBackend(o.backend);
     try {
-      await convergenceBench({
-        backend,
-        via: o.via,
-        batchSizes: o.batchSizes.split(',').map(Number),
-        target: Number(o.target),
-        sgdLrs: o.sgdLrs.split(',').map(Number),
-        maxSteps: { spngd: 150, sgd: 500 },
-        evalEvery: Number(o.evalEvery),
-        ...(o.data ? { dataDir: o.data } : {}),
-      });
+      await overheadBench({ backend, steps: Number(o.steps), batchSize: Number(o.batchSize), repeats: Number(o.repeats), ...(o.data ? { dataDir: o.data } : {}) });
     } finally {
       await backend.dispose();
     }

@@ -23,7 +23,7 @@ export const kfacSchema = z.strictObject({
   /** Fisher estimate: one sampled label per input (the paper's choice) or the true labels. */
   fisher: z.enum(['1mc', 'empirical']).default('1mc'),
   /** Moving-average weight of a new statistic (1: no averaging). */
-  averaging: z.number().gt(0).lte(1).default(1),
+  averaging: z.number().gt(0).lte(1).default(0.1),
   stale: staleSchema.prefault({}),
 });
 

@@ -32,6 +32,9 @@ const stepSchema = z.looseObject({
   /** Present in records written by the parameter server (a cluster run). */
   workers: num,
   intervals: z.record(z.string(), z.number()).optional(),
+  stepMs: num,
+  /** Milliseconds per phase of the step (single process: forwardBackward, statistics, ...; PS: sendParams, waitGradients, ...). */
+  phases: z.record(z.string(), z.number()).optional(),
 });
 
 const evalSchema = z.looseObject({

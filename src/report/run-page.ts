@@ -6,6 +6,7 @@ import { lineChart, type ChartSpec } from './charts.js';
 import { esc } from './escape.js';
 import { isClusterRun, optimizerOf, runFacts } from './facts.js';
 import { factTable, figure, optimizerName, page, pct, seconds, short, warningsBox } from './html.js';
+import { phaseChart } from './phase-chart.js';
 import type { RunData } from './read-run.js';
 import { evalSeries, hasWallTime, intervalSeries, scaleX, stepSeries, timeUnit, type Point } from './series.js';
 
@@ -69,6 +70,7 @@ export function renderRunReport(run: RunData, generatedAt?: Date): string {
     chartOrNote(stepSeries(run, 'loss'), { title: 'Training loss by step', xLabel: 'step', yLabel: 'training loss (mini-batch)' }, 'No step records in metrics.jsonl.'),
     chartOrNote(stepSeries(run, 'lr'), { title: 'Learning rate by step', xLabel: 'step', yLabel: 'learning rate' }, 'No step records in metrics.jsonl.'),
     intervalChart(run),
+    phaseChart(run),
   ];
   const body = `<h1>Run report: ${esc(run.name)}</h1>
 <p class="sub">${esc(optimizerName(f.optimizer))} · ${esc(f.model)} · ${esc(run.dir)}</p>
