@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- <name> [options]`: kernels, convergence, overhead, transport, cluster. Benchmarks print ratios against a
+ * `npm run bench -- <name> [options]`: kernels, convergence, overhead, stale-study, transport, cluster. Benchmarks print ratios against a
  * baseline measured in the same run, with min/median/max; they are never part of the tests.
  */
 import { Command, Option } from 'commander';
@@ -8,6 +8,7 @@ import { clusterBench } from './cluster.js';
 import { convergenceBench } from './convergence.js';
 import { kernelsBench } from './kernels.js';
 import { overheadBench } from './overhead.js';
+import { staleStudyBench } from './stale-study.js';
 import { transportBench } from './transport.js';
 
 const program = new Command('bench').description('spngd benchmarks');
@@ -67,6 +68,23 @@ program
     const { backend } = await selectBackend(o.backend);
     try {
       await overheadBench({ backend, steps: Number(o.steps), batchSize: Number(o.batchSize), repeats: Number(o.repeats), ...(o.data ? { dataDir: o.data } : {}) });
+    } finally {
+      await backend.dispose();
+    }
+  });
+
+program
+  .command('stale-study')
+  .description('the study behind the stale-statistics defaults: drift of the raw statistics, then runs over averaging, α and maximum interval')
+  .option('--steps <n>', 'steps per run', '293')
+  .option('--batch-size <n>', 'global batch size', '1024')
+  .option('--seed <n>', 'seed of every run', '1')
+  .option('--data <dir>', 'data directory')
+  .addOption(new Option('--backend <name>').choices(['auto', 'blas', 'gpu']).default('auto'))
+  .action(async (o: { steps: string; batchSize: string; seed: string; data?: string; backend: 'auto' | 'blas' | 'gpu' }) => {
+    const { backend } = await selectBackend(o.backend);
+    try {
+      await staleStudyBench({ backend, steps: Number(o.steps), batchSize: Number(o.batchSize), seed: Number(o.seed), ...(o.data ? { dataDir: o.data } : {}) });
     } finally {
       await backend.dispose();
     }

@@ -1,0 +1,100 @@
+/**
+ * The study behind the stale-statistics defaults (docs/numerics.md, "Stale statistics"): the drift of
+ * every statistic from one step to the next with stale statistics off, then whole runs over settings
+ * of the factor average r, α and the maximum interval: statistics refreshed per step and final
+ * test accuracy.
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { ComputeBackend } from '../src/compute/backend.js';
+import { resolveTrainConfig } from '../src/config/schema.js';
+import { RunOutput } from '../src/run/output.js';
+import { runSingleProcess } from '../src/run/single-process.js';
+import { silentLogger } from '../src/util/log.js';
+import { spread } from '../src/util/stats.js';
+
+export interface StaleStudyOptions {
+  backend: ComputeBackend;
+  steps: number;
+  batchSize: number;
+  seed: number;
+  dataDir?: string;
+}
+
+interface StepRow {
+  type: 'step';
+  step: number;
+  refreshes?: { stat: string; drift: number | null }[];
+}
+
+interface Kfac {
+  averaging?: number;
+  stale?: { enabled?: boolean; alpha?: number; maxInterval?: number };
+}
+
+async function runRows(o: StaleStudyOptions, steps: number, kfac: Kfac): Promise<{ rows: StepRow[]; accuracy: number }> {
+  const config = resolveTrainConfig({
+    batchSize: o.batchSize,
+    steps,
+    seed: o.seed,
+    evalEvery: steps,
+    checkpointEvery: 100000,
+    ...(o.dataDir ? { data: { dir: o.dataDir } } : {}),
+    optimizer: { kind: 'spngd', kfac },
+  });
+  const dir = mkdtempSync(join(tmpdir(), 'spngd-stale-'));
+  try {
+    const output = new RunOutput(dir);
+    const summary = await runSingleProcess(config, { logger: silentLogger(), backend: o.backend, progress: false, output });
+    const rows = readFileSync(output.metricsFile, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as StepRow | { type: 'eval' })
+      .filter((r): r is StepRow => r.type === 'step');
+    return { rows, accuracy: summary.testAccuracy };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const windows: [number, number][] = [
+  [0, 10],
+  [10, 30],
+  [30, 60],
+  [60, 120],
+];
+
+export async function staleStudyBench(o: StaleStudyOptions): Promise<void> {
+  process.stderr.write('  drift with stale statistics off, r = 1 ...\n');
+  const raw = await runRows(o, 120, { averaging: 1, stale: { enabled: false } });
+  const drifts = new Map<string, [number, number][]>();
+  for (const r of raw.rows) for (const f of r.refreshes ?? []) if (f.drift !== null) (drifts.get(f.stat) ?? drifts.set(f.stat, []).get(f.stat)!).push([r.step, f.drift]);
+  console.log(`\nstale study: Fashion-MNIST MLP, batch ${o.batchSize}, seed ${o.seed}, one process, backend ${o.backend.name}`);
+  console.log('\nmedian drift of the raw statistic from one step to the next (stale statistics off, r = 1):');
+  console.log(`statistic ${windows.map(([a, b]) => `steps ${a + 1}-${b}`.padStart(13)).join('')}`);
+  for (const [stat, points] of drifts) {
+    const cells = windows.map(([a, b]) => spread(points.filter(([s]) => s > a && s <= b).map(([, d]) => d)).median.toFixed(3).padStart(13));
+    console.log(`${stat.padEnd(10)}${cells.join('')}`);
+  }
+
+  const settings: { label: string; kfac: Kfac }[] = [
+    { label: 'r 1, stale on, α 0.1, max 16', kfac: { averaging: 1 } },
+    { label: 'r 1, stale off', kfac: { averaging: 1, stale: { enabled: false } } },
+    { label: 'r 0.1, stale on, α 0.1, max 16 (defaults)', kfac: {} },
+    { label: 'r 0.1, stale off', kfac: { stale: { enabled: false } } },
+    { label: 'r 0.1, stale on, α 0.05, max 16', kfac: { stale: { alpha: 0.05 } } },
+    { label: 'r 0.1, stale on, α 0.1, max 32', kfac: { stale: { maxInterval: 32 } } },
+    { label: 'r 0.05, stale on, α 0.1, max 16', kfac: { averaging: 0.05 } },
+  ];
+  const results: string[] = [];
+  for (const s of settings) {
+    process.stderr.write(`  ${s.label} ...\n`);
+    const { rows, accuracy } = await runRows(o, o.steps, s.kfac);
+    const refreshes = rows.reduce((n, r) => n + (r.refreshes?.length ?? 0), 0) / rows.length;
+    results.push(`${s.label.padEnd(44)}${refreshes.toFixed(2).padStart(12)}${accuracy.toFixed(4).padStart(12)}`);
+  }
+  console.log(`\nwhole runs of ${o.steps} steps:`);
+  console.log(`${'setting'.padEnd(44)}${'refreshes/step'.padStart(12)}${'final acc'.padStart(12)}`);
+  for (const line of results) console.log(line);
+}
