@@ -79,12 +79,13 @@ program
   .option('--steps <n>', 'steps per run', '293')
   .option('--batch-size <n>', 'global batch size', '1024')
   .option('--seed <n>', 'seed of every run', '1')
+  .addOption(new Option('--model <name>', 'built-in model').choices(['mlp', 'cnn']).default('mlp'))
   .option('--data <dir>', 'data directory')
   .addOption(new Option('--backend <name>').choices(['auto', 'blas', 'gpu']).default('auto'))
-  .action(async (o: { steps: string; batchSize: string; seed: string; data?: string; backend: 'auto' | 'blas' | 'gpu' }) => {
+  .action(async (o: { steps: string; batchSize: string; seed: string; model: string; data?: string; backend: 'auto' | 'blas' | 'gpu' }) => {
     const { backend } = await selectBackend(o.backend);
     try {
-      await staleStudyBench({ backend, steps: Number(o.steps), batchSize: Number(o.batchSize), seed: Number(o.seed), ...(o.data ? { dataDir: o.data } : {}) });
+      await staleStudyBench({ backend, steps: Number(o.steps), batchSize: Number(o.batchSize), seed: Number(o.seed), model: o.model, ...(o.data ? { dataDir: o.data } : {}) });
     } finally {
       await backend.dispose();
     }

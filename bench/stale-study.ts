@@ -19,6 +19,7 @@ export interface StaleStudyOptions {
   steps: number;
   batchSize: number;
   seed: number;
+  model: string;
   dataDir?: string;
 }
 
@@ -38,6 +39,7 @@ async function runRows(o: StaleStudyOptions, steps: number, kfac: Kfac): Promise
     batchSize: o.batchSize,
     steps,
     seed: o.seed,
+    model: o.model,
     evalEvery: steps,
     checkpointEvery: 100000,
     ...(o.dataDir ? { data: { dir: o.dataDir } } : {}),
@@ -67,10 +69,10 @@ const windows: [number, number][] = [
 
 export async function staleStudyBench(o: StaleStudyOptions): Promise<void> {
   process.stderr.write('  drift with stale statistics off, r = 1 ...\n');
-  const raw = await runRows(o, 120, { averaging: 1, stale: { enabled: false } });
+  const raw = await runRows(o, Math.min(120, o.steps), { averaging: 1, stale: { enabled: false } });
   const drifts = new Map<string, [number, number][]>();
   for (const r of raw.rows) for (const f of r.refreshes ?? []) if (f.drift !== null) (drifts.get(f.stat) ?? drifts.set(f.stat, []).get(f.stat)!).push([r.step, f.drift]);
-  console.log(`\nstale study: Fashion-MNIST MLP, batch ${o.batchSize}, seed ${o.seed}, one process, backend ${o.backend.name}`);
+  console.log(`\nstale study: Fashion-MNIST ${o.model}, batch ${o.batchSize}, seed ${o.seed}, one process, backend ${o.backend.name}`);
   console.log('\nmedian drift of the raw statistic from one step to the next (stale statistics off, r = 1):');
   console.log(`statistic ${windows.map(([a, b]) => `steps ${a + 1}-${b}`.padStart(13)).join('')}`);
   for (const [stat, points] of drifts) {

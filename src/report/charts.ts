@@ -33,6 +33,8 @@ export interface ChartSpec {
   separate?: boolean;
   /** Start the x axis at 0 (steps and time do). Default true. */
   xFromZero?: boolean;
+  /** Start the y axis at 0 (durations do). Default false. */
+  yFromZero?: boolean;
   legend?: boolean;
   width?: number;
   height?: number;
@@ -120,9 +122,9 @@ export function lineChart(spec: ChartSpec): string {
   const ys = series.flatMap((s) => s.points.map((p) => p[1])).filter(Number.isFinite);
   const xAxis: Axis = linearAxis(spec.xFromZero === false ? Math.min(...xs) : Math.min(0, ...xs), Math.max(...xs), Math.max(3, Math.floor(plotW / 90)));
   // A little headroom so a line lying on the extreme value is not hidden by the frame.
-  const [yLo, yHi] = [Math.min(...ys), Math.max(...ys)];
+  const [yLo, yHi] = [spec.yFromZero ? 0 : Math.min(...ys), Math.max(...ys)];
   const pad = 0.03 * (yHi - yLo);
-  const yAxis: Axis = spec.log2Y ? log2Axis(yLo, yHi) : linearAxis(yLo - pad, yHi + pad, Math.max(3, Math.floor(plotH / 45)));
+  const yAxis: Axis = spec.log2Y ? log2Axis(yLo, yHi) : linearAxis(spec.yFromZero ? 0 : yLo - pad, yHi + pad, Math.max(3, Math.floor(plotH / 45)));
   const X = scaler(xAxis, M.left, M.left + plotW);
   const Y = scaler(yAxis, M.top + plotH, M.top, spec.log2Y);
 
