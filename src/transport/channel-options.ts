@@ -27,10 +27,11 @@ export interface TransportOptions {
   maxReconnectBackoffMs?: number;
   /**
    * Client HTTP/2 receive window (grpc-node.flow_control_window), bytes: how much a server may
-   * send on a stream before the client acknowledges. Default 4 MiB. (The server's own receive
-   * window is fixed at 64 KiB in grpc-js 1.14.)
+   * send on a stream before the client acknowledges. Default 4 MiB.
    */
   clientFlowControlWindow?: number;
+  /** The same for what clients send to a server (set by raiseServerReceiveWindow). Default 4 MiB. */
+  serverFlowControlWindow?: number;
 }
 
 /** Headroom required between the chunk size and the message limit (envelope, headers). */
@@ -49,6 +50,7 @@ export function resolveTransportOptions(options: TransportOptions = {}): Resolve
     initialReconnectBackoffMs: options.initialReconnectBackoffMs ?? 250,
     maxReconnectBackoffMs: options.maxReconnectBackoffMs ?? 5_000,
     clientFlowControlWindow: options.clientFlowControlWindow ?? 4 * MiB,
+    serverFlowControlWindow: options.serverFlowControlWindow ?? 4 * MiB,
   };
   if (!Number.isSafeInteger(r.chunkBytes) || r.chunkBytes < 4 || r.chunkBytes % 4 !== 0) {
     throw new RangeError(`chunkBytes must be a positive multiple of 4, got ${r.chunkBytes}`);

@@ -6,7 +6,8 @@
  */
 import { Server, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import { StateServiceService } from '../../gen/spngd/v1/state.js';
-import { serverOptions, type TransportOptions } from '../../transport/channel-options.js';
+import { resolveTransportOptions, serverOptions, type TransportOptions } from '../../transport/channel-options.js';
+import { raiseServerReceiveWindow } from '../../transport/server-window.js';
 import { addHealthAndReflection, SPNGD_SERVICES, type HealthStatus } from '../../transport/health-reflection.js';
 import type { ActorStateTracker } from './actor-state.js';
 import { INSECURE, type ActorCredentials } from './credentials.js';
@@ -66,6 +67,7 @@ export async function startActorServer(
       else resolve(p);
     });
   });
+  raiseServerReceiveWindow(server, resolveTransportOptions(transport).serverFlowControlWindow);
   const address = `${host}:${port}`;
   state.address = address;
   return {
