@@ -5,16 +5,10 @@
  * processes). Every run has the same budget in epochs and the same schedule (warm-up and decay to
  * the budget's last step); a run stops once it reaches the highest target.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { ComputeBackend } from '../src/compute/backend.js';
 import { resolveTrainConfig, type TrainConfig } from '../src/config/schema.js';
-import { runLocalCluster } from '../src/run/local-cluster.js';
-import { RunOutput } from '../src/run/output.js';
-import { runSingleProcess } from '../src/run/single-process.js';
-import { silentLogger } from '../src/util/log.js';
 import { spread, type Spread } from '../src/util/stats.js';
+import { recordedRun } from './recorded-run.js';
 
 export interface ConvergenceOptions {
   backend: ComputeBackend;
@@ -43,17 +37,9 @@ interface Outcome {
   stepMs: Spread;
 }
 
-interface Row {
-  type: string;
-  step: number;
-  stepMs?: number;
-  testAccuracy?: number;
-  trainSeconds?: number;
-}
-
 const trainImages = 60000;
 
-/** One training run; what metrics.jsonl says of its steps and evaluations. */
+/** One training run; when it first reached each target, from its evaluation records. */
 async function run(o: ConvergenceOptions, batch: number, name: string, kind: Outcome['kind'], overrides: Record<string, unknown>): Promise<Outcome> {
   const config: TrainConfig = resolveTrainConfig({
     batchSize: batch,
@@ -66,34 +52,13 @@ async function run(o: ConvergenceOptions, batch: number, name: string, kind: Out
     ...overrides,
   });
   process.stderr.write(`  batch ${batch}: ${name} (${o.via}) ...\n`);
-  const dir = mkdtempSync(join(tmpdir(), 'spngd-conv-'));
-  try {
-    const output = new RunOutput(dir);
-    if (o.via === 'single') await runSingleProcess(config, { logger: silentLogger(), backend: o.backend, progress: false, output });
-    else await runLocalCluster(config, { output, logger: silentLogger(), progress: false });
-    const rows = readFileSync(output.metricsFile, 'utf8')
-      .trim()
-      .split('\n')
-      .map((l) => JSON.parse(l) as Row);
-    const evals = rows.filter((r) => r.type === 'eval');
-    const reached = new Map<number, Reached>();
-    for (const t of o.targets) {
-      const e = evals.find((r) => (r.testAccuracy ?? 0) >= t);
-      if (e) reached.set(t, { step: e.step, trainSeconds: e.trainSeconds ?? NaN });
-    }
-    const steps = rows.filter((r) => r.type === 'step');
-    return {
-      batch,
-      name,
-      kind,
-      reached,
-      finalAccuracy: evals.at(-1)?.testAccuracy ?? NaN,
-      steps: steps.length,
-      stepMs: spread(steps.filter((r) => r.stepMs !== undefined).map((r) => r.stepMs!)),
-    };
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
+  const r = await recordedRun(config, o.via, o.backend);
+  const reached = new Map<number, Reached>();
+  for (const t of o.targets) {
+    const e = r.evals.find((x) => (x.testAccuracy ?? 0) >= t);
+    if (e) reached.set(t, { step: e.step, trainSeconds: e.trainSeconds ?? NaN });
   }
+  return { batch, name, kind, reached, finalAccuracy: r.accuracy, steps: r.steps.length, stepMs: spread(r.steps.flatMap((x) => (x.stepMs === undefined ? [] : [x.stepMs]))) };
 }
 
 const fmt = (s: Spread) => `${s.min.toFixed(1)}/${s.median.toFixed(1)}/${s.max.toFixed(1)}`;
@@ -124,13 +89,13 @@ export async function convergenceBench(o: ConvergenceOptions): Promise<void> {
   }
   const where = o.via === 'single' ? `one process, backend ${o.backend.name}` : 'local cluster (1 PS, 2 workers, 2 owners)';
   console.log(`\nconvergence: Fashion-MNIST MLP, ${where}; budget ${o.epochs} epochs, evaluation every ${o.evalEvery} steps, each run stops at ${Math.max(...o.targets)}`);
-  const head = o.targets.map((t) => `to ${t}: steps / train-s`.padStart(24)).join('');
+  const head = o.targets.map((t) => `to ${t}: steps / train s`.padStart(27)).join('');
   console.log(`batch  run                            ${head}  final-acc  steps  ms/step min/median/max`);
   for (const r of all) {
     const cells = o.targets
       .map((t) => {
         const x = r.reached.get(t);
-        return (x ? `${x.step} / ${x.trainSeconds.toFixed(2)}` : 'not reached').padStart(24);
+        return (x ? `${x.step} / ${x.trainSeconds.toFixed(2)}` : 'not reached').padStart(27);
       })
       .join('');
     console.log(`${String(r.batch).padEnd(7)}${r.name.padEnd(31)}${cells}  ${r.finalAccuracy.toFixed(4).padStart(9)}  ${String(r.steps).padStart(5)}  ${fmt(r.stepMs)}`);

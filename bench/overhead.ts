@@ -5,15 +5,10 @@
  * rounds), where SP-NGD's time goes by phase, how often each statistic was refreshed and the final
  * test accuracy with stale statistics on and off.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { ComputeBackend } from '../src/compute/backend.js';
 import { resolveTrainConfig } from '../src/config/schema.js';
-import { RunOutput } from '../src/run/output.js';
-import { runSingleProcess } from '../src/run/single-process.js';
-import { silentLogger } from '../src/util/log.js';
 import { spread, type Spread } from '../src/util/stats.js';
+import { recordedRun } from './recorded-run.js';
 
 export interface OverheadOptions {
   backend: ComputeBackend;
@@ -21,13 +16,6 @@ export interface OverheadOptions {
   batchSize: number;
   repeats: number;
   dataDir?: string;
-}
-
-interface StepRow {
-  type: 'step';
-  stepMs: number;
-  phases: Record<string, number>;
-  refreshes?: { stat: string }[];
 }
 
 interface RunFigures {
@@ -54,25 +42,14 @@ async function oneRun(o: OverheadOptions, variant: Variant): Promise<RunFigures>
     ...(o.dataDir ? { data: { dir: o.dataDir } } : {}),
     ...variants[variant],
   });
-  const dir = mkdtempSync(join(tmpdir(), 'spngd-overhead-'));
-  try {
-    const output = new RunOutput(dir);
-    const summary = await runSingleProcess(config, { logger: silentLogger(), backend: o.backend, progress: false, output });
-    const rows = readFileSync(output.metricsFile, 'utf8')
-      .trim()
-      .split('\n')
-      .map((l) => JSON.parse(l) as StepRow | { type: 'eval' })
-      .filter((r): r is StepRow => r.type === 'step');
-    const phases: Record<string, number> = {};
-    const refreshes = new Map<string, number>();
-    for (const r of rows) {
-      for (const [k, ms] of Object.entries(r.phases)) phases[k] = (phases[k] ?? 0) + ms / rows.length;
-      for (const f of r.refreshes ?? []) refreshes.set(f.stat, (refreshes.get(f.stat) ?? 0) + 1);
-    }
-    return { msPerStep: (summary.trainSeconds * 1000) / rows.length, accuracy: summary.testAccuracy, phases, refreshes, steps: rows.length };
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
+  const r = await recordedRun(config, 'single', o.backend);
+  const phases: Record<string, number> = {};
+  const refreshes = new Map<string, number>();
+  for (const row of r.steps) {
+    for (const [k, ms] of Object.entries(row.phases ?? {})) phases[k] = (phases[k] ?? 0) + ms / r.steps.length;
+    for (const f of row.refreshes ?? []) refreshes.set(f.stat, (refreshes.get(f.stat) ?? 0) + 1);
   }
+  return { msPerStep: (r.trainSeconds * 1000) / r.steps.length, accuracy: r.accuracy, phases, refreshes, steps: r.steps.length };
 }
 
 const f2 = (s: Spread) => `${s.min.toFixed(2)} / ${s.median.toFixed(2)} / ${s.max.toFixed(2)}`;

@@ -4,15 +4,10 @@
  * of the factor average r, α and the maximum interval: statistics refreshed per step and final
  * test accuracy.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { ComputeBackend } from '../src/compute/backend.js';
 import { resolveTrainConfig } from '../src/config/schema.js';
-import { RunOutput } from '../src/run/output.js';
-import { runSingleProcess } from '../src/run/single-process.js';
-import { silentLogger } from '../src/util/log.js';
 import { spread } from '../src/util/stats.js';
+import { recordedRun, type RecordedRun } from './recorded-run.js';
 
 export interface StaleStudyOptions {
   backend: ComputeBackend;
@@ -23,18 +18,12 @@ export interface StaleStudyOptions {
   dataDir?: string;
 }
 
-interface StepRow {
-  type: 'step';
-  step: number;
-  refreshes?: { stat: string; drift: number | null }[];
-}
-
 interface Kfac {
   averaging?: number;
   stale?: { enabled?: boolean; alpha?: number; maxInterval?: number };
 }
 
-async function runRows(o: StaleStudyOptions, steps: number, kfac: Kfac): Promise<{ rows: StepRow[]; accuracy: number }> {
+function runSetting(o: StaleStudyOptions, steps: number, kfac: Kfac): Promise<RecordedRun> {
   const config = resolveTrainConfig({
     batchSize: o.batchSize,
     steps,
@@ -45,19 +34,7 @@ async function runRows(o: StaleStudyOptions, steps: number, kfac: Kfac): Promise
     ...(o.dataDir ? { data: { dir: o.dataDir } } : {}),
     optimizer: { kind: 'spngd', kfac },
   });
-  const dir = mkdtempSync(join(tmpdir(), 'spngd-stale-'));
-  try {
-    const output = new RunOutput(dir);
-    const summary = await runSingleProcess(config, { logger: silentLogger(), backend: o.backend, progress: false, output });
-    const rows = readFileSync(output.metricsFile, 'utf8')
-      .trim()
-      .split('\n')
-      .map((l) => JSON.parse(l) as StepRow | { type: 'eval' })
-      .filter((r): r is StepRow => r.type === 'step');
-    return { rows, accuracy: summary.testAccuracy };
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  return recordedRun(config, 'single', o.backend);
 }
 
 const windows: [number, number][] = [
@@ -69,9 +46,9 @@ const windows: [number, number][] = [
 
 export async function staleStudyBench(o: StaleStudyOptions): Promise<void> {
   process.stderr.write('  drift with stale statistics off, r = 1 ...\n');
-  const raw = await runRows(o, Math.min(120, o.steps), { averaging: 1, stale: { enabled: false } });
+  const raw = await runSetting(o, Math.min(120, o.steps), { averaging: 1, stale: { enabled: false } });
   const drifts = new Map<string, [number, number][]>();
-  for (const r of raw.rows) for (const f of r.refreshes ?? []) if (f.drift !== null) (drifts.get(f.stat) ?? drifts.set(f.stat, []).get(f.stat)!).push([r.step, f.drift]);
+  for (const r of raw.steps) for (const f of r.refreshes ?? []) if (f.drift !== null) (drifts.get(f.stat) ?? drifts.set(f.stat, []).get(f.stat)!).push([r.step, f.drift]);
   console.log(`\nstale study: Fashion-MNIST ${o.model}, batch ${o.batchSize}, seed ${o.seed}, one process, backend ${o.backend.name}`);
   console.log('\nmedian drift of the raw statistic from one step to the next (stale statistics off, r = 1):');
   console.log(`statistic ${windows.map(([a, b]) => `steps ${a + 1}-${b}`.padStart(13)).join('')}`);
@@ -92,8 +69,8 @@ export async function staleStudyBench(o: StaleStudyOptions): Promise<void> {
   const results: string[] = [];
   for (const s of settings) {
     process.stderr.write(`  ${s.label} ...\n`);
-    const { rows, accuracy } = await runRows(o, o.steps, s.kfac);
-    const refreshes = rows.reduce((n, r) => n + (r.refreshes?.length ?? 0), 0) / rows.length;
+    const { steps, accuracy } = await runSetting(o, o.steps, s.kfac);
+    const refreshes = steps.reduce((n, r) => n + (r.refreshes?.length ?? 0), 0) / steps.length;
     results.push(`${s.label.padEnd(44)}${refreshes.toFixed(2).padStart(12)}${accuracy.toFixed(4).padStart(12)}`);
   }
   console.log(`\nwhole runs of ${o.steps} steps:`);
