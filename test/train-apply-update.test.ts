@@ -154,7 +154,7 @@ for (const { name, create } of backends) {
       [fc, bn],
       grads,
       new MomentumUpdater({ momentum: 0.9, correctOnDrop: true }),
-      opts({ lr, preconditioners: new Map([['fc', kron], ['bn', unit]]) }),
+      opts({ lr, preconditioners: new Map<string, Preconditioner>([['fc', kron], ['bn', unit]]) }),
     );
     const e = expectedFc(Array.from(grads.get('fc.weight')!), Array.from(grads.get('fc.bias')!), [0, 0, 0, 0, 0, 0], 0);
     const eb = expectedBn(Array.from(grads.get('bn.weight')!), Array.from(grads.get('bn.bias')!));

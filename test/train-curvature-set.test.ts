@@ -33,7 +33,7 @@ function stats(scale = 1, which: ('fc/A' | 'fc/G' | 'bn/F')[] = ['fc/A', 'fc/G',
 /** Gauss-Jordan inverse with partial pivoting, float64: an implementation independent of Cholesky. */
 function inverse(n: number, m: number[]): number[] {
   const a = m.map((v) => v);
-  const inv = Array.from({ length: n * n }, (_, i) => (Math.floor(i / n) === i % n ? 1 : 0));
+  const inv = Array.from({ length: n * n }, (_, i): number => (Math.floor(i / n) === i % n ? 1 : 0));
   for (let c = 0; c < n; c++) {
     let p = c;
     for (let r = c + 1; r < n; r++) if (Math.abs(a[r * n + c]) > Math.abs(a[p * n + c])) p = r;
