@@ -4,7 +4,8 @@
  * an independent float64 inversion of the damped factors), and snapshot/restore.
  */
 import test from 'ava';
-import type { CurvatureConfig, CurvatureLayerSpec } from '../src/kfac/layer-curvature.js';
+import type { CurvatureLayerSpec } from '../src/kfac/factors.js';
+import type { CurvatureConfig } from '../src/kfac/layer-curvature.js';
 import { CurvatureSet, type DampingRaise } from '../src/train/curvature-set.js';
 import { createReferenceBackend } from './helpers/reference-backend.js';
 
