@@ -7,7 +7,7 @@
  *   npm run check:cycles
  */
 import { dirname } from 'node:path';
-import dpdm, { type Dependency, type DependencyKind, type DependencyTree } from 'dpdm';
+import dpdm, { type Dependency, type DependencyTree } from 'dpdm';
 
 // dpdm is CommonJS: its functions come through the default export.
 const { parseCircular, parseDependencyTree, shortenTree, uniqueCirculars } = dpdm;
@@ -38,7 +38,7 @@ for (const file of files) {
     const key = `${from} -> ${to}`;
     if (!because.has(key)) {
       because.set(key, []);
-      folderTree[from].push({ issuer: from, request: to, kind: 'StaticImport' as DependencyKind, id: to });
+      folderTree[from].push({ issuer: from, request: to, kind: 'StaticImport' as Dependency['kind'], id: to });
     }
     because.get(key)!.push(`${file} -> ${dep.id}`);
   }
