@@ -114,6 +114,10 @@ test('workers joining or leaving do not touch the assignment; owners do', (t) =>
     ['', 'owner-a', 'owner-a'],
   );
   t.is(m.ownerOf('fc3'), 'owner-b');
+  // A worker joining now leaves the assignment as it is, including which layers just moved.
+  const moved = m.layerAssignment().layers;
+  m.join(member(Role.ROLE_WORKER));
+  t.deepEqual(m.layerAssignment().layers, moved);
 
   // owner-a leaves: everything goes to owner-b, fc1 reported as moved from owner-a.
   t.true(m.leave('owner-a', 'drained'));
