@@ -5,7 +5,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { writeFileAtomic } from '../util/atomic-file.js';
+import { writeFileAtomic } from '../run/output.js';
 import { renderCompareReport } from './compare-page.js';
 import { readRun, ReportError } from './read-run.js';
 import { renderRunReport } from './run-page.js';

@@ -6,6 +6,8 @@ import { appendFileSync, mkdirSync, accessSync, constants } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { writeFileAtomic } from '../util/atomic-file.js';
 
+export { writeFileAtomic };
+
 export class OutputDirError extends Error {
   constructor(message: string) {
     super(message);

@@ -1,7 +1,7 @@
 /**
  * Layer-to-owner assignment balanced by inversion cost (DESIGN.md §5): inverting an n×n factor
- * costs about n³, so layers are taken largest first and each goes to the owner whose load with it,
- * divided by its capacity, is smallest (ties by owner id, so every process computes the same assignment).
+ * costs about n³, so layers are taken largest first and each goes to the owner whose load, divided
+ * by its capacity, is smallest (ties by owner id, so every process computes the same assignment).
  */
 import type { LayerOwner } from '../../gen/spngd/v1/membership.js';
 import type { CurvatureLayerSpec } from '../../kfac/factors.js';
