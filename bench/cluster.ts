@@ -16,7 +16,7 @@ import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { fetchState } from '../src/cli/status-command.js';
 import type { ComputeBackend } from '../src/compute/backend.js';
-import { selectBackend } from '../src/compute/select.js';
+import { selectBackend } from '../workers/kernels/select.js';
 import { resolveTrainConfig, type TrainConfig } from '../src/config/schema.js';
 import { loadFashionMnist } from '../src/data/fashion-mnist.js';
 import type { ActorState, PhaseTiming } from '../src/gen/spngd/v1/state.js';

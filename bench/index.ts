@@ -3,7 +3,7 @@
  * baseline measured in the same run, with min/median/max; they are never part of the tests.
  */
 import { Command, Option } from 'commander';
-import { selectBackend } from '../src/compute/select.js';
+import { selectBackend } from '../workers/kernels/select.js';
 import { clusterBench } from './cluster.js';
 import { convergenceBench } from './convergence.js';
 import { kernelsBench } from './kernels.js';

@@ -9,7 +9,7 @@
  */
 import test from 'ava';
 import { fileURLToPath } from 'node:url';
-import { selectBackend } from '../src/compute/select.js';
+import { selectBackend } from '../workers/kernels/select.js';
 import { resolveTrainConfig } from '../src/config/schema.js';
 import { startCluster } from './helpers/cluster.js';
 import { pythonTest, runPythonProbe } from './helpers/python-client.js';

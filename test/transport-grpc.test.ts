@@ -3,7 +3,7 @@
  * from the generated definitions streams 64 MiB tensors in chunks both ways, with byte budgets on
  * the senders, validation on the receivers, and grpc message limits.
  */
-import test, { type ExecutionContext } from "ava";
+import test from "ava";
 import * as grpc from "@grpc/grpc-js";
 
 import {

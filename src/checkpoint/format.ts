@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../run/output.js';
+import { writeFileAtomic } from '../util/atomic-file.js';
 
 const MAGIC = Buffer.from('SPNGDCK1', 'ascii');
 

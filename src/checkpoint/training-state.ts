@@ -4,7 +4,7 @@
  * statistics, schedules, versions). The single-process trainer and the PS both checkpoint this.
  */
 import type { LayerCurvatureSnapshot } from '../kfac/layer-curvature.js';
-import type { StatKind } from '../kfac/statistics.js';
+import type { StatKind } from '../kfac/factors.js';
 import type { ScheduleSnapshot } from '../kfac/stale.js';
 import type { CheckpointContents } from './format.js';
 

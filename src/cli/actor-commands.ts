@@ -7,7 +7,7 @@ import { Command, Option } from 'commander';
 import { FactorOwner } from '../actors/owner/factor-owner.js';
 import { ParameterServer } from '../actors/ps/parameter-server.js';
 import type { ComputeBackend } from '../compute/backend.js';
-import { selectBackend } from '../compute/select.js';
+import { selectBackend } from '../../workers/kernels/select.js';
 import { loadTrainConfig } from '../config/load.js';
 import { SPLIT_FILES, findIdxFile, loadSplit, resolveDataDir } from '../data/fashion-mnist.js';
 import { readIdxLabels } from '../data/idx.js';

@@ -5,7 +5,7 @@
 import type { ComputeBackend } from '../compute/backend.js';
 import { kronPreconditioner, unitPreconditioner, type DampingConfig, type Preconditioner } from './preconditioner.js';
 import { StaleSchedule, type RefreshRecord, type ScheduleSnapshot, type StaleConfig } from './stale.js';
-import type { StatKind } from './statistics.js';
+import type { CurvatureLayerSpec, StatKind } from './factors.js';
 import { frobenius, frobeniusDistance } from './symmetric.js';
 
 /** Every how many inversions of a layer the inverses' residual is measured again. */
@@ -18,13 +18,8 @@ export interface CurvatureConfig {
   averaging: number;
 }
 
-/** What an owner needs to know of a layer (a subset of KfacLayerInfo, so it can come off the wire). */
-export interface CurvatureLayerSpec {
-  name: string;
-  kind: 'linear' | 'conv' | 'bn';
-  inFeatures: number;
-  outFeatures: number;
-}
+// Defined in factors.ts; re-exported for this module's importers.
+export type { CurvatureLayerSpec };
 
 export interface LayerCurvatureSnapshot {
   spec: CurvatureLayerSpec;

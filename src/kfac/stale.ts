@@ -16,8 +16,6 @@ export interface StaleConfig {
   maxInterval: number;
 }
 
-export const defaultStaleConfig: StaleConfig = { enabled: true, alpha: 0.1, growth: 'double', shrink: 'halve', maxInterval: 16 };
-
 export type RefreshDecision = 'first' | 'grow' | 'shrink' | 'hold' | 'always';
 
 export interface RefreshRecord {

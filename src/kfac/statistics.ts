@@ -5,15 +5,9 @@
  */
 import type { ComputeBackend } from '../compute/backend.js';
 import type { KfacLayerInfo } from '../nn/types.js';
-import type { CurvatureLayerSpec } from './layer-curvature.js';
+import type { CurvatureLayerSpec, StatKind } from './factors.js';
 
-/** A statistic's kind: the input-side factor A, the output-side factor G, or BN's unit-wise Fisher F. */
-export type StatKind = 'A' | 'G' | 'F';
-
-/** Key of one statistic, e.g. "fc1/A". */
-export function statKey(layer: string, kind: StatKind): string {
-  return `${layer}/${kind}`;
-}
+export { statKey, type StatKind } from './factors.js';
 
 /**
  * One statistic from the layer's last captured pass, averaged over the local batch:

@@ -1,40 +1,9 @@
 /**
- * Small dense helpers for the symmetric n×n Kronecker factors: packing to the upper triangle
- * (what travels and is stored, n(n+1)/2 values), traces, norms and damping on the diagonal.
+ * Small dense helpers for the symmetric n×n Kronecker factors: traces, norms, damping on the
+ * diagonal and inverse residuals (packing to the upper triangle is the codec's, transport/tensor-codec.ts).
  */
 
 export type Numeric = Float32Array | Float64Array;
-
-/** Number of values in the upper triangle (diagonal included) of an n×n matrix. */
-export function triangleLength(n: number): number {
-  return (n * (n + 1)) / 2;
-}
-
-/** Row-major upper triangle of a full symmetric matrix. */
-export function packUpper(n: number, full: Numeric, out: Numeric = new Float32Array(triangleLength(n))): Numeric {
-  let k = 0;
-  for (let i = 0; i < n; i++) {
-    for (let j = i; j < n; j++) out[k++] = full[i * n + j];
-  }
-  return out;
-}
-
-/** Full symmetric matrix (float64) from a row-major upper triangle. */
-export function unpackUpper(n: number, packed: Numeric): Float64Array {
-  if (packed.length !== triangleLength(n)) {
-    throw new RangeError(`upper triangle of a ${n}x${n} matrix holds ${triangleLength(n)} values, got ${packed.length}`);
-  }
-  const full = new Float64Array(n * n);
-  let k = 0;
-  for (let i = 0; i < n; i++) {
-    for (let j = i; j < n; j++) {
-      const v = packed[k++];
-      full[i * n + j] = v;
-      full[j * n + i] = v;
-    }
-  }
-  return full;
-}
 
 export function trace(n: number, m: Numeric): number {
   let t = 0;

@@ -2,8 +2,11 @@
  * A run's output directory: the resolved config, metrics.jsonl (one JSON object per step and per
  * evaluation, for plotting), and summary.json, written atomically so a reader never sees half a file.
  */
-import { appendFileSync, closeSync, fsyncSync, mkdirSync, openSync, renameSync, writeFileSync, accessSync, constants } from 'node:fs';
+import { appendFileSync, mkdirSync, accessSync, constants } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { writeFileAtomic } from '../util/atomic-file.js';
+
+export { writeFileAtomic };
 
 export class OutputDirError extends Error {
   constructor(message: string) {
@@ -15,19 +18,6 @@ export class OutputDirError extends Error {
 /** Default output directory: runs/<UTC timestamp>. */
 export function defaultRunDir(now = new Date()): string {
   return join('runs', now.toISOString().replace(/[:]/g, '-').replace(/\..+$/, ''));
-}
-
-/** Writes `data` to `file` through a temporary file, fsync and rename. */
-export function writeFileAtomic(file: string, data: string | Uint8Array): void {
-  const tmp = `${file}.tmp-${process.pid}`;
-  const fd = openSync(tmp, 'w');
-  try {
-    writeFileSync(fd, data);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, file);
 }
 
 export class RunOutput {

@@ -4,7 +4,7 @@
  * the cluster runs the same math across processes.
  */
 import type { ComputeBackend } from '../compute/backend.js';
-import { selectBackend } from '../compute/select.js';
+import { selectBackend } from '../../workers/kernels/select.js';
 import type { TrainConfig } from '../config/schema.js';
 import { describeData, loadFashionMnist } from '../data/fashion-mnist.js';
 import { buildModel } from '../nn/models.js';

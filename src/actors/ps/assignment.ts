@@ -4,7 +4,7 @@
  * by its capacity, is smallest (ties by owner id, so every process computes the same assignment).
  */
 import type { LayerOwner } from '../../gen/spngd/v1/membership.js';
-import type { CurvatureLayerSpec } from '../../kfac/layer-curvature.js';
+import type { CurvatureLayerSpec } from '../../kfac/factors.js';
 
 export interface OwnerCapacity {
   id: string;

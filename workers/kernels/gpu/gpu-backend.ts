@@ -13,8 +13,6 @@ import {
   type ComputeBackend,
   type ConvGeometry,
   type GemmOptions,
-  type PoolGeometry,
-  convOutputSize,
 } from '../../../src/compute/backend.js';
 import { checkDims, checkGeometry, checkLength } from '../../../src/compute/argument-checks.js';
 import { TYPESCRIPT_ELEMENTWISE, type ElementwiseKernels } from '../../../src/compute/elementwise.js';

@@ -3,8 +3,8 @@
  * built here, else `gpu` (gpu.js: WebGPU where an adapter answers, WebAssembly SIMD otherwise).
  * The gpu.js module is loaded only when it is used.
  */
-import { blasAvailable, createBlasBackend } from '../../workers/kernels/blas/blas-backend.js';
-import type { ComputeBackend } from './backend.js';
+import type { ComputeBackend } from '../../src/compute/backend.js';
+import { blasAvailable, createBlasBackend } from './blas/blas-backend.js';
 
 export type BackendChoice = 'auto' | 'blas' | 'gpu';
 
@@ -29,6 +29,6 @@ export async function selectBackend(choice: BackendChoice, opts: { threads?: num
 }
 
 async function createGpu(): Promise<ComputeBackend> {
-  const mod = await import('../../workers/kernels/gpu/gpu-backend.js');
+  const mod = await import('./gpu/gpu-backend.js');
   return mod.createGpuBackend({ mode: 'auto' });
 }
