@@ -15,8 +15,9 @@ function close(t: { true: (c: boolean, m?: string) => void }, a: number, b: numb
 /** The documented formula, written independently of the implementation. */
 function documented(c: LrScheduleConfig, e: number): number {
   if (e < c.warmupEpochs) return c.lr * (c.warmupStartFactor + ((1 - c.warmupStartFactor) * e) / c.warmupEpochs);
-  if (c.decayEndEpoch <= c.decayStartEpoch || e <= c.decayStartEpoch) return c.lr;
-  const frac = e >= c.decayEndEpoch ? 1 : (e - c.decayStartEpoch) / (c.decayEndEpoch - c.decayStartEpoch);
+  const start = Math.max(c.decayStartEpoch, c.warmupEpochs);
+  if (c.decayEndEpoch <= start || e <= start) return c.lr;
+  const frac = e >= c.decayEndEpoch ? 1 : (e - start) / (c.decayEndEpoch - start);
   const decayed = c.lr * Math.pow(1 - frac, c.power);
   return Math.max(decayed, c.finalFactor * c.lr);
 }
@@ -74,6 +75,13 @@ test('matches the documented formula over a grid of configurations and fractiona
               checked++;
             }
   t.true(checked > 5000);
+});
+
+test('a warm-up longer than decayStartEpoch: the decay starts where the warm-up ends, with no jump', (t) => {
+  const c = { ...base, lr: 1, warmupEpochs: 1, decayStartEpoch: 0, decayEndEpoch: 5, power: 2 };
+  close(t, learningRateAt(c, 0.999), 0.1 + 0.9 * 0.999, 'end of warm-up');
+  close(t, learningRateAt(c, 1), 1, 'warm-up done');
+  close(t, learningRateAt(c, 3), (1 - 2 / 4) ** 2, 'halfway through the decay from epoch 1 to 5');
 });
 
 test('the rate never rises during the decay', (t) => {

@@ -1,6 +1,6 @@
 /**
  * Learning rate over (fractional) epochs (DESIGN.md §3): optional linear warm-up, then constant
- * until decayStart, polynomial decay lr0·(1 − (e − e_start)/(e_end − e_start))^p to decayEnd.
+ * until decayStart (or the warm-up's end, whichever is later), polynomial decay lr0·(1 − (e − e_start)/(e_end − e_start))^p to decayEnd.
  */
 export interface LrScheduleConfig {
   lr: number;
@@ -19,8 +19,10 @@ export function learningRateAt(c: LrScheduleConfig, epoch: number): number {
     const t = epoch / c.warmupEpochs;
     return c.lr * (c.warmupStartFactor + (1 - c.warmupStartFactor) * t);
   }
-  if (epoch <= c.decayStartEpoch || c.decayEndEpoch <= c.decayStartEpoch) return c.lr;
-  const t = Math.min(1, (epoch - c.decayStartEpoch) / (c.decayEndEpoch - c.decayStartEpoch));
+  // The decay starts after the warm-up at the earliest, so the rate never jumps where the warm-up ends.
+  const start = Math.max(c.decayStartEpoch, c.warmupEpochs);
+  if (epoch <= start || c.decayEndEpoch <= start) return c.lr;
+  const t = Math.min(1, (epoch - start) / (c.decayEndEpoch - start));
   return c.lr * Math.max(c.finalFactor, (1 - t) ** c.power);
 }
 
