@@ -53,6 +53,9 @@ import { FastFactorOwnerServiceService, FastParameterServerServiceService } from
 import type { LayerCurvatureSnapshot } from '../../kfac/layer-curvature.js';
 import { fetchLayerStates, serveLayerStates } from '../common/layer-state.js';
 import { layerCost } from './assignment.js';
+import { Admission } from './admission.js';
+import { preconditionerProblem, versionProblem } from '../common/value-checks.js';
+import { effectiveDamping } from '../../kfac/preconditioner.js';
 import { Membership } from './membership.js';
 
 export interface ParameterServerOptions {
@@ -117,6 +120,8 @@ export class ParameterServer {
   readonly metrics = new MetricHub(() => this.state.id);
   readonly model: Sequential;
   readonly membership: Membership;
+  /** Who may speak for which member (session secrets, certificate identities); counts refusals. */
+  private readonly admission: Admission;
   private readonly updater: MomentumUpdater;
   private readonly workers = new Map<string, WorkerSession>();
   private readonly preconditioners = new Map<string, HeldPreconditioner>();
@@ -161,6 +166,7 @@ export class ParameterServer {
       c.cluster.leaseMs,
     );
     this.membership.on('change', (view, reason) => this.onMembershipChange(view, reason));
+    this.admission = new Admission(this.state, opts.logger);
   }
 
   get address(): string {
@@ -507,6 +513,7 @@ export class ParameterServer {
       const bad = [...w.tensors].find(([, v]) => !allFinite(v));
       if (bad) {
         this.opts.logger.warn(`step ${s}: ${bad[0]} from ${w.id} is not finite; that worker's contribution is left out of the step`);
+        this.state.refuse('non_finite_gradient', w.id, `step ${s}: ${bad[0]} is not finite`);
         this.metrics.emit('dropped_contribution', 1, s, this.membership.epoch, { worker: w.id, tensor: bad[0] });
       }
       return !bad;
@@ -581,6 +588,7 @@ export class ParameterServer {
     this.opts.logger.info({ epoch: view.epoch, assignment: view.assignment?.layers.map((l) => `${l.layer}->${l.ownerId}`) }, `membership epoch ${view.epoch}: ${reason}`);
     // Workers that are no longer members (lease expired) leave the step rotation.
     for (const w of this.workers.values()) if (!this.membership.get(w.id)) this.dropWorker(w, 'no longer a member');
+    this.admission.retain(new Set(this.membership.list().map((m) => m.id)));
     const owners = new Set(this.membership.list(Role.ROLE_FACTOR_OWNER).map((o) => o.id));
     for (const id of this.watermarks.keys()) if (!owners.has(id)) this.watermarks.delete(id);
     this.watermarkChange.resolve();
@@ -608,15 +616,25 @@ export class ParameterServer {
           cb({ code: status.INVALID_ARGUMENT, details: `join: unknown lifecycle state ${m.state}` });
           return;
         }
-        // The same id again is a restarted actor; an id held by a member of another role (or the PS's own) is a mistake.
+        // An id held by a member of another role (or the PS's own) is a mistake; a live one of the
+        // same role is taken over only by that member itself (see Admission.admitJoin).
         const holder = m.id ? this.membership.get(m.id) : undefined;
         if (holder && holder.role !== m.role) {
           cb({ code: status.FAILED_PRECONDITION, details: `join: id "${m.id}" belongs to a member with role ${Role[holder.role] ?? holder.role}` });
           return;
         }
-        const joined = this.membership.join(m);
+        let id: string;
+        try {
+          id = this.admission.admitJoin(call, m, holder);
+        } catch (err) {
+          cb((err as TransportError).toStatus());
+          return;
+        }
+        const joined = this.membership.join({ ...m, id });
+        const sessionSecret = this.admission.issue(joined.id, joined.role);
         this.opts.logger.info(`${joined.id} joined from ${joined.address || 'an unknown address'}`);
         cb(null, {
+          sessionSecret,
           view: { ...this.membership.view(), members: this.membership.list() },
           heartbeatIntervalMs: c.cluster.heartbeatMs,
           leaseMs: c.cluster.leaseMs,
@@ -626,7 +644,16 @@ export class ParameterServer {
         });
       },
       leave: (call, cb) => {
-        this.membership.leave(call.request.memberId, call.request.reason || 'left');
+        const id = call.request.memberId;
+        if (this.membership.get(id)) {
+          try {
+            this.admission.authorize(call, id, 'leave');
+          } catch (err) {
+            cb((err as TransportError).toStatus());
+            return;
+          }
+        }
+        this.membership.leave(id, call.request.reason || 'left');
         cb(null, { epoch: this.membership.epoch });
       },
       heartbeat: (call, cb) => {
@@ -638,6 +665,15 @@ export class ParameterServer {
           cb({ code: status.FAILED_PRECONDITION, details: `heartbeat: "${call.request.memberId}" is the parameter server, which holds no lease` });
           return;
         }
+        if (this.membership.get(call.request.memberId)) {
+          try {
+            this.admission.authorize(call, call.request.memberId, 'heartbeat');
+          } catch (err) {
+            cb((err as TransportError).toStatus());
+            return;
+          }
+        }
+        // An unknown id is told so (known: false), and the member joins again.
         const known = this.membership.heartbeat(call.request.memberId, call.request.state);
         cb(null, { epoch: this.membership.epoch, known });
       },
@@ -677,6 +713,7 @@ export class ParameterServer {
           const member = this.membership.get(id);
           if (!member) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `worker "${id}" has not joined (call MembershipService.Join first)`);
           if (member.role !== Role.ROLE_WORKER) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `"${id}" is a member with role ${Role[member.role] ?? member.role}, not a worker`);
+          this.admission.authorize(call, id, 'train');
           const old = this.workers.get(id);
           if (old) this.dropWorker(old, 'replaced by a new stream');
           session = {
@@ -801,6 +838,7 @@ export class ParameterServer {
 
   private onPublishStream(call: ServerDuplexStream<PublishPreconditionersRequest, PublishPreconditionersResponse>): void {
     let ownerId: string | undefined;
+    let secret = '';
     const assembler = new TensorAssembler();
     const pending = new Map<string, Map<PreconditionerFactor, { values: Float32Array; shape: number[] }>>();
     call.on('data', (req: PublishPreconditionersRequest) => {
@@ -812,6 +850,7 @@ export class ParameterServer {
           const member = this.membership.get(k.value.ownerId);
           if (!member) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `owner "${k.value.ownerId}" has not joined`);
           if (member.role !== Role.ROLE_FACTOR_OWNER) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `"${k.value.ownerId}" is a member with role ${Role[member.role] ?? member.role}, not a factor owner`);
+          secret = this.admission.authorize(call, k.value.ownerId, 'publish');
           ownerId = k.value.ownerId;
           return;
         }
@@ -835,9 +874,16 @@ export class ParameterServer {
             pending.delete(cm.layer);
             let accepted = false;
             let reason = '';
+            const ahead = versionProblem(cm.version, cm.computedFromStep, this.step, this.membership.epoch);
+            // Values no owner sends end the stream (INVALID_ARGUMENT); races (a layer that just moved, an older version) are answered.
+            if (ahead) throw this.admission.refuse(ownerId, 'version_ahead', status.INVALID_ARGUMENT, `preconditioner ${cm.layer.slice(0, 64)}: ${ahead}`);
+            if (cm.epoch > this.membership.epoch) throw this.admission.refuse(ownerId, 'epoch_ahead', status.INVALID_ARGUMENT, `preconditioner ${cm.layer.slice(0, 64)} of epoch ${cm.epoch}, but the membership is at epoch ${this.membership.epoch}`);
             if (!factors) reason = 'no inverses received';
-            else if (this.membership.ownerOf(cm.layer) !== ownerId) reason = `${ownerId} does not own ${cm.layer} in epoch ${this.membership.epoch}`;
-            else {
+            else if (!this.admission.current(ownerId, secret)) reason = `${ownerId} joined again since this stream was opened`;
+            else if (this.membership.ownerOf(cm.layer) !== ownerId) {
+              reason = `${ownerId} does not own ${cm.layer} in epoch ${this.membership.epoch}`;
+              this.state.refuse('not_layer_owner', ownerId, reason);
+            } else {
               const held = this.preconditioners.get(cm.layer);
               const tenure = this.tenures.get(cm.layer)?.since ?? 0;
               if (held && held.ownerId === ownerId && held.tenure === tenure && held.version >= cm.version) reason = `version ${cm.version} is not newer than ${held.version}`;
@@ -848,10 +894,13 @@ export class ParameterServer {
                   if (!layer) throw new RangeError(`unknown layer ${cm.layer}`);
                   const ok = p.kind === 'unit' ? layer.kind === 'bn' && p.channels === layer.outFeatures : p.orderA === layer.inFeatures + 1 && p.orderG === layer.outFeatures;
                   if (!ok) throw new RangeError(`preconditioner of ${cm.layer} does not match the layer's shape`);
+                  const bad = preconditionerProblem(p, effectiveDamping({ lambda: this.opts.config.optimizer.kfac.damping, weightDecay: this.opts.config.optimizer.weightDecay, piCorrection: true }));
+                  if (bad) throw this.admission.refuse(ownerId, 'bad_preconditioner', status.INVALID_ARGUMENT, `preconditioner ${cm.layer} v${cm.version}: ${bad}`);
                   this.preconditioners.set(cm.layer, { preconditioner: p, version: cm.version, computedFromStep: cm.computedFromStep, ownerId, tenure });
                   this.state.preconditioners.set(cm.layer, { layer: cm.layer, version: cm.version, computedFromStep: cm.computedFromStep, ownerId, updatedUnixMs: Date.now() });
                   accepted = true;
                 } catch (err) {
+                  if (err instanceof TransportError) throw err;
                   reason = (err as Error).message;
                 }
               }
