@@ -260,11 +260,15 @@ export function loadCertificateAuthority(certPem: string, keyPem: string): Certi
  * A certificate for `names` (DNS names and/or IP addresses; the first is its common name), for
  * TLS server and client authentication, issued by `ca`.
  */
-export function issueCertificate(ca: CertificateAuthority, names: string[], opts: { days?: number } = {}): IssuedCertificate {
+export function issueCertificate(ca: CertificateAuthority, names: string[], opts: { days?: number; identity?: string } = {}): IssuedCertificate {
   if (names.length === 0) throw new Error('a certificate needs at least one host name');
   for (const n of names) checkHostName(n);
   const key = newKey();
-  const san = seq(...names.map((n) => (isIP(n) ? implicit(7, ipBytes(n)) : implicit(2, Buffer.from(n.toLowerCase(), 'latin1')))));
+  const san = seq(
+    ...names.map((n) => (isIP(n) ? implicit(7, ipBytes(n)) : implicit(2, Buffer.from(n.toLowerCase(), 'latin1')))),
+    // The actor's role and id (spngd://ROLE/ID) as a URI general name.
+    ...(opts.identity ? [implicit(6, Buffer.from(opts.identity, 'latin1'))] : []),
+  );
   const der = certificate({
     subject: name(names[0]),
     issuer: ca.subjectDer,
