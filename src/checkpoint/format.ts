@@ -108,11 +108,17 @@ export class NonFiniteCheckpointError extends CheckpointError {
  */
 export function saveCheckpoint<H>(dir: string, step: number, c: CheckpointContents<H>, keep = 3): string {
   const bad = firstNonFinite(c);
-  if (bad) throw new NonFiniteCheckpointError(`checkpoint of step ${step} not written: ${bad.name} has ${bad.count} non-finite value(s)`);
+  if (bad) throw new NonFiniteCheckpointError(`the state of step ${step} is not finite (${bad.name} has ${bad.count} NaN or infinite value(s))`);
   const file = join(dir, checkpointName(step));
   writeFileAtomic(file, encodeCheckpoint(c));
   const all = listCheckpoints(dir);
-  for (const old of all.slice(0, Math.max(0, all.length - keep))) unlinkSync(join(dir, old));
+  for (const old of all.slice(0, Math.max(0, all.length - keep))) {
+    try {
+      unlinkSync(join(dir, old));
+    } catch {
+      /* kept: removed next time */
+    }
+  }
   return file;
 }
 

@@ -118,6 +118,13 @@ export function addActorCommands(program: Command): void {
       process.on('SIGINT', onSignal);
       process.on('SIGTERM', onSignal);
       await ps.run();
+      if (ps.outputError) {
+        // metrics.jsonl could not be written: training stopped after a step (with a checkpoint if
+        // the disk allowed one); end with the one line that says why.
+        await ps.stop();
+        await backend.dispose();
+        throw ps.outputError;
+      }
       if (!ps.lastEval) await ps.evaluate();
       const summary = ps.summary();
       output?.writeJson('summary.json', summary);

@@ -46,7 +46,9 @@ import { MetricHub } from '../common/metric-hub.js';
 import { decodePreconditioner } from '../common/preconditioner-wire.js';
 import { sendDense } from '../common/tensor-io.js';
 import { transportOf } from '../common/transport-of.js';
-import { CheckpointError, loadLatestCheckpoint, saveCheckpoint } from '../../checkpoint/format.js';
+import { CheckpointError, loadLatestCheckpoint } from '../../checkpoint/format.js';
+import { removeStaleTemporaries, type OutputWriteError } from '../../run/output.js';
+import { writeCheckpoint } from '../../checkpoint/safe-write.js';
 import { checkpointToState, stateToCheckpoint } from '../../checkpoint/training-state.js';
 import { type FactorOwnerServiceServer } from '../../gen/spngd/v1/factor_owner.js';
 import { FastFactorOwnerServiceService, FastParameterServerServiceService } from '../../transport/fast-services.js';
@@ -153,6 +155,8 @@ export class ParameterServer {
   /** Wall seconds of the run before a resume. */
   private wallOffset = 0;
   private stepsTo: RunRecordSummary['stepsTo'];
+  /** Set when a metrics record could not be written: training stopped after that step. */
+  outputError: OutputWriteError | undefined;
   readonly finished = deferred<void>();
 
   constructor(private readonly opts: ParameterServerOptions) {
@@ -174,6 +178,10 @@ export class ParameterServer {
   }
 
   async start(): Promise<string> {
+    if (this.opts.checkpointDir) {
+      const removed = removeStaleTemporaries(this.opts.checkpointDir);
+      if (removed.length > 0) this.opts.logger.warn(`removed ${removed.length} temporary file(s) left by a process killed while writing: ${removed.join(', ')}`);
+    }
     if (this.opts.resume) this.restoreCheckpoint();
     this.server = await startActorServer(
       this.opts.listen,
@@ -309,7 +317,7 @@ export class ParameterServer {
       }
       this.step = s + 1;
       this.state.step = this.step;
-      this.opts.onRecord?.({ type: 'skipped', step: this.step, reason: 'non-finite gradients' });
+      this.record({ type: 'skipped', step: this.step, reason: 'non-finite gradients' });
       return;
     }
     if (arrived.length < participants.length) {
@@ -359,7 +367,7 @@ export class ParameterServer {
     this.metrics.emit('accuracy', accuracy, this.step, this.membership.epoch);
     this.metrics.emit('step_ms', stepMs, this.step, this.membership.epoch);
     const versions = Object.fromEntries([...this.preconditioners].map(([k, v]) => [k, v.version]));
-    this.opts.onRecord?.({
+    this.record({
       type: 'step',
       step: this.step,
       epoch: s / stepsPerEpoch,
@@ -408,10 +416,10 @@ export class ParameterServer {
       ),
     );
     const u = this.updater.snapshot();
-    const file = saveCheckpoint(
+    return writeCheckpoint(
       dir,
       this.step,
-      stateToCheckpoint({
+      () => stateToCheckpoint({
         step: this.step,
         model: this.model.exportState(),
         velocity: u.velocity,
@@ -420,9 +428,9 @@ export class ParameterServer {
         extra: { trainMs: this.trainMs, wallSeconds: this.wallSeconds(), stepsTo: this.stepsTo },
       }),
       this.opts.config.checkpointKeep,
+      this.opts.logger,
+      this.state.warnings,
     );
-    this.opts.logger.info(`checkpoint ${file}`);
-    return file;
   }
 
   private restoreCheckpoint(): void {
@@ -455,11 +463,30 @@ export class ParameterServer {
     this.lastEval = e;
     this.metrics.emit('test_accuracy', e.accuracy, this.step, this.membership.epoch);
     this.metrics.emit('test_loss', e.loss, this.step, this.membership.epoch);
-    this.opts.onRecord?.({ type: 'eval', step: this.step, testLoss: e.loss, testAccuracy: e.accuracy, wallSeconds: this.wallSeconds(), trainSeconds: this.trainMs / 1000 });
+    this.record({ type: 'eval', step: this.step, testLoss: e.loss, testAccuracy: e.accuracy, wallSeconds: this.wallSeconds(), trainSeconds: this.trainMs / 1000 });
     const target = this.opts.config.targetAccuracy;
     if (!this.stepsTo && e.accuracy >= target) this.stepsTo = { accuracy: target, step: this.step, seconds: this.wallSeconds(), trainSeconds: this.trainMs / 1000 };
     this.opts.logger.info(`eval at step ${this.step}: test accuracy ${e.accuracy.toFixed(4)}, loss ${e.loss.toFixed(4)}`);
     return e;
+  }
+
+  /**
+   * Hands a record to onRecord (metrics.jsonl). A record that cannot be written (a full disk, a
+   * read-only --out) stops training cleanly after this step: one log line, a warning in the state,
+   * and `outputError` for the caller, instead of an exception in the middle of a step.
+   */
+  private record(r: Record<string, unknown>): void {
+    if (!this.opts.onRecord || this.outputError) return;
+    try {
+      this.opts.onRecord(r);
+    } catch (err) {
+      const e = err as OutputWriteError;
+      this.outputError = e;
+      const line = `metrics: ${e.message}; training stops after step ${this.step}`;
+      this.opts.logger.error(line);
+      this.state.warnings.add(line);
+      this.requestStop();
+    }
   }
 
   private wallSeconds(): number {
