@@ -56,6 +56,7 @@ import type { LayerCurvatureSnapshot } from '../../kfac/layer-curvature.js';
 import { fetchLayerStates, serveLayerStates } from '../common/layer-state.js';
 import { layerCost } from './assignment.js';
 import { Admission } from './admission.js';
+import { LeaseClock } from './liveness.js';
 import { preconditionerProblem, versionProblem } from '../common/value-checks.js';
 import { effectiveDamping } from '../../kfac/preconditioner.js';
 import { Membership } from './membership.js';
@@ -202,7 +203,13 @@ export class ParameterServer {
     this.state.lifecycle = LifecycleState.LIFECYCLE_STATE_READY;
     this.syncState();
     this.server.health.setAll('SERVING');
-    const lease = setInterval(() => this.membership.expire(), Math.max(200, this.opts.config.cluster.heartbeatMs));
+    // Leases are checked by the PS's own clock: after the PS itself stalled, members get a lease to heartbeat (liveness.ts).
+    const tick = Math.max(200, this.opts.config.cluster.heartbeatMs);
+    const clock = new LeaseClock(this.opts.config.cluster.leaseMs, tick, (gap, grace) => {
+      this.opts.logger.warn(`the parameter server itself was stalled for ${Math.round(gap)} ms; members get ${grace} ms to heartbeat before leases are checked again`);
+      this.metrics.emit('ps_stall_ms', gap, this.step, this.membership.epoch);
+    });
+    const lease = setInterval(() => clock.tick() && this.membership.expire(), tick);
     lease.unref();
     this.finished.promise.finally(() => clearInterval(lease)).catch(() => undefined);
     return this.server.address;
