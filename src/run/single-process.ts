@@ -13,6 +13,7 @@ import { Trainer, type EvalMetrics } from '../train/trainer.js';
 import type { Logger } from '../util/log.js';
 import { spread, type Spread } from '../util/stats.js';
 import { CheckpointError, loadLatestCheckpoint } from '../checkpoint/format.js';
+import { checkAgainstData } from '../config/load.js';
 import { writeCheckpoint } from '../checkpoint/safe-write.js';
 import { checkpointToState, stateToCheckpoint } from '../checkpoint/training-state.js';
 import type { RunOutput } from './output.js';
@@ -61,6 +62,7 @@ export async function runSingleProcess(config: TrainConfig, opts: SingleRunOptio
     ...(config.data.testLimit === undefined ? {} : { limitTest: config.data.testLimit }),
   });
   for (const w of data.warnings) logger.warn(w);
+  checkAgainstData(config, data.train.n);
   const dataLine = describeData(data);
   logger.info(`data: ${dataLine}`);
 
