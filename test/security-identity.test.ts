@@ -134,12 +134,12 @@ interface Mode {
   expectWorker: Record<string, status>;
 }
 
-function modes(): Mode[] {
+async function modes(): Promise<Mode[]> {
   const insecure: Client = { channel: () => credentials.createInsecure(), options: {} };
   const asStranger = { nanPublish: UA, hugePublish: UA, joinAsOwner1: AE, joinAsWorker1: AE, leaveOwner1: UA, heartbeatOwner1: UA };
   // A certificate per actor, naming its role and id; the PS's names ps/ps-0. All for host localhost.
   const dir = join(tmp, 'pki');
-  makeCerts({ out: dir, hosts: [['localhost', 'ps/ps-0'], ['localhost', 'owner/owner-1'], ['localhost', 'worker/worker-1'], ['localhost', 'worker/worker-2'], ['localhost', 'worker/worker-9'], ['localhost']] });
+  await makeCerts({ out: dir, hosts: [['localhost', 'ps/ps-0'], ['localhost', 'owner/owner-1'], ['localhost', 'worker/worker-1'], ['localhost', 'worker/worker-2'], ['localhost', 'worker/worker-9'], ['localhost']] });
   const creds = (stem: string) => loadCredentials({ tlsCa: join(dir, 'ca.crt'), tlsCert: join(dir, `${stem}.crt`), tlsKey: join(dir, `${stem}.key`) });
   const hostCert = creds('localhost');
   const workerCert = creds('worker-9');
@@ -183,7 +183,7 @@ function calm(): Promise<{ params: Record<string, Float32Array>; accuracy: numbe
   return undisturbed;
 }
 
-for (const mode of modes()) {
+for (const mode of await modes()) {
   test.serial(`${mode.name}: a stranger and a valid worker cannot publish for owner-1, reuse live ids or end another member's lease`, async (t) => {
     const want = await calm();
     const backend = await clusterBackend();

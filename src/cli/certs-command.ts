@@ -1,7 +1,7 @@
 /**
  * `spngd certs --out DIR --hosts ps,worker-1,owner-1,localhost`: a development CA (DIR/ca.crt,
  * DIR/ca.key) and one certificate per host (DIR/<host>.crt, DIR/<host>.key) for mutual TLS between
- * actors, made with Node's crypto (src/security/x509.ts; no openssl needed). An existing CA in DIR
+ * actors, made with @peculiar/x509 and Node's WebCrypto (src/security/x509.ts; no openssl needed). An existing CA in DIR
  * is reused, so hosts can be added later. --token also writes DIR/token, a random bearer token.
  *
  * An entry may name the actor's role and id as ROLE/ID (worker/worker-1, owner/owner-2, ps/ps-0;
@@ -13,7 +13,8 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { join } from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
 import { positiveInteger } from './option-parsers.js';
-import { checkHostName, createCertificateAuthority, issueCertificate, loadCertificateAuthority, newToken, type CertificateAuthority } from '../security/x509.js';
+import { checkHostName } from '../security/names.js';
+import type { CertificateAuthority } from '../security/x509.js';
 
 export class CertsError extends Error {
   constructor(message: string) {
@@ -74,7 +75,7 @@ function write(file: string, text: string, secret: boolean): void {
 }
 
 /** Writes the CA (unless DIR has one) and the hosts' certificates. */
-export function makeCerts(opts: { out: string; hosts: string[][]; days?: number; token?: boolean; force?: boolean }): CertsResult {
+export async function makeCerts(opts: { out: string; hosts: string[][]; days?: number; token?: boolean; force?: boolean }): Promise<CertsResult> {
   const dir = opts.out;
   try {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -91,19 +92,21 @@ export function makeCerts(opts: { out: string; hosts: string[][]; days?: number;
     const taken = [...planned.flatMap((p) => [p.crt, p.key]), ...(opts.token ? [join(dir, 'token')] : [])].filter((f) => existsSync(f));
     if (taken.length > 0) throw new CertsError(`${taken.join(', ')} already exist${taken.length === 1 ? 's' : ''} (--force replaces them)`);
   }
+  // Loaded here, not at startup: only `spngd certs` builds certificates.
+  const { createCertificateAuthority, issueCertificate, loadCertificateAuthority, newToken } = await import('../security/x509.js');
   let ca: CertificateAuthority;
   const caCreated = !(existsSync(caCrt) && existsSync(caKey));
   const files: string[] = [];
   try {
     if (caCreated) {
       if (existsSync(caCrt) || existsSync(caKey)) throw new CertsError(`${dir} holds only one of ca.crt and ca.key; remove it or add the other`);
-      ca = createCertificateAuthority();
+      ca = await createCertificateAuthority();
       write(caCrt, ca.cert, false);
       write(caKey, ca.key, true);
       files.push(caCrt, caKey);
     } else {
       try {
-        ca = loadCertificateAuthority(readFileSync(caCrt, 'utf8'), readFileSync(caKey, 'utf8'));
+        ca = await loadCertificateAuthority(readFileSync(caCrt, 'utf8'), readFileSync(caKey, 'utf8'));
       } catch (err) {
         throw new CertsError(`the CA in ${dir} (ca.crt, ca.key) cannot be used: ${(err as Error).message}`);
       }
@@ -111,7 +114,7 @@ export function makeCerts(opts: { out: string; hosts: string[][]; days?: number;
     for (const p of planned) {
       const identity = entryIdentity(p.names);
       const hosts = p.names.filter((n) => !n.includes('/'));
-      const issued = issueCertificate(ca, hosts, { ...(opts.days === undefined ? {} : { days: opts.days }), ...(identity ? { identity: identity.uri } : {}) });
+      const issued = await issueCertificate(ca, hosts, { ...(opts.days === undefined ? {} : { days: opts.days }), ...(identity ? { identity: identity.uri } : {}) });
       write(p.crt, issued.cert, false);
       write(p.key, issued.key, true);
       files.push(p.crt, p.key);
@@ -138,8 +141,8 @@ export function addCertsCommand(program: Command): void {
     .option('--days <n>', 'validity of the host certificates, days', positiveInteger('--days'), 825)
     .option('--token', 'also write <dir>/token, a random bearer token for --token-file')
     .option('--force', 'replace existing host certificates and token')
-    .action((o: { out: string; hosts: string[][]; days: number; token?: boolean; force?: boolean }) => {
-      const r = makeCerts({ out: o.out, hosts: o.hosts, days: o.days, ...(o.token ? { token: true } : {}), ...(o.force ? { force: true } : {}) });
+    .action(async (o: { out: string; hosts: string[][]; days: number; token?: boolean; force?: boolean }) => {
+      const r = await makeCerts({ out: o.out, hosts: o.hosts, days: o.days, ...(o.token ? { token: true } : {}), ...(o.force ? { force: true } : {}) });
       process.stdout.write(`${r.caCreated ? 'created a new CA' : 'used the existing CA'} in ${r.dir}; wrote:\n${r.files.map((f) => `  ${f}`).join('\n')}\n`);
       const first = certFileStem(o.hosts[0]);
       process.stdout.write(
