@@ -134,7 +134,15 @@ interface Mode {
   expectWorker: Record<string, status>;
 }
 
-async function modes(): Promise<Mode[]> {
+let made: Promise<Mode[]> | undefined;
+
+/** The two modes (certificates made once, on first use). */
+function modes(): Promise<Mode[]> {
+  made ??= makeModes();
+  return made;
+}
+
+async function makeModes(): Promise<Mode[]> {
   const insecure: Client = { channel: () => credentials.createInsecure(), options: {} };
   const asStranger = { nanPublish: UA, hugePublish: UA, joinAsOwner1: AE, joinAsWorker1: AE, leaveOwner1: UA, heartbeatOwner1: UA };
   // A certificate per actor, naming its role and id; the PS's names ps/ps-0. All for host localhost.
@@ -183,8 +191,9 @@ function calm(): Promise<{ params: Record<string, Float32Array>; accuracy: numbe
   return undisturbed;
 }
 
-for (const mode of await modes()) {
-  test.serial(`${mode.name}: a stranger and a valid worker cannot publish for owner-1, reuse live ids or end another member's lease`, async (t) => {
+for (const [index, name] of ['without TLS', 'with mutual TLS'].entries()) {
+  test.serial(`${name}: a stranger and a valid worker cannot publish for owner-1, reuse live ids or end another member's lease`, async (t) => {
+    const mode = (await modes())[index];
     const want = await calm();
     const backend = await clusterBackend();
     const testSet = await loadSplit('test', { dir: dataDir, limit: 2000 });
