@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { checkpointName, encodeCheckpoint, listCheckpoints, loadLatestCheckpoint, NonFiniteCheckpointError, saveCheckpoint } from '../src/checkpoint/format.js';
 import { bundledDataDir } from '../src/data/fashion-mnist.js';
 import { removeStaleTemporaries, writeFileAtomic } from '../src/run/output.js';
+import { fetchState } from '../src/cli/status-command.js';
 import { isLogLine } from './helpers/cli.js';
 import { killAll, readMetrics, startActor, type Actor } from './helpers/processes.js';
 
@@ -140,12 +141,15 @@ test.serial('--out on a tmpfs: filled while checkpointing, then read-only: one l
     t.deepEqual(full.filter((n) => n.includes('.tmp-')), [], 'no partial checkpoint left on the full disk');
     t.true(full.includes(good), `the good checkpoint ${good} is still there`);
     const stepAtFull = Math.max(...readMetrics(mnt).map((r) => r.step));
+    const warned = await fetchState(address);
+    t.true(warned.warnings.some((w) => /^checkpoint not written: cannot write .*ENOSPC/.test(w)), `a warning in the state: ${warned.warnings.join('; ')}`);
 
     // Room again: training went on, and the next checkpoint is written.
     unlinkSync(filler);
     await until(() => listCheckpoints(mnt).some((n) => n > good), 60000, 'a checkpoint after the disk had room again', ps);
     t.true(Math.max(...readMetrics(mnt).map((r) => r.step)) > stepAtFull, 'training went on while the disk was full');
     const lastGood = listCheckpoints(mnt).at(-1)!;
+    t.deepEqual((await fetchState(address)).warnings.filter((w) => w.startsWith('checkpoint')), [], 'the warning is gone once a checkpoint was written');
 
     // Read-only mid-run: the next metrics line fails, the PS stops cleanly.
     execFileSync('mount', ['-o', 'remount,ro', mnt]);
