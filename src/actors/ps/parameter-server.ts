@@ -223,7 +223,11 @@ export class ParameterServer {
     const plan = new BatchPlan(this.opts.trainSize, c.batchSize, c.seed);
     try {
       while (this.step < c.steps && !this.stopping) {
+        const before = this.step;
         await this.oneStep(plan.stepsPerEpoch);
+        // A step that runs again (no worker delivered) is not evaluated or checkpointed twice: a
+        // checkpoint long enough to break the workers' connections would otherwise repeat forever.
+        if (this.step === before) continue;
         if (this.opts.test && (this.step % c.evalEvery === 0 || this.step === c.steps)) await this.evaluate();
         if (this.opts.checkpointDir && this.step % c.checkpointEvery === 0) await this.checkpoint();
         if (c.stopAtAccuracy > 0 && this.lastEval && this.lastEval.accuracy >= c.stopAtAccuracy) break;
