@@ -6,6 +6,7 @@
 import test from 'ava';
 import { credentials, Metadata } from '@grpc/grpc-js';
 import { fileURLToPath } from 'node:url';
+import { withSession } from '../src/actors/common/identity.js';
 import { kindToWire } from '../src/actors/common/layer-state.js';
 import { resolveTrainConfig } from '../src/config/schema.js';
 import { FactorOwnerServiceClient } from '../src/gen/spngd/v1/factor_owner.js';
@@ -28,7 +29,7 @@ async function poisonedWorker(psAddress: string, config: ReturnType<typeof resol
     ),
   );
   const id = joined.memberId;
-  const beat = setInterval(() => membership.heartbeat({ memberId: id, epoch: 0, state: LifecycleState.LIFECYCLE_STATE_READY, step: 0 }, () => undefined), 200);
+  const beat = setInterval(() => membership.heartbeat({ memberId: id, epoch: 0, state: LifecycleState.LIFECYCLE_STATE_READY, step: 0 }, withSession(joined.sessionSecret), () => undefined), 200);
   const model = buildModel(config.model, config.seed);
   const layers = model.kfacLayers();
   const ownerAddr = joined.view!.members.find((m) => m.role === Role.ROLE_FACTOR_OWNER)!.address;
@@ -38,7 +39,8 @@ async function poisonedWorker(psAddress: string, config: ReturnType<typeof resol
   stats.on('error', () => undefined);
   stats.write({ kind: { $case: 'hello', value: { workerId: id, epoch: 0 } } });
   const ps = new ParameterServerServiceClient(psAddress, credentials.createInsecure());
-  const train = ps.train(new Metadata());
+  // It is a member: its calls to the PS carry the session secret of its Join.
+  const train = ps.train(withSession(joined.sessionSecret));
   train.on('error', () => undefined);
   let steps = 0;
   train.on('data', (msg: TrainResponse) => {

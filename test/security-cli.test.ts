@@ -46,7 +46,7 @@ test('spngd certs, then spngd train: PS, worker and owner use mutual TLS and the
 });
 
 test('spngd status with the certificate and token; without either it is one clear line', async (t) => {
-  const pki = makeTestPki(join(tmp, 'status'));
+  const pki = await makeTestPki(join(tmp, 'status'));
   const backend = createReferenceBackend();
   const ps = new ParameterServer({ config: resolveTrainConfig({}), listen: 'localhost:0', logger: silentLogger(), backend, trainSize: 512, credentials: clusterCredentials(pki) });
   const address = await ps.start();
@@ -65,7 +65,7 @@ test('spngd status with the certificate and token; without either it is one clea
 });
 
 test('unreadable or mismatched security files are one line; so are half the TLS flags', async (t) => {
-  const pki = makeTestPki(join(tmp, 'bad'));
+  const pki = await makeTestPki(join(tmp, 'bad'));
   oneClearLine(t, await spngd(['worker', '--ps', 'localhost:1', '--tls-ca', join(tmp, 'nope.crt'), '--tls-cert', pki.cert, '--tls-key', pki.key]), /TLS CA .*nope\.crt: cannot read it \(ENOENT\)/);
   oneClearLine(t, await spngd(['owner', '--ps', 'localhost:1', '--tls-ca', pki.ca, '--tls-cert', pki.cert, '--tls-key', pki.otherKey]), /TLS key .* does not belong to the certificate/);
   oneClearLine(t, await spngd(['status', 'localhost:1', '--tls-ca', pki.ca]), /missing --tls-cert, --tls-key/);

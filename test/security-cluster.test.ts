@@ -54,7 +54,7 @@ function expectStatus(t: import('ava').ExecutionContext, who: string, expected: 
 }
 
 test('a cluster with mutual TLS and a token trains while intruders are refused; health answers without the token', async (t) => {
-  const pki = makeTestPki(tmp);
+  const pki = await makeTestPki(tmp);
   const creds = clusterCredentials(pki);
   t.true(creds.tls && creds.token);
   const backend = await clusterBackend();

@@ -57,6 +57,8 @@ const STATE: ActorState = {
   startedUnixMs: 1700000000000,
   nowUnixMs: 1700000001000,
   warnings: ["no factor owner: steps apply the last preconditioner of each layer until one joins"],
+  refusals: { no_session: 2 },
+  recentRefusals: ["refused no_session from 127.0.0.1:9 (without a session secret): heartbeat"],
 };
 
 async function startServer(): Promise<{ server: grpc.Server; port: number; health: HealthStatus }> {

@@ -171,7 +171,7 @@ export class Worker {
   private openTrainStream(): void {
     this.writer?.detach();
     this.psClient ??= new ParameterServerServiceClient(this.opts.ps, this.security.channelCredentials(), this.security.clientOptions(transportOf(this.config.cluster)));
-    const call = this.psClient.train(new Metadata());
+    const call = this.psClient.train(this.member.metadata());
     this.trainCall = call;
     const writer = new ByteBudgetWriter<TrainRequest>(call);
     this.writer = writer;

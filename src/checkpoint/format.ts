@@ -83,12 +83,42 @@ export function checkpointName(step: number): string {
   return `checkpoint-${String(step).padStart(8, '0')}.spngd`;
 }
 
-/** Writes a checkpoint for `step` into `dir` atomically and keeps the newest `keep` of them. */
+/** The first tensor of `c` holding a NaN or an infinity, with the count of such values (undefined: all finite). */
+export function firstNonFinite(c: Pick<CheckpointContents<unknown>, 'tensors'>): { name: string; count: number } | undefined {
+  for (const [name, t] of c.tensors) {
+    let count = 0;
+    for (let i = 0; i < t.length; i++) if (!Number.isFinite(t[i])) count++;
+    if (count > 0) return { name, count };
+  }
+  return undefined;
+}
+
+/** A checkpoint that was not written because its parameters (or momentum, or curvature) are not finite. */
+export class NonFiniteCheckpointError extends CheckpointError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'NonFiniteCheckpointError';
+  }
+}
+
+/**
+ * Writes a checkpoint for `step` into `dir` atomically and keeps the newest `keep` of them. Only
+ * finite state is written: a tensor with a NaN or an infinity throws NonFiniteCheckpointError and
+ * the directory is left as it was (the good checkpoints stay the newest).
+ */
 export function saveCheckpoint<H>(dir: string, step: number, c: CheckpointContents<H>, keep = 3): string {
+  const bad = firstNonFinite(c);
+  if (bad) throw new NonFiniteCheckpointError(`the state of step ${step} is not finite (${bad.name} has ${bad.count} NaN or infinite value(s))`);
   const file = join(dir, checkpointName(step));
   writeFileAtomic(file, encodeCheckpoint(c));
   const all = listCheckpoints(dir);
-  for (const old of all.slice(0, Math.max(0, all.length - keep))) unlinkSync(join(dir, old));
+  for (const old of all.slice(0, Math.max(0, all.length - keep))) {
+    try {
+      unlinkSync(join(dir, old));
+    } catch {
+      /* kept: removed next time */
+    }
+  }
   return file;
 }
 
@@ -104,14 +134,18 @@ export function listCheckpoints(dir: string): string[] {
 }
 
 /**
- * The newest checkpoint of `dir` that loads; corrupted ones are reported through `onBad` and
+ * The newest checkpoint of `dir` that loads and whose tensors are all finite; corrupted ones and
+ * ones holding NaN or infinities (written by an older version) are reported through `onBad` and
  * skipped in favour of the previous one. Undefined when there is none.
  */
 export function loadLatestCheckpoint<H>(dir: string, onBad: (file: string, why: string) => void): { file: string; contents: CheckpointContents<H> } | undefined {
   for (const name of listCheckpoints(dir).reverse()) {
     const file = join(dir, name);
     try {
-      return { file, contents: decodeCheckpoint<H>(file, readFileSync(file)) };
+      const contents = decodeCheckpoint<H>(file, readFileSync(file));
+      const bad = firstNonFinite(contents);
+      if (bad) throw new CheckpointError(`its parameters are not finite (${bad.name} has ${bad.count} NaN or infinite value(s))`);
+      return { file, contents };
     } catch (err) {
       onBad(file, (err as Error).message);
     }

@@ -8,7 +8,9 @@ import { FactorOwner } from '../actors/owner/factor-owner.js';
 import { ParameterServer } from '../actors/ps/parameter-server.js';
 import type { ComputeBackend } from '../compute/backend.js';
 import { selectBackend } from '../../workers/kernels/select.js';
-import { loadTrainConfig } from '../config/load.js';
+import { canonicalConfig, checkAgainstData, ConfigError, configDifferences, loadTrainConfig } from '../config/load.js';
+import type { TrainConfig } from '../config/schema.js';
+import { existsSync } from 'node:fs';
 import { SPLIT_FILES, findIdxFile, loadSplit, resolveDataDir } from '../data/fashion-mnist.js';
 import { readIdxLabels } from '../data/idx.js';
 import { RunOutput } from '../run/output.js';
@@ -71,6 +73,31 @@ function memberCommand(program: Command, name: string, description: string, list
     .addOption(backendOption()));
 }
 
+/**
+ * The PS's job config: --config (or the defaults) for a new job; for --resume the one recorded in
+ * --out (config.json), and a --config that differs from it only with --force.
+ */
+function psConfig(o: SecurityFlags & { config?: string; data?: string; resume?: boolean; force?: boolean }, output: RunOutput | undefined, logger: Logger): TrainConfig {
+  const overrides = { ...(o.data ? { data: { dir: o.data } } : {}), security: securityFromFlags(o) };
+  const recordedFile = output?.path('config.json');
+  if (!o.resume || !recordedFile) return loadTrainConfig(o.config, overrides);
+  if (!existsSync(recordedFile)) {
+    if (!o.config) throw new ConfigError(`--resume: ${recordedFile} does not exist (a run of an older spngd ps); give the job's --config`);
+    return loadTrainConfig(o.config, overrides);
+  }
+  const recorded = loadTrainConfig(recordedFile, overrides);
+  if (!o.config) {
+    logger.info(`resuming with the job config recorded in ${recordedFile}`);
+    return recorded;
+  }
+  const given = loadTrainConfig(o.config, overrides);
+  if (canonicalConfig(given) === canonicalConfig(recorded)) return recorded;
+  const diff = configDifferences(recorded, given).join(', ');
+  if (!o.force) throw new ConfigError(`--resume: ${o.config} differs from the config recorded in ${recordedFile}: ${diff}; leave out --config to continue the recorded job, or add --force to use ${o.config}`);
+  logger.warn(`--force: resuming with ${o.config}, which differs from the recorded config: ${diff}`);
+  return given;
+}
+
 export function addActorCommands(program: Command): void {
   addSecurityOptions(program
     .command('ps')
@@ -79,19 +106,24 @@ export function addActorCommands(program: Command): void {
     .option('-c, --config <file>', 'training config (YAML or JSON)')
     .option('-o, --out <dir>', 'write metrics.jsonl and summary.json here')
     .option('--data <dir>', 'Fashion-MNIST directory for evaluation')
-    .option('--resume', 'continue from the newest good checkpoint in --out')
+    .option('--resume', 'continue from the newest good checkpoint in --out, with the job config recorded there (config.json)')
+    .option('--force', 'with --resume: use --config even though it differs from the recorded one')
     .addOption(backendOption()))
-    .action(async (o: SecurityFlags & { listen: string; config?: string; out?: string; data?: string; resume?: boolean; backend: BackendName }) => {
+    .action(async (o: SecurityFlags & { listen: string; config?: string; out?: string; data?: string; resume?: boolean; force?: boolean; backend: BackendName }) => {
       const logger = createLogger('ps');
-      const config = loadTrainConfig(o.config, { ...(o.data ? { data: { dir: o.data } } : {}), security: securityFromFlags(o) });
-      const credentials = actorCredentials(config.security, logger, o.listen);
+      if (o.resume && !o.out) throw new ConfigError('--resume needs --out, the run directory to continue');
       const output = o.out ? new RunOutput(o.out) : undefined;
+      const config = psConfig(o, output, logger);
+      const credentials = actorCredentials(config.security, logger, o.listen);
       const dataOpts = config.data.dir ? { dir: config.data.dir } : {};
       const test = await loadSplit('test', { ...dataOpts, ...(config.data.testLimit ? { limit: config.data.testLimit } : {}) });
       const trainLabels = findIdxFile(resolveDataDir(dataOpts).dir, SPLIT_FILES.train.labels);
       if (!trainLabels) throw new DataFileError(resolveDataDir(dataOpts).dir, 'no train-labels-idx1-ubyte[.gz] here');
       const trainCount = (await readIdxLabels(trainLabels)).count;
       const trainSize = Math.min(trainCount, config.data.trainLimit ?? trainCount);
+      checkAgainstData(config, trainSize);
+      // What this job is, for --resume and for the report (like spngd train).
+      output?.writeJson('config.json', config);
       const backend = await startBackend(config.backend, logger);
       const ps = new ParameterServer({
         config,
@@ -118,6 +150,13 @@ export function addActorCommands(program: Command): void {
       process.on('SIGINT', onSignal);
       process.on('SIGTERM', onSignal);
       await ps.run();
+      if (ps.outputError) {
+        // metrics.jsonl could not be written: training stopped after a step (with a checkpoint if
+        // the disk allowed one); end with the one line that says why.
+        await ps.stop();
+        await backend.dispose();
+        throw ps.outputError;
+      }
       if (!ps.lastEval) await ps.evaluate();
       const summary = ps.summary();
       output?.writeJson('summary.json', summary);

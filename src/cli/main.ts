@@ -16,7 +16,7 @@ import { resolveDataDir } from '../data/fashion-mnist.js';
 import { DataFileError } from '../data/idx.js';
 import { ModelSpecError } from '../nn/models.js';
 import { ChildFailedError, runLocalCluster } from '../run/local-cluster.js';
-import { defaultRunDir, OutputDirError, RunOutput } from '../run/output.js';
+import { defaultRunDir, OutputDirError, OutputWriteError, RunOutput } from '../run/output.js';
 import { runSingleProcess } from '../run/single-process.js';
 import { TrainingDivergedError } from '../train/diverged.js';
 import { createLogger } from '../util/log.js';
@@ -37,7 +37,7 @@ function readRunInfo(output: RunOutput): { mode: 'single' | 'cluster' } {
   throw new ConfigError(`${output.dir} is not a spngd run directory (no readable run.json)`);
 }
 
-const userErrors = [TrainingDivergedError, CheckpointError, ReportError, ConfigError, DataFileError, ModelSpecError, OutputDirError, ListenError, CoordinatorUnreachableError, UnreachableError, ChildFailedError, SecurityError, CertsError];
+const userErrors = [TrainingDivergedError, CheckpointError, ReportError, ConfigError, DataFileError, ModelSpecError, OutputDirError, OutputWriteError, ListenError, CoordinatorUnreachableError, UnreachableError, ChildFailedError, SecurityError, CertsError];
 
 export async function main(argv: string[]): Promise<void> {
   // grpc-js's own log lines (e.g. "E No address added out of total 1 resolved" before a bind

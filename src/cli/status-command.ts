@@ -44,6 +44,8 @@ export function formatState(s: ActorState): string {
     `${short(roleToJSON(s.role), 'ROLE_')} ${s.id} at ${s.address}: ${short(lifecycleStateToJSON(s.lifecycle), 'LIFECYCLE_STATE_')}, step ${s.step}, epoch ${s.epoch}`,
   ];
   for (const w of s.warnings) lines.push(`warning: ${w}`);
+  const refused = Object.entries(s.refusals ?? {});
+  if (refused.length > 0) lines.push(`refused: ${refused.map(([k, n]) => `${k} ${n}`).join(', ')}${s.recentRefusals?.length ? `; newest: ${s.recentRefusals[s.recentRefusals.length - 1]}` : ''}`);
   if (s.lastLoss !== undefined) lines.push(`last step: loss ${s.lastLoss.toFixed(4)}, accuracy ${(s.lastAccuracy ?? 0).toFixed(4)}`);
   if (s.members.length > 0) lines.push(`members: ${s.members.map((m) => `${m.id}@${m.address}`).join(', ')}`);
   if (s.assignment && s.assignment.layers.length > 0) {

@@ -79,3 +79,41 @@ export function loadTrainConfig(file: string | undefined, overrides: unknown = {
     throw err;
   }
 }
+
+/**
+ * The config against the data: a global batch larger than the training set (after
+ * data.trainLimit) is one ConfigError line, before any actor starts.
+ */
+export function checkAgainstData(config: TrainConfig, trainSize: number): void {
+  if (config.batchSize > trainSize) {
+    const limited = config.data.trainLimit !== undefined && config.data.trainLimit < config.batchSize;
+    throw new ConfigError(`batchSize ${config.batchSize} is larger than the training set (${trainSize} samples${limited ? `, data.trainLimit ${config.data.trainLimit}` : ''}); lower batchSize${limited ? ' or raise data.trainLimit' : ''}`);
+  }
+}
+
+/** A config as JSON with sorted keys and without the host-specific security paths, for comparing two. */
+export function canonicalConfig(config: TrainConfig): string {
+  const sort = (v: unknown): unknown => {
+    if (Array.isArray(v)) return v.map(sort);
+    if (v && typeof v === 'object') return Object.fromEntries(Object.keys(v as object).sort().filter((k) => (v as Record<string, unknown>)[k] !== undefined).map((k) => [k, sort((v as Record<string, unknown>)[k])]));
+    return v;
+  };
+  return JSON.stringify(sort({ ...config, security: undefined }));
+}
+
+/** The first differing key paths of two configs (for the refusal message). */
+export function configDifferences(a: TrainConfig, b: TrainConfig, max = 5): string[] {
+  const out: string[] = [];
+  const walk = (x: unknown, y: unknown, path: string) => {
+    if (out.length >= max) return;
+    const bothObjects = x && y && typeof x === 'object' && typeof y === 'object' && !Array.isArray(x) && !Array.isArray(y);
+    if (bothObjects) {
+      const keys = new Set([...Object.keys(x as object), ...Object.keys(y as object)]);
+      for (const k of [...keys].sort()) if (k !== 'security' || path) walk((x as Record<string, unknown>)[k], (y as Record<string, unknown>)[k], path ? `${path}.${k}` : k);
+    } else if (JSON.stringify(x) !== JSON.stringify(y)) {
+      out.push(`${path} (${JSON.stringify(x) ?? 'unset'} recorded, ${JSON.stringify(y) ?? 'unset'} given)`);
+    }
+  };
+  walk(a, b, '');
+  return out;
+}

@@ -2,11 +2,11 @@
  * A run's output directory: the resolved config, metrics.jsonl (one JSON object per step and per
  * evaluation, for plotting), and summary.json, written atomically so a reader never sees half a file.
  */
-import { appendFileSync, mkdirSync, accessSync, constants } from 'node:fs';
+import { appendFileSync, mkdirSync, accessSync, constants, statSync, truncateSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { writeFileAtomic } from '../util/atomic-file.js';
+import { OutputWriteError, removeStaleTemporaries, writeError, writeFileAtomic } from '../util/atomic-file.js';
 
-export { writeFileAtomic };
+export { OutputWriteError, removeStaleTemporaries, writeError, writeFileAtomic };
 
 export class OutputDirError extends Error {
   constructor(message: string) {
@@ -44,8 +44,26 @@ export class RunOutput {
     writeFileAtomic(this.path(name), `${JSON.stringify(value, null, 2)}\n`);
   }
 
-  /** Appends one metrics record (a step or an evaluation). */
+  /**
+   * Appends one metrics record (a step or an evaluation). When the write fails, a partly written
+   * line is cut off again (so the file stays whole lines) and OutputWriteError says why.
+   */
   appendMetric(record: Record<string, unknown>): void {
-    appendFileSync(this.metricsFile, `${JSON.stringify(record)}\n`);
+    let size: number | undefined;
+    try {
+      size = statSync(this.metricsFile).size;
+    } catch {
+      size = undefined;
+    }
+    try {
+      appendFileSync(this.metricsFile, `${JSON.stringify(record)}\n`);
+    } catch (err) {
+      try {
+        if (size !== undefined) truncateSync(this.metricsFile, size);
+      } catch {
+        /* read-only: it could not have grown either */
+      }
+      throw writeError(this.metricsFile, err);
+    }
   }
 }

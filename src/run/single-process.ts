@@ -12,7 +12,9 @@ import { TrainingDivergedError } from '../train/diverged.js';
 import { Trainer, type EvalMetrics } from '../train/trainer.js';
 import type { Logger } from '../util/log.js';
 import { spread, type Spread } from '../util/stats.js';
-import { CheckpointError, loadLatestCheckpoint, saveCheckpoint } from '../checkpoint/format.js';
+import { CheckpointError, loadLatestCheckpoint } from '../checkpoint/format.js';
+import { checkAgainstData } from '../config/load.js';
+import { writeCheckpoint } from '../checkpoint/safe-write.js';
 import { checkpointToState, stateToCheckpoint } from '../checkpoint/training-state.js';
 import type { RunOutput } from './output.js';
 import { createProgress } from './progress.js';
@@ -60,6 +62,7 @@ export async function runSingleProcess(config: TrainConfig, opts: SingleRunOptio
     ...(config.data.testLimit === undefined ? {} : { limitTest: config.data.testLimit }),
   });
   for (const w of data.warnings) logger.warn(w);
+  checkAgainstData(config, data.train.n);
   const dataLine = describeData(data);
   logger.info(`data: ${dataLine}`);
 
@@ -95,10 +98,11 @@ export async function runSingleProcess(config: TrainConfig, opts: SingleRunOptio
     const wall = () => wallOffset + (performance.now() - t0) / 1000;
     let interrupted = false;
     void opts.interrupt?.then(() => (interrupted = true));
+    const checkpointWarnings = new Set<string>();
     const checkpoint = (step: number) => {
       if (!output) return;
-      const file = saveCheckpoint(output.dir, step, stateToCheckpoint(trainer.snapshot(step, { trainMs, wallSeconds: wall(), stepsTo })), config.checkpointKeep);
-      logger.debug(`checkpoint ${file}`);
+      // A full disk or a read-only --out: one line, training goes on, the next checkpoint tries again.
+      writeCheckpoint(output.dir, step, () => stateToCheckpoint(trainer.snapshot(step, { trainMs, wallSeconds: wall(), stepsTo })), config.checkpointKeep, logger, checkpointWarnings, 'debug');
     };
 
     const progress = createProgress(config.steps, first, logger, opts.progress === undefined ? {} : { tty: opts.progress });

@@ -56,16 +56,22 @@ export async function startCluster(opts: {
   resume?: boolean;
   /** Every actor's TLS and token (default insecure). */
   credentials?: ActorCredentials;
+  /** An actor's own credentials (e.g. a certificate naming its role and id), instead of `credentials`. */
+  credentialsFor?: (role: 'ps' | 'worker' | 'owner', index: number) => ActorCredentials | undefined;
   /** Host every actor listens on and registers (default 127.0.0.1; with TLS a name its certificate carries, e.g. localhost). */
   host?: string;
 }): Promise<TestCluster> {
   const logger = opts.logger ?? silentLogger();
   const listen = `${opts.host ?? '127.0.0.1'}:0`;
   const security = opts.credentials ? { credentials: opts.credentials } : {};
+  const own = (role: 'ps' | 'worker' | 'owner', i: number) => {
+    const c = opts.credentialsFor?.(role, i);
+    return c ? { credentials: c } : security;
+  };
   const ps = new ParameterServer({
     config: opts.config,
     listen,
-    ...security,
+    ...own('ps', 0),
     logger,
     backend: opts.backend,
     trainSize: opts.trainSize,
@@ -77,7 +83,7 @@ export async function startCluster(opts: {
   const address = await ps.start();
   const owners: FactorOwner[] = [];
   const addOwner = async () => {
-    const o = new FactorOwner({ ps: address, listen, logger, backend: opts.backend, ...security });
+    const o = new FactorOwner({ ps: address, listen, logger, backend: opts.backend, ...own('owner', owners.length) });
     await o.start();
     owners.push(o);
     return o;
@@ -85,7 +91,7 @@ export async function startCluster(opts: {
   for (let i = 0; i < opts.owners; i++) await addOwner();
   const workers: Worker[] = [];
   for (let i = 0; i < opts.workers; i++) {
-    const w = new Worker({ ps: address, listen, logger, backend: opts.backend, id: `worker-${i + 1}`, ...security });
+    const w = new Worker({ ps: address, listen, logger, backend: opts.backend, id: `worker-${i + 1}`, ...own('worker', i) });
     await w.start();
     workers.push(w);
   }

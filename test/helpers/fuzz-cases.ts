@@ -8,7 +8,7 @@
  */
 import { status } from '@grpc/grpc-js';
 import { FetchLayerStateRequest, PushStatisticsRequest, StatisticKind, type StatisticChunk } from '../../src/gen/spngd/v1/factor_owner.js';
-import { HeartbeatResponse, HeartbeatRequest, JoinRequest, LifecycleState, Role } from '../../src/gen/spngd/v1/membership.js';
+import { HeartbeatResponse, HeartbeatRequest, JoinRequest, LeaveRequest, LifecycleState, Role } from '../../src/gen/spngd/v1/membership.js';
 import {
   DownloadParametersRequest,
   PreconditionerFactor,
@@ -34,6 +34,8 @@ export interface FuzzCase {
   inBand?: (responses: Buffer[]) => string | undefined;
   /** An OK answer is by design: the message is dropped (why). */
   tolerated?: string;
+  /** The session secret to send (metadata "spngd-session"), if any. */
+  session?: string;
 }
 
 export interface FuzzLayer {
@@ -58,6 +60,8 @@ export interface FuzzTarget {
   ownerReduced: (i: number) => number;
   /** Layers with a preconditioner held by the PS: layer → {version, ownerId}. */
   held: () => Map<string, { version: number; ownerId: string }>;
+  /** Session secrets of the fake workers and of the real owners (their calls carry them). */
+  sessions: Map<string, string>;
 }
 
 const IA = status.INVALID_ARGUMENT;
@@ -65,11 +69,15 @@ const FP = status.FAILED_PRECONDITION;
 const RE = status.RESOURCE_EXHAUSTED;
 const NF = status.NOT_FOUND;
 const UI = status.UNIMPLEMENTED;
+const UA = status.UNAUTHENTICATED;
+const PD = status.PERMISSION_DENIED;
+const AE = status.ALREADY_EXISTS;
 
 const buf = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 const train = (m: TrainRequest): Buffer => buf(TrainRequest.encode(m).finish());
 const publish = (m: PublishPreconditionersRequest): Buffer => buf(PublishPreconditionersRequest.encode(m).finish());
 const stats = (m: PushStatisticsRequest): Buffer => buf(PushStatisticsRequest.encode(m).finish());
+const leaveReq = (m: LeaveRequest): Buffer => buf(LeaveRequest.encode(m).finish());
 
 /** Bytes of 9 MiB and more: above the 8 MiB receive limit of every actor. */
 const OVERSIZED = 9 * 1024 * 1024 + 17;
@@ -294,6 +302,8 @@ export class FuzzCases {
       () => this.joinCase(),
       () => this.heartbeatCase(),
       () => this.fetchCase(),
+      () => this.lyingCase(phase),
+      () => this.lyingCase(phase),
     ];
     for (;;) {
       const c = pick(r, templates)();
@@ -306,8 +316,8 @@ export class FuzzCases {
   private trainCase(phase: Phase): FuzzCase | undefined {
     const r = this.rng;
     const t = this.t;
-    const base = { service: 'ps' as const, address: t.ps, method: 'train', kind: 'duplex' as const };
     const fake = pick(r, t.fakeWorkers);
+    const base = { service: 'ps' as const, address: t.ps, method: 'train', kind: 'duplex' as const, session: t.sessions.get(fake) };
     const hello = train({ kind: { $case: 'hello', value: { workerId: fake, epoch: t.psEpoch(), parametersVersion: 0, maxMessageBytes: 0 } } });
     const param = pick(r, t.params);
     const step = t.psStep();
@@ -372,9 +382,10 @@ export class FuzzCases {
   private publishCase(phase: Phase): FuzzCase | undefined {
     const r = this.rng;
     const t = this.t;
-    const base = { service: 'ps' as const, address: t.ps, method: 'publishPreconditioners', kind: 'duplex' as const };
-    // A real owner's id: the PS allows several streams per owner, and nothing below is well-formed enough to be applied.
+    // A real owner's id and session secret (a buggy owner): the PS allows several streams per owner,
+    // and nothing below is well-formed enough to be applied.
     const owner = pick(r, t.owners);
+    const base = { service: 'ps' as const, address: t.ps, method: 'publishPreconditioners', kind: 'duplex' as const, session: t.sessions.get(owner.id) };
     const hello = publish({ kind: { $case: 'hello', value: { ownerId: owner.id, epoch: t.psEpoch(), layers: owner.layers } } });
     const layer = pick(r, this.smallLayers());
     const factor = pick(r, [PreconditionerFactor.PRECONDITIONER_FACTOR_A_INVERSE, PreconditionerFactor.PRECONDITIONER_FACTOR_G_INVERSE]);
@@ -570,11 +581,106 @@ export class FuzzCases {
     const cases: (() => FuzzCase)[] = [
       () => ({ ...base, name: 'heartbeat/unknown-member', messages: [req({ memberId: pick(r, [this.ghostId(), '']), epoch: r.int(10), state: LifecycleState.LIFECYCLE_STATE_READY, step: 0 })], expect: [], inBand: unknown }),
       () => ({ ...base, name: 'heartbeat/as-the-ps', messages: [req({ memberId: 'ps-0', epoch: t.psEpoch(), state: LifecycleState.LIFECYCLE_STATE_STOPPED, step: 0 })], expect: [FP] }),
-      () => ({ ...base, name: 'heartbeat/bad-state', messages: [req({ memberId: pick(r, t.fakeWorkers), epoch: t.psEpoch(), state: pick(r, [5, 42, 99]) as LifecycleState, step: 0 })], expect: [IA] }),
+      () => ({ ...base, session: t.sessions.get(t.fakeWorkers[0]), name: 'heartbeat/bad-state', messages: [req({ memberId: pick(r, t.fakeWorkers), epoch: t.psEpoch(), state: pick(r, [5, 42, 99]) as LifecycleState, step: 0 })], expect: [IA] }),
       () => ({ ...base, name: 'heartbeat/random-bytes', messages: [undecodable(r, (b) => HeartbeatRequest.decode(b))], expect: [IA] }),
-      () => ({ ...base, name: 'heartbeat/huge-epoch', messages: [req({ memberId: pick(r, t.fakeWorkers), epoch: 2 ** 60, state: LifecycleState.LIFECYCLE_STATE_READY, step: 0 })], expect: [IA] }),
+      () => ({ ...base, session: t.sessions.get(t.fakeWorkers[0]), name: 'heartbeat/huge-epoch', messages: [req({ memberId: pick(r, t.fakeWorkers), epoch: 2 ** 60, state: LifecycleState.LIFECYCLE_STATE_READY, step: 0 })], expect: [IA] }),
       () => ({ ...base, name: 'heartbeat/oversized', messages: [oversized('heartbeat', () => req({ memberId: 'x'.repeat(OVERSIZED), epoch: 0, state: 0, step: 0 }))], expect: [RE] }),
     ];
+    return pick(r, cases)();
+  }
+
+  // --- Well-formed messages that lie --------------------------------------------------------------
+
+  /**
+   * Messages that are well-formed but say what their sender may not say: a Join under a live
+   * member's id, a Leave or a heartbeat of another member, a publish hello as another owner (with
+   * no secret, or with another member's), a complete preconditioner of a layer another owner holds,
+   * one of the sender's own layer with a version far ahead, or with NaN inverses. The secrets used
+   * are real ones (a buggy or compromised member): none of these may be accepted.
+   */
+  private lyingCase(phase: Phase): FuzzCase | undefined {
+    const r = this.rng;
+    const t = this.t;
+    const membership = (method: string) => ({ service: 'membership' as const, address: t.ps, method, kind: 'unary' as const });
+    const publishBase = { service: 'ps' as const, address: t.ps, method: 'publishPreconditioners', kind: 'duplex' as const };
+    const fake = pick(r, t.fakeWorkers);
+    const owner = pick(r, t.owners);
+    const other = t.owners.find((o) => o.id !== owner.id);
+    // Some other member's secret (a worker's, or another owner's), or none.
+    const foreignSecret = (victim: string): { session?: string; expect: status[] } => {
+      const holders = [...t.sessions.keys()].filter((id) => id !== victim);
+      if (r.next() < 0.4 || holders.length === 0) return { expect: [UA] };
+      return { session: t.sessions.get(pick(r, holders)), expect: [PD] };
+    };
+    const victim = pick(r, [...t.owners.map((o) => o.id), ...t.fakeWorkers, ...t.realWorkers]);
+    const hello = (id: string) => publish({ kind: { $case: 'hello', value: { ownerId: id, epoch: t.psEpoch(), layers: [] } } });
+    /** A complete Kronecker preconditioner of `layer` (identity inverses, or NaN). */
+    const pair = (layer: FuzzLayer, version: number, values: 'identity' | 'nan', computedFromStep = 0): Buffer[] => {
+      const msgs: Buffer[] = [];
+      for (const f of [PreconditionerFactor.PRECONDITIONER_FACTOR_A_INVERSE, PreconditionerFactor.PRECONDITIONER_FACTOR_G_INVERSE]) {
+        const { shape, encoding } = factorShape(layer, f);
+        const n = shape[0];
+        const packed = new Float32Array((n * (n + 1)) / 2);
+        let k = 0;
+        for (let i = 0; i < n; i++) for (let j = i; j < n; j++) packed[k++] = values === 'nan' ? Number.NaN : i === j ? 1 : 0;
+        const data = Buffer.from(packed.buffer);
+        const tensor: TensorChunk = { name: layer.name, shape, encoding, version, chunkIndex: 0, chunkCount: 1, totalBytes: data.length, offsetBytes: 0, data };
+        msgs.push(publish({ kind: { $case: 'chunk', value: { layer: layer.name, factor: f, version, computedFromStep, tensor } } }));
+      }
+      msgs.push(publish({ kind: { $case: 'commit', value: { layer: layer.name, version, computedFromStep, epoch: t.psEpoch(), factors: 2, damping: 0.01, pi: 1, residual: 0 } } }));
+      return msgs;
+    };
+    const notAccepted = (responses: Buffer[]) => {
+      const acks = responses.map((b) => PublishPreconditionersResponse.decode(b));
+      return acks.length > 0 && acks.every((a) => !a.accepted) ? `accepted=false: ${acks[0].reason}` : undefined;
+    };
+    const small = this.smallLayers().filter((l) => l.kind !== 'bn');
+    const cases: (() => FuzzCase | undefined)[] = [
+      () => {
+        // Join under a live member's id (same role), without that member's secret.
+        const [id, role] = pick(r, [...t.owners.map((o) => [o.id, Role.ROLE_FACTOR_OWNER] as const), ...t.fakeWorkers.map((w) => [w, Role.ROLE_WORKER] as const)]);
+        const s = r.next() < 0.5 ? t.sessions.get(pick(r, [...t.sessions.keys()].filter((x) => x !== id))) : undefined;
+        const m = { id, role, address: '127.0.0.1:1', state: LifecycleState.LIFECYCLE_STATE_STARTING, joinedEpoch: 0, lastHeartbeatUnixMs: 0, capacity: 1 };
+        return { ...membership('join'), name: 'lie/join-live-id', messages: [buf(JoinRequest.encode({ member: m }).finish())], expect: [AE], ...(s ? { session: s } : {}) };
+      },
+      () => {
+        const f = foreignSecret(victim);
+        return { ...membership('leave'), name: 'lie/leave-of-another-member', messages: [leaveReq({ memberId: victim, reason: 'lie' })], expect: f.expect, ...(f.session ? { session: f.session } : {}) };
+      },
+      () => {
+        const f = foreignSecret(victim);
+        const req = buf(HeartbeatRequest.encode({ memberId: victim, epoch: t.psEpoch(), state: LifecycleState.LIFECYCLE_STATE_DRAINING, step: 0 }).finish());
+        return { ...membership('heartbeat'), name: 'lie/heartbeat-of-another-member', messages: [req], expect: f.expect, ...(f.session ? { session: f.session } : {}) };
+      },
+      () => {
+        // A publish hello as an owner, from someone else (a worker's secret, another owner's, none).
+        const f = foreignSecret(owner.id);
+        return { ...publishBase, name: 'lie/publish-as-another-owner', messages: [hello(owner.id), ...(small[0] ? pair(small[0], 1, 'nan') : [])], expect: f.expect, ...(f.session ? { session: f.session } : {}) };
+      },
+      () => {
+        // Owner A's real stream publishes a layer owner B holds: answered accepted=false.
+        const foreign = small.find((l) => other?.layers.includes(l.name));
+        if (!foreign || !other) return undefined;
+        const v = (t.held().get(foreign.name)?.version ?? 0) + 1;
+        return { ...publishBase, session: t.sessions.get(owner.id), name: 'lie/publish-foreign-layer', messages: [hello(owner.id), ...pair(foreign, v, 'identity')], expect: [], inBand: notAccepted };
+      },
+      () => {
+        // The owner's own layer, a version (or step) far ahead: it would make its real versions look old.
+        const mine = small.find((l) => owner.layers.includes(l.name));
+        if (!mine) return undefined;
+        const far = pick(r, [2 ** 52, 2 ** 40, t.psStep() + 100000 + r.int(1e6)]);
+        const msgs = r.next() < 0.7 ? pair(mine, far, 'identity') : pair(mine, (t.held().get(mine.name)?.version ?? 0) + 1, 'identity', far);
+        return { ...publishBase, session: t.sessions.get(owner.id), name: 'lie/publish-version-ahead', messages: [hello(owner.id), ...msgs], expect: [IA] };
+      },
+      () => {
+        // The owner's own layer with NaN inverses: refused (or, if a newer version arrived meanwhile, not newer).
+        const mine = small.find((l) => owner.layers.includes(l.name));
+        if (!mine) return undefined;
+        const v = (t.held().get(mine.name)?.version ?? 0) + 1;
+        return { ...publishBase, session: t.sessions.get(owner.id), name: 'lie/publish-nan', messages: [hello(owner.id), ...pair(mine, v, 'nan')], expect: [IA], inBand: notAccepted };
+      },
+    ];
+    void phase;
     return pick(r, cases)();
   }
 

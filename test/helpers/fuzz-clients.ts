@@ -7,7 +7,6 @@
 import {
   credentials,
   makeGenericClientConstructor,
-  Metadata,
   status,
   type Client,
   type ClientDuplexStream,
@@ -15,6 +14,7 @@ import {
   type ServiceDefinition,
   type ServiceError,
 } from '@grpc/grpc-js';
+import { withSession } from '../../src/actors/common/identity.js';
 import { FactorOwnerServiceService } from '../../src/gen/spngd/v1/factor_owner.js';
 import { MembershipServiceService } from '../../src/gen/spngd/v1/membership.js';
 import { ParameterServerServiceService } from '../../src/gen/spngd/v1/parameter_server.js';
@@ -83,9 +83,9 @@ export class RawClients {
   }
 
   /** A bidi call: writes every message, half-closes, waits for the final status. */
-  duplex(service: ServiceName, address: string, name: string, messages: Buffer[], timeoutMs = 30000): Promise<CallResult> {
+  duplex(service: ServiceName, address: string, name: string, messages: Buffer[], timeoutMs = 30000, session?: string): Promise<CallResult> {
     const t0 = performance.now();
-    const call = this.method(service, address, name)(new Metadata(), { deadline: Date.now() + timeoutMs }) as ClientDuplexStream<Buffer, Buffer>;
+    const call = this.method(service, address, name)(withSession(session), { deadline: Date.now() + timeoutMs }) as ClientDuplexStream<Buffer, Buffer>;
     const responses: Buffer[] = [];
     return new Promise((resolve) => {
       call.on('data', (b: Buffer) => responses.push(b));
@@ -97,9 +97,9 @@ export class RawClients {
   }
 
   /** A server-streaming call. */
-  serverStream(service: ServiceName, address: string, name: string, request: Buffer, timeoutMs = 30000): Promise<CallResult> {
+  serverStream(service: ServiceName, address: string, name: string, request: Buffer, timeoutMs = 30000, session?: string): Promise<CallResult> {
     const t0 = performance.now();
-    const call = this.method(service, address, name)(request, new Metadata(), { deadline: Date.now() + timeoutMs }) as ClientReadableStream<Buffer>;
+    const call = this.method(service, address, name)(request, withSession(session), { deadline: Date.now() + timeoutMs }) as ClientReadableStream<Buffer>;
     const responses: Buffer[] = [];
     return new Promise((resolve) => {
       call.on('data', (b: Buffer) => responses.push(b));
@@ -109,10 +109,10 @@ export class RawClients {
   }
 
   /** A unary call. */
-  unary(service: ServiceName, address: string, name: string, request: Buffer, timeoutMs = 30000): Promise<CallResult> {
+  unary(service: ServiceName, address: string, name: string, request: Buffer, timeoutMs = 30000, session?: string): Promise<CallResult> {
     const t0 = performance.now();
     return new Promise((resolve) => {
-      this.method(service, address, name)(request, new Metadata(), { deadline: Date.now() + timeoutMs }, (err: ServiceError | null, res?: Buffer) => {
+      this.method(service, address, name)(request, withSession(session), { deadline: Date.now() + timeoutMs }, (err: ServiceError | null, res?: Buffer) => {
         if (err) resolve({ code: err.code, details: err.details, responses: [], ms: performance.now() - t0 });
         else resolve({ code: status.OK, details: '', responses: res ? [res] : [], ms: performance.now() - t0 });
       });

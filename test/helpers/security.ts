@@ -33,9 +33,9 @@ export interface TestPki {
 }
 
 /** The cluster's CA with a `localhost` certificate and a token, and a second CA, under `dir`. */
-export function makeTestPki(dir: string): TestPki {
-  makeCerts({ out: join(dir, 'cluster'), hosts: [['localhost']], token: true });
-  makeCerts({ out: join(dir, 'other'), hosts: [['localhost']] });
+export async function makeTestPki(dir: string): Promise<TestPki> {
+  await makeCerts({ out: join(dir, 'cluster'), hosts: [['localhost']], token: true });
+  await makeCerts({ out: join(dir, 'other'), hosts: [['localhost']] });
   writeFileSync(join(dir, 'wrong-token'), 'not-the-cluster-token\n');
   const c = (f: string) => join(dir, 'cluster', f);
   const o = (f: string) => join(dir, 'other', f);

@@ -48,12 +48,28 @@ export class ActorStateTracker {
   lastAccuracy: number | undefined;
   /** Conditions that degrade training now, in words (shown by `spngd status`). */
   readonly warnings = new Set<string>();
+  /** Refused messages by kind (see `refuse`). */
+  readonly refusals = new Map<string, number>();
+  /** The newest refusals, "KIND from SENDER: WHY", newest last. */
+  readonly recentRefusals: string[] = [];
   private readonly started = Date.now();
 
   constructor(
     readonly role: Role,
     public id: string,
   ) {}
+
+  /**
+   * Counts a refused message of `kind` from `sender` (an identity: member id, certificate, peer
+   * address) and returns the line to log.
+   */
+  refuse(kind: string, sender: string, why: string): string {
+    this.refusals.set(kind, (this.refusals.get(kind) ?? 0) + 1);
+    const line = `refused ${kind} from ${sender}: ${why}`;
+    this.recentRefusals.push(line.slice(0, 512));
+    if (this.recentRefusals.length > 32) this.recentRefusals.shift();
+    return line;
+  }
 
   snapshot(): ActorState {
     return {
@@ -73,6 +89,8 @@ export class ActorStateTracker {
       startedUnixMs: this.started,
       nowUnixMs: Date.now(),
       warnings: [...this.warnings],
+      refusals: Object.fromEntries(this.refusals),
+      recentRefusals: [...this.recentRefusals],
     };
   }
 }

@@ -17,6 +17,7 @@ import type { TransportOptions } from '../../transport/channel-options.js';
 import type { Logger } from '../../util/log.js';
 import { INSECURE, type ActorCredentials } from './credentials.js';
 import { sleep } from './deferred.js';
+import { withSession } from './identity.js';
 
 export class CoordinatorUnreachableError extends Error {
   constructor(message: string) {
@@ -40,6 +41,8 @@ export class MemberClient {
   private watchCall: ClientReadableStream<WatchMembershipResponse> | undefined;
   private stopped = false;
   id = '';
+  /** The session secret of the last Join: sent with every later call to the PS. */
+  private session = '';
 
   constructor(
     readonly psAddress: string,
@@ -53,17 +56,28 @@ export class MemberClient {
   /** Joins, retrying for up to `waitMs` while the PS is not reachable yet. */
   async join(member: Omit<Member, 'joinedEpoch' | 'lastHeartbeatUnixMs'>, waitMs = 15000): Promise<JoinedMember> {
     const deadline = Date.now() + waitMs;
+    let waitingForLease = false;
     for (;;) {
       try {
+        // The current secret proves that a join again under our id is us (e.g. after a lost answer).
         const res = await new Promise<JoinResponse>((resolve, reject) =>
-          this.client.join({ member: { ...member, joinedEpoch: 0, lastHeartbeatUnixMs: 0 } }, new Metadata(), { deadline: Date.now() + 5000 }, (err, r) => (err ? reject(err) : resolve(r))),
+          this.client.join({ member: { ...member, joinedEpoch: 0, lastHeartbeatUnixMs: 0 } }, this.metadata(), { deadline: Date.now() + 5000 }, (err, r) => (err ? reject(err) : resolve(r))),
         );
         this.id = res.memberId;
+        this.session = res.sessionSecret;
         return { id: this.id, view: res.view!, configJson: res.trainingConfigJson, heartbeatMs: res.heartbeatIntervalMs, leaseMs: res.leaseMs };
       } catch (err) {
         const e = err as ServiceError;
         if (e.code === status.UNAUTHENTICATED) throw new CoordinatorUnreachableError(`parameter server ${this.psAddress} refused this process: ${e.details} (check --token-file)`);
         const why = (e.details || e.message).replace(/\s*\n\s*/g, ' ').trim();
+        // Our id is still held by our previous incarnation (a restart within its lease): wait for the lease to run out.
+        if (e.code === status.ALREADY_EXISTS) {
+          if (Date.now() > deadline) throw new CoordinatorUnreachableError(`parameter server ${this.psAddress} refused the join: ${why}`);
+          if (!waitingForLease) this.logger.warn(`${why}; trying again until it expires`);
+          waitingForLease = true;
+          await sleep(250);
+          continue;
+        }
         if (e.code !== status.UNAVAILABLE && e.code !== status.DEADLINE_EXCEEDED) throw err;
         if (Date.now() > deadline) throw new CoordinatorUnreachableError(`parameter server ${this.psAddress} is unreachable (${why})${/certificate|ssl|tls/i.test(why) ? '; check --tls-ca/--tls-cert/--tls-key on both sides' : ''}`);
         await sleep(250);
@@ -76,7 +90,7 @@ export class MemberClient {
     const beat = () => {
       if (this.stopped) return;
       const s = state();
-      this.client.heartbeat({ memberId: this.id, epoch: s.epoch, state: s.lifecycle, step: s.step }, new Metadata(), { deadline: Date.now() + Math.max(ms, 1000) }, (err, res) => {
+      this.client.heartbeat({ memberId: this.id, epoch: s.epoch, state: s.lifecycle, step: s.step }, this.metadata(), { deadline: Date.now() + Math.max(ms, 1000) }, (err, res) => {
         if (this.stopped) return;
         if (!err && res && !res.known) {
           this.logger.warn('the parameter server no longer knows this member; joining again');
@@ -108,8 +122,13 @@ export class MemberClient {
     this.stopped = true;
     if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer);
     await new Promise<void>((resolve) =>
-      this.client.leave({ memberId: this.id, reason }, new Metadata(), { deadline: Date.now() + 2000 }, () => resolve()),
+      this.client.leave({ memberId: this.id, reason }, this.metadata(), { deadline: Date.now() + 2000 }, () => resolve()),
     );
+  }
+
+  /** Metadata for a call to the PS: the session secret (and `base`'s entries and options). */
+  metadata(base?: Metadata): Metadata {
+    return withSession(this.session, base);
   }
 
   close(): void {

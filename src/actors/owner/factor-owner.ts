@@ -40,6 +40,9 @@ import { preconditionerFactors, residualOf } from '../common/preconditioner-wire
 import { fetchLayerStates, kindToWire, scheduleToWire, serveLayerStates, statShape, wireToKind } from '../common/layer-state.js';
 import { sendSymmetric } from '../common/tensor-io.js';
 import { transportOf } from '../common/transport-of.js';
+import { callIdentity, describeCaller } from '../common/identity.js';
+import { preconditionerProblem, statisticProblem } from '../common/value-checks.js';
+import { effectiveDamping } from '../../kfac/preconditioner.js';
 
 export interface FactorOwnerOptions {
   ps: string;
@@ -68,7 +71,7 @@ interface WorkerStream {
 interface StepInbox {
   shardCount: number;
   /** worker → (statKey → local mean, full matrices), with the worker's sample count. */
-  parts: Map<string, { samples: number; stats: Map<string, Float32Array> }>;
+  parts: Map<string, { samples: number; stats: Map<string, Float32Array>; bad?: string }>;
   completed: Set<string>;
   timer?: NodeJS.Timeout;
 }
@@ -211,7 +214,7 @@ export class FactorOwner {
     this.psClient ??= new FastParameterServerServiceClient(this.opts.ps, this.security.channelCredentials(), this.security.clientOptions(transportOf(this.config.cluster)));
     // Wait for the connection: right after the PS restarts the channel is still in reconnect
     // backoff, and a call that fails at once loses the preconditioners and watermark written to it.
-    const call = this.psClient.publishPreconditioners(new Metadata({ waitForReady: true }));
+    const call = this.psClient.publishPreconditioners(this.member.metadata(new Metadata({ waitForReady: true })));
     this.publisherCall = call;
     call.on('data', (r: PublishPreconditionersResponse) => {
       if (this.unanswered.get(r.layer)?.version === r.version) this.unanswered.delete(r.layer);
@@ -342,8 +345,14 @@ export class FactorOwner {
     const parts = [...box.parts]
       .filter(([worker, p]) => {
         const bad = [...p.stats].find(([, v]) => !allFinite(v));
-        if (bad) this.opts.logger.warn(`step ${step}: statistic ${bad[0]} from ${worker} is not finite; that worker's statistics are left out`);
-        return !bad;
+        if (bad) {
+          this.opts.logger.warn(`step ${step}: statistic ${bad[0]} from ${worker} is not finite; that worker's statistics are left out`);
+          this.state.refuse('non_finite_statistic', worker, `step ${step}: ${bad[0]} is not finite`);
+        } else if (p.bad) {
+          this.opts.logger.warn(`step ${step}: ${p.bad} from ${worker}; that worker's statistics are left out`);
+          this.state.refuse('bad_statistic', worker, `step ${step}: ${p.bad}`);
+        }
+        return !bad && !p.bad;
       })
       .map(([, p]) => ({ weight: p.samples, values: p.stats }));
     const stats = parts.length > 0 ? weightedMean(parts) : new Map<string, Float32Array>();
@@ -373,7 +382,14 @@ export class FactorOwner {
   }
 
   /** Sends each new preconditioner to the PS: its inverses in chunks, then a commit. */
-  private async publishPreconditioners(published: PublishedPreconditioner[], step: number): Promise<void> {
+  private async publishPreconditioners(all: PublishedPreconditioner[], step: number): Promise<void> {
+    // The PS refuses what is not finite or larger than damping allows: say so here instead.
+    const damping = effectiveDamping({ lambda: this.config.optimizer.kfac.damping, weightDecay: this.config.optimizer.weightDecay, piCorrection: true });
+    const published = all.filter((p) => {
+      const bad = preconditionerProblem(p.preconditioner, damping);
+      if (bad) this.opts.logger.warn(`preconditioner ${p.layer} v${p.version} not published: ${bad}`);
+      return !bad;
+    });
     for (const p of published) this.unanswered.set(p.layer, { version: p.version, step });
     // One stream for the whole publish: if it breaks, the rest fails fast and the reopened stream
     // sends the unanswered layers again (a half-sent tensor must not continue on a new stream).
@@ -455,6 +471,13 @@ export class FactorOwner {
           // Workers learn of this owner from the PS's view, which can reach them before the PS's
           // answer to our Join reaches us: until then there is no config and no layer.
           if (!this.curvature) throw new TransportError(status.UNAVAILABLE, 'closed', 'this owner is still joining the job; try again');
+          // Under mutual TLS a certificate that names an identity must name this worker.
+          const who = callIdentity(call);
+          if (who.cert && (who.cert.role !== Role.ROLE_WORKER || (who.cert.id !== '*' && who.cert.id !== k.value.workerId))) {
+            const why = `statistics as "${k.value.workerId.slice(0, 64)}", but the peer certificate names ${who.cert.uri}`;
+            this.opts.logger.warn(this.state.refuse('certificate_mismatch', describeCaller(who, k.value.workerId), why));
+            throw new TransportError(status.PERMISSION_DENIED, 'bad_argument', why);
+          }
           // A worker that joined after the view this owner holds may come first: it has seen a newer epoch.
           if (!this.isWorker(k.value.workerId) && !(k.value.epoch > (this.view?.epoch ?? 0))) {
             throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `"${k.value.workerId.slice(0, 64)}" is not a worker of the job in epoch ${this.view?.epoch ?? 0}`);
@@ -487,8 +510,12 @@ export class FactorOwner {
           if (!this.curvature.layers.has(m.layer)) return; // sent under an older assignment: not ours any more
           if (m.step <= this.reducedThrough) return; // a step already reduced (late sender)
           const box = this.box(m.step);
-          const part = box.parts.get(stream.workerId) ?? { samples: m.numSamples, stats: new Map() };
-          part.stats.set(statKey(m.layer, kind), toDense(t));
+          const part: { samples: number; stats: Map<string, Float32Array>; bad?: string } = box.parts.get(stream.workerId) ?? { samples: m.numSamples, stats: new Map() };
+          const dense = toDense(t);
+          const problem = statisticProblem(dense, shape.n, shape.batch ?? 1);
+          // Non-finite values are counted at the reduction; a negative diagonal only here.
+          if (problem && !/ is (NaN|-?Infinity)$/.test(problem)) part.bad ??= `statistic ${m.layer}/${kind}: ${problem}`;
+          part.stats.set(statKey(m.layer, kind), dense);
           box.parts.set(stream.workerId, part);
           return;
         }

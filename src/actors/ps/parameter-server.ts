@@ -46,13 +46,19 @@ import { MetricHub } from '../common/metric-hub.js';
 import { decodePreconditioner } from '../common/preconditioner-wire.js';
 import { sendDense } from '../common/tensor-io.js';
 import { transportOf } from '../common/transport-of.js';
-import { CheckpointError, loadLatestCheckpoint, saveCheckpoint } from '../../checkpoint/format.js';
+import { CheckpointError, loadLatestCheckpoint } from '../../checkpoint/format.js';
+import { removeStaleTemporaries, type OutputWriteError } from '../../run/output.js';
+import { writeCheckpoint } from '../../checkpoint/safe-write.js';
 import { checkpointToState, stateToCheckpoint } from '../../checkpoint/training-state.js';
 import { type FactorOwnerServiceServer } from '../../gen/spngd/v1/factor_owner.js';
 import { FastFactorOwnerServiceService, FastParameterServerServiceService } from '../../transport/fast-services.js';
 import type { LayerCurvatureSnapshot } from '../../kfac/layer-curvature.js';
 import { fetchLayerStates, serveLayerStates } from '../common/layer-state.js';
 import { layerCost } from './assignment.js';
+import { Admission } from './admission.js';
+import { LeaseClock } from './liveness.js';
+import { preconditionerProblem, versionProblem } from '../common/value-checks.js';
+import { effectiveDamping } from '../../kfac/preconditioner.js';
 import { Membership } from './membership.js';
 
 export interface ParameterServerOptions {
@@ -117,6 +123,8 @@ export class ParameterServer {
   readonly metrics = new MetricHub(() => this.state.id);
   readonly model: Sequential;
   readonly membership: Membership;
+  /** Who may speak for which member (session secrets, certificate identities); counts refusals. */
+  private readonly admission: Admission;
   private readonly updater: MomentumUpdater;
   private readonly workers = new Map<string, WorkerSession>();
   private readonly preconditioners = new Map<string, HeldPreconditioner>();
@@ -148,6 +156,8 @@ export class ParameterServer {
   /** Wall seconds of the run before a resume. */
   private wallOffset = 0;
   private stepsTo: RunRecordSummary['stepsTo'];
+  /** Set when a metrics record could not be written: training stopped after that step. */
+  outputError: OutputWriteError | undefined;
   readonly finished = deferred<void>();
 
   constructor(private readonly opts: ParameterServerOptions) {
@@ -161,6 +171,7 @@ export class ParameterServer {
       c.cluster.leaseMs,
     );
     this.membership.on('change', (view, reason) => this.onMembershipChange(view, reason));
+    this.admission = new Admission(this.state, opts.logger);
   }
 
   get address(): string {
@@ -168,6 +179,10 @@ export class ParameterServer {
   }
 
   async start(): Promise<string> {
+    if (this.opts.checkpointDir) {
+      const removed = removeStaleTemporaries(this.opts.checkpointDir);
+      if (removed.length > 0) this.opts.logger.warn(`removed ${removed.length} temporary file(s) left by a process killed while writing: ${removed.join(', ')}`);
+    }
     if (this.opts.resume) this.restoreCheckpoint();
     this.server = await startActorServer(
       this.opts.listen,
@@ -188,7 +203,13 @@ export class ParameterServer {
     this.state.lifecycle = LifecycleState.LIFECYCLE_STATE_READY;
     this.syncState();
     this.server.health.setAll('SERVING');
-    const lease = setInterval(() => this.membership.expire(), Math.max(200, this.opts.config.cluster.heartbeatMs));
+    // Leases are checked by the PS's own clock: after the PS itself stalled, members get a lease to heartbeat (liveness.ts).
+    const tick = Math.max(200, this.opts.config.cluster.heartbeatMs);
+    const clock = new LeaseClock(this.opts.config.cluster.leaseMs, tick, (gap, grace) => {
+      this.opts.logger.warn(`the parameter server itself was stalled for ${Math.round(gap)} ms; members get ${grace} ms to heartbeat before leases are checked again`);
+      this.metrics.emit('ps_stall_ms', gap, this.step, this.membership.epoch);
+    });
+    const lease = setInterval(() => clock.tick() && this.membership.expire(), tick);
     lease.unref();
     this.finished.promise.finally(() => clearInterval(lease)).catch(() => undefined);
     return this.server.address;
@@ -202,7 +223,11 @@ export class ParameterServer {
     const plan = new BatchPlan(this.opts.trainSize, c.batchSize, c.seed);
     try {
       while (this.step < c.steps && !this.stopping) {
+        const before = this.step;
         await this.oneStep(plan.stepsPerEpoch);
+        // A step that runs again (no worker delivered) is not evaluated or checkpointed twice: a
+        // checkpoint long enough to break the workers' connections would otherwise repeat forever.
+        if (this.step === before) continue;
         if (this.opts.test && (this.step % c.evalEvery === 0 || this.step === c.steps)) await this.evaluate();
         if (this.opts.checkpointDir && this.step % c.checkpointEvery === 0) await this.checkpoint();
         if (c.stopAtAccuracy > 0 && this.lastEval && this.lastEval.accuracy >= c.stopAtAccuracy) break;
@@ -313,7 +338,7 @@ export class ParameterServer {
       }
       this.step = s + 1;
       this.state.step = this.step;
-      this.opts.onRecord?.({ type: 'skipped', step: this.step, reason: 'non-finite gradients' });
+      this.record({ type: 'skipped', step: this.step, reason: 'non-finite gradients' });
       return;
     }
     if (arrived.length < participants.length) {
@@ -372,7 +397,7 @@ export class ParameterServer {
     this.metrics.emit('accuracy', accuracy, this.step, this.membership.epoch);
     this.metrics.emit('step_ms', stepMs, this.step, this.membership.epoch);
     const versions = Object.fromEntries([...this.preconditioners].map(([k, v]) => [k, v.version]));
-    this.opts.onRecord?.({
+    this.record({
       type: 'step',
       step: this.step,
       epoch: s / stepsPerEpoch,
@@ -422,10 +447,10 @@ export class ParameterServer {
       ),
     );
     const u = this.updater.snapshot();
-    const file = saveCheckpoint(
+    return writeCheckpoint(
       dir,
       this.step,
-      stateToCheckpoint({
+      () => stateToCheckpoint({
         step: this.step,
         model: this.model.exportState(),
         velocity: u.velocity,
@@ -434,9 +459,9 @@ export class ParameterServer {
         extra: { trainMs: this.trainMs, wallSeconds: this.wallSeconds(), stepsTo: this.stepsTo },
       }),
       this.opts.config.checkpointKeep,
+      this.opts.logger,
+      this.state.warnings,
     );
-    this.opts.logger.info(`checkpoint ${file}`);
-    return file;
   }
 
   private restoreCheckpoint(): void {
@@ -469,11 +494,30 @@ export class ParameterServer {
     this.lastEval = e;
     this.metrics.emit('test_accuracy', e.accuracy, this.step, this.membership.epoch);
     this.metrics.emit('test_loss', e.loss, this.step, this.membership.epoch);
-    this.opts.onRecord?.({ type: 'eval', step: this.step, testLoss: e.loss, testAccuracy: e.accuracy, wallSeconds: this.wallSeconds(), trainSeconds: this.trainMs / 1000 });
+    this.record({ type: 'eval', step: this.step, testLoss: e.loss, testAccuracy: e.accuracy, wallSeconds: this.wallSeconds(), trainSeconds: this.trainMs / 1000 });
     const target = this.opts.config.targetAccuracy;
     if (!this.stepsTo && e.accuracy >= target) this.stepsTo = { accuracy: target, step: this.step, seconds: this.wallSeconds(), trainSeconds: this.trainMs / 1000 };
     this.opts.logger.info(`eval at step ${this.step}: test accuracy ${e.accuracy.toFixed(4)}, loss ${e.loss.toFixed(4)}`);
     return e;
+  }
+
+  /**
+   * Hands a record to onRecord (metrics.jsonl). A record that cannot be written (a full disk, a
+   * read-only --out) stops training cleanly after this step: one log line, a warning in the state,
+   * and `outputError` for the caller, instead of an exception in the middle of a step.
+   */
+  private record(r: Record<string, unknown>): void {
+    if (!this.opts.onRecord || this.outputError) return;
+    try {
+      this.opts.onRecord(r);
+    } catch (err) {
+      const e = err as OutputWriteError;
+      this.outputError = e;
+      const line = `metrics: ${e.message}; training stops after step ${this.step}`;
+      this.opts.logger.error(line);
+      this.state.warnings.add(line);
+      this.requestStop();
+    }
   }
 
   private wallSeconds(): number {
@@ -527,6 +571,7 @@ export class ParameterServer {
       const bad = [...w.tensors].find(([, v]) => !allFinite(v));
       if (bad) {
         this.opts.logger.warn(`step ${s}: ${bad[0]} from ${w.id} is not finite; that worker's contribution is left out of the step`);
+        this.state.refuse('non_finite_gradient', w.id, `step ${s}: ${bad[0]} is not finite`);
         this.metrics.emit('dropped_contribution', 1, s, this.membership.epoch, { worker: w.id, tensor: bad[0] });
       }
       return !bad;
@@ -601,6 +646,7 @@ export class ParameterServer {
     this.opts.logger.info({ epoch: view.epoch, assignment: view.assignment?.layers.map((l) => `${l.layer}->${l.ownerId}`) }, `membership epoch ${view.epoch}: ${reason}`);
     // Workers that are no longer members (lease expired) leave the step rotation.
     for (const w of this.workers.values()) if (!this.membership.get(w.id)) this.dropWorker(w, 'no longer a member');
+    this.admission.retain(new Set(this.membership.list().map((m) => m.id)));
     const owners = new Set(this.membership.list(Role.ROLE_FACTOR_OWNER).map((o) => o.id));
     for (const id of this.watermarks.keys()) if (!owners.has(id)) this.watermarks.delete(id);
     this.watermarkChange.resolve();
@@ -628,15 +674,25 @@ export class ParameterServer {
           cb({ code: status.INVALID_ARGUMENT, details: `join: unknown lifecycle state ${m.state}` });
           return;
         }
-        // The same id again is a restarted actor; an id held by a member of another role (or the PS's own) is a mistake.
+        // An id held by a member of another role (or the PS's own) is a mistake; a live one of the
+        // same role is taken over only by that member itself (see Admission.admitJoin).
         const holder = m.id ? this.membership.get(m.id) : undefined;
         if (holder && holder.role !== m.role) {
           cb({ code: status.FAILED_PRECONDITION, details: `join: id "${m.id}" belongs to a member with role ${Role[holder.role] ?? holder.role}` });
           return;
         }
-        const joined = this.membership.join(m);
+        let id: string;
+        try {
+          id = this.admission.admitJoin(call, m, holder);
+        } catch (err) {
+          cb((err as TransportError).toStatus());
+          return;
+        }
+        const joined = this.membership.join({ ...m, id });
+        const sessionSecret = this.admission.issue(joined.id, joined.role);
         this.opts.logger.info(`${joined.id} joined from ${joined.address || 'an unknown address'}`);
         cb(null, {
+          sessionSecret,
           view: { ...this.membership.view(), members: this.membership.list() },
           heartbeatIntervalMs: c.cluster.heartbeatMs,
           leaseMs: c.cluster.leaseMs,
@@ -646,7 +702,16 @@ export class ParameterServer {
         });
       },
       leave: (call, cb) => {
-        this.membership.leave(call.request.memberId, call.request.reason || 'left');
+        const id = call.request.memberId;
+        if (this.membership.get(id)) {
+          try {
+            this.admission.authorize(call, id, 'leave');
+          } catch (err) {
+            cb((err as TransportError).toStatus());
+            return;
+          }
+        }
+        this.membership.leave(id, call.request.reason || 'left');
         cb(null, { epoch: this.membership.epoch });
       },
       heartbeat: (call, cb) => {
@@ -658,6 +723,15 @@ export class ParameterServer {
           cb({ code: status.FAILED_PRECONDITION, details: `heartbeat: "${call.request.memberId}" is the parameter server, which holds no lease` });
           return;
         }
+        if (this.membership.get(call.request.memberId)) {
+          try {
+            this.admission.authorize(call, call.request.memberId, 'heartbeat');
+          } catch (err) {
+            cb((err as TransportError).toStatus());
+            return;
+          }
+        }
+        // An unknown id is told so (known: false), and the member joins again.
         const known = this.membership.heartbeat(call.request.memberId, call.request.state);
         cb(null, { epoch: this.membership.epoch, known });
       },
@@ -697,6 +771,7 @@ export class ParameterServer {
           const member = this.membership.get(id);
           if (!member) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `worker "${id}" has not joined (call MembershipService.Join first)`);
           if (member.role !== Role.ROLE_WORKER) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `"${id}" is a member with role ${Role[member.role] ?? member.role}, not a worker`);
+          this.admission.authorize(call, id, 'train');
           const old = this.workers.get(id);
           if (old) this.dropWorker(old, 'replaced by a new stream');
           session = {
@@ -821,6 +896,7 @@ export class ParameterServer {
 
   private onPublishStream(call: ServerDuplexStream<PublishPreconditionersRequest, PublishPreconditionersResponse>): void {
     let ownerId: string | undefined;
+    let secret = '';
     const assembler = new TensorAssembler();
     const pending = new Map<string, Map<PreconditionerFactor, { values: Float32Array; shape: number[] }>>();
     call.on('data', (req: PublishPreconditionersRequest) => {
@@ -832,6 +908,7 @@ export class ParameterServer {
           const member = this.membership.get(k.value.ownerId);
           if (!member) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `owner "${k.value.ownerId}" has not joined`);
           if (member.role !== Role.ROLE_FACTOR_OWNER) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `"${k.value.ownerId}" is a member with role ${Role[member.role] ?? member.role}, not a factor owner`);
+          secret = this.admission.authorize(call, k.value.ownerId, 'publish');
           ownerId = k.value.ownerId;
           return;
         }
@@ -855,9 +932,16 @@ export class ParameterServer {
             pending.delete(cm.layer);
             let accepted = false;
             let reason = '';
+            const ahead = versionProblem(cm.version, cm.computedFromStep, this.step, this.membership.epoch);
+            // Values no owner sends end the stream (INVALID_ARGUMENT); races (a layer that just moved, an older version) are answered.
+            if (ahead) throw this.admission.refuse(ownerId, 'version_ahead', status.INVALID_ARGUMENT, `preconditioner ${cm.layer.slice(0, 64)}: ${ahead}`);
+            if (cm.epoch > this.membership.epoch) throw this.admission.refuse(ownerId, 'epoch_ahead', status.INVALID_ARGUMENT, `preconditioner ${cm.layer.slice(0, 64)} of epoch ${cm.epoch}, but the membership is at epoch ${this.membership.epoch}`);
             if (!factors) reason = 'no inverses received';
-            else if (this.membership.ownerOf(cm.layer) !== ownerId) reason = `${ownerId} does not own ${cm.layer} in epoch ${this.membership.epoch}`;
-            else {
+            else if (!this.admission.current(ownerId, secret)) reason = `${ownerId} joined again since this stream was opened`;
+            else if (this.membership.ownerOf(cm.layer) !== ownerId) {
+              reason = `${ownerId} does not own ${cm.layer} in epoch ${this.membership.epoch}`;
+              this.state.refuse('not_layer_owner', ownerId, reason);
+            } else {
               const held = this.preconditioners.get(cm.layer);
               const tenure = this.tenures.get(cm.layer)?.since ?? 0;
               if (held && held.ownerId === ownerId && held.tenure === tenure && held.version >= cm.version) reason = `version ${cm.version} is not newer than ${held.version}`;
@@ -868,10 +952,13 @@ export class ParameterServer {
                   if (!layer) throw new RangeError(`unknown layer ${cm.layer}`);
                   const ok = p.kind === 'unit' ? layer.kind === 'bn' && p.channels === layer.outFeatures : p.orderA === layer.inFeatures + 1 && p.orderG === layer.outFeatures;
                   if (!ok) throw new RangeError(`preconditioner of ${cm.layer} does not match the layer's shape`);
+                  const bad = preconditionerProblem(p, effectiveDamping({ lambda: this.opts.config.optimizer.kfac.damping, weightDecay: this.opts.config.optimizer.weightDecay, piCorrection: true }));
+                  if (bad) throw this.admission.refuse(ownerId, 'bad_preconditioner', status.INVALID_ARGUMENT, `preconditioner ${cm.layer} v${cm.version}: ${bad}`);
                   this.preconditioners.set(cm.layer, { preconditioner: p, version: cm.version, computedFromStep: cm.computedFromStep, ownerId, tenure });
                   this.state.preconditioners.set(cm.layer, { layer: cm.layer, version: cm.version, computedFromStep: cm.computedFromStep, ownerId, updatedUnixMs: Date.now() });
                   accepted = true;
                 } catch (err) {
+                  if (err instanceof TransportError) throw err;
                   reason = (err as Error).message;
                 }
               }

@@ -226,6 +226,13 @@ export interface JoinResponse {
   trainingConfigJson: string;
   /** The member's id (assigned by the coordinator when the request left it empty). */
   memberId: string;
+  /**
+   * The member's session secret: every later call of this member to the coordinator (Heartbeat,
+   * Leave, the Train and PublishPreconditioners streams) carries it in the metadata key
+   * "spngd-session". A call that names this member without it is refused (UNAUTHENTICATED, or
+   * PERMISSION_DENIED when it carries another member's secret). A new Join gives a new secret.
+   */
+  sessionSecret: string;
 }
 
 /** Request of MembershipService.Leave. */
@@ -896,7 +903,14 @@ export const JoinRequest: MessageFns<JoinRequest> = {
 };
 
 function createBaseJoinResponse(): JoinResponse {
-  return { view: undefined, heartbeatIntervalMs: 0, leaseMs: 0, trainingConfigJson: "", memberId: "" };
+  return {
+    view: undefined,
+    heartbeatIntervalMs: 0,
+    leaseMs: 0,
+    trainingConfigJson: "",
+    memberId: "",
+    sessionSecret: "",
+  };
 }
 
 export const JoinResponse: MessageFns<JoinResponse> = {
@@ -915,6 +929,9 @@ export const JoinResponse: MessageFns<JoinResponse> = {
     }
     if (message.memberId !== "") {
       writer.uint32(42).string(message.memberId);
+    }
+    if (message.sessionSecret !== "") {
+      writer.uint32(50).string(message.sessionSecret);
     }
     return writer;
   },
@@ -972,6 +989,14 @@ export const JoinResponse: MessageFns<JoinResponse> = {
             message.memberId = reader.string();
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.sessionSecret = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1007,6 +1032,11 @@ export const JoinResponse: MessageFns<JoinResponse> = {
         : isSet(object.member_id)
         ? globalThis.String(object.member_id)
         : "",
+      sessionSecret: isSet(object.sessionSecret)
+        ? globalThis.String(object.sessionSecret)
+        : isSet(object.session_secret)
+        ? globalThis.String(object.session_secret)
+        : "",
     };
   },
 
@@ -1027,6 +1057,9 @@ export const JoinResponse: MessageFns<JoinResponse> = {
     if (message.memberId !== "") {
       obj.memberId = message.memberId;
     }
+    if (message.sessionSecret !== "") {
+      obj.sessionSecret = message.sessionSecret;
+    }
     return obj;
   },
 
@@ -1042,6 +1075,7 @@ export const JoinResponse: MessageFns<JoinResponse> = {
     message.leaseMs = object.leaseMs ?? 0;
     message.trainingConfigJson = object.trainingConfigJson ?? "";
     message.memberId = object.memberId ?? "";
+    message.sessionSecret = object.sessionSecret ?? "";
     return message;
   },
 };

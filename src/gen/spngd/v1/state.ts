@@ -102,11 +102,24 @@ export interface ActorState {
   nowUnixMs: number;
   /** Conditions that degrade training now, in words (PS: "no factor owner: ..."); empty when none. */
   warnings: string[];
+  /**
+   * Messages this actor refused since it started, counted by kind (e.g. "non_finite_preconditioner",
+   * "version_ahead", "not_layer_owner", "wrong_session", "id_in_use"); each refusal is also logged
+   * with the sender's identity.
+   */
+  refusals: { [key: string]: number };
+  /** The newest refusals (at most 32), newest last: "KIND from SENDER: WHY". */
+  recentRefusals: string[];
 }
 
 export interface ActorState_PhaseTimingsEntry {
   key: string;
   value?: PhaseTiming | undefined;
+}
+
+export interface ActorState_RefusalsEntry {
+  key: string;
+  value: number;
 }
 
 /** Request of StateService.GetState. */
@@ -448,6 +461,8 @@ function createBaseActorState(): ActorState {
     startedUnixMs: 0,
     nowUnixMs: 0,
     warnings: [],
+    refusals: {},
+    recentRefusals: [],
   };
 }
 
@@ -500,6 +515,12 @@ export const ActorState: MessageFns<ActorState> = {
     }
     for (const v of message.warnings) {
       writer.uint32(130).string(v!);
+    }
+    globalThis.Object.entries(message.refusals).forEach(([key, value]: [string, number]) => {
+      ActorState_RefusalsEntry.encode({ key: key as any, value }, writer.uint32(138).fork()).join();
+    });
+    for (const v of message.recentRefusals) {
+      writer.uint32(146).string(v!);
     }
     return writer;
   },
@@ -648,6 +669,25 @@ export const ActorState: MessageFns<ActorState> = {
             message.warnings.push(reader.string());
             continue;
           }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            const entry17 = ActorState_RefusalsEntry.decode(reader, reader.uint32());
+            if (entry17.value !== undefined) {
+              message.refusals[entry17.key] = entry17.value;
+            }
+            continue;
+          }
+          case 18: {
+            if (tag !== 146) {
+              break;
+            }
+
+            message.recentRefusals.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -728,6 +768,25 @@ export const ActorState: MessageFns<ActorState> = {
       warnings: globalThis.Array.isArray(object?.warnings)
         ? object.warnings.map((e: any) => globalThis.String(e))
         : [],
+      refusals: isObject(object.refusals)
+        ? (globalThis.Object.entries(object.refusals) as [string, any][]).reduce(
+          (acc: { [key: string]: number }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.Number(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      recentRefusals: globalThis.Array.isArray(object?.recentRefusals)
+        ? object.recentRefusals.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.recent_refusals)
+        ? object.recent_refusals.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -787,6 +846,18 @@ export const ActorState: MessageFns<ActorState> = {
     if (message.warnings?.length) {
       obj.warnings = message.warnings;
     }
+    if (message.refusals) {
+      const entries = globalThis.Object.entries(message.refusals) as [string, number][];
+      if (entries.length > 0) {
+        obj.refusals = {};
+        entries.forEach(([k, v]) => {
+          obj.refusals[k] = Math.round(v);
+        });
+      }
+    }
+    if (message.recentRefusals?.length) {
+      obj.recentRefusals = message.recentRefusals;
+    }
     return obj;
   },
 
@@ -821,6 +892,16 @@ export const ActorState: MessageFns<ActorState> = {
     message.startedUnixMs = object.startedUnixMs ?? 0;
     message.nowUnixMs = object.nowUnixMs ?? 0;
     message.warnings = object.warnings?.map((e) => e) || [];
+    message.refusals = (globalThis.Object.entries(object.refusals ?? {}) as [string, number][]).reduce(
+      (acc: { [key: string]: number }, [key, value]: [string, number]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.Number(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.recentRefusals = object.recentRefusals?.map((e) => e) || [];
     return message;
   },
 };
@@ -908,6 +989,91 @@ export const ActorState_PhaseTimingsEntry: MessageFns<ActorState_PhaseTimingsEnt
     message.value = (object.value !== undefined && object.value !== null)
       ? PhaseTiming.fromPartial(object.value)
       : undefined;
+    return message;
+  },
+};
+
+function createBaseActorState_RefusalsEntry(): ActorState_RefusalsEntry {
+  return { key: "", value: 0 };
+}
+
+export const ActorState_RefusalsEntry: MessageFns<ActorState_RefusalsEntry> = {
+  encode(message: ActorState_RefusalsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== 0) {
+      writer.uint32(16).uint64(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ActorState_RefusalsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseActorState_RefusalsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.value = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ActorState_RefusalsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.Number(object.value) : 0,
+    };
+  },
+
+  toJSON(message: ActorState_RefusalsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== 0) {
+      obj.value = Math.round(message.value);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ActorState_RefusalsEntry>, I>>(base?: I): ActorState_RefusalsEntry {
+    return ActorState_RefusalsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ActorState_RefusalsEntry>, I>>(object: I): ActorState_RefusalsEntry {
+    const message = createBaseActorState_RefusalsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? 0;
     return message;
   },
 };
