@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { oneClearLine, spngd } from './helpers/cli.js';
 
-const dataDir = fileURLToPath(new URL('../../shared/datasets/fashion-mnist', import.meta.url));
+const dataDir = fileURLToPath(new URL('../data/fashion-mnist', import.meta.url));
 const tmp = mkdtempSync(join(tmpdir(), 'spngd-cli-errors-'));
 test.after.always(() => rmSync(tmp, { recursive: true, force: true }));
 
