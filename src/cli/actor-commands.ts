@@ -22,11 +22,28 @@ function announce(event: Record<string, unknown>): void {
   process.stdout.write(`${JSON.stringify(event)}\n`);
 }
 
+/**
+ * A child of `spngd train`'s local cluster (SPNGD_CHILD=1) runs in a process group of its own, so
+ * a terminal's Ctrl-C does not reach it; the launcher holds its stdin open, and the end of stdin
+ * means the launcher is gone: `onGone` then stops the actor as a signal would.
+ */
+function watchLauncher(onGone: () => void): void {
+  if (process.env.SPNGD_CHILD !== '1' || process.stdin.isTTY) return;
+  process.stdin.on('data', () => undefined);
+  process.stdin.on('end', onGone);
+  process.stdin.on('error', onGone);
+  // Reading stdin must not keep the actor alive once its work is done.
+  (process.stdin as unknown as { unref?: () => void }).unref?.();
+}
+
 /** Stops the actor on SIGINT/SIGTERM (the second signal exits at once). */
 function onSignals(logger: Logger, stop: () => Promise<void>): void {
   let stopping = false;
-  const handler = (sig: NodeJS.Signals) => {
-    if (stopping) process.exit(130);
+  const handler = (sig: NodeJS.Signals | 'launcher gone') => {
+    if (stopping) {
+      if (sig === 'launcher gone') return;
+      process.exit(130);
+    }
     stopping = true;
     logger.info(`${sig}: shutting down`);
     stop().then(
@@ -36,6 +53,7 @@ function onSignals(logger: Logger, stop: () => Promise<void>): void {
   };
   process.on('SIGINT', handler);
   process.on('SIGTERM', handler);
+  watchLauncher(() => handler('launcher gone'));
 }
 
 type BackendName = 'auto' | 'blas' | 'gpu';
@@ -109,17 +127,23 @@ export function addActorCommands(program: Command): void {
       announce({ event: 'listening', role: 'ps', address });
       // A signal ends training after the current step, with a checkpoint (the second one exits at once).
       let signalled = false;
-      const onSignal = (sig: NodeJS.Signals) => {
-        if (signalled) process.exit(130);
+      const onSignal = (sig: NodeJS.Signals | 'launcher gone') => {
+        if (signalled) {
+          if (sig === 'launcher gone') return;
+          process.exit(130);
+        }
         signalled = true;
         logger.info(`${sig}: stopping after the current step`);
         ps.requestStop();
       };
       process.on('SIGINT', onSignal);
       process.on('SIGTERM', onSignal);
+      watchLauncher(() => onSignal('launcher gone'));
       await ps.run();
-      if (!ps.lastEval) await ps.evaluate();
-      const summary = ps.summary();
+      const stoppedEarly = signalled && ps.step < config.steps;
+      // Stopped between evaluations: evaluate the step reached, so the summary and report show it.
+      if (!ps.lastEval || (stoppedEarly && ps.lastEvalStep !== ps.step)) await ps.evaluate();
+      const summary = { ...ps.summary(), ...(stoppedEarly ? { interrupted: true } : {}) };
       output?.writeJson('summary.json', summary);
       announce({ event: 'finished', ...summary });
       await ps.stop();

@@ -18,6 +18,7 @@ import { ModelSpecError } from '../nn/models.js';
 import { ChildFailedError, runLocalCluster } from '../run/local-cluster.js';
 import { defaultRunDir, OutputDirError, RunOutput } from '../run/output.js';
 import { runSingleProcess } from '../run/single-process.js';
+import { resumeHint, watchInterrupt } from '../run/interrupt.js';
 import { TrainingDivergedError } from '../train/diverged.js';
 import { createLogger } from '../util/log.js';
 import { addReportCommands, ReportError, writeRunReport } from '../report/commands.js';
@@ -71,16 +72,16 @@ export async function main(argv: string[]): Promise<void> {
     const resume = flags.resume ? { resume: true } : {};
     let summary: Record<string, unknown>;
     if (run.mode === 'single') {
-      // Ctrl-C: finish the step, write a checkpoint, stop (a second Ctrl-C exits at once).
+      // Ctrl-C: finish the step, write a checkpoint, summary and report, stop (a later second
+      // Ctrl-C exits at once).
       let interrupted: () => void = () => undefined;
       const interrupt = new Promise<void>((r) => (interrupted = r));
-      const onSigint = () => {
-        process.once('SIGINT', () => process.exit(130));
-        interrupted();
-      };
-      process.once('SIGINT', onSigint);
-      summary = { ...(await runSingleProcess(config, { logger, output, interrupt, ...progress, ...resume })) };
-      process.off('SIGINT', onSigint);
+      const signals = watchInterrupt(() => interrupted());
+      try {
+        summary = { ...(await runSingleProcess(config, { logger, output, interrupt, ...progress, ...resume })) };
+      } finally {
+        signals.dispose();
+      }
     } else {
       summary = await runLocalCluster(config, { logger, output, ...progress, ...resume });
     }
@@ -89,7 +90,14 @@ export async function main(argv: string[]): Promise<void> {
     } catch (err) {
       logger.warn(`no report: ${(err as Error).message}`);
     }
-    logger.info(`done: test accuracy ${Number(summary.testAccuracy).toFixed(4)} after ${summary.steps} steps; results in ${output.dir}`);
+    if (summary.interrupted === true) {
+      logger.info(`interrupted: test accuracy ${Number(summary.testAccuracy).toFixed(4)} after ${summary.steps} of ${config.steps} steps; results in ${output.dir}`);
+      // On a line of its own, after the logs (and after any progress bar has stopped).
+      process.stderr.write(`${resumeHint(output.dir)}\n`);
+      process.exitCode = 130;
+    } else {
+      logger.info(`done: test accuracy ${Number(summary.testAccuracy).toFixed(4)} after ${summary.steps} steps; results in ${output.dir}`);
+    }
     process.stdout.write(`${JSON.stringify(summary)}\n`);
   });
   addActorCommands(program);

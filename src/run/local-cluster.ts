@@ -14,7 +14,8 @@ import type { SecurityConfig, TrainConfig } from '../config/schema.js';
 import { StateServiceClient, type WatchMetricsResponse } from '../gen/spngd/v1/state.js';
 import type { Logger } from '../util/log.js';
 import type { RunOutput } from './output.js';
-import { createProgress } from './progress.js';
+import { resumeHint, watchInterrupt } from './interrupt.js';
+import { createProgress, type Progress } from './progress.js';
 
 export class ChildFailedError extends Error {
   constructor(message: string) {
@@ -43,8 +44,18 @@ function startChild(name: string, args: string[], logDir: string): Child {
   const [cmd, ...pre] = spngdCommand();
   const log = join(logDir, `${name}.log`);
   // One BLAS thread per child: several actors share the cores.
-  const proc = spawn(cmd, [...pre, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, OPENBLAS_NUM_THREADS: process.env.OPENBLAS_NUM_THREADS ?? '1', SPNGD_CHILD: '1' } });
-  proc.stderr!.pipe(createWriteStream(log));
+  // Each child leads a process group of its own (detached), so a terminal's Ctrl-C, which goes to
+  // the whole foreground group, reaches only this launcher: it asks the PS to stop after the step
+  // (checkpoint, summary) and stops the others after it. stdin is a pipe from the launcher whose
+  // end tells a child that the launcher is gone (SPNGD_CHILD: see actor-commands.ts).
+  const proc = spawn(cmd, [...pre, ...args], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    detached: true,
+    env: { ...process.env, OPENBLAS_NUM_THREADS: process.env.OPENBLAS_NUM_THREADS ?? '1', SPNGD_CHILD: '1' },
+  });
+  proc.stdin!.on('error', () => undefined);
+  // A resumed run's logs go on after the earlier ones.
+  proc.stderr!.pipe(createWriteStream(log, { flags: 'a' }));
   const events: Record<string, unknown>[] = [];
   let onListening: (e: Record<string, unknown>) => void = () => undefined;
   const listening = new Promise<Record<string, unknown>>((resolve) => (onListening = resolve));
@@ -102,16 +113,14 @@ export async function runLocalCluster(config: TrainConfig, opts: { output: RunOu
     await Promise.all(children.map((c) => c.exited));
     clearTimeout(timeout);
   };
-  let interrupted = false;
-  const onSigint = () => {
-    if (interrupted) process.exit(130);
-    interrupted = true;
-    // The PS finishes its step and checkpoints; the others stop once it has exited.
-    logger.warn('interrupted: the parameter server stops after the current step (Ctrl-C again to abort)');
+  let progress: Progress | undefined;
+  // The PS finishes its step, checkpoints and writes summary.json; the others stop once it has exited.
+  const signals = watchInterrupt(() => {
+    const line = 'interrupted: the parameter server stops after the current step, with a checkpoint (Ctrl-C again to abort)';
+    if (progress) progress.note(line);
+    else logger.warn(line);
     children[0]?.proc.kill('SIGTERM');
-  };
-  process.on('SIGINT', onSigint);
-  process.on('SIGTERM', onSigint);
+  });
 
   try {
     const ps = startChild('ps', ['ps', '--listen', `${host}:0`, '--config', output.path('config.json'), '--out', output.dir, '--backend', config.backend, ...secure, ...(opts.resume ? ['--resume'] : [])], logDir);
@@ -124,7 +133,8 @@ export async function runLocalCluster(config: TrainConfig, opts: { output: RunOu
     for (let i = 1; i <= owners; i++) children.push(startChild(`owner-${i}`, ['owner', '--ps', address, '--id', `owner-${i}`, ...member], logDir));
     for (let i = 1; i <= workers; i++) children.push(startChild(`worker-${i}`, ['worker', '--ps', address, '--id', `worker-${i}`, ...member], logDir));
 
-    const progress = createProgress(config.steps, 0, logger, opts.progress === undefined ? {} : { tty: opts.progress });
+    const bar = createProgress(config.steps, 0, logger, opts.progress === undefined ? {} : { tty: opts.progress });
+    progress = bar;
     const client = new StateServiceClient(address, creds.channelCredentials(), creds.clientOptions());
     const watch = client.watchMetrics({ names: ['loss', 'accuracy', 'test_accuracy', 'step_ms', 'epoch'], includeHistory: true });
     const last: { loss: number; accuracy: number; epoch: number; test?: number } = { loss: NaN, accuracy: NaN, epoch: 0 };
@@ -135,9 +145,9 @@ export async function runLocalCluster(config: TrainConfig, opts: { output: RunOu
         else if (e.name === 'epoch') last.epoch = e.value;
         else if (e.name === 'test_accuracy') {
           last.test = e.value;
-          progress.note(`eval at step ${e.step}: test accuracy ${e.value.toFixed(4)}`);
+          bar.note(`eval at step ${e.step}: test accuracy ${e.value.toFixed(4)}`);
         } else if (e.name === 'step_ms') {
-          progress.update({ step: e.step - 1, epoch: last.epoch, loss: last.loss, accuracy: last.accuracy, samplesPerSecond: config.batchSize / (e.value / 1000), ...(last.test === undefined ? {} : { testAccuracy: last.test }) });
+          bar.update({ step: e.step - 1, epoch: last.epoch, loss: last.loss, accuracy: last.accuracy, samplesPerSecond: config.batchSize / (e.value / 1000), ...(last.test === undefined ? {} : { testAccuracy: last.test }) });
         }
       }
     });
@@ -151,16 +161,15 @@ export async function runLocalCluster(config: TrainConfig, opts: { output: RunOu
     const outcome = await Promise.race([ps.exited.then((code) => ({ child: ps, code })), failure]);
     watch.cancel();
     client.close();
-    progress.stop();
-    if (interrupted) throw new ChildFailedError(`interrupted; continue with: spngd train --resume ${output.dir}`);
+    bar.stop();
     if (outcome.child !== ps || outcome.code !== 0) {
+      if (signals.signal) throw new ChildFailedError(`interrupted; the parameter server exited with code ${outcome.code}; ${resumeHint(output.dir)}`);
       throw new ChildFailedError(`${outcome.child.name} exited with code ${outcome.code}:\n${tail(outcome.child.log)}`);
     }
     const summaryFile = output.path('summary.json');
     return JSON.parse(readFileSync(summaryFile, 'utf8')) as Record<string, unknown>;
   } finally {
-    process.off('SIGINT', onSigint);
-    process.off('SIGTERM', onSigint);
     await stopAll('SIGTERM');
+    signals.dispose();
   }
 }
