@@ -27,7 +27,7 @@ export class ChildFailedError extends Error {
 /** How to start `spngd` in a child: the compiled CLI, or the TypeScript source under tsx. */
 function spngdCommand(): string[] {
   const here = fileURLToPath(import.meta.url);
-  if (here.endsWith('.ts')) return [process.execPath, '--import', 'tsx', join(dirname(here), '..', 'cli', 'entry.ts')];
+  if (here.endsWith('.ts')) return [process.execPath, '--import', import.meta.resolve('tsx'), join(dirname(here), '..', 'cli', 'entry.ts')];
   return [process.execPath, join(dirname(here), '..', 'cli', 'entry.js')];
 }
 
