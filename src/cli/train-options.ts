@@ -29,6 +29,7 @@ export interface TrainFlags {
   owners?: number;
   single?: boolean;
   resume?: string;
+  force?: boolean;
   tlsCa?: string;
   tlsCert?: string;
   tlsKey?: string;
@@ -38,7 +39,8 @@ export interface TrainFlags {
 export function addTrainOptions(cmd: Command): Command {
   cmd
     .option('-c, --config <file>', 'training config (YAML or JSON); flags override it')
-    .option('-o, --out <dir>', 'output directory (default: runs/<timestamp>)')
+    .option('-o, --out <dir>', 'output directory, empty or new (default: a new runs/<timestamp>)')
+    .option('--force', 'with --out: replace the files of an earlier run there')
     .option('--model <name>', 'built-in model: mlp or cnn (a custom model goes in the config file)')
     .addOption(new Option('--optimizer <kind>', 'optimizer').choices(['spngd', 'sgd']))
     .addOption(new Option('--backend <name>', 'compute backend (auto: the fastest available)').choices(['auto', 'blas', 'gpu']))
