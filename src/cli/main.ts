@@ -21,7 +21,7 @@ import { createRunDir, openRunDir, OutputDirError, RunOutput } from '../run/outp
 import { runSingleProcess } from '../run/single-process.js';
 import { resumeHint, watchInterrupt } from '../run/interrupt.js';
 import { TrainingDivergedError } from '../train/diverged.js';
-import { createLogger } from '../util/log.js';
+import { createLogger, envLogFormat } from '../util/log.js';
 import { addReportCommands, ReportError, writeRunReport } from '../report/commands.js';
 import { addActorCommands } from './actor-commands.js';
 import { addCertsCommand, CertsError } from './certs-command.js';
@@ -115,7 +115,8 @@ function newestCheckpointStep(dir: string): number {
 }
 
 async function train(output: RunOutput, run: { mode: 'single' | 'cluster' }, config: TrainConfig, flags: TrainFlags): Promise<void> {
-  const logger = createLogger('spngd');
+  // Off a terminal (logs, pipes, CI): plain lines, as the docs promise; SPNGD_LOG_FORMAT=json for JSON.
+  const logger = createLogger('spngd', { format: envLogFormat() ?? (process.stderr.isTTY === true ? 'pretty' : 'plain') });
   logger.info(`output: ${output.dir}${flags.resume ? ` (resuming a ${run.mode} run)` : ''}`);
   output.writeJson('run.json', run);
   const progress = flags.progress === false ? { progress: false } : {};

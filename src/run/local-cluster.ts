@@ -95,7 +95,12 @@ function securityArgs(s: SecurityConfig): { security: SecurityConfig; args: stri
 
 export async function runLocalCluster(config: TrainConfig, opts: { output: RunOutput; logger: Logger; progress?: boolean; resume?: boolean }): Promise<Record<string, unknown>> {
   const { output, logger } = opts;
-  const { workers, owners } = config.cluster;
+  const { workers } = config.cluster;
+  // SGD has no curvature: no owners to start.
+  const owners = config.optimizer.kind === 'spngd' ? config.cluster.owners : 0;
+  if (config.optimizer.kind === 'spngd' && owners === 0) {
+    logger.warn(`no factor owners (--owners 0): SP-NGD has nobody to compute preconditioners, so the steps apply ${config.cluster.withoutOwners === 'sgd' ? 'plain gradients (SGD with momentum)' : 'plain gradients until an owner joins (cluster.withoutOwners)'}`);
+  }
   // Checked (and read) before any child starts: a bad file is one line here.
   const { security, args: secure } = securityArgs(config.security);
   const creds = loadCredentials(security);
@@ -128,10 +133,23 @@ export async function runLocalCluster(config: TrainConfig, opts: { output: RunOu
     const first = await Promise.race([ps.listening, ps.exited.then((code) => ({ exit: code }))]);
     if ('exit' in first) throw new ChildFailedError(`the parameter server exited (code ${first.exit}) before listening:\n${tail(ps.log)}`);
     const address = String(first.address);
-    logger.info(`local cluster: PS on ${address}, ${owners} owner(s), ${workers} worker(s); logs in ${logDir}`);
+    logger.info(`local cluster: ${owners} owner(s), ${workers} worker(s); logs in ${logDir}`);
+    logger.info(`backend: ${String(first.backend)}: ${String(first.backendDescription)} (${String(first.backendReason)})`);
+    // The address on a line of its own, as a command ready to paste.
+    logger.info(`parameter server on ${address}; watch it with: npx spngd status ${address} --watch${secure.length ? ` ${secure.join(' ')}` : ''}`);
     const member = ['--listen', `${host}:0`, '--backend', config.backend, ...secure];
     for (let i = 1; i <= owners; i++) children.push(startChild(`owner-${i}`, ['owner', '--ps', address, '--id', `owner-${i}`, ...member], logDir));
     for (let i = 1; i <= workers; i++) children.push(startChild(`worker-${i}`, ['worker', '--ps', address, '--id', `worker-${i}`, ...member], logDir));
+    // Say so when an actor ended up on another backend than the PS (e.g. --backend auto on a host
+    // where the OpenBLAS addon does not load in every process).
+    for (const c of children.slice(1)) {
+      void c.listening.then((e) => {
+        if (e.backend === first.backend) return;
+        const line = `${c.name} uses the ${String(e.backend)} backend (${String(e.backendReason)})`;
+        if (progress) progress.note(line);
+        else logger.warn(line);
+      });
+    }
 
     const bar = createProgress(config.steps, 0, logger, opts.progress === undefined ? {} : { tty: opts.progress });
     progress = bar;

@@ -34,7 +34,8 @@ export function startSpngd(args: string[], opts: { timeoutMs?: number; detached?
     cwd: opts.cwd ?? ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: opts.detached === true,
-    env: { ...process.env, SPNGD_LOG_LEVEL: 'info', NO_COLOR: '1', OPENBLAS_NUM_THREADS: '1', ...opts.env },
+    // JSON log lines unless a test asks otherwise: isLogLine tells them from the error lines.
+    env: { ...process.env, SPNGD_LOG_LEVEL: 'info', SPNGD_LOG_FORMAT: 'json', NO_COLOR: '1', OPENBLAS_NUM_THREADS: '1', ...opts.env },
   });
   const result = new Promise<Result>((resolve, reject) => {
     let stdout = '';
