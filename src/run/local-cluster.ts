@@ -163,6 +163,7 @@ export async function runLocalCluster(config: TrainConfig, opts: { output: RunOu
         else if (e.name === 'epoch') last.epoch = e.value;
         else if (e.name === 'test_accuracy') {
           last.test = e.value;
+          bar.testAccuracy(e.value);
           bar.note(`eval at step ${e.step}: test accuracy ${e.value.toFixed(4)}`);
         } else if (e.name === 'step_ms') {
           bar.update({ step: e.step - 1, epoch: last.epoch, loss: last.loss, accuracy: last.accuracy, samplesPerSecond: config.batchSize / (e.value / 1000), ...(last.test === undefined ? {} : { testAccuracy: last.test }) });

@@ -22,6 +22,8 @@ export interface Progress {
   update(u: ProgressUpdate): void;
   /** A line that must not be lost under the bar (evaluations, warnings). */
   note(message: string, fields?: Record<string, unknown>): void;
+  /** The newest test accuracy, shown from now on. */
+  testAccuracy(accuracy: number): void;
   stop(): void;
 }
 
@@ -112,6 +114,8 @@ class LogProgress implements Progress {
     this.logger.info(fields, message);
   }
 
+  testAccuracy(): void {}
+
   stop(): void {}
 }
 
@@ -168,6 +172,10 @@ class BarProgress implements Progress {
     this.logger.info(fields, message);
     process.stderr.write('\x1b[?7l\x1b7');
     this.bar.render();
+  }
+
+  testAccuracy(accuracy: number): void {
+    if (!this.stopped) this.bar.update({ test: accuracy.toFixed(4) });
   }
 
   stop(): void {
