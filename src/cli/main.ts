@@ -13,7 +13,8 @@ import { CoordinatorUnreachableError } from '../actors/common/member-client.js';
 import { SecurityError } from '../actors/common/credentials.js';
 import { ConfigError, loadTrainConfig } from '../config/load.js';
 import type { TrainConfig } from '../config/schema.js';
-import { resolveDataDir } from '../data/fashion-mnist.js';
+import { packageRoot, resolveDataDir } from '../data/fashion-mnist.js';
+import { join } from 'node:path';
 import { DataFileError } from '../data/idx.js';
 import { ModelSpecError } from '../nn/models.js';
 import { ChildFailedError, runLocalCluster } from '../run/local-cluster.js';
@@ -49,6 +50,7 @@ export async function main(argv: string[]): Promise<void> {
   setLogger({ error: log('error'), info: log('info'), debug: log('info') });
   const program = new Command('spngd')
     .description('SP-NGD (scalable and practical natural gradient descent) training runtime')
+    .version(packageVersion(), '-V, --version', 'print the spngd version')
     .showHelpAfterError()
     .exitOverride((err) => {
       process.exit(err.exitCode === 0 ? 0 : 2);
@@ -104,6 +106,15 @@ export async function main(argv: string[]): Promise<void> {
       process.exit(2);
     }
     throw err;
+  }
+}
+
+/** spngd's version, from its package.json. */
+function packageVersion(): string {
+  try {
+    return String((JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version?: unknown }).version ?? 'unknown');
+  } catch {
+    return 'unknown';
   }
 }
 
