@@ -49,6 +49,11 @@ export function fetchState(address: string, timeoutMs = 5000, security: ActorCre
 }
 
 const short = (s: string, prefix: string) => s.replace(prefix, '').toLowerCase();
+/** A statistic's name as metrics.jsonl and the report spell it: A, G, F (batch-norm Fisher). */
+const statName = (kind: Parameters<typeof statisticKindToJSON>[0]): string => {
+  const k = statisticKindToJSON(kind).replace('STATISTIC_KIND_', '');
+  return k === 'BN_FISHER' ? 'F' : k;
+};
 
 export function formatState(s: ActorState): string {
   const lines = [
@@ -65,7 +70,7 @@ export function formatState(s: ActorState): string {
   }
   if (s.statisticSchedules.length > 0) {
     lines.push(
-      `stale-statistics intervals: ${s.statisticSchedules.map((x) => `${x.layer}/${short(statisticKindToJSON(x.kind), 'STATISTIC_KIND_')}=${x.interval}`).join(', ')}`,
+      `stale-statistics intervals: ${s.statisticSchedules.map((x) => `${x.layer}/${statName(x.kind)}=${x.interval}`).join(', ')}`,
     );
   }
   const phases = Object.entries(s.phaseTimings);
