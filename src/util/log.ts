@@ -30,8 +30,8 @@ export function createLogger(name: string, opts: { level?: string; format?: LogF
     destination: 2,
     sync: true,
     colorize: format === 'pretty',
-    singleLine: format === 'plain',
-    // Plain lines carry their figures in the message; the fields are for JSON.
+    // Plain lines carry their figures in the message; the fields are for JSON. (Not singleLine:
+    // pino-pretty drops the line end when both are set.)
     hideObject: format === 'plain',
     ignore: 'pid,hostname',
     translateTime: 'HH:MM:ss',
