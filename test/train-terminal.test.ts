@@ -5,7 +5,7 @@
  */
 import test from 'ava';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -89,4 +89,18 @@ const hasTmux = spawnSync('tmux', ['-V']).status === 0;
       /* already gone */
     }
   }
+});
+
+test('--optimizer sgd starts no owners; SP-NGD with --owners 0 says what that means', async (t) => {
+  const small = ['--steps', '2', '--batch-size', '64', '--train-limit', '640', '--test-limit', '200', '--workers', '1'];
+  const [sgd, none] = await Promise.all([
+    startSpngd(['train', '--optimizer', 'sgd', ...small, '--out', join(tmp, 'sgd')], { timeoutMs: 120_000 }).result,
+    startSpngd(['train', '--owners', '0', ...small, '--out', join(tmp, 'no-owners')], { timeoutMs: 120_000 }).result,
+  ]);
+  t.is(sgd!.code, 0, sgd!.stderr);
+  t.deepEqual(readdirSync(join(tmp, 'sgd', 'logs')).sort(), ['ps.log', 'worker-1.log']);
+  t.is((JSON.parse(readFileSync(join(tmp, 'sgd', 'summary.json'), 'utf8')) as { owners: number }).owners, 0);
+  t.notRegex(sgd!.stderr, /no factor owners/);
+  t.is(none!.code, 0, none!.stderr);
+  t.regex(none!.stderr, /no factor owners \(--owners 0\): SP-NGD has nobody to compute preconditioners/);
 });
