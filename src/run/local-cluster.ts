@@ -131,7 +131,10 @@ export async function runLocalCluster(config: TrainConfig, opts: { output: RunOu
     const ps = startChild('ps', ['ps', '--listen', `${host}:0`, '--config', output.path('config.json'), '--out', output.dir, '--backend', config.backend, ...secure, ...(opts.resume ? ['--resume'] : [])], logDir);
     children.push(ps);
     const first = await Promise.race([ps.listening, ps.exited.then((code) => ({ exit: code }))]);
-    if ('exit' in first) throw new ChildFailedError(`the parameter server exited (code ${first.exit}) before listening:\n${tail(ps.log)}`);
+    if ('exit' in first) {
+      if (signals.signal) throw new ChildFailedError('interrupted before the parameter server was up: nothing was trained');
+      throw new ChildFailedError(`the parameter server exited (code ${first.exit}) before listening:\n${tail(ps.log)}`);
+    }
     const address = String(first.address);
     logger.info(`local cluster: ${owners} owner(s), ${workers} worker(s); logs in ${logDir}`);
     logger.info(`backend: ${String(first.backend)}: ${String(first.backendDescription)} (${String(first.backendReason)})`);
