@@ -51,7 +51,7 @@ export function startSpngd(args: string[], opts: { timeoutMs?: number; detached?
         }
       }
       child.kill('SIGKILL');
-    }, opts.timeoutMs ?? 30_000);
+    }, opts.timeoutMs ?? 60_000);
     child.on('error', reject);
     child.on('close', (code, signal) => {
       clearTimeout(timer);
@@ -61,7 +61,8 @@ export function startSpngd(args: string[], opts: { timeoutMs?: number; detached?
   return { child, result };
 }
 
-export function spngd(args: string[], timeoutMs = 30_000): Promise<Result> {
+/** `timeoutMs`: generous, since ava starts many of these at once on a 2-core machine. */
+export function spngd(args: string[], timeoutMs = 60_000): Promise<Result> {
   return startSpngd(args, { timeoutMs }).result;
 }
 
