@@ -15,7 +15,7 @@ import { checkpointToState } from '../src/checkpoint/training-state.js';
 import { Rng } from '../src/util/rng.js';
 import { freePort, killAll, readMetrics, startActor, type Actor } from './helpers/processes.js';
 
-const dataDir = fileURLToPath(new URL('../../shared/datasets/fashion-mnist', import.meta.url));
+const dataDir = fileURLToPath(new URL('../data/fashion-mnist', import.meta.url));
 const STEPS = 400;
 const EVERY = 20;
 const SEED = Number(process.env.SPNGD_CHAOS_SEED ?? 20260214);

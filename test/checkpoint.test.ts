@@ -56,7 +56,7 @@ test('only the newest `keep` checkpoints are kept', (t) => {
   t.deepEqual(listCheckpoints(dir), ['checkpoint-00000003.spngd', 'checkpoint-00000004.spngd']);
 });
 
-const dataDir = fileURLToPath(new URL('../../shared/datasets/fashion-mnist', import.meta.url));
+const dataDir = fileURLToPath(new URL('../data/fashion-mnist', import.meta.url));
 
 test('a single-process SP-NGD run stopped at step 7 and resumed ends with the parameters of an uninterrupted run', async (t) => {
   const backend = await createBlasBackend();

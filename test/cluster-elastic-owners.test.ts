@@ -9,7 +9,7 @@ import { resolveTrainConfig } from '../src/config/schema.js';
 import type { FactorOwner } from '../src/actors/owner/factor-owner.js';
 import { clusterBackend, startCluster } from './helpers/cluster.js';
 
-const dataDir = fileURLToPath(new URL('../../shared/datasets/fashion-mnist', import.meta.url));
+const dataDir = fileURLToPath(new URL('../data/fashion-mnist', import.meta.url));
 
 for (const wait of [false, true]) {
   test.serial(`an owner joining at step 6 takes layers and leaving at step 14 gives them back (${wait ? 'synchronous preconditioners' : 'preconditioners one step behind'})`, async (t) => {

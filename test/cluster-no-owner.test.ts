@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { resolveTrainConfig } from '../src/config/schema.js';
 import { capturingLogger, clusterBackend, startCluster } from './helpers/cluster.js';
 
-const dataDir = fileURLToPath(new URL('../../shared/datasets/fashion-mnist', import.meta.url));
+const dataDir = fileURLToPath(new URL('../data/fashion-mnist', import.meta.url));
 const STEPS = 16;
 
 for (const withoutOwners of ['last-preconditioners', 'sgd'] as const) {

@@ -14,7 +14,7 @@ import { resolveTrainConfig } from '../src/config/schema.js';
 import { startCluster } from './helpers/cluster.js';
 import { pythonTest, runPythonProbe } from './helpers/python-client.js';
 
-const dataDir = fileURLToPath(new URL('../../shared/datasets/fashion-mnist', import.meta.url));
+const dataDir = fileURLToPath(new URL('../data/fashion-mnist', import.meta.url));
 const trainLimit = 1024;
 const STEPS = 3;
 const config = resolveTrainConfig({

@@ -13,7 +13,7 @@ import { resolveTrainConfig } from '../src/config/schema.js';
 import { relativeError } from './helpers/backends.js';
 import { clusterBackend, startCluster } from './helpers/cluster.js';
 
-const dataDir = fileURLToPath(new URL('../../shared/datasets/fashion-mnist', import.meta.url));
+const dataDir = fileURLToPath(new URL('../data/fashion-mnist', import.meta.url));
 const base = {
   seed: 9,
   batchSize: 256,

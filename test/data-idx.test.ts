@@ -6,7 +6,7 @@ import { gunzipSync, gzipSync } from 'node:zlib';
 import { DataFileError, readIdx, readIdxImages, readIdxLabels } from '../src/data/idx.js';
 import { loadSplit } from '../src/data/fashion-mnist.js';
 
-const REAL = new URL('../../shared/datasets/fashion-mnist/', import.meta.url).pathname;
+const REAL = new URL('../data/fashion-mnist/', import.meta.url).pathname;
 
 const tmp = mkdtempSync(join(tmpdir(), 'spngd-idx-'));
 test.after.always(() => rmSync(tmp, { recursive: true, force: true }));

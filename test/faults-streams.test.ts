@@ -18,7 +18,7 @@ import { Worker } from '../workers/worker-actor.js';
 import { capturingLogger, clusterBackend, startCluster } from './helpers/cluster.js';
 import { cuttingProxy, type CuttingProxy } from './helpers/cutting-proxy.js';
 
-const dataDir = fileURLToPath(new URL('../../shared/datasets/fashion-mnist', import.meta.url));
+const dataDir = fileURLToPath(new URL('../data/fashion-mnist', import.meta.url));
 const STEPS = 10;
 const WAIT_MS = 20000;
 

@@ -17,7 +17,7 @@ import { buildModel } from '../src/nn/models.js';
 import { chunkSymmetric, chunkTensor } from '../src/transport/tensor-codec.js';
 import { clusterBackend, startCluster } from './helpers/cluster.js';
 
-const dataDir = fileURLToPath(new URL('../../shared/datasets/fashion-mnist', import.meta.url));
+const dataDir = fileURLToPath(new URL('../data/fashion-mnist', import.meta.url));
 
 /** A worker that answers every StepStart with non-finite gradients and (optionally) statistics. */
 async function poisonedWorker(psAddress: string, config: ReturnType<typeof resolveTrainConfig>, opts: { poisonStatistics: boolean }) {

@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { fetchState } from '../src/cli/status-command.js';
 import { freePort, killAll, readMetrics, startActor, untilStep, type Actor } from './helpers/processes.js';
 
-const dataDir = fileURLToPath(new URL('../../shared/datasets/fashion-mnist', import.meta.url));
+const dataDir = fileURLToPath(new URL('../data/fashion-mnist', import.meta.url));
 
 function jobConfig(dir: string, steps: number): string {
   const file = join(dir, 'job.json');

@@ -30,7 +30,7 @@ import { startCluster, type TestCluster } from './helpers/cluster.js';
 import { FuzzCases, type FuzzCase, type FuzzTarget, type Phase } from './helpers/fuzz-cases.js';
 import { codeName, RawClients, type CallResult } from './helpers/fuzz-clients.js';
 
-const dataDir = fileURLToPath(new URL('../../shared/datasets/fashion-mnist', import.meta.url));
+const dataDir = fileURLToPath(new URL('../data/fashion-mnist', import.meta.url));
 const trainLimit = 2048;
 const STEPS = 20;
 const IDLE_CASES = Number(process.env.SPNGD_FUZZ_CASES ?? 2600);

@@ -1,9 +1,11 @@
 /**
- * Reproduces ../shared/reference/kfac_reference.json (an MLP 8-16-4, a batch of 32 and its K-FAC
- * quantities computed independently in float64 numpy): loss, [dW | db], A, G, π, the damped
- * inverses and the preconditioned gradients, with √λ and with π-corrected damping, on every backend.
+ * Reproduces test/fixtures/kfac_reference.json (an MLP 8-16-4, a batch of 32 and its K-FAC
+ * quantities computed independently in float64): loss, [dW | db], A, G, π, the damped inverses and
+ * the preconditioned gradients, with √λ and with π-corrected damping, on every backend.
+ * test/fixtures/make-kfac-reference.mjs recomputes the fixture's figures from its givens.
  */
 import test from 'ava';
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { kronPreconditioner, precondition } from '../src/kfac/preconditioner.js';
@@ -32,7 +34,7 @@ interface Reference {
   layers: RefLayer[];
 }
 
-const refPath = fileURLToPath(new URL('../../shared/reference/kfac_reference.json', import.meta.url));
+const refPath = fileURLToPath(new URL('./fixtures/kfac_reference.json', import.meta.url));
 const ref = JSON.parse(readFileSync(refPath, 'utf8')) as Reference;
 
 function referenceModel() {
@@ -48,6 +50,13 @@ function referenceModel() {
   });
   return model;
 }
+
+test('the fixture is reproduced by its independent float64 generator', (t) => {
+  const script = fileURLToPath(new URL('./fixtures/make-kfac-reference.mjs', import.meta.url));
+  const out = execFileSync(process.execPath, [script], { encoding: 'utf8' });
+  const worst = Number(/largest relative difference (\S+)/.exec(out)?.[1]);
+  t.true(worst < 1e-12, out);
+});
 
 for (const b of testBackends()) {
   test(`${b.name}: factors, damped inverses and preconditioned gradients match the reference`, async (t) => {

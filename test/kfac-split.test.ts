@@ -1,5 +1,5 @@
 /**
- * DESIGN.md §6: the preconditioned gradient is the same whatever the number of workers. Local passes
+ * docs/numerics.md § Checks: the preconditioned gradient is the same whatever the number of workers. Local passes
  * over shards of a global batch, combined by sample-weighted means, must give the gradients and
  * statistics (and so the preconditioned gradients) of one pass over the whole batch — for the
  * empirical Fisher and for 1mc, whose labels are drawn per global sample position.

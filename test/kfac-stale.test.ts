@@ -1,5 +1,5 @@
 /**
- * The stale-statistics schedule (DESIGN.md §4) on scripted sequences of matrices: which steps a
+ * The stale-statistics schedule (docs/numerics.md § Stale statistics) on scripted sequences of matrices: which steps a
  * statistic is recomputed at, how its interval grows and shrinks, and that every refresh is reported.
  */
 import test from 'ava';

@@ -1,5 +1,5 @@
 /**
- * What the layers leave for K-FAC (DESIGN.md §1, §6): a = [x; 1], g = N·dL/dz, conv patches and
+ * What the layers leave for K-FAC (docs/numerics.md § Conventions, § Checks): a = [x; 1], g = N·dL/dz, conv patches and
  * per-position g, BN unit-wise per-sample gradients, and the 1mc label sampler.
  */
 import test, { type ExecutionContext } from 'ava';

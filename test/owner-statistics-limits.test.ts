@@ -11,7 +11,7 @@ import { FactorOwnerServiceClient, type PushStatisticsRequest } from '../src/gen
 import { LifecycleState, MembershipServiceClient, Role } from '../src/gen/spngd/v1/membership.js';
 import { clusterBackend, startCluster, type TestCluster } from './helpers/cluster.js';
 
-const dataDir = fileURLToPath(new URL('../../shared/datasets/fashion-mnist', import.meta.url));
+const dataDir = fileURLToPath(new URL('../data/fashion-mnist', import.meta.url));
 const WORKERS = ['stats-w-1', 'stats-w-2'];
 
 type Message = PushStatisticsRequest['kind'];

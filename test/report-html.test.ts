@@ -134,6 +134,14 @@ test('compare puts every run on shared charts and reports steps and time to the 
   t.regex(row('cluster-run'), /<strong>10<\/strong>.*>—<\/td>/);
 });
 
+test('compare --target: steps and time to the given accuracy, and how many runs reached it', (t) => {
+  const html = renderCompareReport([spngd, sgd].map((d) => readRun(d)), undefined, { accuracy: 0.8, source: '--target' });
+  t.true(html.includes('Steps to 80.0 %'));
+  t.true(html.includes('steps and time to 80.0 % test accuracy (--target); 1 of 2 runs reached it'));
+  const row = (name: string) => new RegExp(`${name}</td>.*?</tr>`).exec(html)![0];
+  t.regex(row('sgd-run'), /<td class="num">—<\/td><td class="num">—<\/td>/, 'SGD never reaches 0.8');
+});
+
 test('compare tells apart runs with the same base name', (t) => {
   const a = fakeRun('a/run', { secondsPerStep: 1 });
   const b = fakeRun('b/run', { secondsPerStep: 1 });
@@ -156,11 +164,13 @@ test('writeRunReport and the report and compare commands write HTML files', asyn
   try {
     await program.parseAsync(['report', sgd, '--out', cli], { from: 'user' });
     await program.parseAsync(['compare', spngd, sgd, cluster, '-o', join(root, 'cli-cmp.html')], { from: 'user' });
+    await program.parseAsync(['compare', spngd, sgd, '--target', '75', '-o', join(root, 'cli-target.html')], { from: 'user' });
   } finally {
     process.stdout.write = write;
   }
   t.true(existsSync(cli));
   t.is(charts(readFileSync(join(root, 'cli-cmp.html'), 'utf8')).size, 6);
+  t.true(readFileSync(join(root, 'cli-target.html'), 'utf8').includes('Steps to 75.0 %'));
 });
 
 test('axes: nice ticks that cover the data, flat ranges widened, powers of two on the log axis', (t) => {

@@ -16,7 +16,7 @@ import { createReferenceBackend } from './helpers/reference-backend.js';
 import { isLogLine, oneClearLine, spngd, type Result } from './helpers/cli.js';
 import { clusterCredentials, makeTestPki } from './helpers/security.js';
 
-const dataDir = fileURLToPath(new URL('../../shared/datasets/fashion-mnist', import.meta.url));
+const dataDir = fileURLToPath(new URL('../data/fashion-mnist', import.meta.url));
 const tmp = mkdtempSync(join(tmpdir(), 'spngd-security-cli-'));
 test.after.always(() => rmSync(tmp, { recursive: true, force: true }));
 

@@ -22,7 +22,7 @@ import { relativeError } from './helpers/backends.js';
 import { clusterBackend, startCluster } from './helpers/cluster.js';
 import { attack, clusterCredentials, healthCheck, healthClient, intruders, makeTestPki, type Attempts } from './helpers/security.js';
 
-const dataDir = fileURLToPath(new URL('../../shared/datasets/fashion-mnist', import.meta.url));
+const dataDir = fileURLToPath(new URL('../data/fashion-mnist', import.meta.url));
 const tmp = mkdtempSync(join(tmpdir(), 'spngd-security-'));
 test.after.always(() => rmSync(tmp, { recursive: true, force: true }));
 

@@ -24,11 +24,28 @@ function announce(event: Record<string, unknown>): void {
   process.stdout.write(`${JSON.stringify(event)}\n`);
 }
 
+/**
+ * A child of `spngd train`'s local cluster (SPNGD_CHILD=1) runs in a process group of its own, so
+ * a terminal's Ctrl-C does not reach it; the launcher holds its stdin open, and the end of stdin
+ * means the launcher is gone: `onGone` then stops the actor as a signal would.
+ */
+function watchLauncher(onGone: () => void): void {
+  if (process.env.SPNGD_CHILD !== '1' || process.stdin.isTTY) return;
+  process.stdin.on('data', () => undefined);
+  process.stdin.on('end', onGone);
+  process.stdin.on('error', onGone);
+  // Reading stdin must not keep the actor alive once its work is done.
+  (process.stdin as unknown as { unref?: () => void }).unref?.();
+}
+
 /** Stops the actor on SIGINT/SIGTERM (the second signal exits at once). */
 function onSignals(logger: Logger, stop: () => Promise<void>): void {
   let stopping = false;
-  const handler = (sig: NodeJS.Signals) => {
-    if (stopping) process.exit(130);
+  const handler = (sig: NodeJS.Signals | 'launcher gone') => {
+    if (stopping) {
+      if (sig === 'launcher gone') return;
+      process.exit(130);
+    }
     stopping = true;
     logger.info(`${sig}: shutting down`);
     stop().then(
@@ -38,17 +55,18 @@ function onSignals(logger: Logger, stop: () => Promise<void>): void {
   };
   process.on('SIGINT', handler);
   process.on('SIGTERM', handler);
+  watchLauncher(() => handler('launcher gone'));
 }
 
 type BackendName = 'auto' | 'blas' | 'gpu';
 
 const backendOption = () => new Option('--backend <name>', 'compute backend').choices(['auto', 'blas', 'gpu']).default('auto');
 
-/** Selects the compute backend and says which and why. */
-async function startBackend(name: BackendName, logger: Logger): Promise<ComputeBackend> {
+/** Selects the compute backend and says which and why (in the log and in the listening event). */
+async function startBackend(name: BackendName, logger: Logger): Promise<{ backend: ComputeBackend; backendEvent: Record<string, string> }> {
   const { backend, reason } = await selectBackend(name);
   logger.info(`backend: ${backend.name}: ${backend.description} (${reason})`);
-  return backend;
+  return { backend, backendEvent: { backend: backend.name, backendDescription: backend.description, backendReason: reason } };
 }
 
 /** What workers and owners share: the PS they join, their own address and id, security. */
@@ -117,14 +135,15 @@ export function addActorCommands(program: Command): void {
       const credentials = actorCredentials(config.security, logger, o.listen);
       const dataOpts = config.data.dir ? { dir: config.data.dir } : {};
       const test = await loadSplit('test', { ...dataOpts, ...(config.data.testLimit ? { limit: config.data.testLimit } : {}) });
-      const trainLabels = findIdxFile(resolveDataDir(dataOpts).dir, SPLIT_FILES.train.labels);
-      if (!trainLabels) throw new DataFileError(resolveDataDir(dataOpts).dir, 'no train-labels-idx1-ubyte[.gz] here');
+      const dataDir = resolveDataDir(dataOpts);
+      const trainLabels = findIdxFile(dataDir.dir, SPLIT_FILES.train.labels);
+      if (!trainLabels) throw new DataFileError(dataDir.dir, 'no train-labels-idx1-ubyte[.gz] here');
       const trainCount = (await readIdxLabels(trainLabels)).count;
       const trainSize = Math.min(trainCount, config.data.trainLimit ?? trainCount);
       checkAgainstData(config, trainSize);
       // What this job is, for --resume and for the report (like spngd train).
       output?.writeJson('config.json', config);
-      const backend = await startBackend(config.backend, logger);
+      const { backend, backendEvent } = await startBackend(config.backend, logger);
       const ps = new ParameterServer({
         config,
         listen: o.listen,
@@ -138,17 +157,21 @@ export function addActorCommands(program: Command): void {
       });
       const address = await ps.start();
       logger.info(`parameter server listening on ${address}; waiting for ${config.cluster.minWorkers} worker(s)`);
-      announce({ event: 'listening', role: 'ps', address });
+      announce({ event: 'listening', role: 'ps', address, ...backendEvent });
       // A signal ends training after the current step, with a checkpoint (the second one exits at once).
       let signalled = false;
-      const onSignal = (sig: NodeJS.Signals) => {
-        if (signalled) process.exit(130);
+      const onSignal = (sig: NodeJS.Signals | 'launcher gone') => {
+        if (signalled) {
+          if (sig === 'launcher gone') return;
+          process.exit(130);
+        }
         signalled = true;
         logger.info(`${sig}: stopping after the current step`);
         ps.requestStop();
       };
       process.on('SIGINT', onSignal);
       process.on('SIGTERM', onSignal);
+      watchLauncher(() => onSignal('launcher gone'));
       await ps.run();
       if (ps.outputError) {
         // metrics.jsonl could not be written: training stopped after a step (with a checkpoint if
@@ -157,8 +180,17 @@ export function addActorCommands(program: Command): void {
         await backend.dispose();
         throw ps.outputError;
       }
-      if (!ps.lastEval) await ps.evaluate();
-      const summary = ps.summary();
+      const stoppedEarly = signalled && ps.step < config.steps;
+      // Stopped between evaluations: evaluate the step reached, so the summary and report show it.
+      if (!ps.lastEval || (stoppedEarly && ps.lastEvalStep !== ps.step)) await ps.evaluate();
+      const base = ps.summary();
+      const summary = {
+        ...base,
+        backend: backend.name,
+        data: `Fashion-MNIST from ${dataDir.dir} (${dataDir.source}): ${trainSize} train, ${test.n} test`,
+        ...(base.steps > 0 ? { meanStepMs: (base.trainSeconds * 1000) / base.steps } : {}),
+        ...(stoppedEarly ? { interrupted: true } : {}),
+      };
       output?.writeJson('summary.json', summary);
       announce({ event: 'finished', ...summary });
       await ps.stop();
@@ -170,11 +202,11 @@ export function addActorCommands(program: Command): void {
     .action(async (o: MemberFlags & { data?: string }) => {
       const logger = createLogger('worker');
       const credentials = actorCredentials(securityFromFlags(o), logger, o.listen);
-      const backend = await startBackend(o.backend, logger);
+      const { backend, backendEvent } = await startBackend(o.backend, logger);
       const w = new Worker({ ps: o.ps, listen: o.listen, logger, backend, credentials, joinTimeoutMs: o.joinTimeout, ...(o.data ? { dataDir: o.data } : {}), ...(o.id ? { id: o.id } : {}), ...(o.advertise ? { advertise: o.advertise } : {}) });
       onSignals(logger, () => w.stop());
       await w.start();
-      announce({ event: 'listening', role: 'worker', id: w.id, address: w.state.address });
+      announce({ event: 'listening', role: 'worker', id: w.id, address: w.state.address, ...backendEvent });
       const why = await w.done.promise;
       logger.info(`worker ${w.id} done: ${why}`);
       await w.stop();
@@ -186,10 +218,10 @@ export function addActorCommands(program: Command): void {
     .action(async (o: MemberFlags & { capacity: number }) => {
       const logger = createLogger('owner');
       const credentials = actorCredentials(securityFromFlags(o), logger, o.listen);
-      const backend = await startBackend(o.backend, logger);
+      const { backend, backendEvent } = await startBackend(o.backend, logger);
       const owner = new FactorOwner({ ps: o.ps, listen: o.listen, logger, backend, credentials, capacity: o.capacity, joinTimeoutMs: o.joinTimeout, ...(o.id ? { id: o.id } : {}), ...(o.advertise ? { advertise: o.advertise } : {}) });
       onSignals(logger, () => owner.leave('shutdown'));
       await owner.start();
-      announce({ event: 'listening', role: 'owner', id: owner.id, address: owner.address });
+      announce({ event: 'listening', role: 'owner', id: owner.id, address: owner.address, ...backendEvent });
     });
 }

@@ -5,21 +5,24 @@
  */
 import { format } from 'node:util';
 import { setLogger } from '@grpc/grpc-js';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { Command } from 'commander';
-import { CheckpointError } from '../checkpoint/format.js';
+import { CheckpointError, listCheckpoints } from '../checkpoint/format.js';
 import { ListenError } from '../actors/common/actor-server.js';
 import { CoordinatorUnreachableError } from '../actors/common/member-client.js';
 import { SecurityError } from '../actors/common/credentials.js';
 import { ConfigError, loadTrainConfig } from '../config/load.js';
-import { resolveDataDir } from '../data/fashion-mnist.js';
+import type { TrainConfig } from '../config/schema.js';
+import { packageRoot, resolveDataDir } from '../data/fashion-mnist.js';
+import { join } from 'node:path';
 import { DataFileError } from '../data/idx.js';
 import { ModelSpecError } from '../nn/models.js';
 import { ChildFailedError, runLocalCluster } from '../run/local-cluster.js';
-import { defaultRunDir, OutputDirError, OutputWriteError, RunOutput } from '../run/output.js';
+import { createRunDir, openRunDir, OutputDirError, OutputWriteError, RunOutput } from '../run/output.js';
 import { runSingleProcess } from '../run/single-process.js';
+import { resumeHint, watchInterrupt } from '../run/interrupt.js';
 import { TrainingDivergedError } from '../train/diverged.js';
-import { createLogger } from '../util/log.js';
+import { createLogger, envLogFormat } from '../util/log.js';
 import { addReportCommands, ReportError, writeRunReport } from '../report/commands.js';
 import { addActorCommands } from './actor-commands.js';
 import { addCertsCommand, CertsError } from './certs-command.js';
@@ -47,6 +50,7 @@ export async function main(argv: string[]): Promise<void> {
   setLogger({ error: log('error'), info: log('info'), debug: log('info') });
   const program = new Command('spngd')
     .description('SP-NGD (scalable and practical natural gradient descent) training runtime')
+    .version(packageVersion(), '-V, --version', 'print the spngd version')
     .showHelpAfterError()
     .exitOverride((err) => {
       process.exit(err.exitCode === 0 ? 0 : 2);
@@ -58,39 +62,36 @@ export async function main(argv: string[]): Promise<void> {
     const staleGiven = cmd.getOptionValueSource('stale') === 'cli';
     if (flags.resume && flags.config) throw new ConfigError('--resume takes the run\'s own config.json; use flags to change it');
     if (flags.resume && flags.out) throw new ConfigError('--resume continues in the run\'s directory; --out does not apply');
-    const runDir = flags.resume ?? flags.out ?? defaultRunDir();
-    const output = new RunOutput(runDir);
-    const run = flags.resume ? readRunInfo(output) : { mode: flags.single ? 'single' : 'cluster' };
-    const config = loadTrainConfig(flags.resume ? output.path('config.json') : flags.config, flagsToOverrides(flags, staleGiven));
+    if (flags.resume && flags.force) throw new ConfigError('--force replaces an earlier run\'s files; --resume continues the run');
+    // Everything is checked before the run directory is created: a rejected command leaves nothing.
+    let output: RunOutput | undefined;
+    let run: { mode: 'single' | 'cluster' };
+    let config: TrainConfig;
+    if (flags.resume) {
+      output = openRunDir(flags.resume);
+      run = readRunInfo(output);
+      config = loadTrainConfig(output.path('config.json'), flagsToOverrides(flags, staleGiven));
+      const reached = newestCheckpointStep(output.dir);
+      if (reached >= config.steps) {
+        throw new ConfigError(`${flags.resume} already reached step ${reached} of ${config.steps}: nothing to do; add --steps N (more than ${reached}) to train it further`);
+      }
+    } else {
+      run = { mode: flags.single ? 'single' : 'cluster' };
+      config = loadTrainConfig(flags.config, flagsToOverrides(flags, staleGiven));
+    }
     // A bad data directory is one line here, not a child's failure reported by the launcher.
     resolveDataDir(config.data.dir === undefined ? {} : { dir: config.data.dir });
-    const logger = createLogger('spngd');
-    logger.info(`output: ${output.dir}${flags.resume ? ` (resuming a ${run.mode} run)` : ''}`);
-    output.writeJson('run.json', run);
-    const progress = flags.progress === false ? { progress: false } : {};
-    const resume = flags.resume ? { resume: true } : {};
-    let summary: Record<string, unknown>;
-    if (run.mode === 'single') {
-      // Ctrl-C: finish the step, write a checkpoint, stop (a second Ctrl-C exits at once).
-      let interrupted: () => void = () => undefined;
-      const interrupt = new Promise<void>((r) => (interrupted = r));
-      const onSigint = () => {
-        process.once('SIGINT', () => process.exit(130));
-        interrupted();
-      };
-      process.once('SIGINT', onSigint);
-      summary = { ...(await runSingleProcess(config, { logger, output, interrupt, ...progress, ...resume })) };
-      process.off('SIGINT', onSigint);
-    } else {
-      summary = await runLocalCluster(config, { logger, output, ...progress, ...resume });
-    }
+    // Only a directory this command creates is removed again when the run is rejected.
+    const created = output === undefined && (flags.out === undefined || !existsSync(flags.out));
+    output ??= createRunDir(flags.out, { force: flags.force === true });
     try {
-      logger.info(`report: ${writeRunReport(output.dir)}`);
+      await train(output, run, config, flags);
     } catch (err) {
-      logger.warn(`no report: ${(err as Error).message}`);
+      // A run rejected before its first step (a bad model, security files, a port in use) leaves
+      // no directory of its own behind.
+      if (created && userErrors.some((E) => err instanceof E) && !existsSync(output.metricsFile)) rmSync(output.dir, { recursive: true, force: true });
+      throw err;
     }
-    logger.info(`done: test accuracy ${Number(summary.testAccuracy).toFixed(4)} after ${summary.steps} steps; results in ${output.dir}`);
-    process.stdout.write(`${JSON.stringify(summary)}\n`);
   });
   addActorCommands(program);
   addStatusCommand(program);
@@ -106,4 +107,58 @@ export async function main(argv: string[]): Promise<void> {
     }
     throw err;
   }
+}
+
+/** spngd's version, from its package.json. */
+function packageVersion(): string {
+  try {
+    return String((JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version?: unknown }).version ?? 'unknown');
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** The step of the newest checkpoint in `dir` by its file name (0: none). */
+function newestCheckpointStep(dir: string): number {
+  const names = listCheckpoints(dir);
+  const newest = names[names.length - 1];
+  return newest === undefined ? 0 : Number(/(\d{8})/.exec(newest)?.[1] ?? 0);
+}
+
+async function train(output: RunOutput, run: { mode: 'single' | 'cluster' }, config: TrainConfig, flags: TrainFlags): Promise<void> {
+  // Off a terminal (logs, pipes, CI): plain lines, as the docs promise; SPNGD_LOG_FORMAT=json for JSON.
+  const logger = createLogger('spngd', { format: envLogFormat() ?? (process.stderr.isTTY === true ? 'pretty' : 'plain') });
+  logger.info(`output: ${output.dir}${flags.resume ? ` (resuming a ${run.mode} run)` : ''}`);
+  output.writeJson('run.json', run);
+  const progress = flags.progress === false ? { progress: false } : {};
+  const resume = flags.resume ? { resume: true } : {};
+  let summary: Record<string, unknown>;
+  if (run.mode === 'single') {
+    // Ctrl-C: finish the step, write a checkpoint, summary and report, stop (a later second
+    // Ctrl-C exits at once).
+    let interrupted: () => void = () => undefined;
+    const interrupt = new Promise<void>((r) => (interrupted = r));
+    const signals = watchInterrupt(() => interrupted());
+    try {
+      summary = { ...(await runSingleProcess(config, { logger, output, interrupt, ...progress, ...resume })) };
+    } finally {
+      signals.dispose();
+    }
+  } else {
+    summary = await runLocalCluster(config, { logger, output, ...progress, ...resume });
+  }
+  try {
+    logger.info(`report: ${writeRunReport(output.dir)}`);
+  } catch (err) {
+    logger.warn(`no report: ${(err as Error).message}`);
+  }
+  if (summary.interrupted === true) {
+    logger.info(`interrupted: test accuracy ${Number(summary.testAccuracy).toFixed(4)} after ${summary.steps} of ${config.steps} steps; results in ${output.dir}`);
+    // On a line of its own, after the logs (and after any progress bar has stopped).
+    process.stderr.write(`${resumeHint(output.dir)}\n`);
+    process.exitCode = 130;
+  } else {
+    logger.info(`done: test accuracy ${Number(summary.testAccuracy).toFixed(4)} after ${summary.steps} steps; results in ${output.dir}`);
+  }
+  process.stdout.write(`${JSON.stringify(summary)}\n`);
 }

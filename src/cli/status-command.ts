@@ -18,9 +18,20 @@ export class UnreachableError extends Error {
   }
 }
 
+/** HOST:PORT with an explicit port (gRPC would otherwise quietly try 443). */
+export function checkAddress(address: string): void {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):(\d+)$/.exec(address);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || !(port >= 1 && port <= 65535)) {
+    throw new UnreachableError(`${address}: give the actor's address as HOST:PORT, e.g. 127.0.0.1:7000 (spngd train prints the parameter server's: "watch it with: npx spngd status ...")`);
+  }
+}
+
 function describeError(address: string, err: ServiceError): string {
-  // One line: a TLS failure's details carry OpenSSL's multi-line error.
-  const why = (err.details || err.message).replace(/\s*\n\s*/g, ' ').trim();
+  // One line: a TLS failure's details carry OpenSSL's multi-line error; grpc-js appends an empty
+  // "Resolution note:" to a refused connection.
+  let why = (err.details || err.message).replace(/\s*\n\s*/g, ' ').replace(/\s*Resolution note:\s*$/, '').trim();
+  if (/ECONNREFUSED/.test(why)) why = `connection refused (ECONNREFUSED): nothing listens there; is the actor running, and is this its address?`;
   const hint =
     err.code === status.UNAUTHENTICATED ? ' (give the cluster\'s token with --token-file)' : /certificate|ssl|tls/i.test(why) ? ' (check --tls-ca/--tls-cert/--tls-key)' : '';
   return `${address}: ${why}${hint}`;
@@ -38,10 +49,15 @@ export function fetchState(address: string, timeoutMs = 5000, security: ActorCre
 }
 
 const short = (s: string, prefix: string) => s.replace(prefix, '').toLowerCase();
+/** A statistic's name as metrics.jsonl and the report spell it: A, G, F (batch-norm Fisher). */
+const statName = (kind: Parameters<typeof statisticKindToJSON>[0]): string => {
+  const k = statisticKindToJSON(kind).replace('STATISTIC_KIND_', '');
+  return k === 'BN_FISHER' ? 'F' : k;
+};
 
 export function formatState(s: ActorState): string {
   const lines = [
-    `${short(roleToJSON(s.role), 'ROLE_')} ${s.id} at ${s.address}: ${short(lifecycleStateToJSON(s.lifecycle), 'LIFECYCLE_STATE_')}, step ${s.step}, epoch ${s.epoch}`,
+    `${short(roleToJSON(s.role), 'ROLE_')} ${s.id} at ${s.address}: ${short(lifecycleStateToJSON(s.lifecycle), 'LIFECYCLE_STATE_')}, step ${s.step}, membership epoch ${s.epoch}`,
   ];
   for (const w of s.warnings) lines.push(`warning: ${w}`);
   const refused = Object.entries(s.refusals ?? {});
@@ -56,7 +72,7 @@ export function formatState(s: ActorState): string {
   }
   if (s.statisticSchedules.length > 0) {
     lines.push(
-      `stale-statistics intervals: ${s.statisticSchedules.map((x) => `${x.layer}/${short(statisticKindToJSON(x.kind), 'STATISTIC_KIND_')}=${x.interval}`).join(', ')}`,
+      `stale-statistics intervals: ${s.statisticSchedules.map((x) => `${x.layer}/${statName(x.kind)}=${x.interval}`).join(', ')}`,
     );
   }
   const phases = Object.entries(s.phaseTimings);
@@ -77,6 +93,7 @@ export function addStatusCommand(program: Command): void {
     .option('--json', 'print the state as JSON')
     .option('--watch', 'then follow its metric events'))
     .action(async (address: string, o: SecurityFlags & { json?: boolean; watch?: boolean }) => {
+      checkAddress(address);
       const security = loadCredentials(securityFromFlags(o));
       const state = await fetchState(address, 5000, security);
       process.stdout.write(`${o.json ? JSON.stringify(ActorState.toJSON(state), null, 2) : formatState(state)}\n`);

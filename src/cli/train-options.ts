@@ -3,6 +3,7 @@
  * key, so a flag and the file can never disagree about what a setting means.
  */
 import { Command, Option } from 'commander';
+import { trainConfigSchema } from '../config/schema.js';
 import { number } from './option-parsers.js';
 import { addSecurityOptions, securityFromFlags } from './security-options.js';
 
@@ -29,33 +30,41 @@ export interface TrainFlags {
   owners?: number;
   single?: boolean;
   resume?: string;
+  force?: boolean;
   tlsCa?: string;
   tlsCert?: string;
   tlsKey?: string;
   tokenFile?: string;
 }
 
+/** The defaults the help shows, read from the config schema (the one place they are set). */
+const defaults = trainConfigSchema.parse({});
+const dflt = (v: unknown): string => ` (default: ${typeof v === 'string' ? v : JSON.stringify(v)})`;
+
 export function addTrainOptions(cmd: Command): Command {
+  const d = defaults;
+  const k = d.optimizer.kfac;
   cmd
     .option('-c, --config <file>', 'training config (YAML or JSON); flags override it')
-    .option('-o, --out <dir>', 'output directory (default: runs/<timestamp>)')
-    .option('--model <name>', 'built-in model: mlp or cnn (a custom model goes in the config file)')
-    .addOption(new Option('--optimizer <kind>', 'optimizer').choices(['spngd', 'sgd']))
-    .addOption(new Option('--backend <name>', 'compute backend (auto: the fastest available)').choices(['auto', 'blas', 'gpu']))
+    .option('-o, --out <dir>', 'output directory, empty or new (default: a new runs/<timestamp>)')
+    .option('--force', 'with --out: replace the files of an earlier run there')
+    .option('--model <name>', `built-in model: mlp or cnn (a custom model goes in the config file)${dflt(d.model)}`)
+    .addOption(new Option('--optimizer <kind>', `optimizer${dflt(d.optimizer.kind)}`).choices(['spngd', 'sgd']))
+    .addOption(new Option('--backend <name>', `compute backend (auto: the fastest available)${dflt(d.backend)}`).choices(['auto', 'blas', 'gpu']))
     .option('--data <dir>', 'Fashion-MNIST IDX directory (default: $SPNGD_DATA, /usr/share/datasets/fashion-mnist, the bundled copy)')
-    .option('--steps <n>', 'optimisation steps', number('--steps'))
-    .option('--batch-size <n>', 'global mini-batch size', number('--batch-size'))
-    .option('--lr <x>', 'base learning rate', number('--lr'))
-    .option('--momentum <x>', 'momentum', number('--momentum'))
-    .option('--damping <x>', 'K-FAC Tikhonov damping λ', number('--damping'))
-    .addOption(new Option('--fisher <kind>', 'Fisher estimate').choices(['1mc', 'empirical']))
+    .option('--steps <n>', `optimisation steps${dflt(d.steps)}`, number('--steps'))
+    .option('--batch-size <n>', `global mini-batch size${dflt(d.batchSize)}`, number('--batch-size'))
+    .option('--lr <x>', `base learning rate, both optimizers${dflt(d.optimizer.lr)}`, number('--lr'))
+    .option('--momentum <x>', `momentum${dflt(d.optimizer.momentum)}`, number('--momentum'))
+    .option('--damping <x>', `K-FAC Tikhonov damping λ${dflt(k.damping)}`, number('--damping'))
+    .addOption(new Option('--fisher <kind>', `Fisher estimate${dflt(k.fisher)}`).choices(['1mc', 'empirical']))
     .option('--no-stale', 'refresh every K-FAC statistic at every step')
-    .option('--seed <n>', 'random seed', number('--seed'))
-    .option('--eval-every <n>', 'evaluate on the test set every N steps', number('--eval-every'))
-    .option('--train-limit <n>', 'use only the first N training samples', number('--train-limit'))
-    .option('--test-limit <n>', 'use only the first N test samples', number('--test-limit'))
-    .option('--workers <n>', 'local cluster: number of worker processes', number('--workers'))
-    .option('--owners <n>', 'local cluster: number of factor-owner processes', number('--owners'))
+    .option('--seed <n>', `random seed${dflt(d.seed)}`, number('--seed'))
+    .option('--eval-every <n>', `evaluate on the test set every N steps${dflt(d.evalEvery)}`, number('--eval-every'))
+    .option('--train-limit <n>', 'use only the first N training samples (default: all 60000)', number('--train-limit'))
+    .option('--test-limit <n>', 'use only the first N test samples (default: all 10000)', number('--test-limit'))
+    .option('--workers <n>', `local cluster: number of worker processes${dflt(d.cluster.workers)}`, number('--workers'))
+    .option('--owners <n>', `local cluster: number of factor-owner processes (SP-NGD only)${dflt(d.cluster.owners)}`, number('--owners'))
     .option('--single', 'train in this one process instead of a local cluster')
     .option('--resume <dir>', 'continue the run in DIR from its newest good checkpoint (its config.json; flags such as --steps override it)')
     .option('--no-progress', 'plain log lines instead of a progress bar');

@@ -1,5 +1,5 @@
 /**
- * Damped Kronecker-factor inverses and their application to a gradient (DESIGN.md §2):
+ * Damped Kronecker-factor inverses and their application to a gradient (docs/numerics.md § Damping and inversion):
  * dW_nat = (G + (√λ/π)·I)⁻¹ · [dW | db] · (A + π·√λ·I)⁻¹, with π the factored-Tikhonov
  * correction; BN uses its unit-wise 2×2 blocks (F_c + λ·I)⁻¹ in closed form.
  */

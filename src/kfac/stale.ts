@@ -1,5 +1,5 @@
 /**
- * SP-NGD's stale statistics (DESIGN.md §4): each statistic is recomputed only at its refresh
+ * SP-NGD's stale statistics (docs/numerics.md § Stale statistics): each statistic is recomputed only at its refresh
  * step; its interval grows while consecutive refreshes stay similar and shrinks when they drift.
  */
 

@@ -1,6 +1,6 @@
 /**
  * Kronecker-factor statistics of one layer from what its forward/backward pass captured
- * (DESIGN.md §1). This is the worker's share of K-FAC: local means over the worker's own samples;
+ * (docs/numerics.md § Conventions). This is the worker's share of K-FAC: local means over the worker's own samples;
  * owners combine workers by sample-weighted averages, which gives the global-batch statistic.
  */
 import type { ComputeBackend } from '../compute/backend.js';

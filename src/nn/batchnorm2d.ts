@@ -5,7 +5,7 @@
  * convention). Evaluation: the running statistics normalise. y = gamma·xhat + beta,
  * xhat = (x − mean)/sqrt(var + eps).
  *
- * K-FAC (unit-wise, DESIGN.md §1): gGamma[n,c] = N·Σ_t dy·xhat, gBeta[n,c] = N·Σ_t dy.
+ * K-FAC (unit-wise, docs/numerics.md § Conventions): gGamma[n,c] = N·Σ_t dy·xhat, gBeta[n,c] = N·Σ_t dy.
  */
 import { checkShape, makeParam, PassBuffers, shapeString, tensor, Workspace } from './tensor.js';
 import type { BackwardContext, ForwardContext, KfacLayerInfo, Layer, Param, Tensor } from './types.js';

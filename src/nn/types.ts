@@ -15,7 +15,7 @@ export interface Param {
   name: string;
   value: Tensor;
   grad: Tensor;
-  /** Weight rescaling (DESIGN.md §3) applies: conv and linear weights, not biases or BN. */
+  /** Weight rescaling (docs/numerics.md § Update) applies: conv and linear weights, not biases or BN. */
   rescale: boolean;
 }
 
@@ -50,7 +50,7 @@ export const NO_INPUT_GRAD: Tensor = Object.freeze({ shape: [0], data: new Float
  * Statistics a K-FAC layer leaves after a captured forward/backward pass.
  * - linear: a = [x; 1] per sample (rowsA = N); g per sample (rowsG = N).
  * - conv: a = [im2col patch; 1] per output position (rowsA = N·T); g per position (rowsG = N·T),
- *   both unnormalised; factors are A = (1/N)·aᵀa and G = (1/(N·T))·gᵀg (DESIGN.md §1).
+ *   both unnormalised; factors are A = (1/N)·aᵀa and G = (1/(N·T))·gᵀg (docs/numerics.md § Conventions).
  * - bn: per-sample unit-wise gradients gGamma, gBeta (N×C each), already per-sample (×N).
  */
 export type KfacCapture =

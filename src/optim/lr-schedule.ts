@@ -1,5 +1,5 @@
 /**
- * Learning rate over (fractional) epochs (DESIGN.md §3): optional linear warm-up, then constant
+ * Learning rate over (fractional) epochs (docs/numerics.md § Update): optional linear warm-up, then constant
  * until decayStart (or the warm-up's end, whichever is later), polynomial decay lr0·(1 − (e − e_start)/(e_end − e_start))^p to decayEnd.
  */
 export interface LrScheduleConfig {

@@ -1,5 +1,5 @@
 /**
- * The parameter update shared by SP-NGD and SGD (DESIGN.md §3): v ← m·v − lr·d, w ← w + v, where
+ * The parameter update shared by SP-NGD and SGD (docs/numerics.md § Update): v ← m·v − lr·d, w ← w + v, where
  * d is the (preconditioned) gradient. When the learning rate drops, that step's momentum is
  * m·lr_t/lr_{t−1} so that velocity accumulated at the old rate does not overshoot.
  */

@@ -1,5 +1,5 @@
 /**
- * Weight rescaling after each update (DESIGN.md §3), conv and linear weights only:
+ * Weight rescaling after each update (docs/numerics.md § Update), conv and linear weights only:
  * w ← w·min(1, √(2·d_out)/‖w‖), the expected norm of a He-initialised weight.
  */
 export function rescaleWeights(weights: Float32Array, outFeatures: number): number {

@@ -126,7 +126,10 @@ export function lineChart(spec: ChartSpec): string {
   const pad = 0.03 * (yHi - yLo);
   const yAxis: Axis = spec.log2Y ? log2Axis(yLo, yHi) : linearAxis(spec.yFromZero ? 0 : yLo - pad, yHi + pad, Math.max(3, Math.floor(plotH / 45)));
   const X = scaler(xAxis, M.left, M.left + plotW);
-  const Y = scaler(yAxis, M.top + plotH, M.top, spec.log2Y);
+  // On the log axis the extreme values are ticks (powers of two): map a quarter doubling beyond
+  // them to the frame, so lines there (shifted apart by `separate`) stay inside it and off its edge.
+  const yFrame: Axis = spec.log2Y ? { ...yAxis, min: yAxis.min / 2 ** 0.25, max: yAxis.max * 2 ** 0.25 } : yAxis;
+  const Y = scaler(yFrame, M.top + plotH, M.top, spec.log2Y);
 
   // Pixel shifts that keep overlapping series apart, capped well below the gap between y ticks.
   const tickGap = plotH / Math.max(1, yAxis.ticks.length - 1);

@@ -32,8 +32,14 @@ function lrChart(entries: Entry[]): string {
   return sharedChart(entries, 'Learning rate by step', 'step', 'learning rate', (r) => stepSeries(r, 'lr'), false, note, overlap);
 }
 
-function comparisonTable(entries: Entry[]): string {
-  const target = commonTarget(entries.map((e) => e.run));
+/** A fixed accuracy target for the table, and where it came from (for the caption). */
+export interface CompareTarget {
+  accuracy: number;
+  source: string;
+}
+
+function comparisonTable(entries: Entry[], fixed?: CompareTarget): string {
+  const target = fixed?.accuracy ?? commonTarget(entries.map((e) => e.run));
   const reach = entries.map((e) => (target === undefined ? undefined : firstReaching(e.run, target)));
   const fastest = (values: (number | undefined)[]) => Math.min(...values.filter((v): v is number => v !== undefined));
   const bestSteps = fastest(reach.map((r) => r?.step));
@@ -63,8 +69,10 @@ function comparisonTable(entries: Entry[]): string {
     ];
     return `<tr>${cells.map((c, j) => `<td${numeric.has(j) ? ' class="num"' : ''}>${c}</td>`).join('')}</tr>`;
   });
-  const caption =
-    target === undefined
+  const reached = reach.filter((r) => r !== undefined).length;
+  const caption = fixed
+    ? `Comparison: steps and time to ${targetText} test accuracy (${fixed.source}); ${reached} of ${entries.length} runs reached it; fastest in bold`
+    : target === undefined
       ? 'Comparison (some run has no evaluation, so there is no common accuracy target)'
       : `Comparison: ${targetText} is the best test accuracy every run reached (rounded down); fastest in bold`;
   return `<table class="compare"><caption>${esc(caption)}</caption><tr>${head.map((h, j) => `<th${numeric.has(j) ? ' class="num"' : ''}>${esc(h)}</th>`).join('')}</tr>${rows.join('')}</table>`;
@@ -78,7 +86,8 @@ function displayNames(runs: RunData[]): string[] {
   });
 }
 
-export function renderCompareReport(runs: RunData[], generatedAt?: Date): string {
+/** `target`: the accuracy for the steps and time columns (default: the best every run reached). */
+export function renderCompareReport(runs: RunData[], generatedAt?: Date, target?: CompareTarget): string {
   const names = displayNames(runs);
   const entries: Entry[] = runs.map((run, i) => {
     const facts = runFacts(run);
@@ -102,7 +111,7 @@ export function renderCompareReport(runs: RunData[], generatedAt?: Date): string
   const body = `<h1>Comparison of ${runs.length} runs</h1>
 <p class="sub">${esc(title)}</p>
 ${warningsBox(warnings)}
-<div class="tables">${comparisonTable(entries)}</div>
+<div class="tables">${comparisonTable(entries, target)}</div>
 <div class="charts">
 ${charts.join('\n')}
 </div>`;

@@ -14,7 +14,8 @@ import type { SecurityConfig, TrainConfig } from '../config/schema.js';
 import { StateServiceClient, type WatchMetricsResponse } from '../gen/spngd/v1/state.js';
 import type { Logger } from '../util/log.js';
 import type { RunOutput } from './output.js';
-import { createProgress } from './progress.js';
+import { resumeHint, watchInterrupt } from './interrupt.js';
+import { createProgress, type Progress } from './progress.js';
 
 export class ChildFailedError extends Error {
   constructor(message: string) {
@@ -26,7 +27,7 @@ export class ChildFailedError extends Error {
 /** How to start `spngd` in a child: the compiled CLI, or the TypeScript source under tsx. */
 function spngdCommand(): string[] {
   const here = fileURLToPath(import.meta.url);
-  if (here.endsWith('.ts')) return [process.execPath, '--import', 'tsx', join(dirname(here), '..', 'cli', 'entry.ts')];
+  if (here.endsWith('.ts')) return [process.execPath, '--import', import.meta.resolve('tsx'), join(dirname(here), '..', 'cli', 'entry.ts')];
   return [process.execPath, join(dirname(here), '..', 'cli', 'entry.js')];
 }
 
@@ -43,8 +44,18 @@ function startChild(name: string, args: string[], logDir: string): Child {
   const [cmd, ...pre] = spngdCommand();
   const log = join(logDir, `${name}.log`);
   // One BLAS thread per child: several actors share the cores.
-  const proc = spawn(cmd, [...pre, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, OPENBLAS_NUM_THREADS: process.env.OPENBLAS_NUM_THREADS ?? '1', SPNGD_CHILD: '1' } });
-  proc.stderr!.pipe(createWriteStream(log));
+  // Each child leads a process group of its own (detached), so a terminal's Ctrl-C, which goes to
+  // the whole foreground group, reaches only this launcher: it asks the PS to stop after the step
+  // (checkpoint, summary) and stops the others after it. stdin is a pipe from the launcher whose
+  // end tells a child that the launcher is gone (SPNGD_CHILD: see actor-commands.ts).
+  const proc = spawn(cmd, [...pre, ...args], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    detached: true,
+    env: { ...process.env, OPENBLAS_NUM_THREADS: process.env.OPENBLAS_NUM_THREADS ?? '1', SPNGD_CHILD: '1' },
+  });
+  proc.stdin!.on('error', () => undefined);
+  // A resumed run's logs go on after the earlier ones.
+  proc.stderr!.pipe(createWriteStream(log, { flags: 'a' }));
   const events: Record<string, unknown>[] = [];
   let onListening: (e: Record<string, unknown>) => void = () => undefined;
   const listening = new Promise<Record<string, unknown>>((resolve) => (onListening = resolve));
@@ -84,7 +95,12 @@ function securityArgs(s: SecurityConfig): { security: SecurityConfig; args: stri
 
 export async function runLocalCluster(config: TrainConfig, opts: { output: RunOutput; logger: Logger; progress?: boolean; resume?: boolean }): Promise<Record<string, unknown>> {
   const { output, logger } = opts;
-  const { workers, owners } = config.cluster;
+  const { workers } = config.cluster;
+  // SGD has no curvature: no owners to start.
+  const owners = config.optimizer.kind === 'spngd' ? config.cluster.owners : 0;
+  if (config.optimizer.kind === 'spngd' && owners === 0) {
+    logger.warn(`no factor owners (--owners 0): SP-NGD has nobody to compute preconditioners, so the steps apply ${config.cluster.withoutOwners === 'sgd' ? 'plain gradients (SGD with momentum)' : 'plain gradients until an owner joins (cluster.withoutOwners)'}`);
+  }
   // Checked (and read) before any child starts: a bad file is one line here.
   const { security, args: secure } = securityArgs(config.security);
   const creds = loadCredentials(security);
@@ -102,29 +118,44 @@ export async function runLocalCluster(config: TrainConfig, opts: { output: RunOu
     await Promise.all(children.map((c) => c.exited));
     clearTimeout(timeout);
   };
-  let interrupted = false;
-  const onSigint = () => {
-    if (interrupted) process.exit(130);
-    interrupted = true;
-    // The PS finishes its step and checkpoints; the others stop once it has exited.
-    logger.warn('interrupted: the parameter server stops after the current step (Ctrl-C again to abort)');
+  let progress: Progress | undefined;
+  // The PS finishes its step, checkpoints and writes summary.json; the others stop once it has exited.
+  const signals = watchInterrupt(() => {
+    const line = 'interrupted: the parameter server stops after the current step, with a checkpoint (Ctrl-C again to abort)';
+    if (progress) progress.note(line);
+    else logger.warn(line);
     children[0]?.proc.kill('SIGTERM');
-  };
-  process.on('SIGINT', onSigint);
-  process.on('SIGTERM', onSigint);
+  });
 
   try {
     const ps = startChild('ps', ['ps', '--listen', `${host}:0`, '--config', output.path('config.json'), '--out', output.dir, '--backend', config.backend, ...secure, ...(opts.resume ? ['--resume'] : [])], logDir);
     children.push(ps);
     const first = await Promise.race([ps.listening, ps.exited.then((code) => ({ exit: code }))]);
-    if ('exit' in first) throw new ChildFailedError(`the parameter server exited (code ${first.exit}) before listening:\n${tail(ps.log)}`);
+    if ('exit' in first) {
+      if (signals.signal) throw new ChildFailedError('interrupted before the parameter server was up: nothing was trained');
+      throw new ChildFailedError(`the parameter server exited (code ${first.exit}) before listening:\n${tail(ps.log)}`);
+    }
     const address = String(first.address);
-    logger.info(`local cluster: PS on ${address}, ${owners} owner(s), ${workers} worker(s); logs in ${logDir}`);
+    logger.info(`local cluster: ${owners} owner(s), ${workers} worker(s); logs in ${logDir}`);
+    logger.info(`backend: ${String(first.backend)}: ${String(first.backendDescription)} (${String(first.backendReason)})`);
+    // The address on a line of its own, as a command ready to paste.
+    logger.info(`parameter server on ${address}; watch it with: npx spngd status ${address} --watch${secure.length ? ` ${secure.join(' ')}` : ''}`);
     const member = ['--listen', `${host}:0`, '--backend', config.backend, ...secure];
     for (let i = 1; i <= owners; i++) children.push(startChild(`owner-${i}`, ['owner', '--ps', address, '--id', `owner-${i}`, ...member], logDir));
     for (let i = 1; i <= workers; i++) children.push(startChild(`worker-${i}`, ['worker', '--ps', address, '--id', `worker-${i}`, ...member], logDir));
+    // Say so when an actor ended up on another backend than the PS (e.g. --backend auto on a host
+    // where the OpenBLAS addon does not load in every process).
+    for (const c of children.slice(1)) {
+      void c.listening.then((e) => {
+        if (e.backend === first.backend) return;
+        const line = `${c.name} uses the ${String(e.backend)} backend (${String(e.backendReason)})`;
+        if (progress) progress.note(line);
+        else logger.warn(line);
+      });
+    }
 
-    const progress = createProgress(config.steps, 0, logger, opts.progress === undefined ? {} : { tty: opts.progress });
+    const bar = createProgress(config.steps, 0, logger, opts.progress === undefined ? {} : { tty: opts.progress });
+    progress = bar;
     const client = new StateServiceClient(address, creds.channelCredentials(), creds.clientOptions());
     const watch = client.watchMetrics({ names: ['loss', 'accuracy', 'test_accuracy', 'step_ms', 'epoch'], includeHistory: true });
     const last: { loss: number; accuracy: number; epoch: number; test?: number } = { loss: NaN, accuracy: NaN, epoch: 0 };
@@ -135,9 +166,10 @@ export async function runLocalCluster(config: TrainConfig, opts: { output: RunOu
         else if (e.name === 'epoch') last.epoch = e.value;
         else if (e.name === 'test_accuracy') {
           last.test = e.value;
-          progress.note(`eval at step ${e.step}: test accuracy ${e.value.toFixed(4)}`);
+          bar.testAccuracy(e.value);
+          bar.note(`eval at step ${e.step}: test accuracy ${e.value.toFixed(4)}`);
         } else if (e.name === 'step_ms') {
-          progress.update({ step: e.step - 1, epoch: last.epoch, loss: last.loss, accuracy: last.accuracy, samplesPerSecond: config.batchSize / (e.value / 1000), ...(last.test === undefined ? {} : { testAccuracy: last.test }) });
+          bar.update({ step: e.step - 1, epoch: last.epoch, loss: last.loss, accuracy: last.accuracy, samplesPerSecond: config.batchSize / (e.value / 1000), ...(last.test === undefined ? {} : { testAccuracy: last.test }) });
         }
       }
     });
@@ -151,16 +183,15 @@ export async function runLocalCluster(config: TrainConfig, opts: { output: RunOu
     const outcome = await Promise.race([ps.exited.then((code) => ({ child: ps, code })), failure]);
     watch.cancel();
     client.close();
-    progress.stop();
-    if (interrupted) throw new ChildFailedError(`interrupted; continue with: spngd train --resume ${output.dir}`);
+    bar.stop();
     if (outcome.child !== ps || outcome.code !== 0) {
+      if (signals.signal) throw new ChildFailedError(`interrupted; the parameter server exited with code ${outcome.code}; ${resumeHint(output.dir)}`);
       throw new ChildFailedError(`${outcome.child.name} exited with code ${outcome.code}:\n${tail(outcome.child.log)}`);
     }
     const summaryFile = output.path('summary.json');
     return JSON.parse(readFileSync(summaryFile, 'utf8')) as Record<string, unknown>;
   } finally {
-    process.off('SIGINT', onSigint);
-    process.off('SIGTERM', onSigint);
     await stopAll('SIGTERM');
+    signals.dispose();
   }
 }

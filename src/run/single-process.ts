@@ -17,6 +17,7 @@ import { checkAgainstData } from '../config/load.js';
 import { writeCheckpoint } from '../checkpoint/safe-write.js';
 import { checkpointToState, stateToCheckpoint } from '../checkpoint/training-state.js';
 import type { RunOutput } from './output.js';
+import { yieldToEventLoop } from './interrupt.js';
 import { createProgress } from './progress.js';
 
 export interface RunSummary {
@@ -36,6 +37,8 @@ export interface RunSummary {
   stepMs: Spread;
   /** First evaluation at or above the target accuracy, when one was. */
   stepsTo?: { accuracy: number; step: number; seconds: number; trainSeconds: number };
+  /** Present when a signal stopped the run before `steps` reached the configured count. */
+  interrupted?: true;
 }
 
 export interface SingleRunOptions {
@@ -97,7 +100,13 @@ export async function runSingleProcess(config: TrainConfig, opts: SingleRunOptio
     }
     const wall = () => wallOffset + (performance.now() - t0) / 1000;
     let interrupted = false;
-    void opts.interrupt?.then(() => (interrupted = true));
+    let progress: ReturnType<typeof createProgress> | undefined;
+    void opts.interrupt?.then(() => {
+      interrupted = true;
+      const line = 'interrupted: stopping after the current step, with a checkpoint (Ctrl-C again to abort)';
+      if (progress) progress.note(line);
+      else logger.warn(line);
+    });
     const checkpointWarnings = new Set<string>();
     const checkpoint = (step: number) => {
       if (!output) return;
@@ -105,9 +114,10 @@ export async function runSingleProcess(config: TrainConfig, opts: SingleRunOptio
       writeCheckpoint(output.dir, step, () => stateToCheckpoint(trainer.snapshot(step, { trainMs, wallSeconds: wall(), stepsTo })), config.checkpointKeep, logger, checkpointWarnings, 'debug');
     };
 
-    const progress = createProgress(config.steps, first, logger, opts.progress === undefined ? {} : { tty: opts.progress });
+    progress = createProgress(config.steps, first, logger, opts.progress === undefined ? {} : { tty: opts.progress });
     const stepTimes: number[] = [];
     let last: EvalMetrics | undefined;
+    let lastEvalStep = -1;
     let steps = first;
     for (let s = first; s < config.steps && !interrupted; s++) {
       const m = await trainer.step(s);
@@ -137,6 +147,7 @@ export async function runSingleProcess(config: TrainConfig, opts: SingleRunOptio
       const update = { step: s, epoch: m.epoch, loss: m.loss, accuracy: m.accuracy, samplesPerSecond: config.batchSize / (m.timings.total / 1000) };
       if (steps % config.evalEvery === 0 || steps === config.steps) {
         last = await trainer.evaluate();
+        lastEvalStep = steps;
         output?.appendMetric({ type: 'eval', step: steps, testLoss: last.loss, testAccuracy: last.accuracy, wallSeconds: wall(), trainSeconds: trainMs / 1000 });
         progress.update({ ...update, testAccuracy: last.accuracy });
         progress.note(`eval at step ${steps}: test accuracy ${last.accuracy.toFixed(4)}, loss ${last.loss.toFixed(4)}`);
@@ -148,10 +159,19 @@ export async function runSingleProcess(config: TrainConfig, opts: SingleRunOptio
         progress.update(update);
       }
       if (steps % config.checkpointEvery === 0) checkpoint(steps);
+      // The steps' work may never leave the microtask queue; let a Ctrl-C in.
+      await yieldToEventLoop();
+    }
+    const stoppedEarly = interrupted && steps < config.steps;
+    if (stoppedEarly && steps > first && lastEvalStep !== steps) {
+      // Stopped between evaluations: evaluate the step reached, so the summary and report show it.
+      last = await trainer.evaluate();
+      output?.appendMetric({ type: 'eval', step: steps, testLoss: last.loss, testAccuracy: last.accuracy, wallSeconds: wall(), trainSeconds: trainMs / 1000 });
+      progress.note(`eval at step ${steps}: test accuracy ${last.accuracy.toFixed(4)}, loss ${last.loss.toFixed(4)}`);
     }
     progress.stop();
-    checkpoint(steps);
-    if (interrupted) logger.warn(`interrupted after step ${steps}; continue with --resume ${output?.dir ?? '<out>'}`);
+    if (steps > first || !opts.resume) checkpoint(steps);
+    if (stoppedEarly) logger.warn(`interrupted: stopped after step ${steps} of ${config.steps}, with a checkpoint`);
     last ??= await trainer.evaluate();
     const summary: RunSummary = {
       optimizer: config.optimizer.kind,
@@ -167,6 +187,7 @@ export async function runSingleProcess(config: TrainConfig, opts: SingleRunOptio
       meanStepMs: trainMs / Math.max(1, steps),
       stepMs: spread(stepTimes),
       ...(stepsTo ? { stepsTo } : {}),
+      ...(stoppedEarly ? { interrupted: true as const } : {}),
     };
     output?.writeJson('summary.json', summary);
     return summary;

@@ -1,7 +1,7 @@
 /**
  * The parameter server's share of a step: turn the reduced gradients into update directions
  * (weight decay, then the newest preconditioner of each K-FAC layer), then momentum, then
- * weight rescaling (DESIGN.md §2-3).
+ * weight rescaling (docs/numerics.md § Damping and inversion, § Update).
  */
 import type { ComputeBackend } from '../compute/backend.js';
 import type { CurvatureLayerSpec } from '../kfac/layer-curvature.js';

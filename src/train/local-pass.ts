@@ -1,6 +1,6 @@
 /**
  * A worker's share of one step: forward and backward over its local batch, giving the mean
- * gradient of every parameter and the K-FAC statistics that are due (DESIGN.md §1, §5).
+ * gradient of every parameter and the K-FAC statistics that are due (docs/numerics.md § Conventions, docs/architecture.md § One step).
  * The same function runs inside a worker process and in the single-process trainer.
  */
 import type { ComputeBackend } from '../compute/backend.js';

@@ -3,7 +3,8 @@
  * root, one OpenBLAS thread) and the check every user-facing error must pass.
  */
 import type { ExecutionContext } from 'ava';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -16,25 +17,53 @@ export interface Result {
   ms: number;
 }
 
-export function spngd(args: string[], timeoutMs = 30_000): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/entry.ts', ...args], {
-      cwd: ROOT,
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, SPNGD_LOG_LEVEL: 'info', NO_COLOR: '1', OPENBLAS_NUM_THREADS: '1' },
-    });
+export interface Running {
+  child: ChildProcess;
+  /** Resolves when the command has exited and its output is closed. */
+  result: Promise<Result>;
+}
+
+/**
+ * Starts `spngd ARGS`. `detached`: the command leads a process group of its own, as a terminal's
+ * foreground job does, so that `process.kill(-child.pid, 'SIGINT')` is a terminal's Ctrl-C.
+ */
+export function startSpngd(args: string[], opts: { timeoutMs?: number; detached?: boolean; cwd?: string; env?: Record<string, string> } = {}): Running {
+  const t0 = performance.now();
+  // tsx by its resolved URL, so that the command may run from another directory (cwd).
+  const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), join(ROOT, 'src/cli/entry.ts'), ...args], {
+    cwd: opts.cwd ?? ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: opts.detached === true,
+    // JSON log lines unless a test asks otherwise: isLogLine tells them from the error lines.
+    env: { ...process.env, SPNGD_LOG_LEVEL: 'info', SPNGD_LOG_FORMAT: 'json', NO_COLOR: '1', OPENBLAS_NUM_THREADS: '1', ...opts.env },
+  });
+  const result = new Promise<Result>((resolve, reject) => {
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.stdout!.on('data', (d) => (stdout += d));
+    child.stderr!.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => {
+      if (opts.detached && child.pid !== undefined) {
+        try {
+          process.kill(-child.pid, 'SIGKILL');
+        } catch {
+          /* already gone */
+        }
+      }
+      child.kill('SIGKILL');
+    }, opts.timeoutMs ?? 60_000);
     child.on('error', reject);
     child.on('close', (code, signal) => {
       clearTimeout(timer);
       resolve({ code, signal, stdout, stderr, ms: performance.now() - t0 });
     });
   });
+  return { child, result };
+}
+
+/** `timeoutMs`: generous, since ava starts many of these at once on a 2-core machine. */
+export function spngd(args: string[], timeoutMs = 60_000): Promise<Result> {
+  return startSpngd(args, { timeoutMs }).result;
 }
 
 export function isLogLine(line: string): boolean {

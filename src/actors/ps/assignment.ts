@@ -1,5 +1,5 @@
 /**
- * Layer-to-owner assignment balanced by inversion cost (DESIGN.md §5): inverting an n×n factor
+ * Layer-to-owner assignment balanced by inversion cost (docs/architecture.md § Membership and layer assignment): inverting an n×n factor
  * costs about n³, so layers are taken largest first and each goes to the owner whose load, divided
  * by its capacity, is smallest (ties by owner id, so every process computes the same assignment).
  */

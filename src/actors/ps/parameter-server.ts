@@ -148,6 +148,8 @@ export class ParameterServer {
   private firstStep = 0;
   private ownerArrival = deferred<void>();
   lastEval: EvalMetrics | undefined;
+  /** The step of `lastEval`. */
+  lastEvalStep = -1;
   /** Newest stale-statistics interval of every statistic, as the owners report them. */
   private readonly intervals = new Map<string, number>();
   private readonly started = performance.now();
@@ -492,6 +494,7 @@ export class ParameterServer {
     if (!this.opts.test) return undefined;
     const e = await this.state.timings.time('evaluate', () => evaluate(this.model, this.opts.backend, this.opts.test!));
     this.lastEval = e;
+    this.lastEvalStep = this.step;
     this.metrics.emit('test_accuracy', e.accuracy, this.step, this.membership.epoch);
     this.metrics.emit('test_loss', e.loss, this.step, this.membership.epoch);
     this.record({ type: 'eval', step: this.step, testLoss: e.loss, testAccuracy: e.accuracy, wallSeconds: this.wallSeconds(), trainSeconds: this.trainMs / 1000 });
