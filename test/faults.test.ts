@@ -49,17 +49,20 @@ function stepsOf(dir: string): number[] {
 
 test.serial('a worker killed mid-run: the steps go on with the other, and the restarted worker rejoins', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'spngd-fault-w-'));
-  const c = await cluster(dir, 50, await freePort());
+  // Enough steps after the restart for the old record's lease (4 s) to run out: until then the
+  // restarted worker's Join under the same id is refused (ALREADY_EXISTS), and a step takes ~30 ms.
+  const steps = 300;
+  const c = await cluster(dir, steps, await freePort());
   try {
     await untilStep(dir, 10);
     c.actors[4].proc.kill('SIGKILL');
     await untilStep(dir, 20);
     c.actors.push(c.worker(2));
     t.is(await c.ps.exited, 0, 'the PS finished');
-    const steps = readMetrics(dir).filter((r) => r.type === 'step');
-    t.deepEqual(steps.map((r) => r.step), Array.from({ length: 50 }, (_, i) => i + 1), 'every step once, in order');
-    t.true(steps.some((r) => r.workers === 1), 'some steps ran with one worker');
-    t.is(steps[steps.length - 1].workers, 2, 'the restarted worker took part again');
+    const records = readMetrics(dir).filter((r) => r.type === 'step');
+    t.deepEqual(records.map((r) => r.step), Array.from({ length: steps }, (_, i) => i + 1), 'every step once, in order');
+    t.true(records.some((r) => r.workers === 1), 'some steps ran with one worker');
+    t.is(records[records.length - 1].workers, 2, 'the restarted worker took part again');
     const evals = readMetrics(dir).filter((r) => r.type === 'eval');
     t.true(evals[evals.length - 1].testAccuracy! > 0.7, `final accuracy ${evals[evals.length - 1].testAccuracy}`);
   } finally {

@@ -18,8 +18,11 @@ import { readMetrics, type Actor } from './helpers/processes.js';
 const dataDir = fileURLToPath(new URL('../data/fashion-mnist', import.meta.url));
 const HOSTS = ['ps', 'worker-1', 'worker-2', 'owner-1', 'owner-2', 'owner-3'];
 const PS = 'ps:7000';
-/** Steps of the full and the scaling run (8192 samples at batch 512: 16 steps per epoch). */
-const STEPS = 64;
+/**
+ * Steps of the full and the scaling run (8192 samples at batch 512: 16 steps per epoch): enough
+ * for two owners to join, publish and leave during the scaling run, at about 40 ms a step.
+ */
+const STEPS = 192;
 /** A bound, for slow or busy machines: on two idle cores each test takes 30-70 s. */
 const TEST_TIMEOUT_MS = 240_000;
 
