@@ -3,6 +3,7 @@
  * baseline measured in the same run, with min/median/max; they are never part of the tests.
  */
 import { Command, Option } from 'commander';
+import type { ComputeBackend } from '../src/compute/backend.js';
 import { selectBackend } from '../workers/kernels/select.js';
 import { clusterBench } from './cluster.js';
 import { convergenceBench } from './convergence.js';
@@ -12,6 +13,19 @@ import { staleStudyBench } from './stale-study.js';
 import { transportBench } from './transport.js';
 
 const program = new Command('bench').description('spngd benchmarks');
+
+type BackendChoice = 'auto' | 'blas' | 'gpu';
+const backendOption = () => new Option('--backend <name>').choices(['auto', 'blas', 'gpu']).default('auto');
+
+/** Runs a benchmark on the chosen backend and releases it afterwards. */
+async function withBackend(choice: BackendChoice, run: (backend: ComputeBackend) => Promise<void>): Promise<void> {
+  const { backend } = await selectBackend(choice);
+  try {
+    await run(backend);
+  } finally {
+    await backend.dispose();
+  }
+}
 
 program
   .command('kernels')
@@ -33,12 +47,11 @@ program
   .option('--eval-every <n>', 'steps between evaluations', '5')
   .option('--data <dir>', 'data directory')
   .addOption(new Option('--via <how>', 'one process, or the local cluster of processes').choices(['single', 'cluster']).default('single'))
-  .addOption(new Option('--backend <name>').choices(['auto', 'blas', 'gpu']).default('auto'))
+  .addOption(backendOption())
   .action(
-    async (o: { batchSizes: string; targets: string; sgdLrs: string; epochs: string; evalEvery: string; data?: string; via: 'single' | 'cluster'; backend: 'auto' | 'blas' | 'gpu' }) => {
-      const { backend } = await selectBackend(o.backend);
-      try {
-        await convergenceBench({
+    async (o: { batchSizes: string; targets: string; sgdLrs: string; epochs: string; evalEvery: string; data?: string; via: 'single' | 'cluster'; backend: BackendChoice }) =>
+      withBackend(o.backend, (backend) =>
+        convergenceBench({
           backend,
           via: o.via,
           batchSizes: o.batchSizes.split(',').map(Number),
@@ -47,11 +60,8 @@ program
           epochs: Number(o.epochs),
           evalEvery: Number(o.evalEvery),
           ...(o.data ? { dataDir: o.data } : {}),
-        });
-      } finally {
-        await backend.dispose();
-      }
-    },
+        }),
+      ),
   );
 
 program
@@ -63,15 +73,12 @@ program
   .option('--batch-size <n>', 'global batch size', '1024')
   .option('--repeats <n>', 'alternating rounds of (SP-NGD, SGD)', '3')
   .option('--data <dir>', 'data directory')
-  .addOption(new Option('--backend <name>').choices(['auto', 'blas', 'gpu']).default('auto'))
-  .action(async (o: { steps: string; batchSize: string; repeats: string; data?: string; backend: 'auto' | 'blas' | 'gpu' }) => {
-    const { backend } = await selectBackend(o.backend);
-    try {
-      await overheadBench({ backend, steps: Number(o.steps), batchSize: Number(o.batchSize), repeats: Number(o.repeats), ...(o.data ? { dataDir: o.data } : {}) });
-    } finally {
-      await backend.dispose();
-    }
-  });
+  .addOption(backendOption())
+  .action(async (o: { steps: string; batchSize: string; repeats: string; data?: string; backend: BackendChoice }) =>
+    withBackend(o.backend, (backend) =>
+      overheadBench({ backend, steps: Number(o.steps), batchSize: Number(o.batchSize), repeats: Number(o.repeats), ...(o.data ? { dataDir: o.data } : {}) }),
+    ),
+  );
 
 program
   .command('stale-study')
@@ -81,15 +88,12 @@ program
   .option('--seed <n>', 'seed of every run', '1')
   .addOption(new Option('--model <name>', 'built-in model').choices(['mlp', 'cnn']).default('mlp'))
   .option('--data <dir>', 'data directory')
-  .addOption(new Option('--backend <name>').choices(['auto', 'blas', 'gpu']).default('auto'))
-  .action(async (o: { steps: string; batchSize: string; seed: string; model: string; data?: string; backend: 'auto' | 'blas' | 'gpu' }) => {
-    const { backend } = await selectBackend(o.backend);
-    try {
-      await staleStudyBench({ backend, steps: Number(o.steps), batchSize: Number(o.batchSize), seed: Number(o.seed), model: o.model, ...(o.data ? { dataDir: o.data } : {}) });
-    } finally {
-      await backend.dispose();
-    }
-  });
+  .addOption(backendOption())
+  .action(async (o: { steps: string; batchSize: string; seed: string; model: string; data?: string; backend: BackendChoice }) =>
+    withBackend(o.backend, (backend) =>
+      staleStudyBench({ backend, steps: Number(o.steps), batchSize: Number(o.batchSize), seed: Number(o.seed), model: o.model, ...(o.data ? { dataDir: o.data } : {}) }),
+    ),
+  );
 
 program
   .command('transport')
@@ -112,7 +116,7 @@ program
   .option('--repeats <n>', 'alternating pairs of runs (single process, cluster)', '3')
   .option('--wait-preconditioners', 'the PS waits for each step\'s preconditioners (cluster.waitForPreconditioners)')
   .option('--data <dir>', 'data directory')
-  .addOption(new Option('--backend <name>').choices(['auto', 'blas', 'gpu']).default('auto'))
+  .addOption(backendOption())
   .action(
     async (o: { steps: string; warmup: string; batchSize: string; workers: string; owners: string; repeats: string; waitPreconditioners?: boolean; data?: string; backend: 'auto' | 'blas' | 'gpu' }) =>
       clusterBench({
