@@ -77,7 +77,7 @@ function capturingLogger(onAddress: (address: string) => void) {
         if (!line) continue;
         try {
           const r = JSON.parse(line) as { level: number; msg: string };
-          const m = /PS on (\S+?),/.exec(r.msg);
+          const m = /parameter server on (\S+?);/.exec(r.msg);
           if (m) onAddress(m[1]);
           if (r.level >= 40) process.stderr.write(`  cluster: ${r.msg}\n`);
         } catch {
@@ -110,12 +110,14 @@ async function clusterRun(config: TrainConfig, warmup: number): Promise<ClusterR
   const poll = async () => {
     while (polling) {
       await new Promise((r) => setTimeout(r, 500));
-      if (!psAddress) continue;
+      if (!psAddress || process.env.NOPOLL) continue;
       const ps = await fetchState(psAddress, 1000).catch(() => undefined);
       if (!ps) continue;
       addresses.set(ps.id, psAddress);
       for (const m of ps.members) if (m.address) addresses.set(m.id, m.address);
-      const snap = await Promise.all([...addresses].map(async ([id, a]) => [id, id === ps.id ? ps : await fetchState(a, 1000).catch(() => undefined)] as const));
+      const snap = await Promise.all(
+        [...addresses].map(async ([id, a]) => [id, id === ps.id ? ps : await fetchState(a, 1000).catch(() => undefined)] as const),
+      );
       const warm = ps.step >= warmup;
       for (const [id, s] of snap) {
         if (!s) continue;
@@ -186,14 +188,22 @@ export async function clusterBench(o: ClusterBenchOptions): Promise<void> {
   console.log('\n                      ms/step min/median/max   steps timed');
   console.log(`single process        ${fmt(single, f1).padStart(22)}   ${singles.reduce((n, s) => n + s.stepMs.length, 0)}`);
   console.log(`local cluster         ${fmt(cluster, f1).padStart(22)}   ${clusters.reduce((n, c) => n + c.stepMs.length, 0)}`);
-  console.log(`\ncluster / single time per step: ratio of medians ${f2(cluster.median / single.median)}; per pair of runs min/median/max ${fmt(spread(perPair), f2)}`);
+  console.log(
+    `\ncluster / single time per step: ratio of medians ${f2(cluster.median / single.median)}; per pair of runs min/median/max ${fmt(spread(perPair), f2)}`,
+  );
   console.log(`  (ratio of minima ${f2(cluster.min / single.min)}, of maxima ${f2(cluster.max / single.max)})`);
 
   const phaseNames = Object.keys(singles[0].phases);
-  console.log(`\nsingle-process phases (median ms, all runs): ${phaseNames.map((k) => `${k} ${f1(spread(singles.flatMap((s) => s.phases[k])).median)}`).join(', ')}`);
+  console.log(
+    `\nsingle-process phases (median ms, all runs): ${phaseNames.map((k) => `${k} ${f1(spread(singles.flatMap((s) => s.phases[k])).median)}`).join(', ')}`,
+  );
   const lastCluster = clusters[clusters.length - 1];
   console.log('cluster phases after warm-up (mean ms, count), last cluster run, from StateService.GetState phaseTimings:');
   for (const p of lastCluster.phases) {
-    console.log(`  ${p.actor.padEnd(18)} ${Object.entries(p.means).map(([k, v]) => `${k} ${f1(v.meanMs)} (${v.count})`).join(', ')}`);
+    console.log(
+      `  ${p.actor.padEnd(18)} ${Object.entries(p.means)
+        .map(([k, v]) => `${k} ${f1(v.meanMs)} (${v.count})`)
+        .join(', ')}`,
+    );
   }
 }

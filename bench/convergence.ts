@@ -58,7 +58,15 @@ async function run(o: ConvergenceOptions, batch: number, name: string, kind: Out
     const e = r.evals.find((x) => (x.testAccuracy ?? 0) >= t);
     if (e) reached.set(t, { step: e.step, trainSeconds: e.trainSeconds ?? NaN });
   }
-  return { batch, name, kind, reached, finalAccuracy: r.accuracy, steps: r.steps.length, stepMs: spread(r.steps.flatMap((x) => (x.stepMs === undefined ? [] : [x.stepMs]))) };
+  return {
+    batch,
+    name,
+    kind,
+    reached,
+    finalAccuracy: r.accuracy,
+    steps: r.steps.length,
+    stepMs: spread(r.steps.flatMap((x) => (x.stepMs === undefined ? [] : [x.stepMs]))),
+  };
 }
 
 const fmt = (s: Spread) => `${s.min.toFixed(1)}/${s.median.toFixed(1)}/${s.max.toFixed(1)}`;
@@ -77,7 +85,10 @@ export async function convergenceBench(o: ConvergenceOptions): Promise<void> {
       const best = sgd.filter((r) => r.reached.has(t)).sort((a, b) => a.reached.get(t)!.trainSeconds - b.reached.get(t)!.trainSeconds)[0];
       const mine = on.reached.get(t);
       if (!mine) verdicts.push(`batch ${batch}, target ${t}: SP-NGD did not reach it in ${o.epochs} epochs`);
-      else if (!best) verdicts.push(`batch ${batch}, target ${t}: SP-NGD in ${mine.trainSeconds.toFixed(2)} s (${mine.step} steps); no SGD learning rate reached it in ${o.epochs} epochs`);
+      else if (!best)
+        verdicts.push(
+          `batch ${batch}, target ${t}: SP-NGD in ${mine.trainSeconds.toFixed(2)} s (${mine.step} steps); no SGD learning rate reached it in ${o.epochs} epochs`,
+        );
       else {
         const b = best.reached.get(t)!;
         verdicts.push(
@@ -88,7 +99,9 @@ export async function convergenceBench(o: ConvergenceOptions): Promise<void> {
     }
   }
   const where = o.via === 'single' ? `one process, backend ${o.backend.name}` : 'local cluster (1 PS, 2 workers, 2 owners)';
-  console.log(`\nconvergence: Fashion-MNIST MLP, ${where}; budget ${o.epochs} epochs, evaluation every ${o.evalEvery} steps, each run stops at ${Math.max(...o.targets)}`);
+  console.log(
+    `\nconvergence: Fashion-MNIST MLP, ${where}; budget ${o.epochs} epochs, evaluation every ${o.evalEvery} steps, each run stops at ${Math.max(...o.targets)}`,
+  );
   const head = o.targets.map((t) => `to ${t}: steps / train s`.padStart(27)).join('');
   console.log(`batch  run                            ${head}  final-acc  steps  ms/step min/median/max`);
   for (const r of all) {
@@ -98,7 +111,9 @@ export async function convergenceBench(o: ConvergenceOptions): Promise<void> {
         return (x ? `${x.step} / ${x.trainSeconds.toFixed(2)}` : 'not reached').padStart(27);
       })
       .join('');
-    console.log(`${String(r.batch).padEnd(7)}${r.name.padEnd(31)}${cells}  ${r.finalAccuracy.toFixed(4).padStart(9)}  ${String(r.steps).padStart(5)}  ${fmt(r.stepMs)}`);
+    console.log(
+      `${String(r.batch).padEnd(7)}${r.name.padEnd(31)}${cells}  ${r.finalAccuracy.toFixed(4).padStart(9)}  ${String(r.steps).padStart(5)}  ${fmt(r.stepMs)}`,
+    );
   }
   console.log('');
   for (const v of verdicts) console.log(v);

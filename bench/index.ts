@@ -49,7 +49,16 @@ program
   .addOption(new Option('--via <how>', 'one process, or the local cluster of processes').choices(['single', 'cluster']).default('single'))
   .addOption(backendOption())
   .action(
-    async (o: { batchSizes: string; targets: string; sgdLrs: string; epochs: string; evalEvery: string; data?: string; via: 'single' | 'cluster'; backend: BackendChoice }) =>
+    async (o: {
+      batchSizes: string;
+      targets: string;
+      sgdLrs: string;
+      epochs: string;
+      evalEvery: string;
+      data?: string;
+      via: 'single' | 'cluster';
+      backend: BackendChoice;
+    }) =>
       withBackend(o.backend, (backend) =>
         convergenceBench({
           backend,
@@ -91,7 +100,14 @@ program
   .addOption(backendOption())
   .action(async (o: { steps: string; batchSize: string; seed: string; model: string; data?: string; backend: BackendChoice }) =>
     withBackend(o.backend, (backend) =>
-      staleStudyBench({ backend, steps: Number(o.steps), batchSize: Number(o.batchSize), seed: Number(o.seed), model: o.model, ...(o.data ? { dataDir: o.data } : {}) }),
+      staleStudyBench({
+        backend,
+        steps: Number(o.steps),
+        batchSize: Number(o.batchSize),
+        seed: Number(o.seed),
+        model: o.model,
+        ...(o.data ? { dataDir: o.data } : {}),
+      }),
     ),
   );
 
@@ -100,7 +116,9 @@ program
   .description('tensor download MB/s over loopback: the gRPC transport path against a raw TCP socket')
   .option('--repeats <n>', 'timed transfers per size and transport (>= 5)', '7')
   .option('--sizes <MiB,...>', 'tensor sizes in MiB', '4,64')
-  .addOption(new Option('--receiver <where>', 'receiving side: a child process, or this process (shared event loop)').choices(['child', 'inline']).default('child'))
+  .addOption(
+    new Option('--receiver <where>', 'receiving side: a child process, or this process (shared event loop)').choices(['child', 'inline']).default('child'),
+  )
   .action(async (o: { repeats: string; sizes: string; receiver: 'child' | 'inline' }) =>
     transportBench({ repeats: Number(o.repeats), sizesMiB: o.sizes.split(',').map(Number), receiver: o.receiver }),
   );
@@ -114,11 +132,21 @@ program
   .option('--workers <n>', 'worker processes', '2')
   .option('--owners <n>', 'factor-owner processes', '2')
   .option('--repeats <n>', 'alternating pairs of runs (single process, cluster)', '3')
-  .option('--wait-preconditioners', 'the PS waits for each step\'s preconditioners (cluster.waitForPreconditioners)')
+  .option('--wait-preconditioners', "the PS waits for each step's preconditioners (cluster.waitForPreconditioners)")
   .option('--data <dir>', 'data directory')
   .addOption(backendOption())
   .action(
-    async (o: { steps: string; warmup: string; batchSize: string; workers: string; owners: string; repeats: string; waitPreconditioners?: boolean; data?: string; backend: 'auto' | 'blas' | 'gpu' }) =>
+    async (o: {
+      steps: string;
+      warmup: string;
+      batchSize: string;
+      workers: string;
+      owners: string;
+      repeats: string;
+      waitPreconditioners?: boolean;
+      data?: string;
+      backend: 'auto' | 'blas' | 'gpu';
+    }) =>
       clusterBench({
         steps: Number(o.steps),
         warmup: Number(o.warmup),

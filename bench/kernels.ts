@@ -232,7 +232,9 @@ export async function kernelsBench(opts: { repeats: number; only?: 'products' | 
         const naive = gpuMod.createNaiveMatmul(gpu, { m, n, k });
         const { ms, base } = await measurePair(c.run(be), () => naive.run(a, b), repeats);
         await naive.dispose();
-        console.log(`  ${be.name.padEnd(6)} ${f(gflops(c.flops, ms)).padStart(22)} GFLOP/s   naive gpu.js ${f(gflops(c.flops, base))}; best/naive ${f(ratio(ms, base))} (target >= 3)`);
+        console.log(
+          `  ${be.name.padEnd(6)} ${f(gflops(c.flops, ms)).padStart(22)} GFLOP/s   naive gpu.js ${f(gflops(c.flops, base))}; best/naive ${f(ratio(ms, base))} (target >= 3)`,
+        );
       }
     }
   }

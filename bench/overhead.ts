@@ -65,16 +65,28 @@ export async function overheadBench(o: OverheadOptions): Promise<void> {
   }
   const ms = (v: Variant) => spread(runs[v].map((r) => r.msPerStep));
   const ratio = (v: Variant) => spread(runs[v].map((r, i) => r.msPerStep / runs.sgd[i].msPerStep));
-  console.log(`\noverhead: Fashion-MNIST MLP, batch ${o.batchSize}, ${o.steps} steps per run, one process, backend ${o.backend.name}, ${o.repeats} alternating rounds`);
+  console.log(
+    `\noverhead: Fashion-MNIST MLP, batch ${o.batchSize}, ${o.steps} steps per run, one process, backend ${o.backend.name}, ${o.repeats} alternating rounds`,
+  );
   console.log('run                               ms/step min / median / max      ÷ SGD (same round) min / median / max   final test accuracy');
   const names: Record<Variant, string> = { spngd: 'SP-NGD (stale statistics on)', sgd: 'SGD+momentum lr=0.1', dense: 'SP-NGD, stale statistics off' };
   for (const v of Object.keys(variants) as Variant[]) {
-    console.log(`${names[v].padEnd(34)}${f1(ms(v)).padEnd(32)}${(v === 'sgd' ? '1' : f2(ratio(v))).padEnd(40)}${runs[v].map((r) => r.accuracy.toFixed(4)).join(' ')}`);
+    console.log(
+      `${names[v].padEnd(34)}${f1(ms(v)).padEnd(32)}${(v === 'sgd' ? '1' : f2(ratio(v))).padEnd(40)}${runs[v].map((r) => r.accuracy.toFixed(4)).join(' ')}`,
+    );
   }
   const first = runs.spngd[0];
-  console.log(`\nSP-NGD (stale on), mean ms per step by phase: ${Object.entries(first.phases).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')}`);
+  console.log(
+    `\nSP-NGD (stale on), mean ms per step by phase: ${Object.entries(first.phases)
+      .map(([k, v]) => `${k} ${v.toFixed(1)}`)
+      .join(', ')}`,
+  );
   const dense = runs.dense[0];
-  console.log(`SP-NGD (stale off), mean ms per step by phase: ${Object.entries(dense.phases).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')}`);
+  console.log(
+    `SP-NGD (stale off), mean ms per step by phase: ${Object.entries(dense.phases)
+      .map(([k, v]) => `${k} ${v.toFixed(1)}`)
+      .join(', ')}`,
+  );
   console.log('\nrefreshes per statistic, as a fraction of steps (stale statistics on):');
   let total = 0;
   for (const [stat, n] of [...first.refreshes].sort()) {

@@ -48,12 +48,17 @@ export async function staleStudyBench(o: StaleStudyOptions): Promise<void> {
   process.stderr.write('  drift with stale statistics off, r = 1 ...\n');
   const raw = await runSetting(o, Math.min(120, o.steps), { averaging: 1, stale: { enabled: false } });
   const drifts = new Map<string, [number, number][]>();
-  for (const r of raw.steps) for (const f of r.refreshes ?? []) if (f.drift !== null) (drifts.get(f.stat) ?? drifts.set(f.stat, []).get(f.stat)!).push([r.step, f.drift]);
+  for (const r of raw.steps)
+    for (const f of r.refreshes ?? []) if (f.drift !== null) (drifts.get(f.stat) ?? drifts.set(f.stat, []).get(f.stat)!).push([r.step, f.drift]);
   console.log(`\nstale study: Fashion-MNIST ${o.model}, batch ${o.batchSize}, seed ${o.seed}, one process, backend ${o.backend.name}`);
   console.log('\nmedian drift of the raw statistic from one step to the next (stale statistics off, r = 1):');
   console.log(`statistic ${windows.map(([a, b]) => `steps ${a + 1}-${b}`.padStart(13)).join('')}`);
   for (const [stat, points] of drifts) {
-    const cells = windows.map(([a, b]) => spread(points.filter(([s]) => s > a && s <= b).map(([, d]) => d)).median.toFixed(3).padStart(13));
+    const cells = windows.map(([a, b]) =>
+      spread(points.filter(([s]) => s > a && s <= b).map(([, d]) => d))
+        .median.toFixed(3)
+        .padStart(13),
+    );
     console.log(`${stat.padEnd(10)}${cells.join('')}`);
   }
 

@@ -189,7 +189,9 @@ async function startSenders(tensors: Map<string, Float32Array>, bySize: Map<numb
         for (const name of names) {
           const values = tensors.get(name);
           if (!values) throw Object.assign(new Error(`no tensor ${name}`), { code: status.NOT_FOUND });
-          await sendDense(writer, (tensor) => ({ step: STEP, tensorCount: names.length, tensor }), name, values, [values.length], STEP, DEFAULT_CHUNK_BYTES, { copy });
+          await sendDense(writer, (tensor) => ({ step: STEP, tensorCount: names.length, tensor }), name, values, [values.length], STEP, DEFAULT_CHUNK_BYTES, {
+            copy,
+          });
         }
         await writer.end();
       } catch (err) {
@@ -285,7 +287,7 @@ const fmt = (s: Spread, f: (x: number) => string) => `${f(s.min)}/${f(s.median)}
 
 export async function transportBench(o: TransportBenchOptions): Promise<void> {
   if (!(o.repeats >= 5)) throw new RangeError(`--repeats must be at least 5, got ${o.repeats}`);
-  const sizes = o.sizesMiB.map((m) => Math.round(m * MiB / 4) * 4);
+  const sizes = o.sizesMiB.map((m) => Math.round((m * MiB) / 4) * 4);
   const tensors = new Map<string, Float32Array>();
   const bySize = new Map<number, Float32Array>();
   for (const bytes of sizes) {
@@ -345,7 +347,9 @@ export async function transportBench(o: TransportBenchOptions): Promise<void> {
     console.log('\nMB/s min/median/max');
     console.log(`${'size'.padEnd(9)}${'gRPC (project path)'.padStart(22)}${'gRPC (generated)'.padStart(22)}${'raw TCP'.padStart(22)}`);
     for (const r of rows) {
-      console.log(`${`${r.size / MiB} MiB`.padEnd(9)}${cell(r.mbps.grpc).padStart(22)}${cell(r.mbps['grpc-gen']).padStart(22)}${cell(r.mbps.raw).padStart(22)}`);
+      console.log(
+        `${`${r.size / MiB} MiB`.padEnd(9)}${cell(r.mbps.grpc).padStart(22)}${cell(r.mbps['grpc-gen']).padStart(22)}${cell(r.mbps.raw).padStart(22)}`,
+      );
     }
     console.log('\nratio to raw TCP: median/median, and paired (same repeat) min/median/max');
     console.log(`${'size'.padEnd(9)}${'project path'.padStart(16)}${'paired'.padStart(18)}${'generated'.padStart(14)}${'paired'.padStart(18)}`);

@@ -100,7 +100,8 @@ for (const file of files) {
     if (typeof body.apiVersion !== 'string') problem(id, 'no apiVersion');
     if (typeof body.kind !== 'string') problem(id, 'no kind');
     if (typeof body.metadata?.name !== 'string') problem(id, 'no metadata.name');
-    else if (!DNS_1123.test(body.metadata.name) || body.metadata.name.length > 253) problem(id, `metadata.name "${body.metadata.name}" is not a valid DNS-1123 name`);
+    else if (!DNS_1123.test(body.metadata.name) || body.metadata.name.length > 253)
+      problem(id, `metadata.name "${body.metadata.name}" is not a valid DNS-1123 name`);
     if (typeof body.kind === 'string' && typeof body.apiVersion === 'string') {
       const want = KNOWN_KINDS[body.kind];
       if (!want) problem(id, `kind ${body.kind} is not one this check knows (typo?)`);
@@ -141,7 +142,8 @@ for (const k of byKind('Kustomization')) {
   }
   for (const f of files) {
     if (f === k.file || !f.startsWith(`${dir}/`)) continue;
-    if (!listed.has(f) && !docs.some((d) => d.file === f && d.kind === 'Kustomization')) problem(k, `${relative(dir, f)} is not in resources (kubectl apply -k would leave it out)`);
+    if (!listed.has(f) && !docs.some((d) => d.file === f && d.kind === 'Kustomization'))
+      problem(k, `${relative(dir, f)} is not in resources (kubectl apply -k would leave it out)`);
   }
   const gen = (list: Obj[] | undefined, into: Map<string, Set<string>>, what: string) => {
     for (const g of list ?? []) {
@@ -181,14 +183,17 @@ const containersOf = (w: Doc): Container[] => [
   ...((podSpec(w).initContainers ?? []) as Obj[]).map((c) => ({ c, init: true })),
   ...((podSpec(w).containers ?? []) as Obj[]).map((c) => ({ c, init: false })),
 ];
-const selects = (selector: Obj | undefined, labels: Obj) => !!selector && Object.keys(selector).length > 0 && Object.entries(selector).every(([k, v]) => labels[k] === v);
+const selects = (selector: Obj | undefined, labels: Obj) =>
+  !!selector && Object.keys(selector).length > 0 && Object.entries(selector).every(([k, v]) => labels[k] === v);
 const containerPorts = (c: Obj): Obj[] => (c.ports ?? []) as Obj[];
-const hasPort = (c: Obj, port: number | string) => containerPorts(c).some((p) => p.containerPort === Number(port) || (typeof port === 'string' && p.name === port));
+const hasPort = (c: Obj, port: number | string) =>
+  containerPorts(c).some((p) => p.containerPort === Number(port) || (typeof port === 'string' && p.name === port));
 
 /** All strings a container runs with: command, args, probe commands. */
 function commandLines(c: Obj): { what: string; argv: string[] }[] {
   const out = [{ what: 'command/args', argv: [...((c.command ?? []) as string[]), ...((c.args ?? []) as string[])].map(String) }];
-  for (const p of ['startupProbe', 'readinessProbe', 'livenessProbe']) if (c[p]?.exec?.command) out.push({ what: p, argv: (c[p].exec.command as unknown[]).map(String) });
+  for (const p of ['startupProbe', 'readinessProbe', 'livenessProbe'])
+    if (c[p]?.exec?.command) out.push({ what: p, argv: (c[p].exec.command as unknown[]).map(String) });
   return out;
 }
 
@@ -272,7 +277,8 @@ for (const w of workloads) {
     const expand = (s: string) => s.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (m, n: string) => env.get(n) ?? m);
     for (const { what, argv } of commandLines(c)) {
       for (const a of argv) {
-        for (const m of a.matchAll(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g)) if (!env.has(m[1])) problem(w, `${cname} ${what}: $(${m[1]}) is not an env var of the container (Kubernetes would pass it literally)`);
+        for (const m of a.matchAll(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g))
+          if (!env.has(m[1])) problem(w, `${cname} ${what}: $(${m[1]}) is not an env var of the container (Kubernetes would pass it literally)`);
       }
       if (what !== 'command/args' && /\$\(/.test(argv.join(' '))) problem(w, `${cname} ${what}: probe commands get no $(VAR) expansion`);
 
@@ -281,15 +287,19 @@ for (const w of workloads) {
         for (const m of a.matchAll(/(?:^|[\s"'=])(\/[A-Za-z0-9._\-/]+)/g)) {
           const path = m[1];
           if (!MOUNTED_ROOTS.some((r) => path.startsWith(r) || `${path}/` === r)) continue;
-          const mount = mounts.filter((x) => path === x.mountPath || path.startsWith(`${String(x.mountPath).replace(/\/$/, '')}/`)).sort((x, y) => y.mountPath.length - x.mountPath.length)[0];
+          const mount = mounts
+            .filter((x) => path === x.mountPath || path.startsWith(`${String(x.mountPath).replace(/\/$/, '')}/`))
+            .sort((x, y) => y.mountPath.length - x.mountPath.length)[0];
           if (!mount) {
             problem(w, `${cname} ${what}: ${path} is not inside any of its volumeMounts`);
             continue;
           }
           const rest = path.slice(String(mount.mountPath).replace(/\/$/, '').length + 1);
           const provided = volumeFiles(mount.name);
-          if (provided && rest && !provided.has(rest.split('/')[0])) problem(w, `${cname} ${what}: ${path}: volume ${mount.name} has no key ${rest.split('/')[0]} (it has ${[...provided].join(', ')})`);
-          if (!init && volumes.get(mount.name)?.emptyDir && !writtenByInit.has(mount.name)) problem(w, `${cname} ${what}: ${path} is on emptyDir ${mount.name}, which no init container writes`);
+          if (provided && rest && !provided.has(rest.split('/')[0]))
+            problem(w, `${cname} ${what}: ${path}: volume ${mount.name} has no key ${rest.split('/')[0]} (it has ${[...provided].join(', ')})`);
+          if (!init && volumes.get(mount.name)?.emptyDir && !writtenByInit.has(mount.name))
+            problem(w, `${cname} ${what}: ${path} is on emptyDir ${mount.name}, which no init container writes`);
         }
       }
     }
@@ -313,7 +323,16 @@ for (const w of workloads) {
     for (const p of ['startupProbe', 'readinessProbe', 'livenessProbe']) {
       const probe = c[p];
       if (!probe) continue;
-      const port = probe.grpc?.port ?? probe.tcpSocket?.port ?? probe.httpGet?.port ?? (probe.exec ? [...(probe.exec.command as unknown[])].reverse().map(String).find((a) => /^\d+$/.test(a)) : undefined);
+      const port =
+        probe.grpc?.port ??
+        probe.tcpSocket?.port ??
+        probe.httpGet?.port ??
+        (probe.exec
+          ? [...(probe.exec.command as unknown[])]
+              .reverse()
+              .map(String)
+              .find((a) => /^\d+$/.test(a))
+          : undefined);
       if (port === undefined) problem(w, `${cname} ${p}: cannot tell which port it checks`);
       else if (!hasPort(c, port)) problem(w, `${cname} ${p}: port ${port} is not one of its containerPorts`);
     }
@@ -332,21 +351,34 @@ for (const w of workloads) {
 /** `--ps HOST:PORT`: a Service, or pod N of a StatefulSet under its headless Service; PORT one of its ports. */
 function checkPeer(w: Doc, cname: string, address: string): void {
   const m = /^([^:]+):(\d+)$/.exec(address);
-  if (!m) return problem(w, `${cname}: --ps ${address} is not HOST:PORT`);
+  if (!m) {
+    problem(w, `${cname}: --ps ${address} is not HOST:PORT`);
+    return;
+  }
   const labels = m[1].split('.');
   let svcName = labels[0];
   if (labels.length >= 2 && /-(\d+)$/.test(labels[0])) {
     const sts = labels[0].replace(/-\d+$/, '');
     const ordinal = Number(/-(\d+)$/.exec(labels[0])![1]);
     const set = byKind('StatefulSet').find((s) => s.name === sts);
-    if (!set) return problem(w, `${cname}: --ps ${address}: no StatefulSet ${sts}`);
-    if (set.body.spec?.serviceName !== labels[1]) return problem(w, `${cname}: --ps ${address}: StatefulSet ${sts} is under Service ${set.body.spec?.serviceName}, not ${labels[1]}`);
+    if (!set) {
+      problem(w, `${cname}: --ps ${address}: no StatefulSet ${sts}`);
+      return;
+    }
+    if (set.body.spec?.serviceName !== labels[1]) {
+      problem(w, `${cname}: --ps ${address}: StatefulSet ${sts} is under Service ${set.body.spec?.serviceName}, not ${labels[1]}`);
+      return;
+    }
     if (ordinal >= Number(set.body.spec?.replicas ?? 1)) problem(w, `${cname}: --ps ${address}: StatefulSet ${sts} has no pod ${ordinal}`);
     svcName = labels[1];
   }
   const svc = byKind('Service').find((s) => s.name === svcName);
-  if (!svc) return problem(w, `${cname}: --ps ${address}: no Service ${svcName}`);
-  if (!((svc.body.spec?.ports ?? []) as Obj[]).some((p) => p.port === Number(m[2]))) problem(w, `${cname}: --ps ${address}: Service ${svcName} has no port ${m[2]}`);
+  if (!svc) {
+    problem(w, `${cname}: --ps ${address}: no Service ${svcName}`);
+    return;
+  }
+  if (!((svc.body.spec?.ports ?? []) as Obj[]).some((p) => p.port === Number(m[2])))
+    problem(w, `${cname}: --ps ${address}: Service ${svcName} has no port ${m[2]}`);
 }
 
 // ---- 4. Services ------------------------------------------------------------------------------
@@ -358,7 +390,8 @@ for (const s of byKind('Service')) {
   for (const p of (s.body.spec?.ports ?? []) as Obj[]) {
     const target = p.targetPort ?? p.port;
     for (const w of targets) {
-      if (!containersOf(w).some(({ c, init }) => !init && hasPort(c, target))) problem(s, `port ${p.port}: targetPort ${target} is not a container port of ${w.kind}/${w.name}`);
+      if (!containersOf(w).some(({ c, init }) => !init && hasPort(c, target)))
+        problem(s, `port ${p.port}: targetPort ${target} is not a container port of ${w.kind}/${w.name}`);
     }
   }
 }
@@ -369,15 +402,19 @@ const repo = (image: string) => image.replace(/@.*$/, '').replace(/:[^/:]*$/, ''
 if (new Set([...allImages.keys()].map(repo)).size > 1 || allImages.size > 1) {
   problems.add(`images differ between containers: ${[...allImages].map(([i, cs]) => `${i} (${cs.join(', ')})`).join('; ')}`);
 }
-if (imageNames.size > 0) for (const i of allImages.keys()) if (!imageNames.has(repo(i))) problems.add(`image ${i} has no entry in the Kustomization's images (so kustomize edit set image would miss it)`);
+if (imageNames.size > 0)
+  for (const i of allImages.keys())
+    if (!imageNames.has(repo(i))) problems.add(`image ${i} has no entry in the Kustomization's images (so kustomize edit set image would miss it)`);
 
 // ---- 6. job config ----------------------------------------------------------------------------
 
 const tmp = mkdtempSync(join(tmpdir(), 'spngd-check-'));
 try {
   for (const d of byKind('ConfigMap')) {
-    const mounted = workloads.some((w) =>
-      containersOf(w).some(({ c }) => spngdInvocations(c).some((x) => x.sub === 'ps' && flagValue(x.argv, '--config'))) && ((podSpec(w).volumes ?? []) as Obj[]).some((v) => v.configMap?.name === d.name),
+    const mounted = workloads.some(
+      (w) =>
+        containersOf(w).some(({ c }) => spngdInvocations(c).some((x) => x.sub === 'ps' && flagValue(x.argv, '--config'))) &&
+        ((podSpec(w).volumes ?? []) as Obj[]).some((v) => v.configMap?.name === d.name),
     );
     if (!mounted) continue;
     for (const [key, text] of Object.entries((d.body.data ?? {}) as Record<string, string>)) {
@@ -386,9 +423,16 @@ try {
       writeFileSync(file, text);
       try {
         const config = loadTrainConfig(file);
-        for (const [role, min] of [['worker', config.cluster.minWorkers], ['owner', config.optimizer.kind === 'spngd' ? config.cluster.minOwners : 0]] as const) {
+        for (const [role, min] of [
+          ['worker', config.cluster.minWorkers],
+          ['owner', config.optimizer.kind === 'spngd' ? config.cluster.minOwners : 0],
+        ] as const) {
           const n = replicas.get(role) ?? 0;
-          if (min > n) problem(d, `${key}: cluster.min${role === 'worker' ? 'Workers' : 'Owners'} is ${min} but the ${role} workloads have ${n} replicas: the PS would never start`);
+          if (min > n)
+            problem(
+              d,
+              `${key}: cluster.min${role === 'worker' ? 'Workers' : 'Owners'} is ${min} but the ${role} workloads have ${n} replicas: the PS would never start`,
+            );
         }
       } catch (err) {
         problem(d, `${key}: ${(err as Error).message.replace(file, key)}`);
@@ -439,4 +483,6 @@ if (problems.size > 0) {
   console.error(`check-manifests: ${problems.size} problem(s) in ${relative(root, deployDir) || '.'}`);
   process.exit(1);
 }
-console.log(`check-manifests: ${docs.length} documents in ${files.length} files under ${relative(root, deployDir) || '.'}: OK${skipCli ? ' (CLI flags not checked)' : ''}`);
+console.log(
+  `check-manifests: ${docs.length} documents in ${files.length} files under ${relative(root, deployDir) || '.'}: OK${skipCli ? ' (CLI flags not checked)' : ''}`,
+);

@@ -11,13 +11,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import {
-  type ComputeBackend,
-  type ConvGeometry,
-  NotPositiveDefiniteError,
-  type PoolGeometry,
-  convOutputSize,
-} from '../src/compute/backend.js';
+import { type ComputeBackend, type ConvGeometry, NotPositiveDefiniteError, type PoolGeometry, convOutputSize } from '../src/compute/backend.js';
 import { TYPESCRIPT_ELEMENTWISE as typescript } from '../src/compute/elementwise.js';
 import { blasAvailable, createBlasBackend } from '../workers/kernels/blas/blas-backend.js';
 import { type BlasAddon, blasAddonCandidates, loadBlasAddon } from '../workers/kernels/blas/native.js';
@@ -65,14 +59,7 @@ function randoms(n: number, seed: number, lo = -1, hi = 1): Float32Array {
  * Every element within `rel` of the reference, relative to `scale[i]` (the sum of the absolute values
  * of the terms that make up that element) — the natural float32 error bound of a sum.
  */
-function assertClose(
-  t: ExecutionContext,
-  got: ArrayLike<number>,
-  ref: ArrayLike<number>,
-  scale: ArrayLike<number> | number,
-  rel: number,
-  what: string,
-): void {
+function assertClose(t: ExecutionContext, got: ArrayLike<number>, ref: ArrayLike<number>, scale: ArrayLike<number> | number, rel: number, what: string): void {
   t.is(got.length >= ref.length, true, `${what}: result has ${got.length} values, expected ${ref.length}`);
   let worst = 0;
   let at = -1;
@@ -318,7 +305,14 @@ it('gemm with beta 0 ignores NaN in out; k = 0 scales out by beta', async (t) =>
 
   const c = randoms(m * n, 3);
   const scaled = await backend.gemm(m, n, 0, new Float32Array(0), new Float32Array(0), { beta: 0.5 }, c.slice());
-  assertClose(t, scaled, Array.from(c, (v) => v * 0.5), 1, 1e-7, 'k = 0');
+  assertClose(
+    t,
+    scaled,
+    Array.from(c, (v) => v * 0.5),
+    1,
+    1e-7,
+    'k = 0',
+  );
   const zero = await backend.gemm(m, n, 0, new Float32Array(0), new Float32Array(0));
   t.deepEqual(Array.from(zero), new Array(m * n).fill(0));
   t.is((await backend.gemm(0, 4, 3, new Float32Array(0), new Float32Array(12))).length, 0);
@@ -361,8 +355,7 @@ const GEOMETRIES: ConvGeometry[] = [
   { batch: 1, channels: 1, height: 1, width: 1, kernelH: 3, kernelW: 3, stride: 2, pad: 1 },
 ];
 
-const geomName = (g: ConvGeometry): string =>
-  `${g.batch}x${g.channels}x${g.height}x${g.width} k${g.kernelH}x${g.kernelW} s${g.stride} p${g.pad}`;
+const geomName = (g: ConvGeometry): string => `${g.batch}x${g.channels}x${g.height}x${g.width} k${g.kernelH}x${g.kernelW} s${g.stride} p${g.pad}`;
 
 it('im2col matches the reference (rows (n,oy,ox), columns (c,ky,kx), zero padding)', async (t) => {
   let seed = 300;
@@ -409,12 +402,18 @@ it('relu and reluBackward', async (t) => {
   x[1] = -0;
   const dy = randoms(1001, 2);
   const y = await backend.relu(x);
-  t.deepEqual(Array.from(y), Array.from(x, (v) => (v > 0 ? v : 0)));
+  t.deepEqual(
+    Array.from(y),
+    Array.from(x, (v) => Math.max(v, 0)),
+  );
   const out = new Float32Array(1001);
   t.is(await backend.relu(x, out), out);
   t.deepEqual(out, y);
   const dx = await backend.reluBackward(x, dy);
-  t.deepEqual(Array.from(dx), Array.from(x, (v, i) => (v > 0 ? dy[i] : 0)));
+  t.deepEqual(
+    Array.from(dx),
+    Array.from(x, (v, i) => (v > 0 ? dy[i] : 0)),
+  );
   await t.throwsAsync(backend.reluBackward(x, dy.subarray(1)), { instanceOf: RangeError });
   await t.throwsAsync(backend.relu(x, new Float32Array(3)), { instanceOf: RangeError });
 });
@@ -573,11 +572,17 @@ it('maxPool and maxPoolBackward reject bad arguments before writing', async (t) 
   await t.throwsAsync(backend.maxPoolBackward(f(8), Int32Array.of(0, 1, 2, 3, 4, 5, 6, 32), dx), { ...range, message: /argmax\[7\] = 32/ });
   await t.throwsAsync(backend.maxPoolBackward(f(8), Int32Array.of(0, -1, 2, 3, 4, 5, 6, 7), dx), { ...range, message: /argmax\[1\]/ });
   await t.throwsAsync(backend.maxPoolBackward(f(8), i(7), dx), range);
-  t.true(dx.every((v) => v === 3), 'dx untouched');
+  t.true(
+    dx.every((v) => v === 3),
+    'dx untouched',
+  );
   // The TypeScript version rejects the same calls.
   await t.throwsAsync(typescript.maxPool(f(32), g, f(7), i(8)), range);
   await t.throwsAsync(typescript.maxPoolBackward(f(8), Int32Array.of(0, 1, 2, 3, 4, 5, 6, 32), dx), range);
-  t.true(dx.every((v) => v === 3), 'dx untouched by the TypeScript version');
+  t.true(
+    dx.every((v) => v === 3),
+    'dx untouched by the TypeScript version',
+  );
 });
 
 const bnShapes: [number, number, number][] = [
@@ -699,7 +704,10 @@ for (const [label, g] of patchCases) {
     const all = new Float32Array(want.length + 3).fill(Number.NaN);
     t.is(await backend.im2colOnes(x, g, 0, g.batch, all, 3), all);
     sameBits(t, all.subarray(3), want, 'all samples from index 3');
-    t.true(all.subarray(0, 3).every((v) => Number.isNaN(v)), 'nothing before `at`');
+    t.true(
+      all.subarray(0, 3).every((v) => Number.isNaN(v)),
+      'nothing before `at`',
+    );
     const last = new Float32Array(T * (k + 1));
     await backend.im2colOnes(x, g, g.batch - 1, 1, last, 0);
     sameBits(t, last, want.subarray((g.batch - 1) * T * (k + 1)), 'the last sample');
@@ -741,8 +749,7 @@ it('channelMajor and rowsScaled: layouts, float64 sums, the same bits as TypeScr
     t.is(await backend.rowsScaled(x, n, C, tt, 256, rows), rows);
     bad = 0;
     for (let b = 0; b < n; b++)
-      for (let c = 0; c < C; c++)
-        for (let p = 0; p < tt; p++) if (rows[(b * tt + p) * C + c] !== Math.fround(256 * x[(b * C + c) * tt + p])) bad++;
+      for (let c = 0; c < C; c++) for (let p = 0; p < tt; p++) if (rows[(b * tt + p) * C + c] !== Math.fround(256 * x[(b * C + c) * tt + p])) bad++;
     t.is(bad, 0, `rowsScaled ${n}x${C}x${tt}`);
     const scale = 1 / 3;
     await backend.rowsScaled(x, n, C, tt, scale, rows);
@@ -774,7 +781,7 @@ it('im2colOnes, channelMajor and rowsScaled reject bad arguments (the TypeScript
   await t.throwsAsync(backend.rowsScaled(buf.subarray(0, 24), 2, 3, 4, 1, buf.subarray(8, 32)), { ...range, message: /overlap/ });
 });
 
-it('the addon checks the layer kernels\' argument types', (t) => {
+it("the addon checks the layer kernels' argument types", (t) => {
   const f = (k: number) => new Float32Array(k);
   const d = (k: number) => new Float64Array(k);
   const type = { instanceOf: TypeError };

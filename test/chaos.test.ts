@@ -33,7 +33,10 @@ function jobConfig(dir: string): string {
       checkpointKeep: 3,
       // An MLP on 2×2-pooled images (196-64-10): a step takes a few tens of ms, so the run is
       // dominated by the kills and restarts.
-      model: { input: [1, 28, 28], layers: [{ type: 'avgpool', kernel: 2 }, { type: 'flatten' }, { type: 'linear', out: 64 }, { type: 'relu' }, { type: 'linear', out: 10 }] },
+      model: {
+        input: [1, 28, 28],
+        layers: [{ type: 'avgpool', kernel: 2 }, { type: 'flatten' }, { type: 'linear', out: 64 }, { type: 'relu' }, { type: 'linear', out: 10 }],
+      },
       // The whole test set: two runs' accuracies are compared, and on 2,000 samples their
       // difference alone varies by about ±0.6 points.
       data: { dir: dataDir, trainLimit: 8192 },
@@ -92,7 +95,11 @@ function finalAccuracy(dir: string): number {
 
 function tail(dir: string, name: string, lines = 15): string {
   try {
-    return readFileSync(join(dir, `${name}.log`), 'utf8').trim().split('\n').slice(-lines).join('\n');
+    return readFileSync(join(dir, `${name}.log`), 'utf8')
+      .trim()
+      .split('\n')
+      .slice(-lines)
+      .join('\n');
   } catch {
     return '(no log)';
   }
@@ -185,8 +192,14 @@ test.serial('chaos: workers, owners and the PS killed and restarted; the run fin
     const psKills = kills.filter((k) => k.victim === 'ps');
     const bounds = [0, ...psKills.map((k) => k.records!), steps.length];
     const incarnations = bounds.slice(1).map((end, i) => steps.slice(bounds[i], end));
-    const resumes = psKills.map((k, i) => ({ lastBefore: incarnations[i][incarnations[i].length - 1], resumedFrom: (incarnations[i + 1][0] ?? NaN) - 1, checkpoint: k.checkpoint! }));
-    const state = checkpointToState((loadLatestCheckpoint<unknown>(c.dir, () => undefined)?.contents ?? { header: {}, tensors: new Map() }) as Parameters<typeof checkpointToState>[0]);
+    const resumes = psKills.map((k, i) => ({
+      lastBefore: incarnations[i][incarnations[i].length - 1],
+      resumedFrom: (incarnations[i + 1][0] ?? NaN) - 1,
+      checkpoint: k.checkpoint!,
+    }));
+    const state = checkpointToState(
+      (loadLatestCheckpoint<unknown>(c.dir, () => undefined)?.contents ?? { header: {}, tensors: new Map() }) as Parameters<typeof checkpointToState>[0],
+    );
     const finite = Object.values(state.model).every((v) => v.every(Number.isFinite));
     const accuracy = finalAccuracy(c.dir);
 
@@ -195,17 +208,27 @@ test.serial('chaos: workers, owners and the PS killed and restarted; the run fin
     console.log(summary);
     t.log(summary);
     t.log(`kills: ${kills.map((k) => `${k.victim}@${k.atStep}(down ${k.downMs} ms)`).join(', ')}`);
-    t.log(`PS resumes: ${resumes.map((r) => `killed after step ${r.lastBefore}, resumed from ${r.resumedFrom}`).join('; ') || 'none'}; ${steps.length} step records (${steps.length - STEPS} steps done again after a resume)`);
+    t.log(
+      `PS resumes: ${resumes.map((r) => `killed after step ${r.lastBefore}, resumed from ${r.resumedFrom}`).join('; ') || 'none'}; ${steps.length} step records (${steps.length - STEPS} steps done again after a resume)`,
+    );
     t.log(`undisturbed run ${calmSeconds.toFixed(1)} s, chaos run ${chaosSeconds.toFixed(1)} s, whole test ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 
     t.is(psExit, 0, `the PS finished:\n${tail(c.dir, 'ps')}`);
     t.is(kills.length, victims.length, 'every scripted kill happened before the run ended');
     t.true(psKills.length >= 1 && count('worker') >= 1 && count('owner') >= 1, 'workers, owners and the PS were killed');
-    for (const inc of incarnations) t.deepEqual(inc, Array.from({ length: inc.length }, (_, i) => inc[0] + i), 'within an incarnation every step once, in order');
+    for (const inc of incarnations)
+      t.deepEqual(
+        inc,
+        Array.from({ length: inc.length }, (_, i) => inc[0] + i),
+        'within an incarnation every step once, in order',
+      );
     for (const r of resumes) {
       t.is(r.resumedFrom, r.checkpoint, `killed after step ${r.lastBefore}: resumed from the newest checkpoint (${r.checkpoint})`);
       t.true(r.resumedFrom % EVERY === 0 && r.resumedFrom <= r.lastBefore, `resumed from checkpoint step ${r.resumedFrom} (killed after ${r.lastBefore})`);
-      t.true(r.lastBefore - r.resumedFrom <= EVERY, `killed after step ${r.lastBefore}, resumed from ${r.resumedFrom}: no more than the checkpoint interval lost`);
+      t.true(
+        r.lastBefore - r.resumedFrom <= EVERY,
+        `killed after step ${r.lastBefore}, resumed from ${r.resumedFrom}: no more than the checkpoint interval lost`,
+      );
     }
     t.is(incarnations[0][0], 1);
     t.is(steps[steps.length - 1], STEPS, 'the last step recorded is the last step of the run');

@@ -47,7 +47,10 @@ test('a truncated or corrupted checkpoint is detected, and the previous good one
   t.is(bad.length, 2);
   t.regex(bad[0], /checkpoint-00000030\.spngd: .*checksum mismatch/);
   t.regex(bad[1], /checkpoint-00000020\.spngd: .*checksum mismatch/);
-  t.throws(() => decodeCheckpoint('junk', Buffer.from('not a checkpoint at all, really')), { instanceOf: CheckpointError, message: /junk: not a spngd checkpoint/ });
+  t.throws(() => decodeCheckpoint('junk', Buffer.from('not a checkpoint at all, really')), {
+    instanceOf: CheckpointError,
+    message: /junk: not a spngd checkpoint/,
+  });
 });
 
 test('only the newest `keep` checkpoints are kept', (t) => {
@@ -85,7 +88,12 @@ test('a single-process SP-NGD run stopped at step 7 and resumed ends with the pa
   for (const [name, values] of Object.entries(sa.model)) t.deepEqual(sb.model[name], values, name);
   for (const [name, values] of sa.velocity) t.deepEqual(sb.velocity.get(name), values, `velocity ${name}`);
   // The resumed run appended to the same metrics file: steps 1..7 then 8..12.
-  const steps = readFileSync(b.metricsFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((r) => r.type === 'step').map((r) => r.step);
+  const steps = readFileSync(b.metricsFile, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l))
+    .filter((r) => r.type === 'step')
+    .map((r) => r.step);
   t.deepEqual(steps, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
   await backend.dispose();
 });

@@ -59,7 +59,11 @@ test('spngd train --config naming a missing file', async (t) => {
 });
 
 test('spngd train --data on a directory that does not exist', async (t) => {
-  oneClearLine(t, await spngd(['train', '--data', '/nonexistent', '--steps', '1', '--out', join(tmp, 'out-data')]), /\/nonexistent: data directory .* does not exist/);
+  oneClearLine(
+    t,
+    await spngd(['train', '--data', '/nonexistent', '--steps', '1', '--out', join(tmp, 'out-data')]),
+    /\/nonexistent: data directory .* does not exist/,
+  );
 });
 
 test('spngd train --out under a regular file', async (t) => {
@@ -73,7 +77,6 @@ test('spngd status on an unreachable address', async (t) => {
   oneClearLine(t, r, /^spngd: 127\.0\.0\.1:1: connection refused \(ECONNREFUSED\): nothing listens there/);
   t.notRegex(r.stderr, /Resolution note/);
 });
-
 
 for (const [args, what] of [
   [['owner', '--ps', '127.0.0.1:1', '--capacity', 'fast'], /--capacity must be a positive number, got "fast"/],

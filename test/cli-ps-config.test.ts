@@ -21,7 +21,10 @@ const job = (over: Record<string, unknown> = {}) => ({
   steps: 8,
   evalEvery: 100,
   checkpointEvery: 2,
-  model: { input: [1, 28, 28], layers: [{ type: 'avgpool', kernel: 2 }, { type: 'flatten' }, { type: 'linear', out: 32 }, { type: 'relu' }, { type: 'linear', out: 10 }] },
+  model: {
+    input: [1, 28, 28],
+    layers: [{ type: 'avgpool', kernel: 2 }, { type: 'flatten' }, { type: 'linear', out: 32 }, { type: 'relu' }, { type: 'linear', out: 10 }],
+  },
   data: { dir: bundledDataDir(), trainLimit: 2048, testLimit: 500 },
   optimizer: { kind: 'spngd', lr: 0.05 },
   cluster: { minWorkers: 1, minOwners: 1, heartbeatMs: 200, leaseMs: 3000 },
@@ -36,7 +39,11 @@ function writeJob(name: string, over: Record<string, unknown> = {}): string {
 
 test('spngd ps with a batch larger than the training set: one line before it listens', async (t) => {
   const r = await spngd(['ps', '--listen', '127.0.0.1:0', '--config', writeJob('huge-batch.json', { batchSize: 1e12 })]);
-  oneClearLine(t, r, /^spngd: batchSize 1000000000000 is larger than the training set \(2048 samples, data\.trainLimit 2048\); lower batchSize or raise data\.trainLimit$/);
+  oneClearLine(
+    t,
+    r,
+    /^spngd: batchSize 1000000000000 is larger than the training set \(2048 samples, data\.trainLimit 2048\); lower batchSize or raise data\.trainLimit$/,
+  );
   t.notRegex(r.stdout, /listening/);
 });
 
@@ -51,7 +58,11 @@ test('spngd ps --resume with a --config that differs from the recorded one is re
   t.is(first.code, 2, 'the refused job wrote nothing');
   writeFileSync(join(dir, 'config.json'), JSON.stringify(job()));
   const r = await spngd(['ps', '--listen', '127.0.0.1:0', '--resume', '--out', dir, '--config', writeJob('other.json', { steps: 20, batchSize: 256 })]);
-  oneClearLine(t, r, /^spngd: --resume: \S+other\.json differs from the config recorded in \S+config\.json: batchSize \(128 recorded, 256 given\), steps \(8 recorded, 20 given\); leave out --config .* or add --force/);
+  oneClearLine(
+    t,
+    r,
+    /^spngd: --resume: \S+other\.json differs from the config recorded in \S+config\.json: batchSize \(128 recorded, 256 given\), steps \(8 recorded, 20 given\); leave out --config .* or add --force/,
+  );
   // With --force it goes on (to the next problem here: no checkpoint in the directory).
   const forced = await spngd(['ps', '--listen', '127.0.0.1:0', '--resume', '--force', '--out', dir, '--config', join(tmp, 'other.json')]);
   oneClearLine(t, forced, /^spngd: no usable checkpoint in /);
@@ -71,7 +82,10 @@ test.serial('spngd ps records its config; --resume without --config continues th
     await ps.listening;
     const recorded = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { batchSize: number; steps: number; checkpointEvery: number };
     t.like(recorded, { batchSize: 128, steps: 8, checkpointEvery: 2 });
-    actors.push(startActor('owner', ['owner', '--ps', listen, '--id', 'owner-1'], logs), startActor('worker', ['worker', '--ps', listen, '--id', 'worker-1'], logs));
+    actors.push(
+      startActor('owner', ['owner', '--ps', listen, '--id', 'owner-1'], logs),
+      startActor('worker', ['worker', '--ps', listen, '--id', 'worker-1'], logs),
+    );
     await untilStep(dir, 3, 120000);
     ps.proc.kill('SIGKILL');
     await ps.exited;
@@ -82,7 +96,14 @@ test.serial('spngd ps records its config; --resume without --config continues th
     t.is(await again.exited, 0, readFileSync(join(logs, 'ps-resumed.log'), 'utf8').slice(-2000));
     const summary = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8')) as { steps: number; batchSize: number };
     t.like(summary, { steps: 8, batchSize: 128 });
-    t.is(Math.max(...readMetrics(dir).filter((r) => r.type === 'step').map((r) => r.step)), 8);
+    t.is(
+      Math.max(
+        ...readMetrics(dir)
+          .filter((r) => r.type === 'step')
+          .map((r) => r.step),
+      ),
+      8,
+    );
     t.regex(readFileSync(join(logs, 'ps-resumed.log'), 'utf8'), /resuming with the job config recorded in/);
   } finally {
     await killAll(actors);

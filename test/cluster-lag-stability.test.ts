@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 
 const bundledDataDir = fileURLToPath(new URL('../data/fashion-mnist', import.meta.url));
 
-test('one owner, default lag, momentum 0.9: no training loss above the first step\'s after step 3', async (t) => {
+test("one owner, default lag, momentum 0.9: no training loss above the first step's after step 3", async (t) => {
   const config = resolveTrainConfig({
     seed: 2,
     batchSize: 512,
@@ -24,7 +24,14 @@ test('one owner, default lag, momentum 0.9: no training loss above the first ste
   t.is(config.cluster.preconditionerLag, 1);
   const backend = await clusterBackend();
   const losses: number[] = [];
-  const cluster = await startCluster({ config, workers: 1, owners: 1, backend, trainSize: 60000, onRecord: (r) => r.type === 'step' && losses.push(r.loss as number) });
+  const cluster = await startCluster({
+    config,
+    workers: 1,
+    owners: 1,
+    backend,
+    trainSize: 60000,
+    onRecord: (r) => r.type === 'step' && losses.push(r.loss as number),
+  });
   try {
     await cluster.ps.run();
   } finally {

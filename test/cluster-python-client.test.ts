@@ -65,14 +65,22 @@ pythonTest(test, 'python3-grpcio against a running cluster: reflection, health a
     t.is(o!.role, 'ROLE_FACTOR_OWNER');
     // The MLP's three linear layers, all assigned to the one owner.
     const layers = (st.assignment.layers as { layer: string; ownerId: string }[]).map((l) => l.layer).sort();
-    const expected = cluster.ps.model.kfacLayers().map((l) => l.name).sort();
+    const expected = cluster.ps.model
+      .kfacLayers()
+      .map((l) => l.name)
+      .sort();
     t.deepEqual(layers, expected);
     t.true((st.assignment.layers as { ownerId: string }[]).every((l) => l.ownerId === owner.id));
     t.deepEqual((st.preconditioners as { layer: string }[]).map((p) => p.layer).sort(), expected);
     t.true('step' in st.phaseTimings && Number(st.phaseTimings.step.count) === STEPS, JSON.stringify(st.phaseTimings));
 
     // The owner, found through the PS's membership: its state shows the statistic schedules.
-    const own = await runPythonProbe({ address: o!.address, symbols: ['spngd.v1.StateService', 'spngd.v1.FactorOwnerService', 'grpc.health.v1.Health'], health: [''], getState: true });
+    const own = await runPythonProbe({
+      address: o!.address,
+      symbols: ['spngd.v1.StateService', 'spngd.v1.FactorOwnerService', 'grpc.health.v1.Health'],
+      health: [''],
+      getState: true,
+    });
     t.true(own.services.includes('spngd.v1.FactorOwnerService'), own.services.join(', '));
     t.is(own.health![''], 'SERVING');
     const os = own.state;
@@ -85,7 +93,10 @@ pythonTest(test, 'python3-grpcio against a running cluster: reflection, health a
       [...new Set(schedules.map((s) => `${s.layer}/${s.kind}`))].sort(),
       expected.flatMap((l) => [`${l}/STATISTIC_KIND_A`, `${l}/STATISTIC_KIND_G`]).sort(),
     );
-    t.true(schedules.every((s) => Number(s.interval) >= 1 && Number(s.nextRefreshStep) >= 1), JSON.stringify(schedules));
+    t.true(
+      schedules.every((s) => Number(s.interval) >= 1 && Number(s.nextRefreshStep) >= 1),
+      JSON.stringify(schedules),
+    );
   } finally {
     await cluster.stop();
     await backend.dispose();

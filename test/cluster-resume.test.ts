@@ -27,7 +27,15 @@ const base = {
 test('a cluster stopped after step 5 and resumed ends with the parameters of an uninterrupted run', async (t) => {
   const backend = await clusterBackend();
   const run = async (steps: number, dir: string, resume: boolean) => {
-    const cluster = await startCluster({ config: resolveTrainConfig({ ...base, steps }), workers: 2, owners: 2, backend, trainSize: 2048, checkpointDir: dir, resume });
+    const cluster = await startCluster({
+      config: resolveTrainConfig({ ...base, steps }),
+      workers: 2,
+      owners: 2,
+      backend,
+      trainSize: 2048,
+      checkpointDir: dir,
+      resume,
+    });
     try {
       await cluster.ps.run();
       return cluster.ps.parameters();

@@ -62,7 +62,10 @@ test('epochs differ, and no index repeats within an epoch', (t) => {
   t.notDeepEqual(epochs[1], epochs[2]);
   // A permutation is a permutation.
   const perm = arr(p.permutation(1)).sort((x, y) => x - y);
-  t.deepEqual(perm, Array.from({ length: n }, (_, i) => i));
+  t.deepEqual(
+    perm,
+    Array.from({ length: n }, (_, i) => i),
+  );
 });
 
 test('worker shards partition the global batch in order, sizes within one', (t) => {
@@ -73,7 +76,10 @@ test('worker shards partition the global batch in order, sizes within one', (t) 
         const shards = Array.from({ length: W }, (_, w) => p.shard(step, w, W));
         const sizes = shards.map((s) => s.length);
         t.true(Math.max(...sizes) - Math.min(...sizes) <= 1, `gb ${gb} W ${W}: ${sizes}`);
-        t.is(sizes.reduce((a, b) => a + b, 0), gb);
+        t.is(
+          sizes.reduce((a, b) => a + b, 0),
+          gb,
+        );
         t.deepEqual(shards.flatMap(arr), arr(p.indices(step)), `gb ${gb} W ${W} step ${step}`);
       }
     }

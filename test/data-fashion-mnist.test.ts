@@ -36,14 +36,17 @@ function idx(dims: number[], payload: Uint8Array): Buffer {
 function fixture(name: string, n = 4, m = 3, gz = true): string {
   const dir = join(tmp, name);
   mkdirSync(dir, { recursive: true });
-  const write = (base: string, bytes: Buffer): void =>
-    writeFileSync(join(dir, gz ? `${base}.gz` : base), gz ? gzipSync(bytes) : bytes);
+  const write = (base: string, bytes: Buffer): void => writeFileSync(join(dir, gz ? `${base}.gz` : base), gz ? gzipSync(bytes) : bytes);
   const images = (k: number): Buffer => {
     const p = new Uint8Array(k * 784);
     for (let i = 0; i < k; i++) p.fill(i * 85, i * 784, (i + 1) * 784);
     return idx([k, 28, 28], p);
   };
-  const labels = (k: number): Buffer => idx([k], Uint8Array.from({ length: k }, (_, i) => (i * 3) % 10));
+  const labels = (k: number): Buffer =>
+    idx(
+      [k],
+      Uint8Array.from({ length: k }, (_, i) => (i * 3) % 10),
+    );
   write(NAMES[0], images(n));
   write(NAMES[1], labels(n));
   write(NAMES[2], images(m));
@@ -133,7 +136,7 @@ test('normalisation, limit, raw files and checksum warnings on a tiny fixture', 
   t.is(s.source, 'flag');
   t.deepEqual(Array.from(s.y), [0, 3, 6, 9]);
   for (let i = 0; i < 4; i++) {
-    const want = Math.fround((((i * 85) / 255) - PIXEL_MEAN) / PIXEL_STD);
+    const want = Math.fround(((i * 85) / 255 - PIXEL_MEAN) / PIXEL_STD);
     t.is(s.x[i * 784], want);
     t.is(s.x[i * 784 + 783], want);
   }

@@ -10,7 +10,20 @@
  */
 import test from 'ava';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, truncateSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  truncateSync,
+  unlinkSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkpointName, encodeCheckpoint, listCheckpoints, loadLatestCheckpoint, NonFiniteCheckpointError, saveCheckpoint } from '../src/checkpoint/format.js';
@@ -40,7 +53,7 @@ test('a checkpoint of non-finite state is not written; resume skips one that is,
   t.regex(skipped[0], /checkpoint-00000030\.spngd: its parameters are not finite \(model\/w has 1 NaN/);
 });
 
-test('temporary files of a process that died while writing are removed; a live one\'s are kept', (t) => {
+test("temporary files of a process that died while writing are removed; a live one's are kept", (t) => {
   const dir = mkdtempSync(join(tmp, 'stale-'));
   const dead = spawnSync(process.execPath, ['-e', '0']).pid!;
   writeFileSync(join(dir, `${checkpointName(40)}.tmp-${dead}`), Buffer.alloc(1024));
@@ -60,7 +73,11 @@ function canMount(dir: string): string | undefined {
     execFileSync('umount', [dir], { stdio: 'pipe' });
     return undefined;
   } catch (err) {
-    return `mount -t tmpfs is not allowed here (${String((err as { stderr?: Buffer }).stderr ?? err).trim().split('\n')[0]})`;
+    return `mount -t tmpfs is not allowed here (${
+      String((err as { stderr?: Buffer }).stderr ?? err)
+        .trim()
+        .split('\n')[0]
+    })`;
   }
 }
 
@@ -113,7 +130,10 @@ test.serial('--out on a tmpfs: filled while checkpointing, then read-only: one l
       evalEvery: 100000,
       checkpointEvery: every,
       checkpointKeep: 2,
-      model: { input: [1, 28, 28], layers: [{ type: 'avgpool', kernel: 2 }, { type: 'flatten' }, { type: 'linear', out: 64 }, { type: 'relu' }, { type: 'linear', out: 10 }] },
+      model: {
+        input: [1, 28, 28],
+        layers: [{ type: 'avgpool', kernel: 2 }, { type: 'flatten' }, { type: 'linear', out: 64 }, { type: 'relu' }, { type: 'linear', out: 10 }],
+      },
       data: { dir: bundledDataDir(), trainLimit: 4096, testLimit: 500 },
       optimizer: { kind: 'spngd', lr: 0.05 },
       cluster: { minWorkers: 1, minOwners: 1, heartbeatMs: 200, leaseMs: 5000 },
@@ -127,7 +147,10 @@ test.serial('--out on a tmpfs: filled while checkpointing, then read-only: one l
     let stderr = '';
     ps.proc.stderr!.on('data', (d) => (stderr += d));
     const { address } = await ps.listening;
-    actors.push(startActor('owner', ['owner', '--ps', address, '--id', 'owner-1'], logs), startActor('worker', ['worker', '--ps', address, '--id', 'worker-1'], logs));
+    actors.push(
+      startActor('owner', ['owner', '--ps', address, '--id', 'owner-1'], logs),
+      startActor('worker', ['worker', '--ps', address, '--id', 'worker-1'], logs),
+    );
 
     // A good checkpoint first.
     await until(() => listCheckpoints(mnt).length > 0, 120000, 'the first checkpoint', ps);
@@ -136,20 +159,36 @@ test.serial('--out on a tmpfs: filled while checkpointing, then read-only: one l
     // The disk fills up: room for metrics lines, not for a checkpoint.
     const filler = join(mnt, 'filler');
     fill(filler, 48 * 1024);
-    await until(() => /checkpoint not written: cannot write \S+checkpoint-\d+\.spngd: ENOSPC \(no space left on device\)/.test(stderr), 60000, 'the ENOSPC line', ps);
+    await until(
+      () => /checkpoint not written: cannot write \S+checkpoint-\d+\.spngd: ENOSPC \(no space left on device\)/.test(stderr),
+      60000,
+      'the ENOSPC line',
+      ps,
+    );
     const full = readdirSync(mnt);
-    t.deepEqual(full.filter((n) => n.includes('.tmp-')), [], 'no partial checkpoint left on the full disk');
+    t.deepEqual(
+      full.filter((n) => n.includes('.tmp-')),
+      [],
+      'no partial checkpoint left on the full disk',
+    );
     t.true(full.includes(good), `the good checkpoint ${good} is still there`);
     const stepAtFull = Math.max(...readMetrics(mnt).map((r) => r.step));
     const warned = await fetchState(address);
-    t.true(warned.warnings.some((w) => /^checkpoint not written: cannot write .*ENOSPC/.test(w)), `a warning in the state: ${warned.warnings.join('; ')}`);
+    t.true(
+      warned.warnings.some((w) => /^checkpoint not written: cannot write .*ENOSPC/.test(w)),
+      `a warning in the state: ${warned.warnings.join('; ')}`,
+    );
 
     // Room again: training went on, and the next checkpoint is written.
     unlinkSync(filler);
     await until(() => listCheckpoints(mnt).some((n) => n > good), 60000, 'a checkpoint after the disk had room again', ps);
     t.true(Math.max(...readMetrics(mnt).map((r) => r.step)) > stepAtFull, 'training went on while the disk was full');
     const lastGood = listCheckpoints(mnt).at(-1)!;
-    t.deepEqual((await fetchState(address)).warnings.filter((w) => w.startsWith('checkpoint')), [], 'the warning is gone once a checkpoint was written');
+    t.deepEqual(
+      (await fetchState(address)).warnings.filter((w) => w.startsWith('checkpoint')),
+      [],
+      'the warning is gone once a checkpoint was written',
+    );
 
     // Read-only mid-run: the next metrics line fails, the PS stops cleanly.
     execFileSync('mount', ['-o', 'remount,ro', mnt]);
@@ -159,17 +198,27 @@ test.serial('--out on a tmpfs: filled while checkpointing, then read-only: one l
     t.false(/^\s+at \S/m.test(stderr), 'no stack trace');
     t.is(plain.length, 1, `one line: ${plain.join(' | ')}`);
     t.regex(plain[0] ?? '', /^spngd: cannot write \S+metrics\.jsonl: EROFS \(read-only file system\)$/);
-    const errors = stderr.split('\n').filter(isLogLine).map((l) => JSON.parse(l) as { level: number; msg: string }).filter((r) => r.level >= 50).map((r) => r.msg);
+    const errors = stderr
+      .split('\n')
+      .filter(isLogLine)
+      .map((l) => JSON.parse(l) as { level: number; msg: string })
+      .filter((r) => r.level >= 50)
+      .map((r) => r.msg);
     t.log(`PS error lines:\n  ${errors.join('\n  ')}`);
     t.true(errors.some((m) => /^metrics: cannot write .*EROFS/.test(m)));
 
     // Nothing partial, nothing good lost: the newest checkpoint loads.
     const after = readdirSync(mnt);
-    t.deepEqual(after.filter((n) => n.includes('.tmp-')), []);
+    t.deepEqual(
+      after.filter((n) => n.includes('.tmp-')),
+      [],
+    );
     t.true(after.includes(lastGood));
     const loaded = loadLatestCheckpoint(mnt, (f, why) => t.fail(`${f}: ${why}`));
     t.is(loaded?.file, join(mnt, lastGood));
-    const lines = readFileSync(join(mnt, 'metrics.jsonl'), 'utf8').split('\n').filter((l) => l !== '');
+    const lines = readFileSync(join(mnt, 'metrics.jsonl'), 'utf8')
+      .split('\n')
+      .filter((l) => l !== '');
     t.notThrows(() => lines.forEach((l) => JSON.parse(l)), 'metrics.jsonl holds whole lines');
   } finally {
     await killAll(actors);

@@ -66,7 +66,13 @@ for (const [title, link] of Object.entries(cases)) {
     let owner: FactorOwner | undefined;
     proxy = await cuttingProxy(() => (link === 'worker-to-owner' ? owner!.address : cluster.ps.address));
     const listen = '127.0.0.1:0';
-    owner = new FactorOwner({ ps: link === 'owner-to-ps' ? proxy.address : cluster.ps.address, listen, logger, backend, ...(link === 'worker-to-owner' ? { advertise: proxy.address } : {}) });
+    owner = new FactorOwner({
+      ps: link === 'owner-to-ps' ? proxy.address : cluster.ps.address,
+      listen,
+      logger,
+      backend,
+      ...(link === 'worker-to-owner' ? { advertise: proxy.address } : {}),
+    });
     const worker = new Worker({ ps: link === 'worker-to-ps' ? proxy.address : cluster.ps.address, listen, logger, backend, id: 'worker-1' });
     try {
       await owner.start();
@@ -75,16 +81,30 @@ for (const [title, link] of Object.entries(cases)) {
       await cluster.ps.run();
       const slowest = Math.max(...stepTimes.map((x, i) => x - (i === 0 ? t0 : stepTimes[i - 1])));
       t.log(`cuts ${proxy.cuts()}; slowest step ${slowest.toFixed(0)} ms (wait limit ${WAIT_MS} ms)`);
-      for (const l of messages.filter((m) => /cut off|again on the new stream|reconnecting|runs again|train stream to the PS broke|have not published/.test(m))) t.log(l);
+      for (const l of messages.filter((m) => /cut off|again on the new stream|reconnecting|runs again|train stream to the PS broke|have not published/.test(m)))
+        t.log(l);
       t.log(`versions used per step: ${versions.map((v) => Object.values(v).join('/')).join(' ')}`);
 
       t.is(proxy.cuts(), 1, 'the stream was cut once, mid-transfer');
       t.is(cluster.ps.step, STEPS);
-      t.deepEqual(stepNumbers, Array.from({ length: STEPS }, (_, i) => i + 1), 'every step recorded once');
+      t.deepEqual(
+        stepNumbers,
+        Array.from({ length: STEPS }, (_, i) => i + 1),
+        'every step recorded once',
+      );
       // Stale statistics off and synchronous preconditioners: step k applies every layer's k-th
       // inverse. Without the second send the step after the cut ran with the previous ones.
-      versions.forEach((v, i) => t.deepEqual(Object.values(v), Object.values(v).map(() => i + 1), `step ${i + 1} used fresh preconditioners`));
-      t.false(messages.some((m) => /have not published fresh preconditioners/.test(m)), 'the PS never waited out its preconditioner wait');
+      versions.forEach((v, i) =>
+        t.deepEqual(
+          Object.values(v),
+          Object.values(v).map(() => i + 1),
+          `step ${i + 1} used fresh preconditioners`,
+        ),
+      );
+      t.false(
+        messages.some((m) => /have not published fresh preconditioners/.test(m)),
+        'the PS never waited out its preconditioner wait',
+      );
       t.true(slowest < WAIT_MS / 2, `slowest step ${slowest.toFixed(0)} ms`);
       const held = new Map(cluster.ps.state.snapshot().preconditioners.map((p) => [p.layer, p.version]));
       for (const [layer, p] of owner.state.preconditioners) t.is(held.get(layer), p.version, `${layer}: the PS holds the owner's newest version`);

@@ -24,12 +24,30 @@ async function poisonedWorker(psAddress: string, config: ReturnType<typeof resol
   const membership = new MembershipServiceClient(psAddress, credentials.createInsecure());
   const joined = await new Promise<JoinResponse>((resolve, reject) =>
     membership.join(
-      { member: { id: 'worker-zz-poison', role: Role.ROLE_WORKER, address: '127.0.0.1:9', state: LifecycleState.LIFECYCLE_STATE_READY, joinedEpoch: 0, lastHeartbeatUnixMs: 0, capacity: 1 } },
+      {
+        member: {
+          id: 'worker-zz-poison',
+          role: Role.ROLE_WORKER,
+          address: '127.0.0.1:9',
+          state: LifecycleState.LIFECYCLE_STATE_READY,
+          joinedEpoch: 0,
+          lastHeartbeatUnixMs: 0,
+          capacity: 1,
+        },
+      },
       (err, r) => (err ? reject(err) : resolve(r)),
     ),
   );
   const id = joined.memberId;
-  const beat = setInterval(() => membership.heartbeat({ memberId: id, epoch: 0, state: LifecycleState.LIFECYCLE_STATE_READY, step: 0 }, withSession(joined.sessionSecret), () => undefined), 200);
+  const beat = setInterval(
+    () =>
+      membership.heartbeat(
+        { memberId: id, epoch: 0, state: LifecycleState.LIFECYCLE_STATE_READY, step: 0 },
+        withSession(joined.sessionSecret),
+        () => undefined,
+      ),
+    200,
+  );
   const model = buildModel(config.model, config.seed);
   const layers = model.kfacLayers();
   const ownerAddr = joined.view!.members.find((m) => m.role === Role.ROLE_FACTOR_OWNER)!.address;
@@ -54,7 +72,9 @@ async function poisonedWorker(psAddress: string, config: ReturnType<typeof resol
         const n = l.inFeatures + 1;
         const a = new Float32Array(n * n).fill(Number.NaN);
         for (const tensor of chunkSymmetric(l.name, a, n, { version: s.step })) {
-          stats.write({ kind: { $case: 'statistic', value: { step: s.step, workerId: id, layer: l.name, kind: kindToWire.A, numSamples: s.batchSize, tensor } } });
+          stats.write({
+            kind: { $case: 'statistic', value: { step: s.step, workerId: id, layer: l.name, kind: kindToWire.A, numSamples: s.batchSize, tensor } },
+          });
         }
         sent++;
       }
@@ -68,7 +88,12 @@ async function poisonedWorker(psAddress: string, config: ReturnType<typeof resol
         train.write({ kind: { $case: 'gradient', value: { step: s.step, workerId: id, numSamples: s.batchSize, tensor } } });
       }
     }
-    train.write({ kind: { $case: 'gradientsComplete', value: { step: s.step, workerId: id, numSamples: s.batchSize, gradientTensors: params.length, lossSum: Number.NaN, numCorrect: 0, phaseMs: {} } } });
+    train.write({
+      kind: {
+        $case: 'gradientsComplete',
+        value: { step: s.step, workerId: id, numSamples: s.batchSize, gradientTensors: params.length, lossSum: Number.NaN, numCorrect: 0, phaseMs: {} },
+      },
+    });
   });
   train.write({ kind: { $case: 'hello', value: { workerId: id, epoch: 0, parametersVersion: 0, maxMessageBytes: 0 } } });
   return {
@@ -105,9 +130,15 @@ for (const poisonStatistics of [false, true]) {
       const steps = records.filter((r) => r.type === 'step');
       t.is(steps.length, 12);
       t.true(poison.steps() >= 10, `the poisoned worker took part in ${poison.steps()} steps`);
-      t.true(steps.every((r) => r.workers === 1 && Number.isFinite(r.loss as number)), 'each step reduced only the real worker');
+      t.true(
+        steps.every((r) => r.workers === 1 && Number.isFinite(r.loss as number)),
+        'each step reduced only the real worker',
+      );
       const params = cluster.ps.parameters();
-      t.true(Object.values(params).every((v) => v.every(Number.isFinite)), 'parameters stay finite');
+      t.true(
+        Object.values(params).every((v) => v.every(Number.isFinite)),
+        'parameters stay finite',
+      );
       t.true(Number(steps[11].loss) < Number(steps[0].loss), 'and keep training');
       const dropped = cluster.ps.metrics.recent().filter((e) => e.name === 'dropped_contribution');
       t.true(dropped.length >= 10 && dropped.every((e) => e.labels.worker === 'worker-zz-poison'));

@@ -44,7 +44,9 @@ async function cluster(dir: string, steps: number, port: number) {
 
 /** Step numbers recorded, in order: each step once, consecutive (a resumed PS repeats from its checkpoint). */
 function stepsOf(dir: string): number[] {
-  return readMetrics(dir).filter((r) => r.type === 'step').map((r) => r.step);
+  return readMetrics(dir)
+    .filter((r) => r.type === 'step')
+    .map((r) => r.step);
 }
 
 test.serial('a worker killed mid-run: the steps go on with the other, and the restarted worker rejoins', async (t) => {
@@ -60,8 +62,15 @@ test.serial('a worker killed mid-run: the steps go on with the other, and the re
     c.actors.push(c.worker(2));
     t.is(await c.ps.exited, 0, 'the PS finished');
     const records = readMetrics(dir).filter((r) => r.type === 'step');
-    t.deepEqual(records.map((r) => r.step), Array.from({ length: steps }, (_, i) => i + 1), 'every step once, in order');
-    t.true(records.some((r) => r.workers === 1), 'some steps ran with one worker');
+    t.deepEqual(
+      records.map((r) => r.step),
+      Array.from({ length: steps }, (_, i) => i + 1),
+      'every step once, in order',
+    );
+    t.true(
+      records.some((r) => r.workers === 1),
+      'some steps ran with one worker',
+    );
     t.is(records[records.length - 1].workers, 2, 'the restarted worker took part again');
     const evals = readMetrics(dir).filter((r) => r.type === 'eval');
     t.true(evals[evals.length - 1].testAccuracy! > 0.7, `final accuracy ${evals[evals.length - 1].testAccuracy}`);
@@ -79,10 +88,20 @@ test.serial('an owner killed mid-run: its layers move to the live owner and no s
     await untilStep(dir, 30);
     const state = await fetchState(c.address);
     t.deepEqual([...new Set(state.assignment!.layers.map((l) => l.ownerId))], ['owner-1'], 'all layers with owner-1');
-    t.true(state.preconditioners.every((p) => p.ownerId === 'owner-1'), 'owner-1 publishes every layer');
+    t.true(
+      state.preconditioners.every((p) => p.ownerId === 'owner-1'),
+      'owner-1 publishes every layer',
+    );
     t.is(await c.ps.exited, 0);
-    t.deepEqual(stepsOf(dir), Array.from({ length: 50 }, (_, i) => i + 1));
-    t.true(readMetrics(dir).filter((r) => r.type === 'step').every((r) => r.workers === 2));
+    t.deepEqual(
+      stepsOf(dir),
+      Array.from({ length: 50 }, (_, i) => i + 1),
+    );
+    t.true(
+      readMetrics(dir)
+        .filter((r) => r.type === 'step')
+        .every((r) => r.workers === 2),
+    );
   } finally {
     await killAll(c.actors);
   }
@@ -104,7 +123,11 @@ test.serial('the PS killed mid-run and restarted with --resume: workers and owne
     const resumedFrom = steps[steps.indexOf(killedAt) + 1] - 1;
     t.true(resumedFrom >= 20 && resumedFrom <= killedAt, `resumed from checkpoint step ${resumedFrom} (killed at ${killedAt})`);
     t.true(killedAt - resumedFrom <= 10, 'no more than the checkpoint interval lost');
-    t.deepEqual(steps.slice(steps.indexOf(killedAt) + 1), Array.from({ length: 50 - resumedFrom }, (_, i) => resumedFrom + i + 1), 'then every step once');
+    t.deepEqual(
+      steps.slice(steps.indexOf(killedAt) + 1),
+      Array.from({ length: 50 - resumedFrom }, (_, i) => resumedFrom + i + 1),
+      'then every step once',
+    );
   } finally {
     await killAll(c.actors);
   }

@@ -92,7 +92,8 @@ function classify(c: FuzzCase, r: CallResult, tally: Tally, phase: Phase): void 
   } else {
     outcome = codeName(r.code);
     if (!ALLOWED.has(r.code)) tally.failures.push(`${c.name} (${phase}): ${outcome} "${r.details}"`);
-    else if (c.expect.length > 0 && !c.expect.includes(r.code)) tally.failures.push(`${c.name} (${phase}): ${outcome} "${r.details}", expected ${c.expect.map(codeName).join(' or ')}`);
+    else if (c.expect.length > 0 && !c.expect.includes(r.code))
+      tally.failures.push(`${c.name} (${phase}): ${outcome} "${r.details}", expected ${c.expect.map(codeName).join(' or ')}`);
     else if (!r.details || r.details.length < 8) tally.failures.push(`${c.name} (${phase}): ${outcome} without a clear message ("${r.details}")`);
   }
   tally.statuses.set(outcome, (tally.statuses.get(outcome) ?? 0) + 1);
@@ -186,12 +187,15 @@ test.serial('malformed messages get clear errors and do not change training', as
     // (the fuzzer speaks as a buggy or compromised member, to reach the checks behind the hello).
     const sessions = new Map<string, string>();
     for (const id of FAKE_WORKERS) {
-      const joined = await unary<JoinRequest, JoinResponse>(members.join.bind(members), { member: { id, role: Role.ROLE_WORKER, address: '', state: LifecycleState.LIFECYCLE_STATE_READY, joinedEpoch: 0, lastHeartbeatUnixMs: 0, capacity: 1 } });
+      const joined = await unary<JoinRequest, JoinResponse>(members.join.bind(members), {
+        member: { id, role: Role.ROLE_WORKER, address: '', state: LifecycleState.LIFECYCLE_STATE_READY, joinedEpoch: 0, lastHeartbeatUnixMs: 0, capacity: 1 },
+      });
       sessions.set(id, joined.sessionSecret);
     }
     for (const o of cluster.owners) sessions.set(o.id, String((o as unknown as { member: MemberClient }).member.metadata().get(SESSION_METADATA)[0]));
     beat = setInterval(() => {
-      for (const id of FAKE_WORKERS) members.heartbeat({ memberId: id, epoch: 0, state: LifecycleState.LIFECYCLE_STATE_READY, step: 0 }, withSession(sessions.get(id)), () => undefined);
+      for (const id of FAKE_WORKERS)
+        members.heartbeat({ memberId: id, epoch: 0, state: LifecycleState.LIFECYCLE_STATE_READY, step: 0 }, withSession(sessions.get(id)), () => undefined);
     }, 500);
     const epochAfterJoins = ps.membership.epoch;
     await until(() => cluster.owners.every((o) => o.state.epoch >= epochAfterJoins), 10000, 'the owners to see the fake members');
@@ -218,7 +222,14 @@ test.serial('malformed messages get clear errors and do not change training', as
     const tIdle = performance.now();
     await barrage(clients, cases, 'idle', IDLE_CASES, tally);
     const idleSeconds = (performance.now() - tIdle) / 1000;
-    const afterIdle = { step: ps.step, epoch: ps.membership.epoch, members: ps.membership.list().map((m) => `${m.id}:${Role[m.role]}`).sort() };
+    const afterIdle = {
+      step: ps.step,
+      epoch: ps.membership.epoch,
+      members: ps.membership
+        .list()
+        .map((m) => `${m.id}:${Role[m.role]}`)
+        .sort(),
+    };
     const expectedMembers = [
       ...cluster.owners.map((o) => `${o.id}:ROLE_FACTOR_OWNER`),
       ...FAKE_WORKERS.map((w) => `${w}:ROLE_WORKER`),
@@ -231,7 +242,13 @@ test.serial('malformed messages get clear errors and do not change training', as
     const tTrain = performance.now();
     const run = ps.run().finally(() => (finished = true));
     const during = await barrage(clients, cases, 'training', TRAINING_CASES, tally, () => finished);
-    const runError = await Promise.race([run.then(() => undefined, (err: Error) => err.message), new Promise<string>((r) => setTimeout(() => r('the run did not finish within 60 s'), 60000).unref())]);
+    const runError = await Promise.race([
+      run.then(
+        () => undefined,
+        (err: Error) => err.message,
+      ),
+      new Promise<string>((r) => setTimeout(() => r('the run did not finish within 60 s'), 60000).unref()),
+    ]);
 
     const trainingSeconds = (performance.now() - tTrain) / 1000;
     const steps = records.filter((r) => r.type === 'step');
@@ -241,10 +258,23 @@ test.serial('malformed messages get clear errors and do not change training', as
     const summary = `fuzz: ${tally.sent} malformed messages, ${tally.accepted} accepted, statuses ${JSON.stringify(statuses).replace(/"/g, '')}, cluster trained ${steps.length} steps after (${during} of the messages sent while it trained)`;
     console.log(summary);
     t.log(summary);
-    t.log(`undisturbed run ${calmSeconds.toFixed(1)} s, idle barrage ${idleSeconds.toFixed(1)} s, training with the barrage ${trainingSeconds.toFixed(1)} s, whole test ${((performance.now() - t0) / 1000).toFixed(1)} s; slowest call ${(tally.slowest / 1000).toFixed(1)} s (${tally.slowestCase})`);
+    t.log(
+      `undisturbed run ${calmSeconds.toFixed(1)} s, idle barrage ${idleSeconds.toFixed(1)} s, training with the barrage ${trainingSeconds.toFixed(1)} s, whole test ${((performance.now() - t0) / 1000).toFixed(1)} s; slowest call ${(tally.slowest / 1000).toFixed(1)} s (${tally.slowestCase})`,
+    );
     for (const [template, outcomes] of [...tally.byTemplate].sort()) t.log(`  ${template}: ${[...outcomes].map(([k, v]) => `${k} ${v}`).join(', ')}`);
-    const notable = warnings.filter((w) => !/^(train stream|preconditioner stream|statistics stream|refused) /.test(w.msg) && !w.msg.includes('rejected:') && !/^worker fuzz-w-\d+ dropped/.test(w.msg));
-    if (notable.length > 0) t.log(`actor warnings other than rejected streams (${notable.length}):\n  ${notable.slice(0, 20).map((w) => w.msg.slice(0, 200)).join('\n  ')}`);
+    const notable = warnings.filter(
+      (w) =>
+        !/^(train stream|preconditioner stream|statistics stream|refused) /.test(w.msg) &&
+        !w.msg.includes('rejected:') &&
+        !/^worker fuzz-w-\d+ dropped/.test(w.msg),
+    );
+    if (notable.length > 0)
+      t.log(
+        `actor warnings other than rejected streams (${notable.length}):\n  ${notable
+          .slice(0, 20)
+          .map((w) => w.msg.slice(0, 200))
+          .join('\n  ')}`,
+      );
     if (tally.failures.length > 0) t.log(`failures (${tally.failures.length}):\n  ${[...new Set(tally.failures)].slice(0, 40).join('\n  ')}`);
 
     t.is(runError, undefined, 'the run finished');
@@ -255,9 +285,19 @@ test.serial('malformed messages get clear errors and do not change training', as
     t.deepEqual([...new Set(tally.failures)], [], 'every malformed message gets an honest status with a message');
     t.is(tally.accepted, 0);
     t.is(ps.step, STEPS, 'the run finished');
-    t.deepEqual(steps.map((r) => r.step), Array.from({ length: STEPS }, (_, i) => i + 1), 'every step once');
-    t.true(steps.every((r) => Number.isFinite(r.loss as number)), 'finite losses');
-    t.true(steps.every((r) => r.workers === 2), 'both real workers took part in every step');
+    t.deepEqual(
+      steps.map((r) => r.step),
+      Array.from({ length: STEPS }, (_, i) => i + 1),
+      'every step once',
+    );
+    t.true(
+      steps.every((r) => Number.isFinite(r.loss as number)),
+      'finite losses',
+    );
+    t.true(
+      steps.every((r) => r.workers === 2),
+      'both real workers took part in every step',
+    );
     for (const [name, err] of errors) t.true(err < 1e-6, `${name}: relative error ${err} against the undisturbed run`);
   } finally {
     if (beat) clearInterval(beat);

@@ -10,12 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type ConvGeometry, NotPositiveDefiniteError, convOutputSize } from '../src/compute/backend.js';
 import { choleskyInverse } from '../workers/kernels/gpu/cholesky.js';
-import {
-  type GpuBackend,
-  createBlockedMatmul,
-  createGpuBackend,
-  createNaiveMatmul,
-} from '../workers/kernels/gpu/gpu-backend.js';
+import { type GpuBackend, createBlockedMatmul, createGpuBackend, createNaiveMatmul } from '../workers/kernels/gpu/gpu-backend.js';
 import { planBlocked, planGram } from '../workers/kernels/gpu/matmul.js';
 import { GpuFallbackError, flattenOutput } from '../workers/kernels/gpu/runtime.js';
 
@@ -270,7 +265,7 @@ test('relu and reluBackward, odd and large lengths', async (t) => {
     t.is(await backend.reluBackward(x, dy, dx), dx);
     let bad = 0;
     for (let i = 0; i < n; i++) {
-      if (y[i] !== (x[i] > 0 ? x[i] : 0)) bad++;
+      if (y[i] !== Math.max(x[i], 0)) bad++;
       if (dx[i] !== (x[i] > 0 ? dy[i] : 0)) bad++;
     }
     t.is(bad, 0, `n=${n}`);
@@ -338,7 +333,10 @@ test('spdInverse: residual ‖M·M⁻¹ − I‖ for a damped random SPD matrix,
       t.is(inv[i * n + j], inv[j * n + i]);
     }
   t.true(residual < 1e-9, `residual ${residual}`);
-  t.true(inv.some((v, i) => i % (n + 1) !== 0 && Math.abs(v) > 1e-3), 'not a diagonal answer');
+  t.true(
+    inv.some((v, i) => i % (n + 1) !== 0 && Math.abs(v) > 1e-3),
+    'not a diagonal answer',
+  );
 });
 
 test('spdInverse: indefinite and non-finite matrices throw NotPositiveDefiniteError', async (t) => {

@@ -28,7 +28,12 @@ async function passes(workers: number, fisher: '1mc' | 'empirical'): Promise<Loc
   for (let w = 0; w < workers; w++) {
     const { start, end } = shardRange(batch, w, workers);
     out.push(
-      await localPass(model, backend, { x: x.subarray(start * 12, end * 12), y: y.subarray(start, end), samples: end - start }, { due, fisher, mcSeed: 99, sampleOffset: start }),
+      await localPass(
+        model,
+        backend,
+        { x: x.subarray(start * 12, end * 12), y: y.subarray(start, end), samples: end - start },
+        { due, fisher, mcSeed: 99, sampleOffset: start },
+      ),
     );
   }
   return out;

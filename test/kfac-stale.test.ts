@@ -89,7 +89,12 @@ test('G and A keep separate schedules, and a snapshot restores both on another o
     const due = c.due(s);
     if (due.includes('A')) c.absorb('A', aMatrix(1), s);
     // G drifts at every refresh, so it stays at interval 1 while A grows.
-    if (due.includes('G')) c.absorb('G', g.map((v) => v * (1 + s)), s);
+    if (due.includes('G'))
+      c.absorb(
+        'G',
+        g.map((v) => v * (1 + s)),
+        s,
+      );
   }
   t.is(c.interval('A'), 4);
   t.is(c.interval('G'), 1);

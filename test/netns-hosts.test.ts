@@ -132,7 +132,11 @@ async function oneOwnerRun(t: ExecutionContext): Promise<number> {
   const j = await job(t, 'one-owner', STEPS, 1, inStep);
   await Promise.all([j.owner(1), j.worker(1), j.worker(2)].map((a) => a.listening));
   t.is(await j.ps.exited, 0, 'the one-owner run finished');
-  t.deepEqual(steps(j.dir).map((r) => r.step), oneToN(STEPS), 'every step of the one-owner run once');
+  t.deepEqual(
+    steps(j.dir).map((r) => r.step),
+    oneToN(STEPS),
+    'every step of the one-owner run once',
+  );
   return finalAccuracy(j.dir);
 }
 
@@ -151,8 +155,15 @@ async function fullRun(t: ExecutionContext): Promise<number> {
   t.deepEqual(ownersOf(s), ['owner-1', 'owner-2', 'owner-3'], 'one layer per owner');
   t.is(await j.ps.exited, 0, 'the PS finished');
   const rec = steps(j.dir);
-  t.deepEqual(rec.map((r) => r.step), oneToN(STEPS), 'every step once, in order');
-  t.true(rec.every((r) => r.workers === 2), 'both workers in every step');
+  t.deepEqual(
+    rec.map((r) => r.step),
+    oneToN(STEPS),
+    'every step once, in order',
+  );
+  t.true(
+    rec.every((r) => r.workers === 2),
+    'both workers in every step',
+  );
   const acc = finalAccuracy(j.dir);
   t.log(`final test accuracy ${acc.toFixed(4)} after ${STEPS} steps`);
   t.true(acc > 0.7, `final accuracy ${acc}`);
@@ -201,7 +212,11 @@ serial(`owners scale 1 -> 3 -> 1 on their own hosts during a run, no step fails$
 
   t.is(await j.ps.exited, 0, 'the PS finished');
   const rec = steps(j.dir);
-  t.deepEqual(rec.map((r) => r.step), oneToN(STEPS), 'every step once, in order');
+  t.deepEqual(
+    rec.map((r) => r.step),
+    oneToN(STEPS),
+    'every step once, in order',
+  );
   const short = rec.filter((r) => r.workers !== 2).map((r) => r.step);
   t.deepEqual(short, [], 'both workers reduced in every step');
   const acc = finalAccuracy(j.dir);
@@ -255,7 +270,11 @@ serial(`a link cut between a worker and the PS: dropped within the lease, back w
   t.log(`link up at step ${cutStep + 3}+; both workers again from step ${back.step}, ${Date.now() - upAt} ms after`);
   t.is(await j.ps.exited, 0, 'the PS finished');
   const rec = steps(j.dir);
-  t.deepEqual(rec.map((r) => r.step), oneToN(total), 'every step once, in order');
+  t.deepEqual(
+    rec.map((r) => r.step),
+    oneToN(total),
+    'every step once, in order',
+  );
   t.is(rec[rec.length - 1].workers, 2, 'worker-2 took part to the end');
 });
 
@@ -277,10 +296,14 @@ serial(`a link cut longer than the keepalive but shorter than the lease: connect
   t.is(await j.ps.exited, 0, 'the PS finished');
   const psLog = readFileSync(join(j.dir, 'ps.log'), 'utf8');
   t.false(/left: (worker|owner)-2/.test(psLog), 'worker-2 and owner-2 stayed members');
-  t.regex(readFileSync(join(j.dir, 'worker-2.log'), 'utf8'), /train stream to the PS broke/, 'the cut dropped worker-2\'s connection');
-  t.regex(readFileSync(join(j.dir, 'owner-2.log'), 'utf8'), /preconditioner stream to the PS broke/, 'the cut dropped owner-2\'s connection');
+  t.regex(readFileSync(join(j.dir, 'worker-2.log'), 'utf8'), /train stream to the PS broke/, "the cut dropped worker-2's connection");
+  t.regex(readFileSync(join(j.dir, 'owner-2.log'), 'utf8'), /preconditioner stream to the PS broke/, "the cut dropped owner-2's connection");
   const rec = steps(j.dir);
-  t.deepEqual(rec.map((r) => r.step), oneToN(total), 'every step once, in order');
+  t.deepEqual(
+    rec.map((r) => r.step),
+    oneToN(total),
+    'every step once, in order',
+  );
   const back = rec.find((r) => r.step > upStep && r.workers === 2);
   t.truthy(back, 'worker-2 took part again');
   t.is(rec[rec.length - 1].workers, 2, 'worker-2 took part to the end');
@@ -290,5 +313,7 @@ serial(`a link cut longer than the keepalive but shorter than the lease: connect
   t.true(waits <= 1, `the PS waited out preconditionerWaitMs ${waits} times`);
   const slowest = Math.max(...rec.map((r) => Number((r as { stepMs?: number }).stepMs ?? 0)));
   t.true(slowest < waitMs + 10_000, `slowest step ${slowest} ms`);
-  t.log(`link down at step 8 for 3.5 s; both workers again from step ${back?.step}; ${waits} wait(s) of ${waitMs} ms for owner-2; slowest step ${slowest.toFixed(0)} ms; ${Date.now() - upAt} ms from link up to the end`);
+  t.log(
+    `link down at step 8 for 3.5 s; both workers again from step ${back?.step}; ${waits} wait(s) of ${waitMs} ms for owner-2; slowest step ${slowest.toFixed(0)} ms; ${Date.now() - upAt} ms from link up to the end`,
+  );
 });

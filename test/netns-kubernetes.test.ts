@@ -31,7 +31,9 @@ const k8s = join(repo, 'deploy', 'kubernetes');
 const STEPS = 60;
 
 function manifests(): Obj[] {
-  return ['job-config.yaml', 'ps.yaml', 'worker.yaml', 'owner.yaml'].flatMap((f) => parseAllDocuments(readFileSync(join(k8s, f), 'utf8')).map((d) => d.toJS() as Obj));
+  return ['job-config.yaml', 'ps.yaml', 'worker.yaml', 'owner.yaml'].flatMap((f) =>
+    parseAllDocuments(readFileSync(join(k8s, f), 'utf8')).map((d) => d.toJS() as Obj),
+  );
 }
 const find = (docs: Obj[], kind: string, name: string) => {
   const d = docs.find((x) => x.kind === kind && x.metadata.name === name);
@@ -113,7 +115,10 @@ serial(`the manifests' commands run pods that train over mutual TLS, and a resta
   Object.assign(job, { steps: STEPS, batchSize: 512, evalEvery: 8, checkpointEvery: 4, data: { trainLimit: 4096, testLimit: 1000 } });
   writeFileSync(join(dir, 'job.yaml'), stringify(job));
   const files = {
-    secrets: { 'spngd-ca': { 'ca.crt': join(secretsDir, 'ca.crt'), 'ca.key': join(secretsDir, 'ca.key') }, 'spngd-token': { token: join(secretsDir, 'token') } },
+    secrets: {
+      'spngd-ca': { 'ca.crt': join(secretsDir, 'ca.crt'), 'ca.key': join(secretsDir, 'ca.key') },
+      'spngd-token': { token: join(secretsDir, 'token') },
+    },
     configMaps: { 'spngd-job': { 'job.yaml': join(dir, 'job.yaml') } },
   };
 
@@ -130,7 +135,10 @@ serial(`the manifests' commands run pods that train over mutual TLS, and a resta
   };
   const pods = {
     ps: pod('ps', 'spngd-ps-0', 'StatefulSet', 'spngd-ps'),
-    workers: [pod('worker-a', 'spngd-worker-5d9c8-aaaaa', 'Deployment', 'spngd-worker'), pod('worker-b', 'spngd-worker-5d9c8-bbbbb', 'Deployment', 'spngd-worker')],
+    workers: [
+      pod('worker-a', 'spngd-worker-5d9c8-aaaaa', 'Deployment', 'spngd-worker'),
+      pod('worker-b', 'spngd-worker-5d9c8-bbbbb', 'Deployment', 'spngd-worker'),
+    ],
     owner: pod('owner-a', 'spngd-owner-7f6b4-ccccc', 'Deployment', 'spngd-owner'),
   };
 
@@ -138,7 +146,10 @@ serial(`the manifests' commands run pods that train over mutual TLS, and a resta
   for (const p of [pods.ps, ...pods.workers, pods.owner]) {
     for (const c of p.spec.initContainers as Obj[]) {
       const env = envOf(c, net, p);
-      const argv = relocateArgv([...c.command, ...c.args].map((a: string) => expand(a, env)), p);
+      const argv = relocateArgv(
+        [...c.command, ...c.args].map((a: string) => expand(a, env)),
+        p,
+      );
       const r = await net.runCommand(p.host, argv, processEnv(env, p), 60_000);
       t.is(r.code, 0, `init container ${c.name} of ${p.name}: ${r.stderr}`);
     }
@@ -148,7 +159,10 @@ serial(`the manifests' commands run pods that train over mutual TLS, and a resta
   const run = (p: Pod, restart: boolean): { current: Actor } => {
     const c = p.spec.containers[0] as Obj;
     const env = envOf(c, net, p);
-    const argv = relocateArgv([...c.command, ...c.args].map((a: string) => expand(a, env)), p);
+    const argv = relocateArgv(
+      [...c.command, ...c.args].map((a: string) => expand(a, env)),
+      p,
+    );
     const handle = { current: net.spawn(p.host, p.name, { argv, env: processEnv(env, p) }, dir) };
     const watch = (a: Actor) =>
       void a.exited.then(() => {
@@ -194,7 +208,24 @@ serial(`the manifests' commands run pods that train over mutual TLS, and a resta
   const w = pods.workers[0];
   const status = await net.runCommand(
     w.host,
-    relocateArgv(['node', '/opt/spngd/bin/spngd.js', 'status', 'spngd-ps-0.spngd-ps:7000', '--json', '--tls-ca', '/etc/spngd/tls/ca.crt', '--tls-cert', '/etc/spngd/tls/tls.crt', '--tls-key', '/etc/spngd/tls/tls.key', '--token-file', '/etc/spngd/token/token'], w),
+    relocateArgv(
+      [
+        'node',
+        '/opt/spngd/bin/spngd.js',
+        'status',
+        'spngd-ps-0.spngd-ps:7000',
+        '--json',
+        '--tls-ca',
+        '/etc/spngd/tls/ca.crt',
+        '--tls-cert',
+        '/etc/spngd/tls/tls.crt',
+        '--tls-key',
+        '/etc/spngd/tls/tls.key',
+        '--token-file',
+        '/etc/spngd/token/token',
+      ],
+      w,
+    ),
   );
   t.is(status.code, 0, status.stderr);
   const members = (JSON.parse(status.stdout) as { members: { id: string; address: string }[] }).members.map((m) => `${m.id}@${m.address}`);
@@ -211,7 +242,11 @@ serial(`the manifests' commands run pods that train over mutual TLS, and a resta
   const psLog = readFileSync(join(dir, 'spngd-ps-0.log'), 'utf8');
   t.regex(psLog, /resumed from .*checkpoint-\d+\.spngd at step \d+/, 'it resumed from the volume');
   // SIGTERM writes a checkpoint of the last step, so the resumed PS repeats none.
-  t.deepEqual(steps().map((r) => r.step), Array.from({ length: STEPS }, (_, i) => i + 1), 'every step once, to the end');
+  t.deepEqual(
+    steps().map((r) => r.step),
+    Array.from({ length: STEPS }, (_, i) => i + 1),
+    'every step once, to the end',
+  );
   t.true(existsSync(join(out, 'summary.json')));
   t.log(`stopped at step ${stoppedAt} and resumed; members ${members.join(', ')}; ${others.length} pods kept running or restarted`);
 });

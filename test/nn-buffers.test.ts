@@ -40,14 +40,23 @@ test('ReLU: forward and backward equal v > 0 ? v : 0 and x > 0 ? dy : 0 on speci
   const xs = new Float32Array([...x, ...extra]);
   const relu = new ReLU({ name: 'r' });
   const y = await relu.forward({ shape: [xs.length], data: xs }, fwd());
-  t.deepEqual(bits(y.data), bits(Float32Array.from(xs, (v) => (v > 0 ? v : 0))));
+  t.deepEqual(bits(y.data), bits(Float32Array.from(xs, (v) => Math.max(v, 0))));
   const dy = Float32Array.from(xs, (_, i) => i + 0.25);
   const dx = await relu.backward({ shape: [xs.length], data: dy }, bwd(1));
   t.deepEqual(bits(dx.data), bits(Float32Array.from(xs, (v, i) => (v > 0 ? dy[i] : 0))));
 });
 
 /** The max-pool rule written plainly: best = -Infinity; the first v > best wins (else the window's first element). */
-function poolReference(x: Float32Array, n: number, c: number, h: number, w: number, kh: number, kw: number, stride: number): { y: Float32Array; arg: number[] } {
+function poolReference(
+  x: Float32Array,
+  n: number,
+  c: number,
+  h: number,
+  w: number,
+  kh: number,
+  kw: number,
+  stride: number,
+): { y: Float32Array; arg: number[] } {
   const oh = Math.floor((h - kh) / stride) + 1;
   const ow = Math.floor((w - kw) / stride) + 1;
   const y = new Float32Array(n * c * oh * ow);
@@ -146,7 +155,7 @@ test('reused buffers: a batch of 5, then 2, then 5 again give exactly what fresh
   }
 });
 
-test('the first backward pass\'s input gradient and captures stay valid through the second', async (t) => {
+test("the first backward pass's input gradient and captures stay valid through the second", async (t) => {
   const rng = new Rng(60);
   const model = cnn(new Rng(61));
   const n = 3;

@@ -53,8 +53,7 @@ function bnCapture(c: KfacCapture): Extract<KfacCapture, { kind: 'bn' }> {
 function kron(a: ArrayLike<number>, p: number, b: ArrayLike<number>, q: number): Float64Array {
   const out = new Float64Array(p * q * p * q);
   for (let i = 0; i < p; i++)
-    for (let j = 0; j < p; j++)
-      for (let k = 0; k < q; k++) for (let l = 0; l < q; l++) out[(i * q + k) * (p * q) + j * q + l] = a[i * p + j] * b[k * q + l];
+    for (let j = 0; j < p; j++) for (let k = 0; k < q; k++) for (let l = 0; l < q; l++) out[(i * q + k) * (p * q) + j * q + l] = a[i * p + j] * b[k * q + l];
   return out;
 }
 
@@ -292,7 +291,12 @@ test('accumulateGrads=false (the 1mc pass) leaves parameter gradients alone but 
   await model.backward(ce1mc.grad, bwd(4, true, false));
   model.params().forEach((p, i) => t.deepEqual(Array.from(p.grad.data), Array.from(grads[i]), `${p.name} untouched`));
   const fcCap = linearCapture(fc.kfac.capture);
-  assertClose(t, fcCap.g!, Array.from(ce1mc.grad.data, (v) => 4 * v), 'fc g from sampled labels');
+  assertClose(
+    t,
+    fcCap.g!,
+    Array.from(ce1mc.grad.data, (v) => 4 * v),
+    'fc g from sampled labels',
+  );
   t.truthy(bnCapture(bn.kfac.capture).gGamma);
   t.truthy(linearCapture(conv.kfac.capture).g);
   // A forward without captureA drops the previous step's statistics.

@@ -49,14 +49,7 @@ function randDistinct(rng: Rng, n: number): Float32Array {
  * Asserts |actual − expected| ≤ atol + rtol·|expected| element-wise, with atol relative to the
  * largest |expected| (float32 tolerance); reports the worst element.
  */
-function assertClose(
-  t: ExecutionContext,
-  actual: ArrayLike<number>,
-  expected: ArrayLike<number>,
-  label: string,
-  rtol = 2e-3,
-  atolRel = 2e-4,
-): void {
+function assertClose(t: ExecutionContext, actual: ArrayLike<number>, expected: ArrayLike<number>, label: string, rtol = 2e-3, atolRel = 2e-4): void {
   t.is(actual.length, expected.length, `${label}: length`);
   let maxAbs = 0;
   for (let i = 0; i < expected.length; i++) maxAbs = Math.max(maxAbs, Math.abs(expected[i]));
@@ -197,7 +190,7 @@ function bn64(x: Float64Array, gamma: Float64Array, beta: Float64Array, n: numbe
   return y;
 }
 
-const relu64 = (x: Float64Array): Float64Array => x.map((v) => (v > 0 ? v : 0));
+const relu64 = (x: Float64Array): Float64Array => x.map((v) => Math.max(v, 0));
 
 function pool64(x: Float64Array, n: number, c: number, h: number, w: number, kh: number, kw: number, stride: number, mode: 'max' | 'avg'): Float64Array {
   const oh = Math.floor((h - kh) / stride) + 1;
@@ -297,8 +290,22 @@ test('BatchNorm2d: running statistics (momentum 0.1, unbiased var) and eval mode
     means.push(mean);
     vars.push(vals.reduce((a, b) => a + (b - mean) ** 2, 0) / (m - 1));
   }
-  assertClose(t, layer.runningMean.data, means.map((v) => 0.1 * v), 'running mean', 1e-5, 1e-6);
-  assertClose(t, layer.runningVar.data, vars.map((v) => 0.9 + 0.1 * v), 'running var', 1e-5, 1e-6);
+  assertClose(
+    t,
+    layer.runningMean.data,
+    means.map((v) => 0.1 * v),
+    'running mean',
+    1e-5,
+    1e-6,
+  );
+  assertClose(
+    t,
+    layer.runningVar.data,
+    vars.map((v) => 0.9 + 0.1 * v),
+    'running var',
+    1e-5,
+    1e-6,
+  );
   // Eval: y = gamma (x − rm)/sqrt(rv + eps) + beta, a per-channel affine map.
   const y = await layer.forward(x, fwd(false));
   const expected = new Float64Array(x.data.length);
@@ -378,7 +385,12 @@ test('softmaxCrossEntropy: loss, probabilities, accuracy and gradient vs float64
   const r = softmaxCrossEntropy(logits, labels);
   const z64 = f64(logits.data);
   t.true(Math.abs(r.loss - ce64(z64, labels, k)) < 1e-6);
-  assertClose(t, r.grad.data, fdGrad(z64, () => ce64(z64, labels, k)), 'dL/dlogits');
+  assertClose(
+    t,
+    r.grad.data,
+    fdGrad(z64, () => ce64(z64, labels, k)),
+    'dL/dlogits',
+  );
   let correct = 0;
   for (let s = 0; s < n; s++) {
     let sum = 0;
@@ -417,10 +429,9 @@ test('Sequential conv-bn-relu-maxpool-flatten-linear + CE: every gradient matche
   const conv = new Conv2d({ name: 'conv1', inChannels: d.c, outChannels: d.out, kernel: 3, stride: 1, pad: 1 });
   const bn = new BatchNorm2d({ name: 'bn1', channels: d.out });
   const fc = new Linear({ name: 'fc1', inFeatures: d.out * 3 * 3, outFeatures: k });
-  const model = new Sequential(
-    [conv, bn, new ReLU({ name: 'relu1' }), new MaxPool2d({ name: 'pool1', kernel: 2 }), new Flatten({ name: 'flatten1' }), fc],
-    { inputShape: [d.c, d.h, d.w] },
-  );
+  const model = new Sequential([conv, bn, new ReLU({ name: 'relu1' }), new MaxPool2d({ name: 'pool1', kernel: 2 }), new Flatten({ name: 'flatten1' }), fc], {
+    inputShape: [d.c, d.h, d.w],
+  });
   for (const p of model.params()) p.value.data.set(randArray(rng, p.value.data.length, 0.7));
   const x = { shape: [d.n, d.c, d.h, d.w], data: randArray(rng, d.n * d.c * d.h * d.w) };
   const labels = [2, 0, 3];
@@ -452,7 +463,13 @@ test('Sequential conv-bn-relu-maxpool-flatten-linear + CE: every gradient matche
 test('backward can run twice after one forward (true-label and 1mc passes) with the same result', async (t) => {
   const rng = new Rng(10);
   const conv = new Conv2d({ name: 'c', inChannels: 1, outChannels: 2, kernel: 3, pad: 1 });
-  const model = new Sequential([conv, new BatchNorm2d({ name: 'b', channels: 2 }), new ReLU({ name: 'r' }), new Flatten({ name: 'f' }), new Linear({ name: 'l', inFeatures: 32, outFeatures: 3 })]);
+  const model = new Sequential([
+    conv,
+    new BatchNorm2d({ name: 'b', channels: 2 }),
+    new ReLU({ name: 'r' }),
+    new Flatten({ name: 'f' }),
+    new Linear({ name: 'l', inFeatures: 32, outFeatures: 3 }),
+  ]);
   for (const p of model.params()) p.value.data.set(randArray(rng, p.value.data.length, 0.5));
   const x = { shape: [2, 1, 4, 4], data: randArray(rng, 32) };
   const y = await model.forward(x, fwd());
@@ -467,9 +484,10 @@ test('backward can run twice after one forward (true-label and 1mc passes) with 
 for (const first of ['conv', 'linear'] as const) {
   test(`inputGrad false (${first} first): the same parameter gradients and captured g, no input gradient`, async (t) => {
     const rng = new Rng(11);
-    const layers = first === 'conv'
-      ? [new Conv2d({ name: 'c', inChannels: 1, outChannels: 2, kernel: 3, pad: 1 }), new ReLU({ name: 'r' }), new Flatten({ name: 'f' })]
-      : [new Linear({ name: 'h', inFeatures: 16, outFeatures: 32 }), new ReLU({ name: 'r' })];
+    const layers =
+      first === 'conv'
+        ? [new Conv2d({ name: 'c', inChannels: 1, outChannels: 2, kernel: 3, pad: 1 }), new ReLU({ name: 'r' }), new Flatten({ name: 'f' })]
+        : [new Linear({ name: 'h', inFeatures: 16, outFeatures: 32 }), new ReLU({ name: 'r' })];
     const model = new Sequential([...layers, new Linear({ name: 'l', inFeatures: 32, outFeatures: 3 })]);
     for (const p of model.params()) p.value.data.set(randArray(rng, p.value.data.length, 0.5));
     const x = first === 'conv' ? { shape: [2, 1, 4, 4], data: randArray(rng, 32) } : { shape: [2, 16], data: randArray(rng, 32) };
@@ -477,7 +495,11 @@ for (const first of ['conv', 'linear'] as const) {
     const g = softmaxCrossEntropy(y, [0, 2]).grad;
     const run = async (inputGrad: boolean) => {
       const dx = await model.backward(g, { ...bwd(2), captureG: true, inputGrad });
-      return { dx: Array.from(dx.data), grads: model.params().map((p) => Array.from(p.grad.data)), g: model.kfacLayers().map((l) => Array.from((l.capture as { g?: Float32Array }).g ?? [])) };
+      return {
+        dx: Array.from(dx.data),
+        grads: model.params().map((p) => Array.from(p.grad.data)),
+        g: model.kfacLayers().map((l) => Array.from((l.capture as { g?: Float32Array }).g ?? [])),
+      };
     };
     const full = await run(true);
     const skipped = await run(false);

@@ -192,11 +192,29 @@ test('bad specs give clear errors naming the problem', (t) => {
   bad({ input: [1, 28, 28], layers: [{ type: 'conv', out: 4, kernal: 3 }] }, /layers\[0\].*kernal/s);
   bad({ input: [1, 28, 28], layers: [] }, /layers/);
   bad({ layers: [{ type: 'relu' }] }, /input/);
-  bad({ input: [1, 28, 28], layers: [{ type: 'conv', out: 4, kernel: 3 }, { type: 'linear', out: 10 }] }, /layers\[1\] \(linear "fc1"\): needs a flat input \[features\], got \[4,26,26\]; add .*flatten/);
+  bad(
+    {
+      input: [1, 28, 28],
+      layers: [
+        { type: 'conv', out: 4, kernel: 3 },
+        { type: 'linear', out: 10 },
+      ],
+    },
+    /layers\[1\] \(linear "fc1"\): needs a flat input \[features\], got \[4,26,26\]; add .*flatten/,
+  );
   bad({ input: [1, 28, 28], layers: [{ type: 'conv', out: 4, kernel: 31 }] }, /layers\[0\] \(conv "conv1"\).*does not fit a 28x28 input/);
   bad({ input: [1, 4, 4], layers: [{ type: 'maxpool', kernel: 5 }] }, /layers\[0\] \(maxpool "pool1"\).*does not fit/);
   bad({ input: [784], layers: [{ type: 'conv', out: 4, kernel: 3 }] }, /layers\[0\] \(conv "conv1"\): needs an image input/);
-  bad({ input: [784], layers: [{ type: 'linear', out: 4, name: 'x' }, { type: 'linear', out: 4, name: 'x' }] }, /layers\[1\].*duplicate layer name/);
+  bad(
+    {
+      input: [784],
+      layers: [
+        { type: 'linear', out: 4, name: 'x' },
+        { type: 'linear', out: 4, name: 'x' },
+      ],
+    },
+    /layers\[1\].*duplicate layer name/,
+  );
   bad({ input: [784], layers: [{ type: 'linear', out: 4, name: 'a.b' }] }, /no dots/);
   bad('resnet50', /unknown built-in model "resnet50"/);
   t.throws(() => parseModelSpec({ input: [1], layers: [{ type: 'linear', out: 2.5 }] }), { message: /layers\[0\]\.out/ });
@@ -224,7 +242,7 @@ test('Sequential: export/import of params and buffers round-trips; strict import
   b.importParams(a.exportParams());
   t.is(b.params()[0].value.data, before);
 
-  const { ['fc1.bias']: _dropped, ...missing } = a.exportState();
+  const { 'fc1.bias': _dropped, ...missing } = a.exportState();
   t.throws(() => b.importState(missing), { message: /missing fc1\.bias/ });
   b.importState(missing, { strict: false });
   t.throws(() => b.importState({ ...a.exportState(), 'fc9.weight': new Float32Array(1) }), { message: /unknown fc9\.weight/ });
@@ -235,9 +253,15 @@ test('Sequential: export/import of params and buffers round-trips; strict import
   for (const p of b.params()) p.grad.data.fill(1);
   b.zeroGrads();
   t.true(Object.values(b.exportGrads()).every((g) => g.every((v) => v === 0)));
-  t.deepEqual(b.buffers().map((e) => e.name), ['bn1.running_mean', 'bn1.running_var', 'bn2.running_mean', 'bn2.running_var']);
   t.deepEqual(
-    b.stateEntries().filter((e) => e.kind === 'param').map((e) => e.shape),
+    b.buffers().map((e) => e.name),
+    ['bn1.running_mean', 'bn1.running_var', 'bn2.running_mean', 'bn2.running_var'],
+  );
+  t.deepEqual(
+    b
+      .stateEntries()
+      .filter((e) => e.kind === 'param')
+      .map((e) => e.shape),
     b.params().map((p) => p.value.shape),
   );
 });

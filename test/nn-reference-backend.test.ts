@@ -72,17 +72,19 @@ test('spdInverse: M·M⁻¹ = I in float64; non-SPD input throws NotPositiveDefi
   const n = 6;
   const R = Float64Array.from({ length: n * n }, () => rng.normal());
   const M = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
-    let s = i === j ? 0.1 : 0;
-    for (let k = 0; k < n; k++) s += R[k * n + i] * R[k * n + j];
-    M[i * n + j] = s;
-  }
+  for (let i = 0; i < n; i++)
+    for (let j = 0; j < n; j++) {
+      let s = i === j ? 0.1 : 0;
+      for (let k = 0; k < n; k++) s += R[k * n + i] * R[k * n + j];
+      M[i * n + j] = s;
+    }
   const inv = await b.spdInverse(n, M);
-  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
-    let s = 0;
-    for (let k = 0; k < n; k++) s += M[i * n + k] * inv[k * n + j];
-    t.true(Math.abs(s - (i === j ? 1 : 0)) < 1e-9, `(${i},${j}) = ${s}`);
-  }
+  for (let i = 0; i < n; i++)
+    for (let j = 0; j < n; j++) {
+      let s = 0;
+      for (let k = 0; k < n; k++) s += M[i * n + k] * inv[k * n + j];
+      t.true(Math.abs(s - (i === j ? 1 : 0)) < 1e-9, `(${i},${j}) = ${s}`);
+    }
   const bad = new Float64Array([1, 2, 2, 1]);
   const e = await t.throwsAsync(() => b.spdInverse(2, bad), { instanceOf: NotPositiveDefiniteError });
   t.is(e!.minor, 2);

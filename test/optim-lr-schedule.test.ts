@@ -18,7 +18,7 @@ function documented(c: LrScheduleConfig, e: number): number {
   const start = Math.max(c.decayStartEpoch, c.warmupEpochs);
   if (c.decayEndEpoch <= start || e <= start) return c.lr;
   const frac = e >= c.decayEndEpoch ? 1 : (e - start) / (c.decayEndEpoch - start);
-  const decayed = c.lr * Math.pow(1 - frac, c.power);
+  const decayed = c.lr * (1 - frac) ** c.power;
   return Math.max(decayed, c.finalFactor * c.lr);
 }
 

@@ -29,7 +29,10 @@ function push(client: FactorOwnerServiceClient, workerId: string, messages: Mess
   });
 }
 
-const complete = (workerId: string, step: number, shardCount: number): Message => ({ $case: 'statisticsComplete', value: { step, workerId, statisticTensors: 0, shardCount } });
+const complete = (workerId: string, step: number, shardCount: number): Message => ({
+  $case: 'statisticsComplete',
+  value: { step, workerId, statisticTensors: 0, shardCount },
+});
 
 let cluster: TestCluster;
 let owner: FactorOwnerServiceClient;
@@ -37,15 +40,29 @@ let members: MembershipServiceClient;
 let beat: NodeJS.Timeout;
 
 test.before(async () => {
-  const config = resolveTrainConfig({ seed: 1, batchSize: 256, steps: 1, data: { dir: dataDir, trainLimit: 512 }, cluster: { heartbeatMs: 500, leaseMs: 60000 } });
+  const config = resolveTrainConfig({
+    seed: 1,
+    batchSize: 256,
+    steps: 1,
+    data: { dir: dataDir, trainLimit: 512 },
+    cluster: { heartbeatMs: 500, leaseMs: 60000 },
+  });
   cluster = await startCluster({ config, workers: 0, owners: 1, backend: await clusterBackend(), trainSize: 512 });
   members = new MembershipServiceClient(cluster.ps.address, credentials.createInsecure());
   for (const id of WORKERS) {
     await new Promise<void>((resolve, reject) =>
-      members.join({ member: { id, role: Role.ROLE_WORKER, address: '', state: LifecycleState.LIFECYCLE_STATE_READY, joinedEpoch: 0, lastHeartbeatUnixMs: 0, capacity: 1 } }, (err) => (err ? reject(err) : resolve())),
+      members.join(
+        {
+          member: { id, role: Role.ROLE_WORKER, address: '', state: LifecycleState.LIFECYCLE_STATE_READY, joinedEpoch: 0, lastHeartbeatUnixMs: 0, capacity: 1 },
+        },
+        (err) => (err ? reject(err) : resolve()),
+      ),
     );
   }
-  beat = setInterval(() => WORKERS.forEach((memberId) => members.heartbeat({ memberId, epoch: 0, state: LifecycleState.LIFECYCLE_STATE_READY, step: 0 }, () => undefined)), 500);
+  beat = setInterval(
+    () => WORKERS.forEach((memberId) => members.heartbeat({ memberId, epoch: 0, state: LifecycleState.LIFECYCLE_STATE_READY, step: 0 }, () => undefined)),
+    500,
+  );
   const epoch = cluster.ps.membership.epoch;
   const end = Date.now() + 10000;
   while (cluster.owners[0].state.epoch < epoch && Date.now() < end) await new Promise((r) => setTimeout(r, 20));

@@ -112,10 +112,7 @@ test('deterministic: any order of owners and of the previous assignment gives th
     const owners: OwnerCapacity[] = Array.from({ length: 1 + Math.floor(rnd() * 4) }, (_, i) => ({ id: `owner-${i}`, capacity: 1 + Math.floor(rnd() * 3) }));
     const ref = assignLayers(layers, owners);
     t.deepEqual(assignLayers(layers, shuffle(owners, rnd)), ref);
-    t.deepEqual(
-      byLayer(assignLayers(shuffle(layers, rnd), owners)),
-      byLayer(ref),
-    );
+    t.deepEqual(byLayer(assignLayers(shuffle(layers, rnd), owners)), byLayer(ref));
   }
 });
 
@@ -138,7 +135,7 @@ function optimalMakespan(costs: number[], owners: number): number {
   return best;
 }
 
-test('balanced: with identical owners the heaviest load is within Graham\'s LPT bound (4/3 − 1/(3m)) of optimal', (t) => {
+test("balanced: with identical owners the heaviest load is within Graham's LPT bound (4/3 − 1/(3m)) of optimal", (t) => {
   const rnd = lcg(11);
   let strictlyWorse = 0;
   for (let trial = 0; trial < 60; trial++) {
@@ -181,7 +178,14 @@ test('rebalancing when owners change: previousOwnerId names the old owner of mov
   );
   // Recomputing with the same owners moves nothing.
   t.deepEqual(
-    assignLayers(layers, [{ id: 'o2', capacity: 1 }, { id: 'o1', capacity: 1 }], two).map((l) => l.previousOwnerId),
+    assignLayers(
+      layers,
+      [
+        { id: 'o2', capacity: 1 },
+        { id: 'o1', capacity: 1 },
+      ],
+      two,
+    ).map((l) => l.previousOwnerId),
     ['', '', '', ''],
   );
   // o1 leaves: only a moves.

@@ -48,16 +48,30 @@ test.serial('a PS stalled for three leases keeps its members; a member that real
       /* blocked */
     }
     await new Promise((r) => setTimeout(r, 1500));
-    t.deepEqual(cluster.ps.membership.list().map((m) => m.id), members, 'every member kept');
-    t.deepEqual(reasons.filter((r) => r.includes('no heartbeat')), [], `no lease expired: ${reasons.join('; ')}`);
-    t.true(messages.some((m) => /parameter server itself was stalled for \d+ ms; members get 800 ms/.test(m)), messages.join('\n'));
+    t.deepEqual(
+      cluster.ps.membership.list().map((m) => m.id),
+      members,
+      'every member kept',
+    );
+    t.deepEqual(
+      reasons.filter((r) => r.includes('no heartbeat')),
+      [],
+      `no lease expired: ${reasons.join('; ')}`,
+    );
+    t.true(
+      messages.some((m) => /parameter server itself was stalled for \d+ ms; members get 800 ms/.test(m)),
+      messages.join('\n'),
+    );
 
     // A worker that stops heartbeating (its process gone) is dropped within the lease and a tick.
     const w = cluster.workers[1];
     await w.stop();
     const gone = Date.now();
     while (cluster.ps.membership.list(Role.ROLE_WORKER).some((m) => m.id === w.id) && Date.now() - gone < 5000) await new Promise((r) => setTimeout(r, 50));
-    t.false(cluster.ps.membership.list(Role.ROLE_WORKER).some((m) => m.id === w.id), 'a stopped worker is gone');
+    t.false(
+      cluster.ps.membership.list(Role.ROLE_WORKER).some((m) => m.id === w.id),
+      'a stopped worker is gone',
+    );
   } finally {
     await cluster.stop();
     await backend.dispose();

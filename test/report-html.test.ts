@@ -38,13 +38,37 @@ function fakeRun(name: string, f: Fake = {}): string {
   const time = (s: number) => (f.secondsPerStep === undefined ? {} : { wallSeconds: 1 + s * f.secondsPerStep });
   const lines: string[] = [];
   for (let s = 1; s <= n; s++) {
-    const intervals = optimizer === 'spngd' && !f.cluster ? { intervals: Object.fromEntries(stats.map((k, i) => [k, 2 ** Math.min(4, Math.floor((s * (i + 1)) / 12))])) } : {};
-    lines.push(JSON.stringify({ type: 'step', step: s, epoch: s / 10, lr: s < 10 ? 0.01 * s : 0.1, loss: 2 / s, accuracy: 0.5, ...time(s), ...intervals, ...(f.cluster ? { workers: 2 } : {}) }));
+    const intervals =
+      optimizer === 'spngd' && !f.cluster ? { intervals: Object.fromEntries(stats.map((k, i) => [k, 2 ** Math.min(4, Math.floor((s * (i + 1)) / 12))])) } : {};
+    lines.push(
+      JSON.stringify({
+        type: 'step',
+        step: s,
+        epoch: s / 10,
+        lr: s < 10 ? 0.01 * s : 0.1,
+        loss: 2 / s,
+        accuracy: 0.5,
+        ...time(s),
+        ...intervals,
+        ...(f.cluster ? { workers: 2 } : {}),
+      }),
+    );
     if (s % 5 === 0) lines.push(JSON.stringify({ type: 'eval', step: s, testLoss: 1 - acc(s), testAccuracy: acc(s), ...time(s) }));
   }
   writeFileSync(join(dir, 'metrics.jsonl'), `${lines.join('\n')}\n`);
-  writeFileSync(join(dir, 'config.json'), JSON.stringify({ model: 'mlp', batchSize: 128, optimizer: { kind: optimizer, lr: 0.1, momentum: 0.9, kfac: { damping: 0.01, stale: { enabled: true, alpha: 0.1, maxInterval: 16 } } }, cluster: { workers: 2, owners: 3 } }));
-  writeFileSync(join(dir, 'summary.json'), JSON.stringify({ optimizer, model: 'mlp', steps: n, testAccuracy: acc(n), wallSeconds: n * (f.secondsPerStep ?? 1) }));
+  writeFileSync(
+    join(dir, 'config.json'),
+    JSON.stringify({
+      model: 'mlp',
+      batchSize: 128,
+      optimizer: { kind: optimizer, lr: 0.1, momentum: 0.9, kfac: { damping: 0.01, stale: { enabled: true, alpha: 0.1, maxInterval: 16 } } },
+      cluster: { workers: 2, owners: 3 },
+    }),
+  );
+  writeFileSync(
+    join(dir, 'summary.json'),
+    JSON.stringify({ optimizer, model: 'mlp', steps: n, testAccuracy: acc(n), wallSeconds: n * (f.secondsPerStep ?? 1) }),
+  );
   return dir;
 }
 
@@ -69,15 +93,18 @@ const cluster = fakeRun('cluster-run', { cluster: true });
 test('the run report has one SVG per chart, a settings header, and nothing from the network', (t) => {
   const html = renderRunReport(readRun(spngd));
   const c = charts(html);
-  t.deepEqual([...c.keys()], [
-    'Test accuracy by step',
-    'Test accuracy by wall time',
-    'Test loss by step',
-    'Test loss by wall time',
-    'Training loss by step',
-    'Learning rate by step',
-    'Stale-statistics interval by step',
-  ]);
+  t.deepEqual(
+    [...c.keys()],
+    [
+      'Test accuracy by step',
+      'Test accuracy by wall time',
+      'Test loss by step',
+      'Test loss by wall time',
+      'Training loss by step',
+      'Learning rate by step',
+      'Stale-statistics interval by step',
+    ],
+  );
   for (const svg of c.values()) t.true(polylines(svg).length > 0);
   for (const label of ['Batch size', 'Damping λ', 'Workers / owners', 'single process', 'SP-NGD']) t.true(html.includes(label), label);
   t.false(/<script|<link|@import|url\(/i.test(html));
@@ -122,9 +149,15 @@ test('a run without wall times gets notes instead of the time charts', (t) => {
 test('compare puts every run on shared charts and reports steps and time to the common target', (t) => {
   const html = renderCompareReport([spngd, sgd, cluster].map((d) => readRun(d)));
   const byStep = charts(html).get('Test accuracy by step')!;
-  t.deepEqual(polylines(byStep).map((p) => p.series), ['spngd-run (SP-NGD)', 'sgd-run (SGD)', 'cluster-run (SP-NGD)']);
+  t.deepEqual(
+    polylines(byStep).map((p) => p.series),
+    ['spngd-run (SP-NGD)', 'sgd-run (SGD)', 'cluster-run (SP-NGD)'],
+  );
   const byTime = charts(html).get('Test accuracy by wall time')!;
-  t.deepEqual(polylines(byTime).map((p) => p.series), ['spngd-run (SP-NGD)', 'sgd-run (SGD)']);
+  t.deepEqual(
+    polylines(byTime).map((p) => p.series),
+    ['spngd-run (SP-NGD)', 'sgd-run (SGD)'],
+  );
   t.true(html.includes('Not shown (no wall times recorded): cluster-run.'));
   // SGD's best is 0.5 + 40/200 = 0.7, which the sine runs reach at step 10 (0.6 + 0.3 sin(0.55) ≈ 0.757).
   t.true(html.includes('Steps to 70.0 %'));
@@ -135,7 +168,11 @@ test('compare puts every run on shared charts and reports steps and time to the 
 });
 
 test('compare --target: steps and time to the given accuracy, and how many runs reached it', (t) => {
-  const html = renderCompareReport([spngd, sgd].map((d) => readRun(d)), undefined, { accuracy: 0.8, source: '--target' });
+  const html = renderCompareReport(
+    [spngd, sgd].map((d) => readRun(d)),
+    undefined,
+    { accuracy: 0.8, source: '--target' },
+  );
   t.true(html.includes('Steps to 80.0 %'));
   t.true(html.includes('steps and time to 80.0 % test accuracy (--target); 1 of 2 runs reached it'));
   const row = (name: string) => new RegExp(`${name}</td>.*?</tr>`).exec(html)![0];
@@ -182,7 +219,24 @@ test('axes: nice ticks that cover the data, flat ranges widened, powers of two o
 });
 
 test('charts: NaN breaks a line, long series are thinned keeping extremes, names are escaped', (t) => {
-  const svg = lineChart({ title: 't', xLabel: 'x', yLabel: 'y', series: [{ name: 'a<b>', points: [[0, 1], [1, 2], [2, Number.NaN], [3, 1], [4, 0]] }], legend: true });
+  const svg = lineChart({
+    title: 't',
+    xLabel: 'x',
+    yLabel: 'y',
+    series: [
+      {
+        name: 'a<b>',
+        points: [
+          [0, 1],
+          [1, 2],
+          [2, Number.NaN],
+          [3, 1],
+          [4, 0],
+        ],
+      },
+    ],
+    legend: true,
+  });
   t.is(polylines(svg).length, 2);
   t.true(svg.includes('a&lt;b&gt;') && !svg.includes('a<b>'));
   const long = Array.from({ length: 10000 }, (_, i) => [i, i === 4321 ? 99 : Math.sin(i)] as [number, number]);

@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseMetrics, readRun, ReportError } from '../src/report/read-run.js';
 
-const step = (n: number, extra: Record<string, unknown> = {}) => JSON.stringify({ type: 'step', step: n, epoch: 0, lr: 0.1, loss: 2 / n, accuracy: 0.5, wallSeconds: n, ...extra });
+const step = (n: number, extra: Record<string, unknown> = {}) =>
+  JSON.stringify({ type: 'step', step: n, epoch: 0, lr: 0.1, loss: 2 / n, accuracy: 0.5, wallSeconds: n, ...extra });
 const evalLine = (n: number, acc: number) => JSON.stringify({ type: 'eval', step: n, testLoss: 1 - acc, testAccuracy: acc, wallSeconds: n + 0.5 });
 
 function runDir(metrics: string, files: { summary?: boolean; config?: boolean } = {}): string {
@@ -22,16 +23,22 @@ function runDir(metrics: string, files: { summary?: boolean; config?: boolean } 
 test('reads steps, evaluations, summary and config', (t) => {
   const dir = runDir([step(1), step(2), evalLine(2, 0.7), step(3), evalLine(3, 0.8), ''].join('\n'));
   const run = readRun(dir);
-  t.deepEqual(run.steps.map((s) => s.step), [1, 2, 3]);
-  t.deepEqual(run.evals.map((e) => e.testAccuracy), [0.7, 0.8]);
+  t.deepEqual(
+    run.steps.map((s) => s.step),
+    [1, 2, 3],
+  );
+  t.deepEqual(
+    run.evals.map((e) => e.testAccuracy),
+    [0.7, 0.8],
+  );
   t.is(run.summary?.optimizer, 'spngd');
-  t.is((run.config?.optimizer as { lr: number }).lr, 0.1);
+  t.is((run.config?.optimizer as { lr: number } | undefined)?.lr, 0.1);
   t.deepEqual(run.warnings, []);
   t.true(dir.endsWith(run.name));
 });
 
 test('a bad line in the middle is an error naming the file and line', (t) => {
-  const dir = runDir([step(1), step(2), '{"type":"step", oops', step(4)].join('\n') + '\n');
+  const dir = runDir(`${[step(1), step(2), '{"type":"step", oops', step(4)].join('\n')}\n`);
   const err = t.throws(() => readRun(dir), { instanceOf: ReportError });
   t.regex(err!.message, /metrics\.jsonl line 3: not valid JSON/);
 });
@@ -48,7 +55,10 @@ test('a field of the wrong type is an error naming the line and field', (t) => {
 test('a truncated last line (a killed run) is ignored with a warning', (t) => {
   const dir = runDir([step(1), step(2), step(3).slice(0, 25)].join('\n'));
   const run = readRun(dir);
-  t.deepEqual(run.steps.map((s) => s.step), [1, 2]);
+  t.deepEqual(
+    run.steps.map((s) => s.step),
+    [1, 2],
+  );
   t.is(run.warnings.length, 1);
   t.regex(run.warnings[0]!, /line 3: ignored a truncated last line/);
 });
@@ -56,14 +66,17 @@ test('a truncated last line (a killed run) is ignored with a warning', (t) => {
 test('null values read as NaN, repeated steps keep the last record, unknown record types are skipped', (t) => {
   const text = [step(1), step(2, { loss: null }), step(1, { loss: 9 }), '{"type":"checkpoint","step":2}'].join('\n');
   const m = parseMetrics(text, 'm.jsonl');
-  t.deepEqual(m.steps.map((s) => s.step), [1, 2]);
+  t.deepEqual(
+    m.steps.map((s) => s.step),
+    [1, 2],
+  );
   t.is(m.steps[0]!.loss, 9);
   t.true(Number.isNaN(m.steps[1]!.loss));
   t.regex(m.warnings.join(), /unknown type "checkpoint"/);
 });
 
 test('an unfinished run without summary or config is read with warnings; a missing metrics file or directory is an error', (t) => {
-  const run = readRun(runDir(step(1) + '\n', { summary: false, config: false }));
+  const run = readRun(runDir(`${step(1)}\n`, { summary: false, config: false }));
   t.is(run.summary, undefined);
   t.is(run.warnings.length, 2);
   t.regex(run.warnings.join('\n'), /summary\.json: not found/);

@@ -30,7 +30,10 @@ test('createRunDir: the same second gives runs/<timestamp>, then -2, -3', (t) =>
   try {
     const now = new Date('2026-01-02T03:04:05.678Z');
     const dirs = [1, 2, 3].map(() => createRunDir(undefined, { now }).dir);
-    t.deepEqual(dirs, ['', '-2', '-3'].map((s) => join(here, 'runs', `2026-01-02T03-04-05${s}`)));
+    t.deepEqual(
+      dirs,
+      ['', '-2', '-3'].map((s) => join(here, 'runs', `2026-01-02T03-04-05${s}`)),
+    );
   } finally {
     process.chdir(cwd);
   }
@@ -58,8 +61,11 @@ test('a used --out is refused, unchanged; --force replaces the earlier run', asy
   writeFileSync(join(out, 'notes.txt'), 'mine');
   const forced = await spngd(['train', '--single', '--steps', '3', ...tiny, '--out', out, '--force'], 90_000);
   t.is(forced.code, 0, forced.stderr);
-  t.deepEqual(steps(out), [1, 2, 3], 'only the new run\'s steps');
-  t.deepEqual(readdirSync(out).filter((f) => f.startsWith('checkpoint-')), ['checkpoint-00000003.spngd']);
+  t.deepEqual(steps(out), [1, 2, 3], "only the new run's steps");
+  t.deepEqual(
+    readdirSync(out).filter((f) => f.startsWith('checkpoint-')),
+    ['checkpoint-00000003.spngd'],
+  );
   t.is(readFileSync(join(out, 'notes.txt'), 'utf8'), 'mine', 'files not of a run are kept');
 });
 

@@ -79,7 +79,13 @@ test('openssl accepts the certificates (strict X.509, TLS server and client purp
     return;
   }
   const d = dir();
-  await makeCerts({ out: d, hosts: [['localhost', '127.0.0.1'], ['localhost', 'worker/worker-1']] });
+  await makeCerts({
+    out: d,
+    hosts: [
+      ['localhost', '127.0.0.1'],
+      ['localhost', 'worker/worker-1'],
+    ],
+  });
   for (const file of ['localhost.crt', 'worker-1.crt']) {
     for (const purpose of ['sslserver', 'sslclient']) {
       const r = spawnSync('openssl', ['verify', '-x509_strict', '-purpose', purpose, '-CAfile', join(d, 'ca.crt'), join(d, file)], { encoding: 'utf8' });

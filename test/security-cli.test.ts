@@ -20,7 +20,11 @@ const dataDir = fileURLToPath(new URL('../data/fashion-mnist', import.meta.url))
 const tmp = mkdtempSync(join(tmpdir(), 'spngd-security-cli-'));
 test.after.always(() => rmSync(tmp, { recursive: true, force: true }));
 
-const logMessages = (r: Result) => r.stderr.split('\n').filter(isLogLine).map((l) => JSON.parse(l) as { level: number; msg: string });
+const logMessages = (r: Result) =>
+  r.stderr
+    .split('\n')
+    .filter(isLogLine)
+    .map((l) => JSON.parse(l) as { level: number; msg: string });
 
 test('spngd certs, then spngd train: PS, worker and owner use mutual TLS and the token', async (t) => {
   const certs = join(tmp, 'certs');
@@ -29,16 +33,47 @@ test('spngd certs, then spngd train: PS, worker and owner use mutual TLS and the
   t.regex(made.stdout, /created a new CA/);
   const out = join(tmp, 'run');
   const r = await spngd(
-    ['train', '--workers', '1', '--owners', '1', '--steps', '2', '--batch-size', '128', '--train-limit', '512', '--test-limit', '256', '--eval-every', '2',
-      '--data', dataDir, '--out', out, '--no-progress',
-      '--tls-ca', join(certs, 'ca.crt'), '--tls-cert', join(certs, 'localhost.crt'), '--tls-key', join(certs, 'localhost.key'), '--token-file', join(certs, 'token')],
+    [
+      'train',
+      '--workers',
+      '1',
+      '--owners',
+      '1',
+      '--steps',
+      '2',
+      '--batch-size',
+      '128',
+      '--train-limit',
+      '512',
+      '--test-limit',
+      '256',
+      '--eval-every',
+      '2',
+      '--data',
+      dataDir,
+      '--out',
+      out,
+      '--no-progress',
+      '--tls-ca',
+      join(certs, 'ca.crt'),
+      '--tls-cert',
+      join(certs, 'localhost.crt'),
+      '--tls-key',
+      join(certs, 'localhost.key'),
+      '--token-file',
+      join(certs, 'token'),
+    ],
     180_000,
   );
   t.is(r.code, 0, r.stderr);
   const summary = JSON.parse(r.stdout.trim().split('\n').pop()!) as { steps: number };
   t.is(summary.steps, 2);
   for (const child of ['ps', 'worker-1', 'owner-1']) {
-    t.regex(readFileSync(join(out, 'logs', `${child}.log`), 'utf8'), /security: mutual TLS \(CA O=spngd, CN=spngd development CA [0-9a-f]+\), bearer token/, child);
+    t.regex(
+      readFileSync(join(out, 'logs', `${child}.log`), 'utf8'),
+      /security: mutual TLS \(CA O=spngd, CN=spngd development CA [0-9a-f]+\), bearer token/,
+      child,
+    );
   }
   const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as { security: Record<string, string> };
   t.is(config.security.tlsCa, join(certs, 'ca.crt'));
@@ -48,7 +83,14 @@ test('spngd certs, then spngd train: PS, worker and owner use mutual TLS and the
 test('spngd status with the certificate and token; without either it is one clear line', async (t) => {
   const pki = await makeTestPki(join(tmp, 'status'));
   const backend = createReferenceBackend();
-  const ps = new ParameterServer({ config: resolveTrainConfig({}), listen: 'localhost:0', logger: silentLogger(), backend, trainSize: 512, credentials: clusterCredentials(pki) });
+  const ps = new ParameterServer({
+    config: resolveTrainConfig({}),
+    listen: 'localhost:0',
+    logger: silentLogger(),
+    backend,
+    trainSize: 512,
+    credentials: clusterCredentials(pki),
+  });
   const address = await ps.start();
   try {
     const tls = ['--tls-ca', pki.ca, '--tls-cert', pki.cert, '--tls-key', pki.key];
@@ -66,8 +108,16 @@ test('spngd status with the certificate and token; without either it is one clea
 
 test('unreadable or mismatched security files are one line; so are half the TLS flags', async (t) => {
   const pki = await makeTestPki(join(tmp, 'bad'));
-  oneClearLine(t, await spngd(['worker', '--ps', 'localhost:1', '--tls-ca', join(tmp, 'nope.crt'), '--tls-cert', pki.cert, '--tls-key', pki.key]), /TLS CA .*nope\.crt: cannot read it \(ENOENT\)/);
-  oneClearLine(t, await spngd(['owner', '--ps', 'localhost:1', '--tls-ca', pki.ca, '--tls-cert', pki.cert, '--tls-key', pki.otherKey]), /TLS key .* does not belong to the certificate/);
+  oneClearLine(
+    t,
+    await spngd(['worker', '--ps', 'localhost:1', '--tls-ca', join(tmp, 'nope.crt'), '--tls-cert', pki.cert, '--tls-key', pki.key]),
+    /TLS CA .*nope\.crt: cannot read it \(ENOENT\)/,
+  );
+  oneClearLine(
+    t,
+    await spngd(['owner', '--ps', 'localhost:1', '--tls-ca', pki.ca, '--tls-cert', pki.cert, '--tls-key', pki.otherKey]),
+    /TLS key .* does not belong to the certificate/,
+  );
   oneClearLine(t, await spngd(['status', 'localhost:1', '--tls-ca', pki.ca]), /missing --tls-cert, --tls-key/);
   oneClearLine(t, await spngd(['ps', '--listen', 'localhost:0', '--data', dataDir, '--tls-cert', pki.cert]), /security: tlsCa, tlsCert and tlsKey go together/);
 });
@@ -75,5 +125,8 @@ test('unreadable or mismatched security files are one line; so are half the TLS 
 test('an actor listening beyond loopback without TLS logs a warning', async (t) => {
   const r = await spngd(['owner', '--ps', '127.0.0.1:1', '--listen', '0.0.0.0:0', '--join-timeout', '300', '--backend', 'gpu']);
   oneClearLine(t, r, /parameter server 127\.0\.0\.1:1 is unreachable/);
-  t.true(logMessages(r).some((m) => m.level === 40 && /listening on 0\.0\.0\.0:0 without TLS/.test(m.msg)), r.stderr);
+  t.true(
+    logMessages(r).some((m) => m.level === 40 && /listening on 0\.0\.0\.0:0 without TLS/.test(m.msg)),
+    r.stderr,
+  );
 });

@@ -97,7 +97,11 @@ test('a cluster with mutual TLS and a token trains while intruders are refused; 
     const after = cluster.ps.parameters();
     for (const [name, v] of Object.entries(before)) t.deepEqual(after[name], v, `${name} changed`);
     t.is(cluster.ps.step, config.steps);
-    t.deepEqual([...seen].filter((id) => id.startsWith('intruder')), [], 'no intruder ever joined');
+    t.deepEqual(
+      [...seen].filter((id) => id.startsWith('intruder')),
+      [],
+      'no intruder ever joined',
+    );
 
     // The same tries with the cluster's certificate and token get through (the harness would see a breach).
     const member = { name: 'a cluster member', expected: status.OK, channel: () => creds.channelCredentials(), options: creds.clientOptions() };

@@ -56,21 +56,31 @@ interface Client {
 
 const DEADLINE = 5000;
 
-function unary(call: (md: Metadata, opts: { deadline: number }, cb: (err: ServiceError | null) => void) => unknown, session: string | undefined): Promise<status> {
+function unary(
+  call: (md: Metadata, opts: { deadline: number }, cb: (err: ServiceError | null) => void) => unknown,
+  session: string | undefined,
+): Promise<status> {
   return new Promise((resolve) => call(withSession(session), { deadline: Date.now() + DEADLINE }, (err) => resolve(err ? err.code : status.OK)));
 }
 
 /** Writes a whole publish (hello, both inverses of fc3, commit) and waits for the call's status. */
 function publish(c: Client, ps: string, values: number, version: number): Promise<status> {
   const client = new ParameterServerServiceClient(ps, c.channel(), c.options);
-  const layer = buildModel(config.model, config.seed).kfacLayers().find((l) => l.name === 'fc3')!;
+  const layer = buildModel(config.model, config.seed)
+    .kfacLayers()
+    .find((l) => l.name === 'fc3')!;
   const msgs: PublishPreconditionersRequest[] = [{ kind: { $case: 'hello', value: { ownerId: 'owner-1', epoch: 1, layers: ['fc3'] } } }];
-  for (const [factor, n] of [[PreconditionerFactor.PRECONDITIONER_FACTOR_A_INVERSE, layer.inFeatures + 1], [PreconditionerFactor.PRECONDITIONER_FACTOR_G_INVERSE, layer.outFeatures]] as const) {
+  for (const [factor, n] of [
+    [PreconditionerFactor.PRECONDITIONER_FACTOR_A_INVERSE, layer.inFeatures + 1],
+    [PreconditionerFactor.PRECONDITIONER_FACTOR_G_INVERSE, layer.outFeatures],
+  ] as const) {
     for (const tensor of chunkSymmetric('fc3', new Float32Array(n * n).fill(values), n, { version })) {
       msgs.push({ kind: { $case: 'chunk', value: { layer: 'fc3', factor, version, computedFromStep: version, tensor } } });
     }
   }
-  msgs.push({ kind: { $case: 'commit', value: { layer: 'fc3', version, computedFromStep: version, epoch: 1, factors: 2, damping: 1e-30, pi: 1, residual: 0 } } });
+  msgs.push({
+    kind: { $case: 'commit', value: { layer: 'fc3', version, computedFromStep: version, epoch: 1, factors: 2, damping: 1e-30, pi: 1, residual: 0 } },
+  });
   return new Promise((resolve) => {
     const call = client.publishPreconditioners(withSession(c.session), { deadline: Date.now() + DEADLINE });
     let accepted = false;
@@ -100,7 +110,10 @@ async function attack(c: Client, ps: string): Promise<Record<string, status>> {
     out.joinAsOwner1 = await unary((md, o, cb) => m.join({ member: member('owner-1', Role.ROLE_FACTOR_OWNER) }, md, o, cb), c.session);
     out.joinAsWorker1 = await unary((md, o, cb) => m.join({ member: member('worker-1', Role.ROLE_WORKER) }, md, o, cb), c.session);
     out.leaveOwner1 = await unary((md, o, cb) => m.leave({ memberId: 'owner-1', reason: 'attack' }, md, o, cb), c.session);
-    out.heartbeatOwner1 = await unary((md, o, cb) => m.heartbeat({ memberId: 'owner-1', epoch: 1, state: LifecycleState.LIFECYCLE_STATE_STOPPED, step: 0 }, md, o, cb), c.session);
+    out.heartbeatOwner1 = await unary(
+      (md, o, cb) => m.heartbeat({ memberId: 'owner-1', epoch: 1, state: LifecycleState.LIFECYCLE_STATE_STOPPED, step: 0 }, md, o, cb),
+      c.session,
+    );
     return out;
   } finally {
     m.close();
@@ -147,7 +160,17 @@ async function makeModes(): Promise<Mode[]> {
   const asStranger = { nanPublish: UA, hugePublish: UA, joinAsOwner1: AE, joinAsWorker1: AE, leaveOwner1: UA, heartbeatOwner1: UA };
   // A certificate per actor, naming its role and id; the PS's names ps/ps-0. All for host localhost.
   const dir = join(tmp, 'pki');
-  await makeCerts({ out: dir, hosts: [['localhost', 'ps/ps-0'], ['localhost', 'owner/owner-1'], ['localhost', 'worker/worker-1'], ['localhost', 'worker/worker-2'], ['localhost', 'worker/worker-9'], ['localhost']] });
+  await makeCerts({
+    out: dir,
+    hosts: [
+      ['localhost', 'ps/ps-0'],
+      ['localhost', 'owner/owner-1'],
+      ['localhost', 'worker/worker-1'],
+      ['localhost', 'worker/worker-2'],
+      ['localhost', 'worker/worker-9'],
+      ['localhost'],
+    ],
+  });
   const creds = (stem: string) => loadCredentials({ tlsCa: join(dir, 'ca.crt'), tlsCert: join(dir, `${stem}.crt`), tlsKey: join(dir, `${stem}.key`) });
   const hostCert = creds('localhost');
   const workerCert = creds('worker-9');
@@ -197,7 +220,16 @@ for (const [index, name] of ['without TLS', 'with mutual TLS'].entries()) {
     const want = await calm();
     const backend = await clusterBackend();
     const testSet = await loadSplit('test', { dir: dataDir, limit: 2000 });
-    const cluster = await startCluster({ config, workers: 2, owners: 1, backend, trainSize: trainLimit, test: testSet, host: mode.host, ...(mode.actors ? { credentialsFor: mode.actors } : {}) });
+    const cluster = await startCluster({
+      config,
+      workers: 2,
+      owners: 1,
+      backend,
+      trainSize: trainLimit,
+      test: testSet,
+      host: mode.host,
+      ...(mode.actors ? { credentialsFor: mode.actors } : {}),
+    });
     try {
       const ps = cluster.ps.address;
       t.is(cluster.owners[0].id, 'owner-1');
@@ -210,11 +242,19 @@ for (const [index, name] of ['without TLS', 'with mutual TLS'].entries()) {
       const during = await Promise.all([attack(mode.stranger, ps), attack(mode.worker, ps)]);
       await running;
 
-      for (const [when, got] of [['before training', before.stranger], ['while training', during[0]]] as const) {
-        for (const [k, code] of Object.entries(got)) t.is(code, mode.expectStranger[k], `stranger ${k} ${when}: ${status[code] ?? code}, expected ${status[mode.expectStranger[k]]}`);
+      for (const [when, got] of [
+        ['before training', before.stranger],
+        ['while training', during[0]],
+      ] as const) {
+        for (const [k, code] of Object.entries(got))
+          t.is(code, mode.expectStranger[k], `stranger ${k} ${when}: ${status[code] ?? code}, expected ${status[mode.expectStranger[k]]}`);
       }
-      for (const [when, got] of [['before training', before.worker], ['while training', during[1]]] as const) {
-        for (const [k, code] of Object.entries(got)) t.is(code, mode.expectWorker[k], `worker ${k} ${when}: ${status[code] ?? code}, expected ${status[mode.expectWorker[k]]}`);
+      for (const [when, got] of [
+        ['before training', before.worker],
+        ['while training', during[1]],
+      ] as const) {
+        for (const [k, code] of Object.entries(got))
+          t.is(code, mode.expectWorker[k], `worker ${k} ${when}: ${status[code] ?? code}, expected ${status[mode.expectWorker[k]]}`);
       }
 
       // owner-1 is still the real one, and its preconditioners are the ones applied.
@@ -225,11 +265,17 @@ for (const [index, name] of ['without TLS', 'with mutual TLS'].entries()) {
       t.true(fc3 !== undefined && fc3.version < 100, `fc3 holds the real owner's version (${fc3?.version})`);
       const refused = Object.values(state.refusals).reduce((a, b) => a + b, 0);
       t.true(refused >= 24, `${refused} refusals counted: ${JSON.stringify(state.refusals)}`);
-      t.true(state.recentRefusals.some((r) => r.includes('owner-1')), 'refusals name the claimed member');
+      t.true(
+        state.recentRefusals.some((r) => r.includes('owner-1')),
+        'refusals name the claimed member',
+      );
 
       t.is(cluster.ps.step, config.steps);
       const got = cluster.ps.parameters();
-      t.true(Object.values(got).every((v) => v.every(Number.isFinite)), 'finite parameters');
+      t.true(
+        Object.values(got).every((v) => v.every(Number.isFinite)),
+        'finite parameters',
+      );
       for (const [name, values] of Object.entries(want.params)) {
         const err = relativeError(got[name], values);
         t.true(err < 1e-5, `${name}: relative error ${err} against the undisturbed run`);

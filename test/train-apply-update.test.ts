@@ -100,7 +100,14 @@ for (const { name, create } of backends) {
     const gradsBefore = [...grads.values()].map((g) => Array.from(g));
     const updater = new MomentumUpdater({ momentum: 0.9, correctOnDrop: true });
     const phases = await applyUpdate(backend, params, [fc, bn], grads, updater, opts({ lr: 0.1 }));
-    params.forEach((p, i) => close(t, p.value.data, before[i].map((w, j) => w - 0.1 * grads.get(p.name)![j]), p.name));
+    params.forEach((p, i) =>
+      close(
+        t,
+        p.value.data,
+        before[i].map((w, j) => w - 0.1 * grads.get(p.name)![j]),
+        p.name,
+      ),
+    );
     // The gradients are not modified.
     t.deepEqual(
       [...grads.values()].map((g) => Array.from(g)),
@@ -121,7 +128,12 @@ for (const { name, create } of backends) {
       params.forEach((p, i) => {
         const g = grads.get(p.name)!;
         const decay = p.rescale ? wd : 0;
-        close(t, p.value.data, before[i].map((w, j) => w - lr * (g[j] + decay * w)), p.name);
+        close(
+          t,
+          p.value.data,
+          before[i].map((w, j) => w - lr * (g[j] + decay * w)),
+          p.name,
+        );
       });
     }
     // With the preconditioner: the decay term is inside the product.
@@ -138,8 +150,18 @@ for (const { name, create } of backends) {
         opts({ lr, weightDecay: wd, preconditioners: new Map([['fc', kron]]) }),
       );
       const e = expectedFc(Array.from(grads.get('fc.weight')!), Array.from(grads.get('fc.bias')!), w0, wd);
-      close(t, fc.weight.value.data, w0.map((w, j) => w - lr * e.dw[j]), 'fc.weight');
-      close(t, fc.bias.value.data, b0.map((b, j) => b - lr * e.db[j]), 'fc.bias');
+      close(
+        t,
+        fc.weight.value.data,
+        w0.map((w, j) => w - lr * e.dw[j]),
+        'fc.weight',
+      );
+      close(
+        t,
+        fc.bias.value.data,
+        b0.map((b, j) => b - lr * e.db[j]),
+        'fc.bias',
+      );
     }
   });
 
@@ -154,7 +176,13 @@ for (const { name, create } of backends) {
       [fc, bn],
       grads,
       new MomentumUpdater({ momentum: 0.9, correctOnDrop: true }),
-      opts({ lr, preconditioners: new Map<string, Preconditioner>([['fc', kron], ['bn', unit]]) }),
+      opts({
+        lr,
+        preconditioners: new Map<string, Preconditioner>([
+          ['fc', kron],
+          ['bn', unit],
+        ]),
+      }),
     );
     const e = expectedFc(Array.from(grads.get('fc.weight')!), Array.from(grads.get('fc.bias')!), [0, 0, 0, 0, 0, 0], 0);
     const eb = expectedBn(Array.from(grads.get('bn.weight')!), Array.from(grads.get('bn.bias')!));
@@ -175,8 +203,20 @@ for (const { name, create } of backends) {
     const backend = await create();
     const { params, fc, bn, grads } = model();
     const g0 = Array.from(bn.weight.value.data);
-    await applyUpdate(backend, params, [fc, bn], grads, new MomentumUpdater({ momentum: 0, correctOnDrop: false }), opts({ lr: 1, preconditioners: new Map([['fc', kron]]) }));
-    close(t, bn.weight.value.data, g0.map((w, j) => w - grads.get('bn.weight')![j]), 'bn.weight');
+    await applyUpdate(
+      backend,
+      params,
+      [fc, bn],
+      grads,
+      new MomentumUpdater({ momentum: 0, correctOnDrop: false }),
+      opts({ lr: 1, preconditioners: new Map([['fc', kron]]) }),
+    );
+    close(
+      t,
+      bn.weight.value.data,
+      g0.map((w, j) => w - grads.get('bn.weight')![j]),
+      'bn.weight',
+    );
   });
 
   test(`${name}: momentum carries over steps, the direction being the preconditioned one`, async (t) => {
@@ -208,7 +248,12 @@ for (const { name, create } of backends) {
     await applyUpdate(backend, params, [fc, bn], grads, new MomentumUpdater({ momentum: 0, correctOnDrop: false }), opts({ lr: 0.1, rescaleWeights: true }));
     const stepped = params.map((p, i) => before[i].map((w, j) => w - 0.1 * grads.get(p.name)![j]));
     const norm = Math.hypot(...stepped[0]);
-    close(t, fc.weight.value.data, stepped[0].map((w) => (w * 2) / norm), 'fc.weight');
+    close(
+      t,
+      fc.weight.value.data,
+      stepped[0].map((w) => (w * 2) / norm),
+      'fc.weight',
+    );
     t.true(Math.abs(Math.hypot(...fc.weight.value.data) - 2) < 1e-5);
     for (let i = 1; i < params.length; i++) close(t, params[i].value.data, stepped[i], params[i].name);
     // Off: nothing is rescaled.

@@ -71,14 +71,17 @@ function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 
 test('due: every statistic of every layer at the first step; A and G for linear, F for BN', (t) => {
   const set = new CurvatureSet([fc, bn], config());
-  t.deepEqual([...set.due(0)], [
-    ['fc', ['A', 'G']],
-    ['bn', ['F']],
-  ]);
+  t.deepEqual(
+    [...set.due(0)],
+    [
+      ['fc', ['A', 'G']],
+      ['bn', ['F']],
+    ],
+  );
   t.deepEqual(set.intervals(), { 'fc/A': 1, 'fc/G': 1, 'bn/F': 1 });
 });
 
-test('due lists only layers with something due, following each statistic\'s stale schedule', (t) => {
+test("due lists only layers with something due, following each statistic's stale schedule", (t) => {
   const set = new CurvatureSet([fc, bn], config());
   set.absorb(stats(), 0);
   // Same statistics again at step 1: drift 0 < α, the intervals double to 2 (next refresh at 3).
@@ -86,18 +89,24 @@ test('due lists only layers with something due, following each statistic\'s stal
   // BN was not refreshed at step 1, so it is due there and after; fc is not due at 2.
   t.deepEqual([...set.due(2)], [['bn', ['F']]]);
   t.deepEqual(set.intervals(), { 'fc/A': 2, 'fc/G': 2, 'bn/F': 1 });
-  t.deepEqual([...set.due(3)], [
-    ['fc', ['A', 'G']],
-    ['bn', ['F']],
-  ]);
+  t.deepEqual(
+    [...set.due(3)],
+    [
+      ['fc', ['A', 'G']],
+      ['bn', ['F']],
+    ],
+  );
   // A drifted A (×2: drift 1 ≥ α) halves its interval back to 1; G (unchanged) grows to 4.
   set.absorb(stats(1, ['fc/G']), 3);
   set.absorb(new Map([['fc/A', Float32Array.from(A, (v) => 2 * v)]]), 3);
   t.deepEqual(set.intervals(), { 'fc/A': 1, 'fc/G': 4, 'bn/F': 1 });
-  t.deepEqual([...set.due(4)], [
-    ['fc', ['A']],
-    ['bn', ['F']],
-  ]);
+  t.deepEqual(
+    [...set.due(4)],
+    [
+      ['fc', ['A']],
+      ['bn', ['F']],
+    ],
+  );
   // With stale statistics off, everything is due at every step.
   const off = new CurvatureSet([fc], config({ enabled: false }));
   off.absorb(stats(1, ['fc/A', 'fc/G']), 0);
@@ -105,7 +114,7 @@ test('due lists only layers with something due, following each statistic\'s stal
   t.deepEqual([...off.due(2)], [['fc', ['A', 'G']]]);
 });
 
-test('absorb: records one refresh per statistic it holds, ignores other layers\' statistics, checks lengths', (t) => {
+test("absorb: records one refresh per statistic it holds, ignores other layers' statistics, checks lengths", (t) => {
   const set = new CurvatureSet([fc], config());
   const records = set.absorb(new Map([...stats(), ['other/A', new Float32Array(9)]]), 5);
   t.deepEqual(
@@ -124,7 +133,12 @@ test('absorb folds into the running average X ← r·X_new + (1 − r)·X_old', 
   set.absorb(stats(1, ['fc/A']), 0);
   set.absorb(stats(3, ['fc/A']), 1);
   // 0.25·3A + 0.75·A = 1.5A
-  t.true(maxDiff(set.layers.get('fc')!.statistic('A')!, A.map((v) => 1.5 * v)) < 1e-12);
+  t.true(
+    maxDiff(
+      set.layers.get('fc')!.statistic('A')!,
+      A.map((v) => 1.5 * v),
+    ) < 1e-12,
+  );
 });
 
 test('refresh: nothing until a layer has all its statistics; then the damped inverses, checked in float64', async (t) => {
@@ -171,7 +185,13 @@ test('refresh reports damping raised for a factor that is not positive definite,
   const set = new CurvatureSet([fc], config());
   // G = −0.5·I: tr G < 0 so π = 1; G + √λ·I = G + 0.1·I is not positive definite, so the shift is
   // raised ×10 once, to 1: G + I = 0.5·I, whose inverse is 2·I.
-  set.absorb(new Map([['fc/A', Float32Array.from(A)], ['fc/G', Float32Array.from([-0.5, 0, 0, -0.5])]]), 0);
+  set.absorb(
+    new Map([
+      ['fc/A', Float32Array.from(A)],
+      ['fc/G', Float32Array.from([-0.5, 0, 0, -0.5])],
+    ]),
+    0,
+  );
   const raises: DampingRaise[] = [];
   const [p] = await set.refresh(backend, (r) => raises.push(r));
   t.deepEqual(raises, [{ layer: 'fc', factor: 'G', from: 0.1, to: 1 }]);

@@ -54,7 +54,12 @@ async function interruptAndResume(t: ExecutionContext, mode: string[], name: str
   const shown = `exit ${r.code ?? r.signal}; stderr:\n${r.stderr}`;
   t.is(r.code, 130, shown);
 
-  const summary = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8')) as { steps: number; interrupted?: boolean; testAccuracy: number; workers?: number };
+  const summary = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8')) as {
+    steps: number;
+    interrupted?: boolean;
+    testAccuracy: number;
+    workers?: number;
+  };
   const rows = stepRows(dir);
   const reached = Math.max(...rows);
   t.true(summary.steps >= 10 && summary.steps < steps, `stopped early: ${summary.steps}`);
@@ -72,7 +77,11 @@ async function interruptAndResume(t: ExecutionContext, mode: string[], name: str
   const resumed = await spngd(['train', '--resume', dir, '--steps', String(reached + 5), '--no-progress'], 120_000);
   t.is(resumed.code, 0, resumed.stderr);
   const after = stepRows(dir);
-  t.deepEqual(after, Array.from({ length: reached + 5 }, (_, i) => i + 1), 'no step recorded twice or missing');
+  t.deepEqual(
+    after,
+    Array.from({ length: reached + 5 }, (_, i) => i + 1),
+    'no step recorded twice or missing',
+  );
   const final = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8')) as { steps: number; interrupted?: boolean };
   t.is(final.steps, reached + 5);
   t.is(final.interrupted, undefined);

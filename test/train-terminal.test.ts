@@ -35,14 +35,23 @@ test('time left: rounded once (never 3m60s), and none until a few steps are time
 const tiny = ['--batch-size', '64', '--train-limit', '1280', '--test-limit', '200'];
 
 test('off a terminal, spngd train writes plain log lines and the summary as JSON on stdout', async (t) => {
-  const r = await startSpngd(['train', '--single', '--steps', '4', '--eval-every', '2', ...tiny, '--out', join(tmp, 'plain')], { env: { SPNGD_LOG_FORMAT: '' }, timeoutMs: 90_000 }).result;
+  const r = await startSpngd(['train', '--single', '--steps', '4', '--eval-every', '2', ...tiny, '--out', join(tmp, 'plain')], {
+    env: { SPNGD_LOG_FORMAT: '' },
+    timeoutMs: 90_000,
+  }).result;
   t.is(r.code, 0, r.stderr);
   const lines = r.stderr.split('\n').filter((l) => l !== '');
   t.true(lines.length >= 6, r.stderr);
   // One message per line: a time stamp at the start and nowhere else.
   for (const l of lines) t.regex(l, /^\[\d\d:\d\d:\d\d\] (INFO|WARN) \(spngd\): (?!.*\[\d\d:\d\d:\d\d\] )\S/, l);
-  t.true(lines.some((l) => /step 4\/4: epoch [\d.]+, loss [\d.]+, accuracy [\d.]+, \d+ samples\/s/.test(l)), r.stderr);
-  t.true(lines.some((l) => /eval at step 4: test accuracy/.test(l)), r.stderr);
+  t.true(
+    lines.some((l) => /step 4\/4: epoch [\d.]+, loss [\d.]+, accuracy [\d.]+, \d+ samples\/s/.test(l)),
+    r.stderr,
+  );
+  t.true(
+    lines.some((l) => /eval at step 4: test accuracy/.test(l)),
+    r.stderr,
+  );
   const summary = JSON.parse(r.stdout.trim().split('\n').pop() ?? '') as { steps: number };
   t.is(summary.steps, 4);
 });

@@ -6,24 +6,20 @@
  * including unaligned ones, then assembled bit-exactly), unusual but valid encodings, and fuzzed
  * (truncated, corrupted) input giving exactly the generated decoder's result or error.
  */
-import test from "ava";
-import { BinaryWriter } from "@bufbuild/protobuf/wire";
-import { createHash } from "node:crypto";
-import { isDeepStrictEqual } from "node:util";
+import test from 'ava';
+import { BinaryWriter } from '@bufbuild/protobuf/wire';
+import { createHash } from 'node:crypto';
+import { isDeepStrictEqual } from 'node:util';
 
-import {
-  FetchLayerStateResponse,
-  PushStatisticsRequest,
-  StatisticKind,
-} from "../src/gen/spngd/v1/factor_owner.js";
+import { FetchLayerStateResponse, PushStatisticsRequest, type StatisticKind } from '../src/gen/spngd/v1/factor_owner.js';
 import {
   DownloadParametersResponse,
-  PreconditionerFactor,
+  type PreconditionerFactor,
   PublishPreconditionersRequest,
   TrainRequest,
   TrainResponse,
-} from "../src/gen/spngd/v1/parameter_server.js";
-import { TensorChunk, TensorEncoding } from "../src/gen/spngd/v1/tensor.js";
+} from '../src/gen/spngd/v1/parameter_server.js';
+import { TensorChunk, TensorEncoding } from '../src/gen/spngd/v1/tensor.js';
 import {
   chunkTensor,
   decodeSpliced,
@@ -37,7 +33,7 @@ import {
   TRAIN_REQUEST_ROUTE,
   TRAIN_RESPONSE_ROUTE,
   varintSize,
-} from "../src/transport/index.js";
+} from '../src/transport/index.js';
 
 // ---- deterministic random values ------------------------------------------------------------
 
@@ -81,9 +77,9 @@ class Rng {
   }
   str(): string {
     const k = this.int(5);
-    if (k === 0) return "";
-    const alphabet = ["a", "b", "conv1", ".", "weight", "é", "层", "🙂", "_", "9"];
-    let s = "";
+    if (k === 0) return '';
+    const alphabet = ['a', 'b', 'conv1', '.', 'weight', 'é', '层', '🙂', '_', '9'];
+    let s = '';
     const n = k === 4 ? 40 + this.int(200) : 1 + this.int(6);
     for (let i = 0; i < n; i++) s += this.pick(alphabet);
     return s;
@@ -127,18 +123,18 @@ const CASES: Case<any>[] = [
   {
     route: TRAIN_REQUEST_ROUTE,
     make: (r, tensor) =>
-      TrainRequest.fromPartial({ kind: { $case: "gradient", value: { step: r.uint(), workerId: r.str(), numSamples: r.u32val(), tensor } } }),
+      TrainRequest.fromPartial({ kind: { $case: 'gradient', value: { step: r.uint(), workerId: r.str(), numSamples: r.u32val(), tensor } } }),
   },
   {
     route: TRAIN_RESPONSE_ROUTE,
-    make: (r, tensor) => TrainResponse.fromPartial({ kind: { $case: "parameters", value: { step: r.uint(), tensor } } }),
+    make: (r, tensor) => TrainResponse.fromPartial({ kind: { $case: 'parameters', value: { step: r.uint(), tensor } } }),
   },
   {
     route: PUBLISH_PRECONDITIONERS_REQUEST_ROUTE,
     make: (r, tensor) =>
       PublishPreconditionersRequest.fromPartial({
         kind: {
-          $case: "chunk",
+          $case: 'chunk',
           value: {
             layer: r.str(),
             factor: r.pick([0, 1, 2, 3]) as PreconditionerFactor,
@@ -154,7 +150,7 @@ const CASES: Case<any>[] = [
     make: (r, tensor) =>
       PushStatisticsRequest.fromPartial({
         kind: {
-          $case: "statistic",
+          $case: 'statistic',
           value: {
             step: r.uint(),
             workerId: r.str(),
@@ -208,7 +204,7 @@ function tensorOf(route: TensorRoute<any>, m: any): TensorChunk | undefined {
  * deepEqual compares megabytes cheaply (the rest of the message is compared field by field).
  */
 function normalized(route: TensorRoute<any>, m: unknown): unknown {
-  if (m === null || typeof m !== "object") return m;
+  if (m === null || typeof m !== 'object') return m;
   const top: any = { ...m };
   let node = top;
   for (const hop of route.hops) {
@@ -219,7 +215,7 @@ function normalized(route: TensorRoute<any>, m: unknown): unknown {
     node = copy;
   }
   const data = node.data as Uint8Array;
-  node.data = { isBuffer: Buffer.isBuffer(data), length: data.length, sha1: createHash("sha1").update(data).digest("hex") };
+  node.data = { isBuffer: Buffer.isBuffer(data), length: data.length, sha1: createHash('sha1').update(data).digest('hex') };
   return top;
 }
 
@@ -241,13 +237,29 @@ function outcome(f: () => unknown): { ok: true; value: unknown } | { ok: false; 
 
 // ---- tests ----------------------------------------------------------------------------------
 
-test("varintSize agrees with the protobuf writer for every length class", (t) => {
-  for (const n of [0, 1, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, 268_435_455, 268_435_456, 2 ** 32 - 1, 2 ** 35, 2 ** 42 + 3, 2 ** 49, Number.MAX_SAFE_INTEGER]) {
+test('varintSize agrees with the protobuf writer for every length class', (t) => {
+  for (const n of [
+    0,
+    1,
+    127,
+    128,
+    16_383,
+    16_384,
+    2_097_151,
+    2_097_152,
+    268_435_455,
+    268_435_456,
+    2 ** 32 - 1,
+    2 ** 35,
+    2 ** 42 + 3,
+    2 ** 49,
+    Number.MAX_SAFE_INTEGER,
+  ]) {
     t.is(varintSize(n), new BinaryWriter().uint64(n).finish().length, `varint of ${n}`);
   }
 });
 
-test("fast encoders are byte-identical to the generated ones, and the generated decoders read them (all envelope types)", (t) => {
+test('fast encoders are byte-identical to the generated ones, and the generated decoders read them (all envelope types)', (t) => {
   const r = new Rng(11);
   const scratch = Buffer.alloc(3 * 1024 * 1024);
   let checked = 0;
@@ -272,7 +284,7 @@ test("fast encoders are byte-identical to the generated ones, and the generated 
   t.log(`${checked} messages checked`);
 });
 
-test("fast decoders read generated bytes identically, the data a view at any alignment", (t) => {
+test('fast decoders read generated bytes identically, the data a view at any alignment', (t) => {
   const r = new Rng(23);
   const residues = new Set<number>();
   for (const c of CASES) {
@@ -287,45 +299,95 @@ test("fast decoders read generated bytes identically, the data a view at any ali
         const data = tensorOf(c.route, fast)!.data;
         t.true(Buffer.isBuffer(data));
         if (len > 0) {
-          t.is(data.buffer, input.buffer, "data is a view into the received buffer, not a copy");
+          t.is(data.buffer, input.buffer, 'data is a view into the received buffer, not a copy');
           residues.add(data.byteOffset % 4);
         }
       }
     }
   }
-  t.deepEqual([...residues].sort(), [0, 1, 2, 3], "data views started at every offset modulo 4");
+  t.deepEqual([...residues].sort(), [0, 1, 2, 3], 'data views started at every offset modulo 4');
 });
 
-test("an allocator returning the wrong size is refused", (t) => {
-  const msg = DownloadParametersResponse.fromPartial({ step: 1, tensor: { name: "x", data: Buffer.alloc(8) } });
+test('an allocator returning the wrong size is refused', (t) => {
+  const msg = DownloadParametersResponse.fromPartial({ step: 1, tensor: { name: 'x', data: Buffer.alloc(8) } });
   t.throws(() => encodeSpliced(DOWNLOAD_PARAMETERS_RESPONSE_ROUTE, msg, (n) => Buffer.alloc(n + 1)), { message: /alloc returned/ });
 });
 
-test("messages without a tensor go through the generated code unchanged", (t) => {
+test('messages without a tensor go through the generated code unchanged', (t) => {
   const r = new Rng(5);
   const samples: [TensorRoute<any>, unknown][] = [
-    [TRAIN_REQUEST_ROUTE, TrainRequest.fromPartial({ kind: { $case: "hello", value: { workerId: "w1", epoch: 3, parametersVersion: 2, maxMessageBytes: 8 << 20 } } })],
-    [TRAIN_REQUEST_ROUTE, TrainRequest.fromPartial({ kind: { $case: "gradient", value: { step: 4, workerId: "w", numSamples: 9 } } })],
+    [
+      TRAIN_REQUEST_ROUTE,
+      TrainRequest.fromPartial({ kind: { $case: 'hello', value: { workerId: 'w1', epoch: 3, parametersVersion: 2, maxMessageBytes: 8 << 20 } } }),
+    ],
+    [TRAIN_REQUEST_ROUTE, TrainRequest.fromPartial({ kind: { $case: 'gradient', value: { step: 4, workerId: 'w', numSamples: 9 } } })],
     [
       TRAIN_REQUEST_ROUTE,
       TrainRequest.fromPartial({
-        kind: { $case: "gradientsComplete", value: { step: 4, workerId: "w", numSamples: 3, gradientTensors: 2, lossSum: 1.25, numCorrect: 2, phaseMs: { compute: 3.5, upload: 1 } } },
+        kind: {
+          $case: 'gradientsComplete',
+          value: { step: 4, workerId: 'w', numSamples: 3, gradientTensors: 2, lossSum: 1.25, numCorrect: 2, phaseMs: { compute: 3.5, upload: 1 } },
+        },
       }),
     ],
-    [TRAIN_REQUEST_ROUTE, TrainRequest.fromPartial({ kind: { $case: "parametersAck", value: { parametersVersion: 8, workerId: "x" } } })],
+    [TRAIN_REQUEST_ROUTE, TrainRequest.fromPartial({ kind: { $case: 'parametersAck', value: { parametersVersion: 8, workerId: 'x' } } })],
     [TRAIN_REQUEST_ROUTE, TrainRequest.fromPartial({})],
-    [TRAIN_RESPONSE_ROUTE, TrainResponse.fromPartial({ kind: { $case: "welcome", value: { epoch: 1, step: 2, assignment: { epoch: 1, layers: [{ layer: "fc", ownerId: "o", cost: 2, aDim: 3, gDim: 4 }] }, chunkBytes: 1 << 20, maxMessageBytes: 8 << 20 } } })],
-    [TRAIN_RESPONSE_ROUTE, TrainResponse.fromPartial({ kind: { $case: "stepStart", value: { step: 5, epoch: 1, parameterTensors: 4, batchSize: 32, globalBatchSize: 64, learningRate: 0.1, shardIndex: 1, shardCount: 2 } } })],
-    [TRAIN_RESPONSE_ROUTE, TrainResponse.fromPartial({ kind: { $case: "gradientsAck", value: { step: 5, accepted: true, reason: "", workersReduced: 2, loss: 0.5, accuracy: 0.9 } } })],
-    [TRAIN_RESPONSE_ROUTE, TrainResponse.fromPartial({ kind: { $case: "drain", value: { reason: "bye", epoch: 4 } } })],
-    [TRAIN_RESPONSE_ROUTE, TrainResponse.fromPartial({ kind: { $case: "parameters", value: { step: 5 } } })],
-    [PUBLISH_PRECONDITIONERS_REQUEST_ROUTE, PublishPreconditionersRequest.fromPartial({ kind: { $case: "hello", value: { ownerId: "o", epoch: 1, layers: ["a", "b"] } } })],
-    [PUBLISH_PRECONDITIONERS_REQUEST_ROUTE, PublishPreconditionersRequest.fromPartial({ kind: { $case: "commit", value: { layer: "a", version: 2, computedFromStep: 1, epoch: 1, factors: 2, damping: 1e-3, pi: 1.5, residual: 0 } } })],
-    [PUBLISH_PRECONDITIONERS_REQUEST_ROUTE, PublishPreconditionersRequest.fromPartial({ kind: { $case: "watermark", value: { nextRefreshStep: 9, epoch: 2, intervals: { "a/A": 3 } } } })],
-    [PUSH_STATISTICS_REQUEST_ROUTE, PushStatisticsRequest.fromPartial({ kind: { $case: "hello", value: { workerId: "w", epoch: 2 } } })],
-    [PUSH_STATISTICS_REQUEST_ROUTE, PushStatisticsRequest.fromPartial({ kind: { $case: "statisticsComplete", value: { step: 3, workerId: "w", statisticTensors: 4, shardCount: 2 } } })],
+    [
+      TRAIN_RESPONSE_ROUTE,
+      TrainResponse.fromPartial({
+        kind: {
+          $case: 'welcome',
+          value: {
+            epoch: 1,
+            step: 2,
+            assignment: { epoch: 1, layers: [{ layer: 'fc', ownerId: 'o', cost: 2, aDim: 3, gDim: 4 }] },
+            chunkBytes: 1 << 20,
+            maxMessageBytes: 8 << 20,
+          },
+        },
+      }),
+    ],
+    [
+      TRAIN_RESPONSE_ROUTE,
+      TrainResponse.fromPartial({
+        kind: {
+          $case: 'stepStart',
+          value: { step: 5, epoch: 1, parameterTensors: 4, batchSize: 32, globalBatchSize: 64, learningRate: 0.1, shardIndex: 1, shardCount: 2 },
+        },
+      }),
+    ],
+    [
+      TRAIN_RESPONSE_ROUTE,
+      TrainResponse.fromPartial({
+        kind: { $case: 'gradientsAck', value: { step: 5, accepted: true, reason: '', workersReduced: 2, loss: 0.5, accuracy: 0.9 } },
+      }),
+    ],
+    [TRAIN_RESPONSE_ROUTE, TrainResponse.fromPartial({ kind: { $case: 'drain', value: { reason: 'bye', epoch: 4 } } })],
+    [TRAIN_RESPONSE_ROUTE, TrainResponse.fromPartial({ kind: { $case: 'parameters', value: { step: 5 } } })],
+    [
+      PUBLISH_PRECONDITIONERS_REQUEST_ROUTE,
+      PublishPreconditionersRequest.fromPartial({ kind: { $case: 'hello', value: { ownerId: 'o', epoch: 1, layers: ['a', 'b'] } } }),
+    ],
+    [
+      PUBLISH_PRECONDITIONERS_REQUEST_ROUTE,
+      PublishPreconditionersRequest.fromPartial({
+        kind: { $case: 'commit', value: { layer: 'a', version: 2, computedFromStep: 1, epoch: 1, factors: 2, damping: 1e-3, pi: 1.5, residual: 0 } },
+      }),
+    ],
+    [
+      PUBLISH_PRECONDITIONERS_REQUEST_ROUTE,
+      PublishPreconditionersRequest.fromPartial({ kind: { $case: 'watermark', value: { nextRefreshStep: 9, epoch: 2, intervals: { 'a/A': 3 } } } }),
+    ],
+    [PUSH_STATISTICS_REQUEST_ROUTE, PushStatisticsRequest.fromPartial({ kind: { $case: 'hello', value: { workerId: 'w', epoch: 2 } } })],
+    [
+      PUSH_STATISTICS_REQUEST_ROUTE,
+      PushStatisticsRequest.fromPartial({ kind: { $case: 'statisticsComplete', value: { step: 3, workerId: 'w', statisticTensors: 4, shardCount: 2 } } }),
+    ],
     [DOWNLOAD_PARAMETERS_RESPONSE_ROUTE, DownloadParametersResponse.fromPartial({ step: 3, tensorCount: 0 })],
-    [FETCH_LAYER_STATE_RESPONSE_ROUTE, FetchLayerStateResponse.fromPartial({ schedule: { layer: "a", kind: 1, interval: 2, lastRefreshStep: 3, nextRefreshStep: 5, lastDrift: 0.1 } })],
+    [
+      FETCH_LAYER_STATE_RESPONSE_ROUTE,
+      FetchLayerStateResponse.fromPartial({ schedule: { layer: 'a', kind: 1, interval: 2, lastRefreshStep: 3, nextRefreshStep: 5, lastDrift: 0.1 } }),
+    ],
   ];
   for (const [route, msg] of samples) {
     const gen = generatedBytes(route, msg);
@@ -340,7 +402,7 @@ const w = () => new BinaryWriter();
 const lenField = (wr: BinaryWriter, field: number, bytes: Uint8Array) => wr.uint32((field << 3) | 2).bytes(bytes);
 const tensorBytes = (data: Uint8Array, extra?: (wr: BinaryWriter) => void) => {
   const wr = w();
-  wr.uint32(10).string("t").uint32(18).fork().uint32(2).uint32(3).join().uint32(24).int32(1).uint32(32).uint64(7);
+  wr.uint32(10).string('t').uint32(18).fork().uint32(2).uint32(3).join().uint32(24).int32(1).uint32(32).uint64(7);
   lenField(wr, 9, data);
   extra?.(wr);
   return wr.finish();
@@ -348,7 +410,7 @@ const tensorBytes = (data: Uint8Array, extra?: (wr: BinaryWriter) => void) => {
 const gradientBytes = (tensor: Uint8Array, before?: (wr: BinaryWriter) => void, after?: (wr: BinaryWriter) => void) => {
   const wr = w();
   before?.(wr);
-  wr.uint32(8).uint64(7).uint32(18).string("worker");
+  wr.uint32(8).uint64(7).uint32(18).string('worker');
   lenField(wr, 4, tensor);
   after?.(wr);
   return wr.finish();
@@ -369,42 +431,84 @@ function paddedLengths(): Uint8Array {
 }
 
 /** Cases that take the fast path (data as a view); the others fall back to the generated decoder. */
-const FAST_PATH = new Set(["canonical", "unknown fields before the tensor", "non-canonical (padded) length varints"]);
+const FAST_PATH = new Set(['canonical', 'unknown fields before the tensor', 'non-canonical (padded) length varints']);
 
-test("unusual but valid encodings decode exactly as the generated decoder does", (t) => {
+test('unusual but valid encodings decode exactly as the generated decoder does', (t) => {
   const data = new Uint8Array(24).map((_, i) => i * 7);
   const data2 = new Uint8Array(8).fill(9);
-  const hello = w().uint32(10).string("w2").uint32(16).uint64(3).finish();
+  const hello = w().uint32(10).string('w2').uint32(16).uint64(3).finish();
   const cases: [string, Uint8Array][] = [
-    ["canonical", trainRequest(gradientBytes(tensorBytes(data)))],
-    ["unknown fields before the tensor", trainRequest(gradientBytes(tensorBytes(data), (x) => x.uint32(99 << 3).uint64(1).uint32((98 << 3) | 2).bytes(data2)))],
-    ["unknown fields before and after the tensor", trainRequest(gradientBytes(tensorBytes(data, (x) => x.uint32(800).uint64(5).uint32(805).fixed32(1)), (x) => x.uint32(99 << 3).uint64(1), (x) => x.uint32(((98 << 3) | 2)).bytes(data2).uint32(8).uint64(11)))],
-    ["a field after the tensor overrides an earlier one", trainRequest(gradientBytes(tensorBytes(data), undefined, (x) => x.uint32(8).uint64(99)))],
-    ["data repeated (last wins)", trainRequest(gradientBytes(tensorBytes(data, (x) => lenField(x, 9, data2))))],
-    ["tensor repeated", trainRequest(gradientBytes(tensorBytes(data), undefined, (x) => lenField(x, 4, tensorBytes(data2))))],
-    ["gradient repeated", trainRequest(gradientBytes(tensorBytes(data)), undefined, (x) => lenField(x, 2, gradientBytes(tensorBytes(data2))))],
-    ["hello after the gradient (last oneof member wins)", trainRequest(gradientBytes(tensorBytes(data)), undefined, (x) => lenField(x, 1, hello))],
-    ["hello before the gradient", trainRequest(gradientBytes(tensorBytes(data)), (x) => lenField(x, 1, hello))],
-    ["unknown field next to the oneof", trainRequest(gradientBytes(tensorBytes(data)), (x) => x.uint32(77 << 3).uint64(1))],
-    ["tensor field with the wrong wire type", trainRequest(gradientBytes(tensorBytes(data), undefined, (x) => x.uint32(4 << 3).uint64(1)))],
-    ["data field with the wrong wire type", trainRequest(gradientBytes(tensorBytes(data, (x) => x.uint32(9 << 3).uint64(1))))],
-    ["empty data field", trainRequest(gradientBytes(tensorBytes(new Uint8Array(0))))],
-    ["no data field", trainRequest(gradientBytes(w().uint32(10).string("t").finish()))],
-    ["empty tensor", trainRequest(gradientBytes(new Uint8Array(0)))],
-    ["empty message", new Uint8Array(0)],
-    ["group in the tensor", trainRequest(gradientBytes(tensorBytes(data, (x) => x.uint32((50 << 3) | 3).uint32(8).uint64(1).uint32((50 << 3) | 4))))],
-    ["non-canonical (padded) length varints", paddedLengths()],
+    ['canonical', trainRequest(gradientBytes(tensorBytes(data)))],
+    [
+      'unknown fields before the tensor',
+      trainRequest(
+        gradientBytes(tensorBytes(data), (x) =>
+          x
+            .uint32(99 << 3)
+            .uint64(1)
+            .uint32((98 << 3) | 2)
+            .bytes(data2),
+        ),
+      ),
+    ],
+    [
+      'unknown fields before and after the tensor',
+      trainRequest(
+        gradientBytes(
+          tensorBytes(data, (x) => x.uint32(800).uint64(5).uint32(805).fixed32(1)),
+          (x) => x.uint32(99 << 3).uint64(1),
+          (x) =>
+            x
+              .uint32((98 << 3) | 2)
+              .bytes(data2)
+              .uint32(8)
+              .uint64(11),
+        ),
+      ),
+    ],
+    ['a field after the tensor overrides an earlier one', trainRequest(gradientBytes(tensorBytes(data), undefined, (x) => x.uint32(8).uint64(99)))],
+    ['data repeated (last wins)', trainRequest(gradientBytes(tensorBytes(data, (x) => lenField(x, 9, data2))))],
+    ['tensor repeated', trainRequest(gradientBytes(tensorBytes(data), undefined, (x) => lenField(x, 4, tensorBytes(data2))))],
+    ['gradient repeated', trainRequest(gradientBytes(tensorBytes(data)), undefined, (x) => lenField(x, 2, gradientBytes(tensorBytes(data2))))],
+    ['hello after the gradient (last oneof member wins)', trainRequest(gradientBytes(tensorBytes(data)), undefined, (x) => lenField(x, 1, hello))],
+    ['hello before the gradient', trainRequest(gradientBytes(tensorBytes(data)), (x) => lenField(x, 1, hello))],
+    ['unknown field next to the oneof', trainRequest(gradientBytes(tensorBytes(data)), (x) => x.uint32(77 << 3).uint64(1))],
+    ['tensor field with the wrong wire type', trainRequest(gradientBytes(tensorBytes(data), undefined, (x) => x.uint32(4 << 3).uint64(1)))],
+    ['data field with the wrong wire type', trainRequest(gradientBytes(tensorBytes(data, (x) => x.uint32(9 << 3).uint64(1))))],
+    ['empty data field', trainRequest(gradientBytes(tensorBytes(new Uint8Array(0))))],
+    ['no data field', trainRequest(gradientBytes(w().uint32(10).string('t').finish()))],
+    ['empty tensor', trainRequest(gradientBytes(new Uint8Array(0)))],
+    ['empty message', new Uint8Array(0)],
+    [
+      'group in the tensor',
+      trainRequest(
+        gradientBytes(
+          tensorBytes(data, (x) =>
+            x
+              .uint32((50 << 3) | 3)
+              .uint32(8)
+              .uint64(1)
+              .uint32((50 << 3) | 4),
+          ),
+        ),
+      ),
+    ],
+    ['non-canonical (padded) length varints', paddedLengths()],
   ];
   for (const [name, bytes] of cases) {
     for (const offset of [0, 1, 3]) {
       const input = placeAt(bytes, offset);
       const g = outcome(() => normalized(TRAIN_REQUEST_ROUTE, TrainRequest.decode(input)));
-      t.deepEqual(outcome(() => normalized(TRAIN_REQUEST_ROUTE, decodeSpliced(TRAIN_REQUEST_ROUTE, input))), g, `${name} (offset ${offset})`);
+      t.deepEqual(
+        outcome(() => normalized(TRAIN_REQUEST_ROUTE, decodeSpliced(TRAIN_REQUEST_ROUTE, input))),
+        g,
+        `${name} (offset ${offset})`,
+      );
       if (FAST_PATH.has(name)) {
         const k = decodeSpliced(TRAIN_REQUEST_ROUTE, input).kind;
-        t.is(k?.$case === "gradient" ? k.value.tensor?.data.buffer : undefined, input.buffer, `${name}: data is a view`);
+        t.is(k?.$case === 'gradient' ? k.value.tensor?.data.buffer : undefined, input.buffer, `${name}: data is a view`);
       }
-      if (offset === 0) t.log(`${name}: ${g.ok ? "decoded" : `error: ${g.error}`}`);
+      if (offset === 0) t.log(`${name}: ${g.ok ? 'decoded' : `error: ${g.error}`}`);
     }
   }
 });
@@ -443,12 +547,12 @@ test("fuzz: truncated and corrupted messages give exactly the generated decoder'
   t.log(`${N} mutated messages, ${errors} rejected by the generated decoder; the fast decoder agreed on all`);
 });
 
-test("tensors sent through the fast codec reassemble bit-exactly from unaligned views", (t) => {
+test('tensors sent through the fast codec reassemble bit-exactly from unaligned views', (t) => {
   const r = new Rng(3);
   for (const n of [1, 5, 1000, 40_000]) {
     const values = new Float32Array(n).map(() => r.u32() / 3 - 1e9);
     for (const chunkBytes of [4, 12, 400, 65_536, 1 << 20]) {
-      if (n * 4 / chunkBytes > 2000) continue;
+      if ((n * 4) / chunkBytes > 2000) continue;
       const asm = new TensorAssembler();
       let out: Float32Array | undefined;
       let i = 0;
@@ -460,7 +564,11 @@ test("tensors sent through the fast codec reassemble bit-exactly from unaligned 
       }
       asm.assertComplete();
       t.truthy(out);
-      t.is(Buffer.compare(Buffer.from(out!.buffer, out!.byteOffset, out!.byteLength), Buffer.from(values.buffer)), 0, `${n} values in chunks of ${chunkBytes} bytes`);
+      t.is(
+        Buffer.compare(Buffer.from(out!.buffer, out!.byteOffset, out!.byteLength), Buffer.from(values.buffer)),
+        0,
+        `${n} values in chunks of ${chunkBytes} bytes`,
+      );
     }
   }
 });

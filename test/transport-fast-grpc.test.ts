@@ -6,13 +6,13 @@
  * for bit; and Debian's python3-grpcio/python3-protobuf, with classes built from
  * src/gen/spngd.binpb, reading what a fast server sends and sending what it reads.
  */
-import test, { type ExecutionContext } from "ava";
-import * as grpc from "@grpc/grpc-js";
-import { spawn } from "node:child_process";
-import { createHash } from "node:crypto";
-import { fileURLToPath } from "node:url";
+import test, { type ExecutionContext } from 'ava';
+import * as grpc from '@grpc/grpc-js';
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
 
-import { sendDense, sendSymmetric } from "../src/actors/common/tensor-io.js";
+import { sendDense, sendSymmetric } from '../src/actors/common/tensor-io.js';
 import {
   FactorOwnerServiceClient,
   type FactorOwnerServiceServer,
@@ -21,7 +21,7 @@ import {
   type PushStatisticsRequest,
   type PushStatisticsResponse,
   StatisticKind,
-} from "../src/gen/spngd/v1/factor_owner.js";
+} from '../src/gen/spngd/v1/factor_owner.js';
 import {
   type DownloadParametersResponse,
   ParameterServerServiceClient,
@@ -32,7 +32,7 @@ import {
   type PublishPreconditionersResponse,
   type TrainRequest,
   type TrainResponse,
-} from "../src/gen/spngd/v1/parameter_server.js";
+} from '../src/gen/spngd/v1/parameter_server.js';
 import {
   type AssembledTensor,
   ByteBudgetReader,
@@ -50,8 +50,8 @@ import {
   RESPONSE_SCRATCH_ENABLED,
   serverOptions,
   TensorAssembler,
-} from "../src/transport/index.js";
-import { PYTHON, pythonTest } from "./helpers/python-client.js";
+} from '../src/transport/index.js';
+import { PYTHON, pythonTest } from './helpers/python-client.js';
 
 const CHUNK = 1 * MiB;
 
@@ -80,20 +80,23 @@ function randomFinite(n: number, seed: number): Float32Array {
 }
 
 const bytesOf = (v: Float32Array) => Buffer.from(v.buffer, v.byteOffset, v.byteLength);
-const digest = (v: Float32Array | Uint8Array) => createHash("sha1").update(Buffer.from(v.buffer, v.byteOffset, v.byteLength)).digest("hex");
+const digest = (v: Float32Array | Uint8Array) =>
+  createHash('sha1')
+    .update(Buffer.from(v.buffer, v.byteOffset, v.byteLength))
+    .digest('hex');
 
 /** Tensors served by DownloadParameters: sizes and name lengths that put data at every alignment. */
 const DOWNLOADS = new Map<string, { values: Float32Array; shape: number[] }>([
-  ["a", { values: randomBits(1, 1), shape: [1] }],
-  ["bb", { values: randomBits(1000, 2), shape: [10, 100] }],
-  ["ccc", { values: randomBits((3 * MiB) / 4 + 3, 3), shape: [(3 * MiB) / 4 + 3] }],
-  ["dddd", { values: randomBits(4097, 4), shape: [4097] }],
+  ['a', { values: randomBits(1, 1), shape: [1] }],
+  ['bb', { values: randomBits(1000, 2), shape: [10, 100] }],
+  ['ccc', { values: randomBits((3 * MiB) / 4 + 3, 3), shape: [(3 * MiB) / 4 + 3] }],
+  ['dddd', { values: randomBits(4097, 4), shape: [4097] }],
 ]);
 
 /** Symmetric matrices served by FetchLayerState: [n, n] and a batch of 2x2 blocks. */
 const LAYER_STATES = new Map<string, { matrix: Float32Array; n: number; batch?: number }>([
-  ["fc1", { matrix: randomFinite(300 * 300, 5), n: 300 }],
-  ["bn1", { matrix: randomFinite(64 * 4, 6), n: 2, batch: 64 }],
+  ['fc1', { matrix: randomFinite(300 * 300, 5), n: 300 }],
+  ['bn1', { matrix: randomFinite(64 * 4, 6), n: 2, batch: 64 }],
 ]);
 
 const packedOf = (s: { matrix: Float32Array; n: number; batch?: number }) => packUpperTriangle(s.matrix, s.n, s.batch ?? 1);
@@ -104,10 +107,10 @@ function serveInOrder<T>(call: grpc.ServerDuplexStream<T, unknown>, f: (m: T) =>
   const fail = (err: unknown) => {
     failServerCall(call, err);
   };
-  call.on("data", (m: T) => {
+  call.on('data', (m: T) => {
     chain = chain.then(() => f(m)).catch(fail);
   });
-  call.on("end", () => {
+  call.on('end', () => {
     chain = chain.then(atEnd).catch(fail);
   });
 }
@@ -123,21 +126,30 @@ function psImpl(): ParameterServerServiceServer {
         call,
         async (req) => {
           const k = req.kind;
-          if (k?.$case === "hello") {
-            await writer.write({ kind: { $case: "welcome", value: { epoch: k.value.epoch, step: 0, chunkBytes: CHUNK, maxMessageBytes: 8 * MiB } } }, 64);
-          } else if (k?.$case === "gradient") {
-            const t = asm.push(envelopeTensor(k.value.tensor, k.value.step, "GradientChunk.step"));
+          if (k?.$case === 'hello') {
+            await writer.write({ kind: { $case: 'welcome', value: { epoch: k.value.epoch, step: 0, chunkBytes: CHUNK, maxMessageBytes: 8 * MiB } } }, 64);
+          } else if (k?.$case === 'gradient') {
+            const t = asm.push(envelopeTensor(k.value.tensor, k.value.step, 'GradientChunk.step'));
             if (t) received.push(t);
-          } else if (k?.$case === "gradientsComplete") {
+          } else if (k?.$case === 'gradientsComplete') {
             asm.assertComplete();
             const step = k.value.step;
             const tensors = received;
             received = [];
             for (const t of tensors) {
-              await sendDense(writer, (tensor) => ({ kind: { $case: "parameters" as const, value: { step, tensor } } }), t.name, t.values, t.shape, step, CHUNK, { copy: false });
+              await sendDense(
+                writer,
+                (tensor) => ({ kind: { $case: 'parameters' as const, value: { step, tensor } } }),
+                t.name,
+                t.values,
+                t.shape,
+                step,
+                CHUNK,
+                { copy: false },
+              );
             }
-            const reason = tensors.map((t) => `${t.name}:${digest(t.values)}`).join(",");
-            await writer.write({ kind: { $case: "gradientsAck", value: { step, accepted: true, reason, workersReduced: 1, loss: 0, accuracy: 0 } } }, 256);
+            const reason = tensors.map((t) => `${t.name}:${digest(t.values)}`).join(',');
+            await writer.write({ kind: { $case: 'gradientsAck', value: { step, accepted: true, reason, workersReduced: 1, loss: 0, accuracy: 0 } } }, 256);
           }
         },
         () => writer.end(),
@@ -152,12 +164,12 @@ function psImpl(): ParameterServerServiceServer {
         call,
         async (req) => {
           const k = req.kind;
-          if (k?.$case === "chunk") {
-            const t = asm.push(envelopeTensor(k.value.tensor, k.value.version, "PreconditionerChunk.version"));
+          if (k?.$case === 'chunk') {
+            const t = asm.push(envelopeTensor(k.value.tensor, k.value.version, 'PreconditionerChunk.version'));
             if (t) factors.set(k.value.layer, [...(factors.get(k.value.layer) ?? []), `${k.value.factor}:${digest(t.values)}`]);
-          } else if (k?.$case === "commit") {
+          } else if (k?.$case === 'commit') {
             const { layer, version } = k.value;
-            await writer.write({ layer, version, accepted: true, reason: (factors.get(layer) ?? []).join(",") }, 64);
+            await writer.write({ layer, version, accepted: true, reason: (factors.get(layer) ?? []).join(',') }, 64);
             factors.delete(layer);
           }
         },
@@ -193,11 +205,18 @@ function ownerImpl(): FactorOwnerServiceServer {
         call,
         async (req) => {
           const k = req.kind;
-          if (k?.$case === "statistic") {
-            const t = asm.push(envelopeTensor(k.value.tensor, k.value.step, "StatisticChunk.step"));
+          if (k?.$case === 'statistic') {
+            const t = asm.push(envelopeTensor(k.value.tensor, k.value.step, 'StatisticChunk.step'));
             if (t) received.push(`${k.value.layer}/${k.value.kind}:${digest(t.values)}`);
-          } else if (k?.$case === "statisticsComplete") {
-            const schedules = received.map((layer) => ({ layer, kind: StatisticKind.STATISTIC_KIND_A, interval: 1, lastRefreshStep: 0, nextRefreshStep: 0, lastDrift: 0 }));
+          } else if (k?.$case === 'statisticsComplete') {
+            const schedules = received.map((layer) => ({
+              layer,
+              kind: StatisticKind.STATISTIC_KIND_A,
+              interval: 1,
+              lastRefreshStep: 0,
+              nextRefreshStep: 0,
+              lastDrift: 0,
+            }));
             received = [];
             await writer.write({ epoch: 1, schedules, ackedStep: k.value.step }, 256);
           }
@@ -226,7 +245,7 @@ async function startServer(fast: boolean): Promise<{ address: string; server: gr
   server.addService(fast ? FastParameterServerServiceService : ParameterServerServiceService, psImpl());
   server.addService(fast ? FastFactorOwnerServiceService : FactorOwnerServiceService, ownerImpl());
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
+    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
   );
   return { address: `127.0.0.1:${port}`, server };
 }
@@ -235,7 +254,14 @@ function clients(address: string, fast: boolean): { ps: ParameterServerServiceCl
   const creds = grpc.credentials.createInsecure();
   const ps = fast ? new FastParameterServerServiceClient(address, creds, channelOptions()) : new ParameterServerServiceClient(address, creds, channelOptions());
   const owner = fast ? new FastFactorOwnerServiceClient(address, creds, channelOptions()) : new FactorOwnerServiceClient(address, creds, channelOptions());
-  return { ps, owner, close: () => (ps.close(), owner.close()) };
+  return {
+    ps,
+    owner,
+    close: () => {
+      ps.close();
+      owner.close();
+    },
+  };
 }
 
 /** Reads a stream to its end, assembling the tensors of the messages `tensorOf` picks. */
@@ -264,7 +290,10 @@ async function exercise(t: ExecutionContext, address: string, fastClient: boolea
   try {
     // DownloadParameters: default chunks, then 1000-byte chunks (many messages, every offset).
     for (const maxMessageBytes of [0, 1000]) {
-      const got = await assembleAll(c.ps.downloadParameters({ names: [], newerThanVersion: 0, maxMessageBytes }), (m) => ({ tensor: m.tensor, version: m.step }));
+      const got = await assembleAll(c.ps.downloadParameters({ names: [], newerThanVersion: 0, maxMessageBytes }), (m) => ({
+        tensor: m.tensor,
+        version: m.step,
+      }));
       t.deepEqual([...got.keys()].sort(), [...DOWNLOADS.keys()].sort(), `${label}: download tensors`);
       for (const [name, want] of DOWNLOADS) {
         t.deepEqual(got.get(name)!.shape, want.shape);
@@ -275,24 +304,49 @@ async function exercise(t: ExecutionContext, address: string, fastClient: boolea
     // Train: gradients up, the same tensors back as parameters, digests in the ack.
     {
       const grads = [
-        { name: "w", values: randomBits((2 * MiB) / 4 + 1, 7), shape: [(2 * MiB) / 4 + 1] },
-        { name: "bias", values: randomBits(33, 8), shape: [33] },
+        { name: 'w', values: randomBits((2 * MiB) / 4 + 1, 7), shape: [(2 * MiB) / 4 + 1] },
+        { name: 'bias', values: randomBits(33, 8), shape: [33] },
       ];
       const call = c.ps.train();
       const others: TrainResponse[] = [];
-      const reading = assembleAll<TrainResponse>(call, (m) => (m.kind?.$case === "parameters" ? { tensor: m.kind.value.tensor, version: m.kind.value.step } : undefined), others);
+      const reading = assembleAll<TrainResponse>(
+        call,
+        (m) => (m.kind?.$case === 'parameters' ? { tensor: m.kind.value.tensor, version: m.kind.value.step } : undefined),
+        others,
+      );
       const w = new ByteBudgetWriter<TrainRequest>(call);
-      await w.write({ kind: { $case: "hello", value: { workerId: "w1", epoch: 1, parametersVersion: 0, maxMessageBytes: 8 * MiB } } }, 64);
+      await w.write({ kind: { $case: 'hello', value: { workerId: 'w1', epoch: 1, parametersVersion: 0, maxMessageBytes: 8 * MiB } } }, 64);
       for (const g of grads) {
-        await sendDense(w, (tensor) => ({ kind: { $case: "gradient" as const, value: { step: 3, workerId: "w1", numSamples: 4, tensor } } }), g.name, g.values, g.shape, 3, CHUNK, { copy: false });
+        await sendDense(
+          w,
+          (tensor) => ({ kind: { $case: 'gradient' as const, value: { step: 3, workerId: 'w1', numSamples: 4, tensor } } }),
+          g.name,
+          g.values,
+          g.shape,
+          3,
+          CHUNK,
+          { copy: false },
+        );
       }
-      await w.write({ kind: { $case: "gradientsComplete", value: { step: 3, workerId: "w1", numSamples: 4, gradientTensors: 2, lossSum: 1, numCorrect: 2, phaseMs: { compute: 1 } } } }, 64);
+      await w.write(
+        {
+          kind: {
+            $case: 'gradientsComplete',
+            value: { step: 3, workerId: 'w1', numSamples: 4, gradientTensors: 2, lossSum: 1, numCorrect: 2, phaseMs: { compute: 1 } },
+          },
+        },
+        64,
+      );
       await w.end();
       const params = await reading;
       for (const g of grads) t.is(Buffer.compare(bytesOf(params.get(g.name)!.values), bytesOf(g.values)), 0, `${label}: train echo ${g.name}`);
-      const ack = others.find((m) => m.kind?.$case === "gradientsAck");
-      t.is(ack?.kind?.$case === "gradientsAck" ? ack.kind.value.reason : undefined, grads.map((g) => `${g.name}:${digest(g.values)}`).join(","), `${label}: train ack`);
-      t.is(others[0]?.kind?.$case, "welcome");
+      const ack = others.find((m) => m.kind?.$case === 'gradientsAck');
+      t.is(
+        ack?.kind?.$case === 'gradientsAck' ? ack.kind.value.reason : undefined,
+        grads.map((g) => `${g.name}:${digest(g.values)}`).join(','),
+        `${label}: train ack`,
+      );
+      t.is(others[0]?.kind?.$case, 'welcome');
     }
 
     // PublishPreconditioners: two factors and a commit.
@@ -305,11 +359,25 @@ async function exercise(t: ExecutionContext, address: string, fastClient: boolea
         for await (const m of new ByteBudgetReader<PublishPreconditionersResponse>(call, { sizeOf: () => 64 })) acks.push(m);
       })();
       const w = new ByteBudgetWriter<PublishPreconditionersRequest>(call);
-      await w.write({ kind: { $case: "hello", value: { ownerId: "o1", epoch: 1, layers: ["fc1"] } } }, 64);
-      for (const [factor, s] of [[PreconditionerFactor.PRECONDITIONER_FACTOR_A_INVERSE, a], [PreconditionerFactor.PRECONDITIONER_FACTOR_G_INVERSE, g]] as const) {
-        await sendSymmetric(w, (tensor) => ({ kind: { $case: "chunk" as const, value: { layer: "fc1", factor, version: 2, computedFromStep: 1, tensor } } }), "fc1", s.matrix, s.n, 2, 32 * 1024);
+      await w.write({ kind: { $case: 'hello', value: { ownerId: 'o1', epoch: 1, layers: ['fc1'] } } }, 64);
+      for (const [factor, s] of [
+        [PreconditionerFactor.PRECONDITIONER_FACTOR_A_INVERSE, a],
+        [PreconditionerFactor.PRECONDITIONER_FACTOR_G_INVERSE, g],
+      ] as const) {
+        await sendSymmetric(
+          w,
+          (tensor) => ({ kind: { $case: 'chunk' as const, value: { layer: 'fc1', factor, version: 2, computedFromStep: 1, tensor } } }),
+          'fc1',
+          s.matrix,
+          s.n,
+          2,
+          32 * 1024,
+        );
       }
-      await w.write({ kind: { $case: "commit", value: { layer: "fc1", version: 2, computedFromStep: 1, epoch: 1, factors: 2, damping: 1e-3, pi: 1, residual: 0 } } }, 64);
+      await w.write(
+        { kind: { $case: 'commit', value: { layer: 'fc1', version: 2, computedFromStep: 1, epoch: 1, factors: 2, damping: 1e-3, pi: 1, residual: 0 } } },
+        64,
+      );
       await w.end();
       await reading;
       t.is(acks.length, 1);
@@ -319,8 +387,8 @@ async function exercise(t: ExecutionContext, address: string, fastClient: boolea
     // PushStatistics: an [n, n] factor and a batch of 2x2 blocks.
     {
       const stats = [
-        { layer: "conv1", kind: StatisticKind.STATISTIC_KIND_A, matrix: randomFinite(150 * 150, 11), n: 150 },
-        { layer: "bn1", kind: StatisticKind.STATISTIC_KIND_BN_FISHER, matrix: randomFinite(32 * 4, 12), n: 2, batch: 32 },
+        { layer: 'conv1', kind: StatisticKind.STATISTIC_KIND_A, matrix: randomFinite(150 * 150, 11), n: 150 },
+        { layer: 'bn1', kind: StatisticKind.STATISTIC_KIND_BN_FISHER, matrix: randomFinite(32 * 4, 12), n: 2, batch: 32 },
       ];
       const call = c.owner.pushStatistics();
       const responses: PushStatisticsResponse[] = [];
@@ -328,11 +396,20 @@ async function exercise(t: ExecutionContext, address: string, fastClient: boolea
         for await (const m of new ByteBudgetReader<PushStatisticsResponse>(call, { sizeOf: () => 64 })) responses.push(m);
       })();
       const w = new ByteBudgetWriter<PushStatisticsRequest>(call);
-      await w.write({ kind: { $case: "hello", value: { workerId: "w1", epoch: 1 } } }, 64);
+      await w.write({ kind: { $case: 'hello', value: { workerId: 'w1', epoch: 1 } } }, 64);
       for (const s of stats) {
-        await sendSymmetric(w, (tensor) => ({ kind: { $case: "statistic" as const, value: { step: 5, workerId: "w1", layer: s.layer, kind: s.kind, numSamples: 8, tensor } } }), s.layer, s.matrix, s.n, 5, 16 * 1024, s.batch);
+        await sendSymmetric(
+          w,
+          (tensor) => ({ kind: { $case: 'statistic' as const, value: { step: 5, workerId: 'w1', layer: s.layer, kind: s.kind, numSamples: 8, tensor } } }),
+          s.layer,
+          s.matrix,
+          s.n,
+          5,
+          16 * 1024,
+          s.batch,
+        );
       }
-      await w.write({ kind: { $case: "statisticsComplete", value: { step: 5, workerId: "w1", statisticTensors: 2, shardCount: 1 } } }, 64);
+      await w.write({ kind: { $case: 'statisticsComplete', value: { step: 5, workerId: 'w1', statisticTensors: 2, shardCount: 1 } } }, 64);
       await w.end();
       await reading;
       t.is(responses.length, 1);
@@ -354,7 +431,7 @@ async function exercise(t: ExecutionContext, address: string, fastClient: boolea
       for (const [layer, s] of LAYER_STATES) {
         t.is(Buffer.compare(bytesOf(got.get(layer)!.values), bytesOf(packedOf(s))), 0, `${label}: layer state ${layer}`);
       }
-      t.true(schedules.length > 0 && schedules.every((s) => s.endsWith(":7")));
+      t.true(schedules.length > 0 && schedules.every((s) => s.endsWith(':7')));
     }
   } finally {
     c.close();
@@ -367,7 +444,7 @@ for (const [fastServer, fastClient] of [
   [false, true],
   [false, false],
 ] as const) {
-  const label = `${fastServer ? "fast" : "generated"} server, ${fastClient ? "fast" : "generated"} client`;
+  const label = `${fastServer ? 'fast' : 'generated'} server, ${fastClient ? 'fast' : 'generated'} client`;
   test(`every tensor RPC round-trips bit-exactly: ${label}`, async (t) => {
     const { address, server } = await startServer(fastServer);
     try {
@@ -378,17 +455,23 @@ for (const [fastServer, fastClient] of [
   });
 }
 
-test("concurrent response streams of one fast server, sharing its response scratch buffer, stay bit-exact", async (t) => {
-  t.log(`grpc-js ${GRPC_JS_VERSION}: server responses ${RESPONSE_SCRATCH_ENABLED ? "reuse one scratch buffer" : "get fresh buffers"}`);
-  t.is(RESPONSE_SCRATCH_ENABLED, GRPC_JS_VERSION.startsWith("1.14."), "reuse only on the checked grpc-js versions");
+test('concurrent response streams of one fast server, sharing its response scratch buffer, stay bit-exact', async (t) => {
+  t.log(`grpc-js ${GRPC_JS_VERSION}: server responses ${RESPONSE_SCRATCH_ENABLED ? 'reuse one scratch buffer' : 'get fresh buffers'}`);
+  t.is(RESPONSE_SCRATCH_ENABLED, GRPC_JS_VERSION.startsWith('1.14.'), 'reuse only on the checked grpc-js versions');
   const { address, server } = await startServer(true);
   const c = clients(address, true);
   try {
     const downloads = Array.from({ length: 6 }, (_, i) =>
-      assembleAll(c.ps.downloadParameters({ names: [], newerThanVersion: 0, maxMessageBytes: i % 2 === 0 ? 0 : 4096 + 4 * i }), (m) => ({ tensor: m.tensor, version: m.step })),
+      assembleAll(c.ps.downloadParameters({ names: [], newerThanVersion: 0, maxMessageBytes: i % 2 === 0 ? 0 : 4096 + 4 * i }), (m) => ({
+        tensor: m.tensor,
+        version: m.step,
+      })),
     );
     const layers = Array.from({ length: 3 }, () =>
-      assembleAll<FetchLayerStateResponse>(c.owner.fetchLayerState({ layers: [...LAYER_STATES.keys()], epoch: 1 }), (m) => ({ tensor: m.tensor, version: m.tensor?.version ?? 0 })),
+      assembleAll<FetchLayerStateResponse>(c.owner.fetchLayerState({ layers: [...LAYER_STATES.keys()], epoch: 1 }), (m) => ({
+        tensor: m.tensor,
+        version: m.tensor?.version ?? 0,
+      })),
     );
     for (const got of await Promise.all(downloads)) {
       for (const [name, want] of DOWNLOADS) t.is(Buffer.compare(bytesOf(got.get(name)!.values), bytesOf(want.values)), 0, `download ${name}`);
@@ -404,12 +487,12 @@ test("concurrent response streams of one fast server, sharing its response scrat
 
 // ---- Python (independent protobuf implementation) --------------------------------------------
 
-const BINPB = fileURLToPath(new URL("../src/gen/spngd.binpb", import.meta.url));
+const BINPB = fileURLToPath(new URL('../src/gen/spngd.binpb', import.meta.url));
 
 /** Deterministic bytes with a period (251) that does not divide the chunk size. */
 const pyPattern = (n: number) => Buffer.from(Uint8Array.from({ length: n }, (_, i) => i % 251));
 
-const PY_SCRIPT = String.raw`
+const PY_SCRIPT = `
 import hashlib, json, sys
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -506,14 +589,14 @@ print(json.dumps(out))
 
 function runPython(plan: object): Promise<any> {
   return new Promise((resolve, reject) => {
-    const child = spawn(PYTHON, ["-c", PY_SCRIPT, JSON.stringify(plan)], { stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
-    const timer = setTimeout(() => child.kill("SIGKILL"), 120_000);
-    child.on("error", reject);
-    child.on("close", (code) => {
+    const child = spawn(PYTHON, ['-c', PY_SCRIPT, JSON.stringify(plan)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
       clearTimeout(timer);
       if (code !== 0) reject(new Error(`python exited with code ${code}:\n${stderr}`));
       else {
@@ -527,7 +610,7 @@ function runPython(plan: object): Promise<any> {
   });
 }
 
-pythonTest(test, "python3-protobuf reads what the fast definitions send and sends what they read", async (t) => {
+pythonTest(test, 'python3-protobuf reads what the fast definitions send and sends what they read', async (t) => {
   const { address, server } = await startServer(true);
   try {
     const gradientBytes = 2 * MiB + 12;
@@ -546,7 +629,7 @@ pythonTest(test, "python3-protobuf reads what the fast definitions send and send
     t.is(out.train.sent, digest(grad));
     t.is(out.train.echo, digest(grad), "python: the parameters echoed back (fast encoder) carry the gradient's bytes");
     t.is(out.train.ack, `pyw:${digest(grad)}`, "the fast decoder read python's gradient chunks");
-    t.deepEqual(out.train.kinds, ["gradients_ack", "parameters", "welcome"]);
+    t.deepEqual(out.train.kinds, ['gradients_ack', 'parameters', 'welcome']);
     t.deepEqual(out.statistics.schedules, [`fc/2:${digest(Buffer.from(Uint8Array.from({ length: 24 }, (_, i) => i)))}`]);
     for (const [layer, s] of LAYER_STATES) t.is(out.layerStates[layer], digest(packedOf(s)), `python: layer state ${layer}`);
   } finally {

@@ -11,7 +11,9 @@ import { raiseServerReceiveWindow } from '../src/transport/server-window.js';
 test('a client connection to the server gets the raised HTTP/2 receive window', async (t) => {
   const server = new Server();
   addHealthAndReflection(server, [], 'SERVING');
-  const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
+  );
   const window = 3 * 1024 * 1024;
   t.true(raiseServerReceiveWindow(server, window));
   const sessions: Http2Session[] = [];

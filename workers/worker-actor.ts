@@ -112,7 +112,13 @@ export class Worker {
     this.server = await startActorServer(this.opts.listen, [], this.state, this.metrics, {}, this.security);
     this.member = new MemberClient(this.opts.ps, this.opts.logger, {}, this.security);
     const joined = await this.member.join(
-      { id: this.opts.id ?? '', role: Role.ROLE_WORKER, address: this.opts.advertise ?? this.server.address, state: LifecycleState.LIFECYCLE_STATE_STARTING, capacity: 1 },
+      {
+        id: this.opts.id ?? '',
+        role: Role.ROLE_WORKER,
+        address: this.opts.advertise ?? this.server.address,
+        state: LifecycleState.LIFECYCLE_STATE_STARTING,
+        capacity: 1,
+      },
       this.opts.joinTimeoutMs,
     );
     this.state.id = joined.id;
@@ -130,7 +136,13 @@ export class Worker {
         // again, so the old view and epoch must not hide its views.
         this.view = undefined;
         this.state.epoch = 0;
-        const joined = await this.member.join({ id: this.state.id, role: Role.ROLE_WORKER, address: this.opts.advertise ?? this.server!.address, state: this.state.lifecycle, capacity: 1 });
+        const joined = await this.member.join({
+          id: this.state.id,
+          role: Role.ROLE_WORKER,
+          address: this.opts.advertise ?? this.server!.address,
+          state: this.state.lifecycle,
+          capacity: 1,
+        });
         for (const link of this.owners.values()) this.closeOwner(link);
         this.owners.clear();
         // The watch may have delivered a newer view than the join's while we were joining.
@@ -170,7 +182,11 @@ export class Worker {
 
   private openTrainStream(): void {
     this.writer?.detach();
-    this.psClient ??= new ParameterServerServiceClient(this.opts.ps, this.security.channelCredentials(), this.security.clientOptions(transportOf(this.config.cluster)));
+    this.psClient ??= new ParameterServerServiceClient(
+      this.opts.ps,
+      this.security.channelCredentials(),
+      this.security.clientOptions(transportOf(this.config.cluster)),
+    );
     const call = this.psClient.train(this.member.metadata());
     this.trainCall = call;
     const writer = new ByteBudgetWriter<TrainRequest>(call);
@@ -191,7 +207,9 @@ export class Worker {
     };
     call.on('status', reopen);
     call.on('close', reopen);
-    void this.writer.write({ kind: { $case: 'hello', value: { workerId: this.state.id, epoch: this.state.epoch, parametersVersion: 0, maxMessageBytes: 0 } } }, 64).catch(() => undefined);
+    void this.writer
+      .write({ kind: { $case: 'hello', value: { workerId: this.state.id, epoch: this.state.epoch, parametersVersion: 0, maxMessageBytes: 0 } } }, 64)
+      .catch(() => undefined);
   }
 
   /** A message of the train stream whose writer is `writer` (a step's results go back on the stream that started it). */
@@ -212,9 +230,11 @@ export class Worker {
           const start = k.value;
           const params = this.params;
           this.params = new Map();
-          this.work = this.work.then(() => this.step(start, params, writer)).catch((err) => {
-            this.opts.logger.error(`step ${start.step} failed: ${(err as Error).stack ?? err}`);
-          });
+          this.work = this.work
+            .then(() => this.step(start, params, writer))
+            .catch((err) => {
+              this.opts.logger.error(`step ${start.step} failed: ${(err as Error).stack ?? err}`);
+            });
           return;
         }
         case 'gradientsAck':
@@ -249,7 +269,12 @@ export class Worker {
     const indices = this.plan.indices(s).subarray(offset, end);
     const batch = gather(this.train, indices);
     const res = await this.state.timings.time('compute', () =>
-      localPass(this.model, this.opts.backend, { x: batch.x, y: batch.y, samples: indices.length }, { due, fisher: c.optimizer.kfac.fisher, mcSeed: mcSeed(c.seed, s), sampleOffset: offset }),
+      localPass(
+        this.model,
+        this.opts.backend,
+        { x: batch.x, y: batch.y, samples: indices.length },
+        { due, fisher: c.optimizer.kfac.fisher, mcSeed: mcSeed(c.seed, s), sampleOffset: offset },
+      ),
     );
 
     // Statistics go to the owners while the gradients go to the PS: neither waits for the other.
@@ -265,7 +290,15 @@ export class Worker {
     // BN running statistics travel with the gradients; the PS averages them like gradients.
     for (const b of this.model.buffers()) tensors.push({ name: b.name, values: new Float32Array(b.value.data), shape: b.value.shape });
     for (const t of tensors) {
-      await sendDense(writer, (tensor) => ({ kind: { $case: 'gradient' as const, value: { step: s, workerId: this.state.id, numSamples: indices.length, tensor } } }), t.name, t.values, t.shape, s, c.cluster.chunkBytes);
+      await sendDense(
+        writer,
+        (tensor) => ({ kind: { $case: 'gradient' as const, value: { step: s, workerId: this.state.id, numSamples: indices.length, tensor } } }),
+        t.name,
+        t.values,
+        t.shape,
+        s,
+        c.cluster.chunkBytes,
+      );
     }
     const uploadMs = performance.now() - t1;
     await statistics;
@@ -346,7 +379,12 @@ export class Worker {
           const shape = statShape(spec, kind);
           await sendSymmetric(
             link.writer,
-            (tensor) => ({ kind: { $case: 'statistic' as const, value: { step: s, workerId: this.state.id, layer: layer.layer, kind: kindToWire[kind], numSamples: samples, tensor } } }),
+            (tensor) => ({
+              kind: {
+                $case: 'statistic' as const,
+                value: { step: s, workerId: this.state.id, layer: layer.layer, kind: kindToWire[kind], numSamples: samples, tensor },
+              },
+            }),
             layer.layer,
             values,
             shape.n,
@@ -399,7 +437,20 @@ export class Worker {
   private openOwner(ownerId: string, address: string): OwnerLink {
     const client = new FactorOwnerServiceClient(address, this.security.channelCredentials(), this.security.clientOptions(transportOf(this.config.cluster)));
     const call = client.pushStatistics(new Metadata());
-    const link: OwnerLink = { ownerId, address, client, call, writer: new ByteBudgetWriter(call), schedules: new Map(), acked: 0, lastSent: -1, epoch: 0, changed: deferred<void>(), broken: false, sending: Promise.resolve() };
+    const link: OwnerLink = {
+      ownerId,
+      address,
+      client,
+      call,
+      writer: new ByteBudgetWriter(call),
+      schedules: new Map(),
+      acked: 0,
+      lastSent: -1,
+      epoch: 0,
+      changed: deferred<void>(),
+      broken: false,
+      sending: Promise.resolve(),
+    };
     call.on('data', (r: PushStatisticsResponse) => {
       this.reconnects.delete(ownerId);
       for (const sch of r.schedules) {

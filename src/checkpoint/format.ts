@@ -138,7 +138,10 @@ export function listCheckpoints(dir: string): string[] {
  * ones holding NaN or infinities (written by an older version) are reported through `onBad` and
  * skipped in favour of the previous one. Undefined when there is none.
  */
-export function loadLatestCheckpoint<H>(dir: string, onBad: (file: string, why: string) => void): { file: string; contents: CheckpointContents<H> } | undefined {
+export function loadLatestCheckpoint<H>(
+  dir: string,
+  onBad: (file: string, why: string) => void,
+): { file: string; contents: CheckpointContents<H> } | undefined {
   for (const name of listCheckpoints(dir).reverse()) {
     const file = join(dir, name);
     try {

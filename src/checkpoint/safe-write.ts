@@ -11,7 +11,15 @@ import type { Logger } from '../util/log.js';
 const PREFIX = 'checkpoint not written: ';
 
 /** Writes the checkpoint of `step`; returns its file, or undefined when it could not be written (said once in `log`, kept in `warnings`). */
-export function writeCheckpoint<H>(dir: string, step: number, contents: () => CheckpointContents<H>, keep: number, log: Logger, warnings: Set<string>, successLevel: 'info' | 'debug' = 'info'): string | undefined {
+export function writeCheckpoint<H>(
+  dir: string,
+  step: number,
+  contents: () => CheckpointContents<H>,
+  keep: number,
+  log: Logger,
+  warnings: Set<string>,
+  successLevel: 'info' | 'debug' = 'info',
+): string | undefined {
   const clear = () => {
     for (const w of warnings) if (w.startsWith(PREFIX)) warnings.delete(w);
   };

@@ -3,7 +3,7 @@
  * Each prints one JSON line on stdout when it listens ({"event":"listening",...}) so that a
  * launcher (or a script) learns its address, then logs to stderr.
  */
-import { Command, Option } from 'commander';
+import { type Command, Option } from 'commander';
 import { FactorOwner } from '../actors/owner/factor-owner.js';
 import { ParameterServer } from '../actors/ps/parameter-server.js';
 import type { ComputeBackend } from '../compute/backend.js';
@@ -80,22 +80,28 @@ interface MemberFlags extends SecurityFlags {
 }
 
 function memberCommand(program: Command, name: string, description: string, listenHelp: string): Command {
-  return addSecurityOptions(program
-    .command(name)
-    .description(description)
-    .requiredOption('--ps <host:port>', 'the parameter server')
-    .option('--listen <host:port>', listenHelp, '127.0.0.1:0')
-    .option('--id <id>', `${name} id (default: assigned by the PS)`)
-    .option('--advertise <host:port>', 'address to register with the PS when others reach this one by another (a proxy, NAT, a Service); default: --listen\'s')
-    .option('--join-timeout <ms>', 'how long to keep trying to reach the PS at startup', positiveNumber('--join-timeout'), 15000)
-    .addOption(backendOption()));
+  return addSecurityOptions(
+    program
+      .command(name)
+      .description(description)
+      .requiredOption('--ps <host:port>', 'the parameter server')
+      .option('--listen <host:port>', listenHelp, '127.0.0.1:0')
+      .option('--id <id>', `${name} id (default: assigned by the PS)`)
+      .option('--advertise <host:port>', "address to register with the PS when others reach this one by another (a proxy, NAT, a Service); default: --listen's")
+      .option('--join-timeout <ms>', 'how long to keep trying to reach the PS at startup', positiveNumber('--join-timeout'), 15000)
+      .addOption(backendOption()),
+  );
 }
 
 /**
  * The PS's job config: --config (or the defaults) for a new job; for --resume the one recorded in
  * --out (config.json), and a --config that differs from it only with --force.
  */
-function psConfig(o: SecurityFlags & { config?: string; data?: string; resume?: boolean; force?: boolean }, output: RunOutput | undefined, logger: Logger): TrainConfig {
+function psConfig(
+  o: SecurityFlags & { config?: string; data?: string; resume?: boolean; force?: boolean },
+  output: RunOutput | undefined,
+  logger: Logger,
+): TrainConfig {
   const overrides = { ...(o.data ? { data: { dir: o.data } } : {}), security: securityFromFlags(o) };
   const recordedFile = output?.path('config.json');
   if (!o.resume || !recordedFile) return loadTrainConfig(o.config, overrides);
@@ -111,23 +117,28 @@ function psConfig(o: SecurityFlags & { config?: string; data?: string; resume?: 
   const given = loadTrainConfig(o.config, overrides);
   if (canonicalConfig(given) === canonicalConfig(recorded)) return recorded;
   const diff = configDifferences(recorded, given).join(', ');
-  if (!o.force) throw new ConfigError(`--resume: ${o.config} differs from the config recorded in ${recordedFile}: ${diff}; leave out --config to continue the recorded job, or add --force to use ${o.config}`);
+  if (!o.force)
+    throw new ConfigError(
+      `--resume: ${o.config} differs from the config recorded in ${recordedFile}: ${diff}; leave out --config to continue the recorded job, or add --force to use ${o.config}`,
+    );
   logger.warn(`--force: resuming with ${o.config}, which differs from the recorded config: ${diff}`);
   return given;
 }
 
 export function addActorCommands(program: Command): void {
-  addSecurityOptions(program
-    .command('ps')
-    .description('run the parameter server (and membership coordinator) of a job')
-    .requiredOption('--listen <host:port>', 'address to serve on (port 0: any free port)')
-    .option('-c, --config <file>', 'training config (YAML or JSON)')
-    .option('-o, --out <dir>', 'write metrics.jsonl and summary.json here')
-    .option('--data <dir>', 'Fashion-MNIST directory for evaluation')
-    .option('--resume', 'continue from the newest good checkpoint in --out, with the job config recorded there (config.json)')
-    .option('--force', 'with --resume: use --config even though it differs from the recorded one')
-    .addOption(backendOption()))
-    .action(async (o: SecurityFlags & { listen: string; config?: string; out?: string; data?: string; resume?: boolean; force?: boolean; backend: BackendName }) => {
+  addSecurityOptions(
+    program
+      .command('ps')
+      .description('run the parameter server (and membership coordinator) of a job')
+      .requiredOption('--listen <host:port>', 'address to serve on (port 0: any free port)')
+      .option('-c, --config <file>', 'training config (YAML or JSON)')
+      .option('-o, --out <dir>', 'write metrics.jsonl and summary.json here')
+      .option('--data <dir>', 'Fashion-MNIST directory for evaluation')
+      .option('--resume', 'continue from the newest good checkpoint in --out, with the job config recorded there (config.json)')
+      .option('--force', 'with --resume: use --config even though it differs from the recorded one')
+      .addOption(backendOption()),
+  ).action(
+    async (o: SecurityFlags & { listen: string; config?: string; out?: string; data?: string; resume?: boolean; force?: boolean; backend: BackendName }) => {
       const logger = createLogger('ps');
       if (o.resume && !o.out) throw new ConfigError('--resume needs --out, the run directory to continue');
       const output = o.out ? new RunOutput(o.out) : undefined;
@@ -195,15 +206,26 @@ export function addActorCommands(program: Command): void {
       announce({ event: 'finished', ...summary });
       await ps.stop();
       await backend.dispose();
-    });
+    },
+  );
 
-  memberCommand(program, 'worker', 'run a worker: computes gradients and K-FAC statistics on its data shard', 'address of this worker\'s state service')
-    .option('--data <dir>', 'Fashion-MNIST directory (default: the job config\'s, $SPNGD_DATA, ...)')
+  memberCommand(program, 'worker', 'run a worker: computes gradients and K-FAC statistics on its data shard', "address of this worker's state service")
+    .option('--data <dir>', "Fashion-MNIST directory (default: the job config's, $SPNGD_DATA, ...)")
     .action(async (o: MemberFlags & { data?: string }) => {
       const logger = createLogger('worker');
       const credentials = actorCredentials(securityFromFlags(o), logger, o.listen);
       const { backend, backendEvent } = await startBackend(o.backend, logger);
-      const w = new Worker({ ps: o.ps, listen: o.listen, logger, backend, credentials, joinTimeoutMs: o.joinTimeout, ...(o.data ? { dataDir: o.data } : {}), ...(o.id ? { id: o.id } : {}), ...(o.advertise ? { advertise: o.advertise } : {}) });
+      const w = new Worker({
+        ps: o.ps,
+        listen: o.listen,
+        logger,
+        backend,
+        credentials,
+        joinTimeoutMs: o.joinTimeout,
+        ...(o.data ? { dataDir: o.data } : {}),
+        ...(o.id ? { id: o.id } : {}),
+        ...(o.advertise ? { advertise: o.advertise } : {}),
+      });
       onSignals(logger, () => w.stop());
       await w.start();
       announce({ event: 'listening', role: 'worker', id: w.id, address: w.state.address, ...backendEvent });
@@ -219,7 +241,17 @@ export function addActorCommands(program: Command): void {
       const logger = createLogger('owner');
       const credentials = actorCredentials(securityFromFlags(o), logger, o.listen);
       const { backend, backendEvent } = await startBackend(o.backend, logger);
-      const owner = new FactorOwner({ ps: o.ps, listen: o.listen, logger, backend, credentials, capacity: o.capacity, joinTimeoutMs: o.joinTimeout, ...(o.id ? { id: o.id } : {}), ...(o.advertise ? { advertise: o.advertise } : {}) });
+      const owner = new FactorOwner({
+        ps: o.ps,
+        listen: o.listen,
+        logger,
+        backend,
+        credentials,
+        capacity: o.capacity,
+        joinTimeoutMs: o.joinTimeout,
+        ...(o.id ? { id: o.id } : {}),
+        ...(o.advertise ? { advertise: o.advertise } : {}),
+      });
       onSignals(logger, () => owner.leave('shutdown'));
       await owner.start();
       announce({ event: 'listening', role: 'owner', id: owner.id, address: owner.address, ...backendEvent });

@@ -37,12 +37,18 @@ export function parseHosts(spec: string): string[][] {
     .split(',')
     .map((e) => e.trim())
     .filter((e) => e !== '')
-    .map((e) => e.split('+').map((n) => n.trim()).filter((n) => n !== ''));
+    .map((e) =>
+      e
+        .split('+')
+        .map((n) => n.trim())
+        .filter((n) => n !== ''),
+    );
   if (entries.length === 0) throw new InvalidArgumentError('--hosts needs at least one host name');
   for (const names of entries) {
     const ids = names.filter((n) => n.includes('/'));
     if (ids.length > 1) throw new InvalidArgumentError(`"${names.join('+')}" names more than one ROLE/ID`);
-    if (ids.length === 1 && !IDENTITY.test(ids[0])) throw new InvalidArgumentError(`"${ids[0]}" is not ROLE/ID (ROLE: worker, owner or ps; ID: letters, digits, ".", "_", "-", or "*")`);
+    if (ids.length === 1 && !IDENTITY.test(ids[0]))
+      throw new InvalidArgumentError(`"${ids[0]}" is not ROLE/ID (ROLE: worker, owner or ps; ID: letters, digits, ".", "_", "-", or "*")`);
     if (ids.length === names.length) throw new InvalidArgumentError(`"${names.join('+')}" needs a host name besides its ROLE/ID`);
     for (const n of names) {
       if (n.includes('/')) continue;
@@ -114,7 +120,10 @@ export async function makeCerts(opts: { out: string; hosts: string[][]; days?: n
     for (const p of planned) {
       const identity = entryIdentity(p.names);
       const hosts = p.names.filter((n) => !n.includes('/'));
-      const issued = await issueCertificate(ca, hosts, { ...(opts.days === undefined ? {} : { days: opts.days }), ...(identity ? { identity: identity.uri } : {}) });
+      const issued = await issueCertificate(ca, hosts, {
+        ...(opts.days === undefined ? {} : { days: opts.days }),
+        ...(identity ? { identity: identity.uri } : {}),
+      });
       write(p.crt, issued.cert, false);
       write(p.key, issued.key, true);
       files.push(p.crt, p.key);
@@ -137,7 +146,11 @@ export function addCertsCommand(program: Command): void {
     .command('certs')
     .description('create a development CA and certificates for mutual TLS between actors (and a bearer token with --token)')
     .requiredOption('--out <dir>', 'directory for ca.crt, ca.key and <host>.crt/.key (an existing CA in it is reused)')
-    .requiredOption('--hosts <list>', 'comma-separated host names or IPs, one certificate each; "name+alias+10.0.0.5" puts several names in one, "name+owner/owner-1" also the role and id the PS accepts it as', parseHosts)
+    .requiredOption(
+      '--hosts <list>',
+      'comma-separated host names or IPs, one certificate each; "name+alias+10.0.0.5" puts several names in one, "name+owner/owner-1" also the role and id the PS accepts it as',
+      parseHosts,
+    )
     .option('--days <n>', 'validity of the host certificates, days', positiveInteger('--days'), 825)
     .option('--token', 'also write <dir>/token, a random bearer token for --token-file')
     .option('--force', 'replace existing host certificates and token')

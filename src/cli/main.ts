@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { DataFileError } from '../data/idx.js';
 import { ModelSpecError } from '../nn/models.js';
 import { ChildFailedError, runLocalCluster } from '../run/local-cluster.js';
-import { createRunDir, openRunDir, OutputDirError, OutputWriteError, RunOutput } from '../run/output.js';
+import { createRunDir, openRunDir, OutputDirError, OutputWriteError, type RunOutput } from '../run/output.js';
 import { runSingleProcess } from '../run/single-process.js';
 import { resumeHint, watchInterrupt } from '../run/interrupt.js';
 import { TrainingDivergedError } from '../train/diverged.js';
@@ -40,13 +40,31 @@ function readRunInfo(output: RunOutput): { mode: 'single' | 'cluster' } {
   throw new ConfigError(`${output.dir} is not a spngd run directory (no readable run.json)`);
 }
 
-const userErrors = [TrainingDivergedError, CheckpointError, ReportError, ConfigError, DataFileError, ModelSpecError, OutputDirError, OutputWriteError, ListenError, CoordinatorUnreachableError, UnreachableError, ChildFailedError, SecurityError, CertsError];
+const userErrors = [
+  TrainingDivergedError,
+  CheckpointError,
+  ReportError,
+  ConfigError,
+  DataFileError,
+  ModelSpecError,
+  OutputDirError,
+  OutputWriteError,
+  ListenError,
+  CoordinatorUnreachableError,
+  UnreachableError,
+  ChildFailedError,
+  SecurityError,
+  CertsError,
+];
 
 export async function main(argv: string[]): Promise<void> {
   // grpc-js's own log lines (e.g. "E No address added out of total 1 resolved" before a bind
   // fails with the ListenError below) go through the structured log, not as bare stderr lines.
   let grpcLog: ReturnType<typeof createLogger> | undefined;
-  const log = (level: 'error' | 'info') => (m: unknown, ...p: unknown[]) => (grpcLog ??= createLogger('grpc'))[level](format(m, ...p));
+  const log =
+    (level: 'error' | 'info') =>
+    (m: unknown, ...p: unknown[]) =>
+      (grpcLog ??= createLogger('grpc'))[level](format(m, ...p));
   setLogger({ error: log('error'), info: log('info'), debug: log('info') });
   const program = new Command('spngd')
     .description('SP-NGD (scalable and practical natural gradient descent) training runtime')
@@ -60,9 +78,9 @@ export async function main(argv: string[]): Promise<void> {
     program.command('train').description('train a model: by default the Fashion-MNIST MLP with SP-NGD on a local cluster (1 PS, 2 workers, 2 owners)'),
   ).action(async (flags: TrainFlags, cmd: Command) => {
     const staleGiven = cmd.getOptionValueSource('stale') === 'cli';
-    if (flags.resume && flags.config) throw new ConfigError('--resume takes the run\'s own config.json; use flags to change it');
-    if (flags.resume && flags.out) throw new ConfigError('--resume continues in the run\'s directory; --out does not apply');
-    if (flags.resume && flags.force) throw new ConfigError('--force replaces an earlier run\'s files; --resume continues the run');
+    if (flags.resume && flags.config) throw new ConfigError("--resume takes the run's own config.json; use flags to change it");
+    if (flags.resume && flags.out) throw new ConfigError("--resume continues in the run's directory; --out does not apply");
+    if (flags.resume && flags.force) throw new ConfigError("--force replaces an earlier run's files; --resume continues the run");
     // Everything is checked before the run directory is created: a rejected command leaves nothing.
     let output: RunOutput | undefined;
     let run: { mode: 'single' | 'cluster' };
@@ -73,7 +91,9 @@ export async function main(argv: string[]): Promise<void> {
       config = loadTrainConfig(output.path('config.json'), flagsToOverrides(flags, staleGiven));
       const reached = newestCheckpointStep(output.dir);
       if (reached >= config.steps) {
-        throw new ConfigError(`${flags.resume} already reached step ${reached} of ${config.steps}: nothing to do; add --steps N (more than ${reached}) to train it further`);
+        throw new ConfigError(
+          `${flags.resume} already reached step ${reached} of ${config.steps}: nothing to do; add --steps N (more than ${reached}) to train it further`,
+        );
       }
     } else {
       run = { mode: flags.single ? 'single' : 'cluster' };
@@ -153,7 +173,9 @@ async function train(output: RunOutput, run: { mode: 'single' | 'cluster' }, con
     logger.warn(`no report: ${(err as Error).message}`);
   }
   if (summary.interrupted === true) {
-    logger.info(`interrupted: test accuracy ${Number(summary.testAccuracy).toFixed(4)} after ${summary.steps} of ${config.steps} steps; results in ${output.dir}`);
+    logger.info(
+      `interrupted: test accuracy ${Number(summary.testAccuracy).toFixed(4)} after ${summary.steps} of ${config.steps} steps; results in ${output.dir}`,
+    );
     // On a line of its own, after the logs (and after any progress bar has stopped).
     process.stderr.write(`${resumeHint(output.dir)}\n`);
     process.exitCode = 130;

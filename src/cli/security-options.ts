@@ -18,7 +18,7 @@ export function addSecurityOptions(cmd: Command): Command {
     .option('--tls-ca <file>', 'mutual TLS: PEM CA certificate; peers must present a certificate it issued')
     .option('--tls-cert <file>', 'mutual TLS: PEM certificate of this process (issued by the CA, for its host name)')
     .option('--tls-key <file>', 'mutual TLS: its unencrypted PEM private key')
-    .option('--token-file <file>', 'file holding the cluster\'s bearer token (required on every call but health checks)');
+    .option('--token-file <file>', "file holding the cluster's bearer token (required on every call but health checks)");
 }
 
 /** The flags given, as settings (absent flags are left out, so that they do not hide config keys). */

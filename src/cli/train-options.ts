@@ -2,7 +2,7 @@
  * The `spngd train` flags and how they override the config file: each flag maps onto one config
  * key, so a flag and the file can never disagree about what a setting means.
  */
-import { Command, Option } from 'commander';
+import { type Command, Option } from 'commander';
 import { trainConfigSchema } from '../config/schema.js';
 import { number } from './option-parsers.js';
 import { addSecurityOptions, securityFromFlags } from './security-options.js';

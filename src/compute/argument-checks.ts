@@ -33,7 +33,13 @@ export function checkGeometry(fn: string, g: ConvGeometry): { outH: number; outW
 }
 
 /** Checks a max-pooling call (geometry, input, output and argmax lengths) and returns the output size. */
-export function checkPool(fn: string, g: PoolGeometry, x: ArrayLike<number>, out: ArrayLike<number>, argmax: ArrayLike<number>): { outH: number; outW: number } {
+export function checkPool(
+  fn: string,
+  g: PoolGeometry,
+  x: ArrayLike<number>,
+  out: ArrayLike<number>,
+  argmax: ArrayLike<number>,
+): { outH: number; outW: number } {
   checkDims(fn, { batch: g.batch, channels: g.channels, height: g.height, width: g.width, kernelH: g.kernelH, kernelW: g.kernelW, stride: g.stride });
   if (g.kernelH < 1 || g.kernelW < 1 || g.stride < 1) {
     throw new RangeError(`${fn}: kernel ${g.kernelH}x${g.kernelW} and stride ${g.stride} must be at least 1`);
@@ -67,7 +73,14 @@ export function checkChannelTensors(
 }
 
 /** Checks an im2colOnes call and returns the output size. */
-export function checkIm2colOnes(g: ConvGeometry, x: ArrayLike<number>, first: number, count: number, out: ArrayLike<number>, at: number): { outH: number; outW: number } {
+export function checkIm2colOnes(
+  g: ConvGeometry,
+  x: ArrayLike<number>,
+  first: number,
+  count: number,
+  out: ArrayLike<number>,
+  at: number,
+): { outH: number; outW: number } {
   const fn = 'im2colOnes';
   const { outH, outW } = checkGeometry(fn, g);
   if (!(Number.isSafeInteger(first) && Number.isSafeInteger(count) && Number.isSafeInteger(at) && first >= 0 && count >= 0 && at >= 0)) {

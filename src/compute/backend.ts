@@ -36,9 +36,7 @@ export function convOutputSize(g: ConvGeometry): { outH: number; outW: number } 
   const outH = Math.floor((g.height + 2 * g.pad - g.kernelH) / g.stride) + 1;
   const outW = Math.floor((g.width + 2 * g.pad - g.kernelW) / g.stride) + 1;
   if (outH <= 0 || outW <= 0) {
-    throw new RangeError(
-      `convolution ${g.kernelH}x${g.kernelW} stride ${g.stride} pad ${g.pad} does not fit a ${g.height}x${g.width} input`,
-    );
+    throw new RangeError(`convolution ${g.kernelH}x${g.kernelW} stride ${g.stride} pad ${g.pad} does not fit a ${g.height}x${g.width} input`);
   }
   return { outH, outW };
 }

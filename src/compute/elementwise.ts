@@ -65,7 +65,18 @@ function gtMask(a: number, b: number): number {
   return (d ^ ((b ^ a) & (d ^ b))) >> 31;
 }
 
-function pool2x2(xb: Int32Array, xd: Float32Array, y: Float32Array, argmax: Int32Array, planes: number, H: number, W: number, S: number, outH: number, outW: number): void {
+function pool2x2(
+  xb: Int32Array,
+  xd: Float32Array,
+  y: Float32Array,
+  argmax: Int32Array,
+  planes: number,
+  H: number,
+  W: number,
+  S: number,
+  outH: number,
+  outW: number,
+): void {
   let o = 0;
   for (let nc = 0; nc < planes; nc++) {
     const inBase = nc * H * W;
@@ -96,7 +107,20 @@ function pool2x2(xb: Int32Array, xd: Float32Array, y: Float32Array, argmax: Int3
   }
 }
 
-function poolAny(xb: Int32Array, xd: Float32Array, y: Float32Array, argmax: Int32Array, planes: number, H: number, W: number, KH: number, KW: number, S: number, outH: number, outW: number): void {
+function poolAny(
+  xb: Int32Array,
+  xd: Float32Array,
+  y: Float32Array,
+  argmax: Int32Array,
+  planes: number,
+  H: number,
+  W: number,
+  KH: number,
+  KW: number,
+  S: number,
+  outH: number,
+  outW: number,
+): void {
   let o = 0;
   for (let nc = 0; nc < planes; nc++) {
     const inBase = nc * H * W;
@@ -211,7 +235,18 @@ export function channelMomentsLoop(x: Float32Array, n: number, C: number, t: num
 }
 
 /** xhat = (x − mean)·invStd (stored float32 when kept), y = gamma·xhat + beta from the unrounded xhat. */
-export function batchNormForwardLoop(x: Float32Array, n: number, C: number, t: number, mean: Float64Array, invStd: Float64Array, gamma: Float32Array, beta: Float32Array, y: Float32Array, xhat: Float32Array | undefined): void {
+export function batchNormForwardLoop(
+  x: Float32Array,
+  n: number,
+  C: number,
+  t: number,
+  mean: Float64Array,
+  invStd: Float64Array,
+  gamma: Float32Array,
+  beta: Float32Array,
+  y: Float32Array,
+  xhat: Float32Array | undefined,
+): void {
   for (let b = 0, base = 0; b < n; b++) {
     for (let c = 0; c < C; c++, base += t) {
       const mu = mean[c];
@@ -287,7 +322,17 @@ export function batchNormSumsLoop(dy: Float32Array, xhat: Float32Array, n: numbe
 }
 
 /** dx = scale·(dy − meanDy − xhat·meanDyXhat), per channel constants in float64. */
-export function batchNormInputGradLoop(dy: Float32Array, xhat: Float32Array, n: number, C: number, t: number, scale: Float64Array, meanDy: Float64Array, meanDyXhat: Float64Array, dx: Float32Array): void {
+export function batchNormInputGradLoop(
+  dy: Float32Array,
+  xhat: Float32Array,
+  n: number,
+  C: number,
+  t: number,
+  scale: Float64Array,
+  meanDy: Float64Array,
+  meanDyXhat: Float64Array,
+  dx: Float32Array,
+): void {
   for (let b = 0, base = 0; b < n; b++) {
     for (let c = 0; c < C; c++, base += t) {
       const g = scale[c];
@@ -304,7 +349,16 @@ export function batchNormInputGradLoop(dy: Float32Array, xhat: Float32Array, n: 
  * K-FAC's rows a = [patch; 1] of samples [first, first + count) of NCHW x into `out` from `at`:
  * rows (n, oy, ox), columns (c, ky, kx) then a 1; padding reads as zero. The same values as im2col.
  */
-export function im2colOnesLoop(x: Float32Array, g: ConvGeometry, outH: number, outW: number, first: number, count: number, out: Float32Array, at: number): void {
+export function im2colOnesLoop(
+  x: Float32Array,
+  g: ConvGeometry,
+  outH: number,
+  outW: number,
+  first: number,
+  count: number,
+  out: Float32Array,
+  at: number,
+): void {
   const { channels: C, height: H, width: W, kernelH: KH, kernelW: KW, stride: S, pad: P } = g;
   const k = C * KH * KW;
   const ld = k + 1;
@@ -478,7 +532,15 @@ export async function jsBatchNormForward(
   return y;
 }
 
-export async function jsBatchNormSums(dy: Float32Array, xhat: Float32Array, n: number, channels: number, t: number, sumDy: Float64Array, sumDyXhat: Float64Array): Promise<void> {
+export async function jsBatchNormSums(
+  dy: Float32Array,
+  xhat: Float32Array,
+  n: number,
+  channels: number,
+  t: number,
+  sumDy: Float64Array,
+  sumDyXhat: Float64Array,
+): Promise<void> {
   checkChannelTensors('batchNormSums', n, channels, t, { dy, xhat }, {});
   checkLength('batchNormSums', 'sumDy', sumDy, n * channels);
   checkLength('batchNormSums', 'sumDyXhat', sumDyXhat, n * channels);
@@ -522,7 +584,17 @@ export async function jsRowsScaled(x: Float32Array, n: number, channels: number,
 /** The layers' element-wise operations of ComputeBackend. */
 export type ElementwiseKernels = Pick<
   ComputeBackend,
-  'relu' | 'reluBackward' | 'maxPool' | 'maxPoolBackward' | 'channelMoments' | 'batchNormForward' | 'batchNormSums' | 'batchNormInputGrad' | 'im2colOnes' | 'channelMajor' | 'rowsScaled'
+  | 'relu'
+  | 'reluBackward'
+  | 'maxPool'
+  | 'maxPoolBackward'
+  | 'channelMoments'
+  | 'batchNormForward'
+  | 'batchNormSums'
+  | 'batchNormInputGrad'
+  | 'im2colOnes'
+  | 'channelMajor'
+  | 'rowsScaled'
 >;
 
 /** The TypeScript implementations as one set: what backends without native versions delegate to. */

@@ -87,7 +87,9 @@ export function loadTrainConfig(file: string | undefined, overrides: unknown = {
 export function checkAgainstData(config: TrainConfig, trainSize: number): void {
   if (config.batchSize > trainSize) {
     const limited = config.data.trainLimit !== undefined && config.data.trainLimit < config.batchSize;
-    throw new ConfigError(`batchSize ${config.batchSize} is larger than the training set (${trainSize} samples${limited ? `, data.trainLimit ${config.data.trainLimit}` : ''}); lower batchSize${limited ? ' or raise data.trainLimit' : ''}`);
+    throw new ConfigError(
+      `batchSize ${config.batchSize} is larger than the training set (${trainSize} samples${limited ? `, data.trainLimit ${config.data.trainLimit}` : ''}); lower batchSize${limited ? ' or raise data.trainLimit' : ''}`,
+    );
   }
 }
 
@@ -95,7 +97,13 @@ export function checkAgainstData(config: TrainConfig, trainSize: number): void {
 export function canonicalConfig(config: TrainConfig): string {
   const sort = (v: unknown): unknown => {
     if (Array.isArray(v)) return v.map(sort);
-    if (v && typeof v === 'object') return Object.fromEntries(Object.keys(v as object).sort().filter((k) => (v as Record<string, unknown>)[k] !== undefined).map((k) => [k, sort((v as Record<string, unknown>)[k])]));
+    if (v && typeof v === 'object')
+      return Object.fromEntries(
+        Object.keys(v as object)
+          .sort()
+          .filter((k) => (v as Record<string, unknown>)[k] !== undefined)
+          .map((k) => [k, sort((v as Record<string, unknown>)[k])]),
+      );
     return v;
   };
   return JSON.stringify(sort({ ...config, security: undefined }));
@@ -109,7 +117,8 @@ export function configDifferences(a: TrainConfig, b: TrainConfig, max = 5): stri
     const bothObjects = x && y && typeof x === 'object' && typeof y === 'object' && !Array.isArray(x) && !Array.isArray(y);
     if (bothObjects) {
       const keys = new Set([...Object.keys(x as object), ...Object.keys(y as object)]);
-      for (const k of [...keys].sort()) if (k !== 'security' || path) walk((x as Record<string, unknown>)[k], (y as Record<string, unknown>)[k], path ? `${path}.${k}` : k);
+      for (const k of [...keys].sort())
+        if (k !== 'security' || path) walk((x as Record<string, unknown>)[k], (y as Record<string, unknown>)[k], path ? `${path}.${k}` : k);
     } else if (JSON.stringify(x) !== JSON.stringify(y)) {
       out.push(`${path} (${JSON.stringify(x) ?? 'unset'} recorded, ${JSON.stringify(y) ?? 'unset'} given)`);
     }

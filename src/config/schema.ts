@@ -87,7 +87,13 @@ export const clusterSchema = z.strictObject({
   /** A member silent for this long is removed. */
   leaseMs: positiveInt.default(5000),
   /** Bytes of tensor data per message. */
-  chunkBytes: z.number().int().min(4096).max(4 * 1024 * 1024).multipleOf(4).default(1024 * 1024),
+  chunkBytes: z
+    .number()
+    .int()
+    .min(4096)
+    .max(4 * 1024 * 1024)
+    .multipleOf(4)
+    .default(1024 * 1024),
   /** gRPC keepalive: ping interval and the time to wait for its answer. */
   keepaliveMs: positiveInt.default(10000),
   keepaliveTimeoutMs: positiveInt.default(5000),

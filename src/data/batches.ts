@@ -101,10 +101,7 @@ export class BatchPlan {
 }
 
 /** Copies the samples `indices` of a data set into a contiguous batch. */
-export function gather(
-  data: Pick<Dataset, 'x' | 'y'>,
-  indices: ArrayLike<number>,
-): { x: Float32Array; y: Uint8Array } {
+export function gather(data: Pick<Dataset, 'x' | 'y'>, indices: ArrayLike<number>): { x: Float32Array; y: Uint8Array } {
   const n = data.y.length;
   const dim = n === 0 ? 0 : data.x.length / n;
   const b = indices.length;

@@ -22,18 +22,7 @@ export const IMAGE_ROWS = 28;
 export const IMAGE_COLS = 28;
 export const IMAGE_SIZE = IMAGE_ROWS * IMAGE_COLS;
 export const NUM_CLASSES = 10;
-export const CLASS_NAMES: readonly string[] = [
-  'T-shirt/top',
-  'Trouser',
-  'Pullover',
-  'Dress',
-  'Coat',
-  'Sandal',
-  'Shirt',
-  'Sneaker',
-  'Bag',
-  'Ankle boot',
-];
+export const CLASS_NAMES: readonly string[] = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot'];
 
 /**
  * Mean and standard deviation of the Fashion-MNIST training pixels after scaling to [0, 1],
@@ -229,21 +218,13 @@ export async function loadSplit(split: Split, opts: LoadSplitOptions = {}): Prom
   return loadSplitFrom(split, dir, source, opts);
 }
 
-async function loadSplitFrom(
-  split: Split,
-  dir: string,
-  source: DataSource,
-  opts: LoadSplitOptions,
-): Promise<LoadedSplit> {
+async function loadSplitFrom(split: Split, dir: string, source: DataSource, opts: LoadSplitOptions): Promise<LoadedSplit> {
   const names = SPLIT_FILES[split];
   const imagesFile = findIdxFile(dir, names.images) ?? join(dir, `${names.images}.gz`);
   const labelsFile = findIdxFile(dir, names.labels) ?? join(dir, `${names.labels}.gz`);
   if (!existsSync(imagesFile) || !existsSync(labelsFile)) {
     const missing = [imagesFile, labelsFile].filter((f) => !existsSync(f));
-    throw new DataFileError(
-      missing.join(', '),
-      `file not found (missing file): ${split} split needs ${names.images}[.gz] and ${names.labels}[.gz] in ${dir}`,
-    );
+    throw new DataFileError(missing.join(', '), `file not found (missing file): ${split} split needs ${names.images}[.gz] and ${names.labels}[.gz] in ${dir}`);
   }
   const [images, labels] = await Promise.all([
     readIdxImages(imagesFile, { rows: IMAGE_ROWS, cols: IMAGE_COLS }),
@@ -329,8 +310,7 @@ export async function loadFashionMnist(opts: LoadOptions = {}): Promise<FashionM
 
 /** One line for logs, e.g. "Fashion-MNIST from /usr/share/... (system): 60000 train, 10000 test". */
 export function describeData(d: FashionMnist): string {
-  const part = (s: LoadedSplit): string =>
-    s.n === s.totalInFile ? `${s.n} ${s.split}` : `${s.n}/${s.totalInFile} ${s.split}`;
+  const part = (s: LoadedSplit): string => (s.n === s.totalInFile ? `${s.n} ${s.split}` : `${s.n}/${s.totalInFile} ${s.split}`);
   const check = d.train.verified === false || d.test.verified === false ? ', checksum mismatch' : '';
   return `Fashion-MNIST from ${d.dir} (${d.source}): ${part(d.train)}, ${part(d.test)}${check}`;
 }

@@ -30,12 +30,12 @@ export class DataFileError extends Error {
 export const IDX_UBYTE = 0x08;
 
 const IDX_TYPE_NAMES: Record<number, string> = {
-  0x08: 'unsigned byte',
-  0x09: 'signed byte',
-  0x0b: 'int16',
-  0x0c: 'int32',
-  0x0d: 'float32',
-  0x0e: 'float64',
+  8: 'unsigned byte',
+  9: 'signed byte',
+  11: 'int16',
+  12: 'int32',
+  13: 'float32',
+  14: 'float64',
 };
 
 export interface IdxArray {
@@ -105,11 +105,7 @@ async function decode(file: string, raw: Uint8Array): Promise<{ bytes: Uint8Arra
  * Parses IDX bytes (already decompressed). `gzip` only changes the wording of messages:
  * a raw file that does not start like IDX is reported as "not gzip and not IDX".
  */
-export function parseIdx(
-  file: string,
-  bytes: Uint8Array,
-  opts: ReadIdxOptions & { gzip?: boolean } = {},
-): { dims: number[]; data: Uint8Array } {
+export function parseIdx(file: string, bytes: Uint8Array, opts: ReadIdxOptions & { gzip?: boolean } = {}): { dims: number[]; data: Uint8Array } {
   const what = opts.kind ? `${opts.kind} ` : '';
   const where = opts.gzip ? 'decompressed data' : 'file';
   if (bytes.length === 0) {
@@ -118,40 +114,25 @@ export function parseIdx(
   if (bytes.length < 4 || bytes[0] !== 0 || bytes[1] !== 0) {
     const got = hexBytes(bytes, 4);
     if (opts.gzip) {
-      throw new DataFileError(
-        file,
-        `bad IDX magic in decompressed data: got bytes [${got}], expected 00 00 <type> <dims>`,
-      );
+      throw new DataFileError(file, `bad IDX magic in decompressed data: got bytes [${got}], expected 00 00 <type> <dims>`);
     }
-    throw new DataFileError(
-      file,
-      `not gzip (no 1f 8b magic) and not IDX (bad magic: got bytes [${got}], expected 00 00 <type> <dims>)`,
-    );
+    throw new DataFileError(file, `not gzip (no 1f 8b magic) and not IDX (bad magic: got bytes [${got}], expected 00 00 <type> <dims>)`);
   }
   const type = bytes[2];
   if (type !== IDX_UBYTE) {
     const name = IDX_TYPE_NAMES[type] ? ` (${IDX_TYPE_NAMES[type]})` : ' (not a valid IDX type)';
-    throw new DataFileError(
-      file,
-      `unsupported IDX type code ${hex(type)}${name}; only ${hex(IDX_UBYTE)} (unsigned byte) is supported`,
-    );
+    throw new DataFileError(file, `unsupported IDX type code ${hex(type)}${name}; only ${hex(IDX_UBYTE)} (unsigned byte) is supported`);
   }
   const ndims = bytes[3];
   if (ndims === 0) {
     throw new DataFileError(file, 'bad IDX header: number of dimensions is 0');
   }
   if (opts.expectDims !== undefined && ndims !== opts.expectDims) {
-    throw new DataFileError(
-      file,
-      `wrong number of dimensions for ${what}file: header says ${ndims}, expected ${opts.expectDims}`,
-    );
+    throw new DataFileError(file, `wrong number of dimensions for ${what}file: header says ${ndims}, expected ${opts.expectDims}`);
   }
   const headerLen = 4 + 4 * ndims;
   if (bytes.length < headerLen) {
-    throw new DataFileError(
-      file,
-      `truncated IDX header: ${ndims} dimensions need ${headerLen} header bytes, ${where} has only ${bytes.length}`,
-    );
+    throw new DataFileError(file, `truncated IDX header: ${ndims} dimensions need ${headerLen} header bytes, ${where} has only ${bytes.length}`);
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const dims: number[] = [];
@@ -201,17 +182,11 @@ export interface IdxImages {
 }
 
 /** Reads an image file (3 dimensions: count, rows, cols), optionally requiring rows×cols. */
-export async function readIdxImages(
-  file: string,
-  opts: { rows?: number; cols?: number } = {},
-): Promise<IdxImages> {
+export async function readIdxImages(file: string, opts: { rows?: number; cols?: number } = {}): Promise<IdxImages> {
   const a = await readIdx(file, { expectDims: 3, kind: 'images' });
   const [count, rows, cols] = a.dims;
   if ((opts.rows !== undefined && rows !== opts.rows) || (opts.cols !== undefined && cols !== opts.cols)) {
-    throw new DataFileError(
-      file,
-      `image size is ${rows}×${cols}, expected ${opts.rows ?? rows}×${opts.cols ?? cols}`,
-    );
+    throw new DataFileError(file, `image size is ${rows}×${cols}, expected ${opts.rows ?? rows}×${opts.cols ?? cols}`);
   }
   return { file, gzip: a.gzip, count, rows, cols, pixels: a.data, content: a.content };
 }
@@ -232,10 +207,7 @@ export async function readIdxLabels(file: string, opts: { numClasses?: number } 
   const labels = a.data;
   for (let i = 0; i < labels.length; i++) {
     if (labels[i] >= numClasses) {
-      throw new DataFileError(
-        file,
-        `label value ${labels[i]} at index ${i} is out of range 0..${numClasses - 1} (first bad label)`,
-      );
+      throw new DataFileError(file, `label value ${labels[i]} at index ${i} is out of range 0..${numClasses - 1} (first bad label)`);
     }
   }
   return { file, gzip: a.gzip, count: a.dims[0], labels, content: a.content };

@@ -131,10 +131,7 @@ export class LayerCurvature {
    * Recomputes the damped inverses when a statistic changed since the last time; returns the new
    * preconditioner, or undefined when nothing changed. π couples A and G, so both are redone.
    */
-  async refresh(
-    backend: ComputeBackend,
-    onRaise?: (factor: StatKind, from: number, to: number) => void,
-  ): Promise<Preconditioner | undefined> {
+  async refresh(backend: ComputeBackend, onRaise?: (factor: StatKind, from: number, to: number) => void): Promise<Preconditioner | undefined> {
     if (!this.dirty || !this.complete) return undefined;
     this.dirty = false;
     const d = this.config.damping;

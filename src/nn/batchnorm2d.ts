@@ -33,7 +33,18 @@ export const BN_DEFAULT_MOMENTUM = 0.1;
  * For channel c (values at (b·C + c)·t + p): sd[b·C + c] = Σ_p dy, sdx[b·C + c] = Σ_p dy·xhat with
  * xhat = float32((x − mean)·invStd) recomputed as an eval forward did, float64 in p order.
  */
-function sampleSumsEval(dy: Float32Array, x: Float32Array, mean: number, is: number, n: number, C: number, t: number, c: number, sd: Float64Array, sdx: Float64Array): void {
+function sampleSumsEval(
+  dy: Float32Array,
+  x: Float32Array,
+  mean: number,
+  is: number,
+  n: number,
+  C: number,
+  t: number,
+  c: number,
+  sd: Float64Array,
+  sdx: Float64Array,
+): void {
   for (let b = 0; b < n; b++) {
     const base = (b * C + c) * t;
     let a0 = 0;

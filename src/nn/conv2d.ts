@@ -173,7 +173,7 @@ export class Conv2d implements Layer {
     if (inputShape.length !== 3 || inputShape[0] !== this.inChannels) {
       throw new RangeError(`conv ${this.name}: expects input [${this.inChannels},H,W] per sample, got ${shapeString(inputShape)}`);
     }
-    let size;
+    let size: ReturnType<typeof convOutputSize>;
     try {
       size = convOutputSize(this.geometry(1, inputShape[1], inputShape[2]));
     } catch (e) {

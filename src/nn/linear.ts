@@ -59,7 +59,15 @@ export class Linear implements Layer {
     const n = x.shape[0];
     const { backend } = ctx;
     this.pass.reset();
-    const y = await backend.gemm(n, this.outFeatures, this.inFeatures, x.data, this.weight.value.data, { transB: true }, this.ws.f32('y', n * this.outFeatures));
+    const y = await backend.gemm(
+      n,
+      this.outFeatures,
+      this.inFeatures,
+      x.data,
+      this.weight.value.data,
+      { transB: true },
+      this.ws.f32('y', n * this.outFeatures),
+    );
     await backend.addRowVector(y, n, this.outFeatures, this.bias.value.data);
     this.input = x;
     const cap = this.kfac.capture;

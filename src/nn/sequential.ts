@@ -154,7 +154,14 @@ export class Sequential {
     }
     rows.push(['total', '', '', String(this.parameterCount())]);
     const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
-    return rows.map((r) => r.map((v, c) => (c === 3 ? v.padStart(widths[c]) : v.padEnd(widths[c]))).join('  ').trimEnd()).join('\n');
+    return rows
+      .map((r) =>
+        r
+          .map((v, c) => (c === 3 ? v.padStart(widths[c]) : v.padEnd(widths[c])))
+          .join('  ')
+          .trimEnd(),
+      )
+      .join('\n');
   }
 }
 

@@ -27,10 +27,7 @@ export function shapeString(shape: readonly number[]): string {
 
 /** Throws unless `x` has `rank` dimensions and, where given, the expected sizes (null = any). */
 export function checkShape(layer: string, what: string, x: Tensor, expected: readonly (number | null)[]): void {
-  const ok =
-    x.shape.length === expected.length &&
-    expected.every((d, i) => d === null || d === x.shape[i]) &&
-    x.data.length === numel(x.shape);
+  const ok = x.shape.length === expected.length && expected.every((d, i) => d === null || d === x.shape[i]) && x.data.length === numel(x.shape);
   if (!ok) {
     const want = expected.map((d) => (d === null ? '*' : String(d))).join(',');
     throw new RangeError(`${layer}: ${what} has shape ${shapeString(x.shape)} (${x.data.length} values), expected [${want}]`);

@@ -114,7 +114,12 @@ export function lineChart(spec: ChartSpec): string {
     points: thin(s.points),
   }));
   const showLegend = spec.legend ?? series.length > 1;
-  const legend = showLegend ? layoutLegend(series.map((s) => s.name), plotW) : [];
+  const legend = showLegend
+    ? layoutLegend(
+        series.map((s) => s.name),
+        plotW,
+      )
+    : [];
   const legendRows = legend.length > 0 ? legend[legend.length - 1]!.row + 1 : 0;
   const height = M.top + plotH + M.bottom + (legendRows > 0 ? legendRows * LEGEND_ROW + 6 : 0);
 
@@ -163,12 +168,16 @@ export function lineChart(spec: ChartSpec): string {
     const dash = s.dash ? ` stroke-dasharray="${s.dash}"` : '';
     for (const seg of segments(s.points)) {
       const pts = (spec.stepped ? stepped(seg) : seg).map(([x, y]) => `${fmt(X(x))},${fmt(Y(y) + dy)}`).join(' ');
-      parts.push(`<polyline class="series" data-series="${esc(s.name)}" points="${pts}" fill="none" stroke="${s.color}" stroke-width="2" stroke-linejoin="round"${dash}/>`);
+      parts.push(
+        `<polyline class="series" data-series="${esc(s.name)}" points="${pts}" fill="none" stroke="${s.color}" stroke-width="2" stroke-linejoin="round"${dash}/>`,
+      );
     }
     if (s.markers || s.points.length === 1) {
       for (const [x, y] of s.points) {
         if (!Number.isFinite(y)) continue;
-        parts.push(`<circle cx="${fmt(X(x))}" cy="${fmt(Y(y) + dy)}" r="3" fill="${s.color}"><title>${esc(`${s.name}: ${formatTick(x)}, ${formatTick(Number(y.toPrecision(4)))}`)}</title></circle>`);
+        parts.push(
+          `<circle cx="${fmt(X(x))}" cy="${fmt(Y(y) + dy)}" r="3" fill="${s.color}"><title>${esc(`${s.name}: ${formatTick(x)}, ${formatTick(Number(y.toPrecision(4)))}`)}</title></circle>`,
+        );
       }
     }
   });
@@ -181,7 +190,9 @@ export function lineChart(spec: ChartSpec): string {
     const x = M.left + at.x;
     const y = legendTop + at.row * LEGEND_ROW + 8;
     const dash = s.dash ? ` stroke-dasharray="${s.dash}"` : '';
-    parts.push(`<g class="legend-item"><line x1="${x}" x2="${x + 20}" y1="${y}" y2="${y}" stroke="${s.color}" stroke-width="3"${dash}/><text x="${x + 26}" y="${y}" dy="0.32em" fill="#222">${esc(s.name)}</text></g>`);
+    parts.push(
+      `<g class="legend-item"><line x1="${x}" x2="${x + 20}" y1="${y}" y2="${y}" stroke="${s.color}" stroke-width="3"${dash}/><text x="${x + 26}" y="${y}" dy="0.32em" fill="#222">${esc(s.name)}</text></g>`,
+    );
   });
   parts.push('</svg>');
   return parts.join('\n');

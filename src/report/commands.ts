@@ -42,8 +42,9 @@ function chooseTarget(runs: RunData[], given: string | undefined, warnings: stri
   const configured = runs.map((r) => r.config?.targetAccuracy).filter((v): v is number => typeof v === 'number');
   if (configured.length === 0) return undefined;
   const first = configured[0]!;
-  if (configured.some((v) => v !== first)) warnings.push(`the runs set different targetAccuracy values (${[...new Set(configured)].join(', ')}); comparing at ${first} (use --target to choose)`);
-  return { accuracy: first, source: 'the runs\' targetAccuracy; --target to change' };
+  if (configured.some((v) => v !== first))
+    warnings.push(`the runs set different targetAccuracy values (${[...new Set(configured)].join(', ')}); comparing at ${first} (use --target to choose)`);
+  return { accuracy: first, source: "the runs' targetAccuracy; --target to change" };
 }
 
 function compareReport(dirs: string[], out?: string, target?: string): { file: string; warnings: string[] } {
@@ -90,6 +91,6 @@ export function addReportCommands(program: Command): void {
     .description('write one HTML putting several runs side by side on shared charts, with steps and time to a common accuracy')
     .argument('<dirs...>', 'two or more run output directories')
     .option('-o, --out <file>', 'HTML file to write (default: ./compare.html)')
-    .option('--target <accuracy>', 'test accuracy for the steps- and time-to columns, e.g. 0.85 or 85 (default: the runs\' targetAccuracy)')
+    .option('--target <accuracy>', "test accuracy for the steps- and time-to columns, e.g. 0.85 or 85 (default: the runs' targetAccuracy)")
     .action((dirs: string[], o: { out?: string; target?: string }) => run(() => compareReport(dirs, o.out, o.target)));
 }

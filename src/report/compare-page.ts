@@ -18,7 +18,16 @@ interface Entry {
   color: string;
 }
 
-function sharedChart(entries: Entry[], title: string, xLabel: string, yLabel: string, pick: (run: RunData) => Point[], markers: boolean, note?: string, separate = false): string {
+function sharedChart(
+  entries: Entry[],
+  title: string,
+  xLabel: string,
+  yLabel: string,
+  pick: (run: RunData) => Point[],
+  markers: boolean,
+  note?: string,
+  separate = false,
+): string {
   const series: Series[] = entries.map((e) => ({ name: e.label, color: e.color, points: pick(e.run), markers })).filter((s) => s.points.length > 0);
   if (series.length === 0) return figure(undefined, undefined, `${title}: no run has this data.`);
   return figure(lineChart({ title, xLabel, yLabel, series, legend: true, separate }), note);
@@ -47,7 +56,21 @@ function comparisonTable(entries: Entry[], fixed?: CompareTarget): string {
   const mark = (text: string | undefined, best: boolean) => (text === undefined ? '—' : best ? `<strong>${esc(text)}</strong>` : esc(text));
   const targetText = target === undefined ? undefined : `${(target * 100).toFixed(1)} %`;
   const targetHead = `to ${targetText ?? 'target'}`;
-  const head = ['Run', 'Optimizer', 'Model', 'Workers / owners', 'Batch', 'LR', 'Damping λ', 'Steps', `Steps ${targetHead}`, `Time ${targetHead}`, 'Final test acc.', 'Best test acc.', 'Wall time'];
+  const head = [
+    'Run',
+    'Optimizer',
+    'Model',
+    'Workers / owners',
+    'Batch',
+    'LR',
+    'Damping λ',
+    'Steps',
+    `Steps ${targetHead}`,
+    `Time ${targetHead}`,
+    'Final test acc.',
+    'Best test acc.',
+    'Wall time',
+  ];
   const numeric = new Set([4, 5, 6, 7, 8, 9, 10, 11, 12]);
   const rows = entries.map((e, i) => {
     const f = e.facts;

@@ -81,7 +81,8 @@ export function runFacts(run: RunData): RunFacts {
   const lastEval = run.evals.at(-1);
   let best: RunFacts['best'];
   for (const e of run.evals) {
-    if (e.testAccuracy !== undefined && Number.isFinite(e.testAccuracy) && (!best || e.testAccuracy > best.accuracy)) best = { accuracy: e.testAccuracy, step: e.step };
+    if (e.testAccuracy !== undefined && Number.isFinite(e.testAccuracy) && (!best || e.testAccuracy > best.accuracy))
+      best = { accuracy: e.testAccuracy, step: e.step };
   }
   const facts: RunFacts = {
     optimizer,

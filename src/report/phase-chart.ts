@@ -46,13 +46,21 @@ export function stackedPhaseSeries(run: RunData): { name: string; points: Point[
 
 export function phaseChart(run: RunData): string {
   const series = stackedPhaseSeries(run);
-  if (series.length === 0) return figure(undefined, undefined, 'No per-phase step times in this run\'s records (runs before they were recorded).', true);
+  if (series.length === 0) return figure(undefined, undefined, "No per-phase step times in this run's records (runs before they were recorded).", true);
   const window = Math.max(1, Math.round(run.steps.length / 60));
-  const svg = lineChart({ title: 'Time per step by phase (stacked)', xLabel: 'step', yLabel: 'milliseconds', series, legend: true, width: 1120, yFromZero: true });
+  const svg = lineChart({
+    title: 'Time per step by phase (stacked)',
+    xLabel: 'step',
+    yLabel: 'milliseconds',
+    series,
+    legend: true,
+    width: 1120,
+    yFromZero: true,
+  });
   return figure(
     svg,
     `Each line adds one phase to the ones below it, so the band between two lines is that phase's time; averaged over ${window} step${window === 1 ? '' : 's'}, from the second step on. ` +
-      'In a cluster run these are the parameter server\'s phases: waitGradients holds the workers\' passes, statistics and upload, which metrics.jsonl records as worker* (the slowest worker\'s).',
+      "In a cluster run these are the parameter server's phases: waitGradients holds the workers' passes, statistics and upload, which metrics.jsonl records as worker* (the slowest worker's).",
     undefined,
     true,
   );

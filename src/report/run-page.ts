@@ -19,7 +19,7 @@ function chartOrNote(points: Point[], spec: Omit<ChartSpec, 'series'>, missing: 
 function evalCharts(run: RunData): string[] {
   const noEvals = 'No evaluation records in metrics.jsonl.';
   const unit = timeUnit(Math.max(0, ...run.evals.map((e) => e.wallSeconds ?? 0)));
-  const noTime = run.evals.length === 0 ? noEvals : 'No wall times in this run\'s evaluation records (older cluster runs did not record them).';
+  const noTime = run.evals.length === 0 ? noEvals : "No wall times in this run's evaluation records (older cluster runs did not record them).";
   const byTime = (metric: 'testAccuracy' | 'testLoss') => (hasWallTime(run) ? scaleX(evalSeries(run, metric, 'time'), unit.divisor) : []);
   return [
     chartOrNote(evalSeries(run, 'testAccuracy', 'step'), { title: 'Test accuracy by step', xLabel: 'step', yLabel: 'test accuracy' }, noEvals, true),
@@ -32,12 +32,28 @@ function evalCharts(run: RunData): string[] {
 function intervalChart(run: RunData): string {
   const stats = intervalSeries(run);
   if (stats.size === 0) {
-    const why = optimizerOf(run) === 'sgd' ? 'SGD keeps no K-FAC statistics' : isClusterRun(run) ? 'the parameter server did not record them' : 'the run recorded none';
+    const why =
+      optimizerOf(run) === 'sgd' ? 'SGD keeps no K-FAC statistics' : isClusterRun(run) ? 'the parameter server did not record them' : 'the run recorded none';
     return figure(undefined, undefined, `No stale-statistics intervals: ${why}.`, true);
   }
   const series = [...stats].map(([name, points]) => ({ name, points }));
-  const svg = lineChart({ title: 'Stale-statistics interval by step', xLabel: 'step', yLabel: 'interval (steps, log scale)', series, log2Y: true, stepped: true, separate: true, legend: true, width: 1120 });
-  return figure(svg, 'Steps until each K-FAC statistic is recomputed (1: every step). Lines are shifted apart by a pixel or two so equal intervals stay visible.', undefined, true);
+  const svg = lineChart({
+    title: 'Stale-statistics interval by step',
+    xLabel: 'step',
+    yLabel: 'interval (steps, log scale)',
+    series,
+    log2Y: true,
+    stepped: true,
+    separate: true,
+    legend: true,
+    width: 1120,
+  });
+  return figure(
+    svg,
+    'Steps until each K-FAC statistic is recomputed (1: every step). Lines are shifted apart by a pixel or two so equal intervals stay visible.',
+    undefined,
+    true,
+  );
 }
 
 export function renderRunReport(run: RunData, generatedAt?: Date): string {
@@ -47,7 +63,10 @@ export function renderRunReport(run: RunData, generatedAt?: Date): string {
     ['Final test accuracy', pct(f.finalAccuracy)],
     ['Final test loss', short(f.finalLoss)],
     ['Best test accuracy', f.best ? `${pct(f.best.accuracy)} at step ${f.best.step}` : undefined],
-    ['Reached target', f.stepsTo ? `${pct(f.stepsTo.accuracy)} at step ${f.stepsTo.step}${f.stepsTo.seconds === undefined ? '' : `, ${seconds(f.stepsTo.seconds)}`}` : undefined],
+    [
+      'Reached target',
+      f.stepsTo ? `${pct(f.stepsTo.accuracy)} at step ${f.stepsTo.step}${f.stepsTo.seconds === undefined ? '' : `, ${seconds(f.stepsTo.seconds)}`}` : undefined,
+    ],
     ['Wall time', seconds(f.wallSeconds)],
     ['Mean step time', f.meanStepMs === undefined ? undefined : `${f.meanStepMs.toFixed(0)} ms`],
   ]);
@@ -67,7 +86,11 @@ export function renderRunReport(run: RunData, generatedAt?: Date): string {
   ]);
   const charts = [
     ...evalCharts(run),
-    chartOrNote(stepSeries(run, 'loss'), { title: 'Training loss by step', xLabel: 'step', yLabel: 'training loss (mini-batch)' }, 'No step records in metrics.jsonl.'),
+    chartOrNote(
+      stepSeries(run, 'loss'),
+      { title: 'Training loss by step', xLabel: 'step', yLabel: 'training loss (mini-batch)' },
+      'No step records in metrics.jsonl.',
+    ),
     chartOrNote(stepSeries(run, 'lr'), { title: 'Learning rate by step', xLabel: 'step', yLabel: 'learning rate' }, 'No step records in metrics.jsonl.'),
     intervalChart(run),
     phaseChart(run),

@@ -84,7 +84,12 @@ function tail(file: string, lines = 8): string {
 function securityArgs(s: SecurityConfig): { security: SecurityConfig; args: string[] } {
   const security: SecurityConfig = {};
   const args: string[] = [];
-  for (const [key, flag] of [['tlsCa', '--tls-ca'], ['tlsCert', '--tls-cert'], ['tlsKey', '--tls-key'], ['tokenFile', '--token-file']] as const) {
+  for (const [key, flag] of [
+    ['tlsCa', '--tls-ca'],
+    ['tlsCert', '--tls-cert'],
+    ['tlsKey', '--tls-key'],
+    ['tokenFile', '--token-file'],
+  ] as const) {
     const v = s[key];
     if (v === undefined) continue;
     security[key] = resolve(v);
@@ -93,13 +98,18 @@ function securityArgs(s: SecurityConfig): { security: SecurityConfig; args: stri
   return { security, args };
 }
 
-export async function runLocalCluster(config: TrainConfig, opts: { output: RunOutput; logger: Logger; progress?: boolean; resume?: boolean }): Promise<Record<string, unknown>> {
+export async function runLocalCluster(
+  config: TrainConfig,
+  opts: { output: RunOutput; logger: Logger; progress?: boolean; resume?: boolean },
+): Promise<Record<string, unknown>> {
   const { output, logger } = opts;
   const { workers } = config.cluster;
   // SGD has no curvature: no owners to start.
   const owners = config.optimizer.kind === 'spngd' ? config.cluster.owners : 0;
   if (config.optimizer.kind === 'spngd' && owners === 0) {
-    logger.warn(`no factor owners (--owners 0): SP-NGD has nobody to compute preconditioners, so the steps apply ${config.cluster.withoutOwners === 'sgd' ? 'plain gradients (SGD with momentum)' : 'plain gradients until an owner joins (cluster.withoutOwners)'}`);
+    logger.warn(
+      `no factor owners (--owners 0): SP-NGD has nobody to compute preconditioners, so the steps apply ${config.cluster.withoutOwners === 'sgd' ? 'plain gradients (SGD with momentum)' : 'plain gradients until an owner joins (cluster.withoutOwners)'}`,
+    );
   }
   // Checked (and read) before any child starts: a bad file is one line here.
   const { security, args: secure } = securityArgs(config.security);
@@ -107,7 +117,11 @@ export async function runLocalCluster(config: TrainConfig, opts: { output: RunOu
   // With TLS the actors dial each other by a name their certificates carry: localhost.
   const host = creds.tls ? 'localhost' : '127.0.0.1';
   if (creds.tls || creds.token) logger.info(`local cluster security: ${creds.describe()}`);
-  const resolved: TrainConfig = { ...config, cluster: { ...config.cluster, minWorkers: workers, minOwners: config.optimizer.kind === 'spngd' ? owners : 0 }, security };
+  const resolved: TrainConfig = {
+    ...config,
+    cluster: { ...config.cluster, minWorkers: workers, minOwners: config.optimizer.kind === 'spngd' ? owners : 0 },
+    security,
+  };
   output.writeJson('config.json', resolved);
   const logDir = output.path('logs');
   if (!existsSync(logDir)) mkdirSync(logDir);
@@ -128,7 +142,23 @@ export async function runLocalCluster(config: TrainConfig, opts: { output: RunOu
   });
 
   try {
-    const ps = startChild('ps', ['ps', '--listen', `${host}:0`, '--config', output.path('config.json'), '--out', output.dir, '--backend', config.backend, ...secure, ...(opts.resume ? ['--resume'] : [])], logDir);
+    const ps = startChild(
+      'ps',
+      [
+        'ps',
+        '--listen',
+        `${host}:0`,
+        '--config',
+        output.path('config.json'),
+        '--out',
+        output.dir,
+        '--backend',
+        config.backend,
+        ...secure,
+        ...(opts.resume ? ['--resume'] : []),
+      ],
+      logDir,
+    );
     children.push(ps);
     const first = await Promise.race([ps.listening, ps.exited.then((code) => ({ exit: code }))]);
     if ('exit' in first) {
@@ -169,7 +199,14 @@ export async function runLocalCluster(config: TrainConfig, opts: { output: RunOu
           bar.testAccuracy(e.value);
           bar.note(`eval at step ${e.step}: test accuracy ${e.value.toFixed(4)}`);
         } else if (e.name === 'step_ms') {
-          bar.update({ step: e.step - 1, epoch: last.epoch, loss: last.loss, accuracy: last.accuracy, samplesPerSecond: config.batchSize / (e.value / 1000), ...(last.test === undefined ? {} : { testAccuracy: last.test }) });
+          bar.update({
+            step: e.step - 1,
+            epoch: last.epoch,
+            loss: last.loss,
+            accuracy: last.accuracy,
+            samplesPerSecond: config.batchSize / (e.value / 1000),
+            ...(last.test === undefined ? {} : { testAccuracy: last.test }),
+          });
         }
       }
     });

@@ -111,7 +111,15 @@ export async function runSingleProcess(config: TrainConfig, opts: SingleRunOptio
     const checkpoint = (step: number) => {
       if (!output) return;
       // A full disk or a read-only --out: one line, training goes on, the next checkpoint tries again.
-      writeCheckpoint(output.dir, step, () => stateToCheckpoint(trainer.snapshot(step, { trainMs, wallSeconds: wall(), stepsTo })), config.checkpointKeep, logger, checkpointWarnings, 'debug');
+      writeCheckpoint(
+        output.dir,
+        step,
+        () => stateToCheckpoint(trainer.snapshot(step, { trainMs, wallSeconds: wall(), stepsTo })),
+        config.checkpointKeep,
+        logger,
+        checkpointWarnings,
+        'debug',
+      );
     };
 
     progress = createProgress(config.steps, first, logger, opts.progress === undefined ? {} : { tty: opts.progress });
@@ -140,7 +148,13 @@ export async function runSingleProcess(config: TrainConfig, opts: SingleRunOptio
         wallSeconds: wall(),
         trainSeconds: trainMs / 1000,
         stepMs: m.timings.total,
-        phases: { forwardBackward: m.timings.forwardBackward, statistics: m.timings.statistics, inversion: m.timings.inversion, precondition: m.timings.precondition, update: m.timings.update },
+        phases: {
+          forwardBackward: m.timings.forwardBackward,
+          statistics: m.timings.statistics,
+          inversion: m.timings.inversion,
+          precondition: m.timings.precondition,
+          update: m.timings.update,
+        },
         refreshes: m.refreshes.map((r) => ({ stat: `${r.layer}/${r.kind}`, drift: r.drift, decision: r.decision, interval: r.interval })),
         ...(trainer.curvature ? { intervals: trainer.curvature.intervals() } : {}),
       });
@@ -148,7 +162,14 @@ export async function runSingleProcess(config: TrainConfig, opts: SingleRunOptio
       if (steps % config.evalEvery === 0 || steps === config.steps) {
         last = await trainer.evaluate();
         lastEvalStep = steps;
-        output?.appendMetric({ type: 'eval', step: steps, testLoss: last.loss, testAccuracy: last.accuracy, wallSeconds: wall(), trainSeconds: trainMs / 1000 });
+        output?.appendMetric({
+          type: 'eval',
+          step: steps,
+          testLoss: last.loss,
+          testAccuracy: last.accuracy,
+          wallSeconds: wall(),
+          trainSeconds: trainMs / 1000,
+        });
         progress.update({ ...update, testAccuracy: last.accuracy });
         progress.note(`eval at step ${steps}: test accuracy ${last.accuracy.toFixed(4)}, loss ${last.loss.toFixed(4)}`);
         if (!stepsTo && last.accuracy >= target) {

@@ -10,7 +10,7 @@ export function ipBytes(ip: string): Buffer {
   const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
   if (v4) {
     tail = v4[1].split('.').map(Number);
-    text = text.slice(0, -v4[1].length) + '0:0';
+    text = `${text.slice(0, -v4[1].length)}0:0`;
   }
   const [head, rest] = text.split('::') as [string, string | undefined];
   const groups = (s: string) => (s === '' ? [] : s.split(':').map((g) => parseInt(g, 16)));

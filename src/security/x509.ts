@@ -113,7 +113,13 @@ export async function createCertificateAuthority(opts: { commonName?: string; da
     },
     crypto,
   );
-  return { cert: cert.toString('pem') + '\n', key: key.pem, x509: cert, signingKey: key.keys.privateKey, algorithm: { name: 'ECDSA', hash: 'SHA-256' } as EcdsaParams };
+  return {
+    cert: `${cert.toString('pem')}\n`,
+    key: key.pem,
+    x509: cert,
+    signingKey: key.keys.privateKey,
+    algorithm: { name: 'ECDSA', hash: 'SHA-256' } as EcdsaParams,
+  };
 }
 
 /** A CA from its PEM certificate and key (e.g. one `spngd certs` made before). */
@@ -159,7 +165,7 @@ export async function issueCertificate(ca: CertificateAuthority, names: string[]
     },
     crypto,
   );
-  return { cert: cert.toString('pem') + '\n', key: key.pem };
+  return { cert: `${cert.toString('pem')}\n`, key: key.pem };
 }
 
 /** A random bearer token (256 bits, base64url). */

@@ -2,9 +2,9 @@
  * grpc-js channel (client) and server options used by every spngd actor, so that limits agree on
  * both ends of every stream.
  */
-import type { ChannelOptions, ServerOptions } from "@grpc/grpc-js";
+import type { ChannelOptions, ServerOptions } from '@grpc/grpc-js';
 
-import { DEFAULT_CHUNK_BYTES, DEFAULT_MAX_MESSAGE_BYTES, MiB } from "./limits.js";
+import { DEFAULT_CHUNK_BYTES, DEFAULT_MAX_MESSAGE_BYTES, MiB } from './limits.js';
 
 /** Tunables shared by clients and servers. */
 export interface TransportOptions {
@@ -56,11 +56,9 @@ export function resolveTransportOptions(options: TransportOptions = {}): Resolve
     throw new RangeError(`chunkBytes must be a positive multiple of 4, got ${r.chunkBytes}`);
   }
   if (r.maxMessageBytes < r.chunkBytes + ENVELOPE_HEADROOM_BYTES) {
-    throw new RangeError(
-      `maxMessageBytes (${r.maxMessageBytes}) must exceed chunkBytes (${r.chunkBytes}) by at least ${ENVELOPE_HEADROOM_BYTES}`,
-    );
+    throw new RangeError(`maxMessageBytes (${r.maxMessageBytes}) must exceed chunkBytes (${r.chunkBytes}) by at least ${ENVELOPE_HEADROOM_BYTES}`);
   }
-  if (r.keepaliveTimeMs <= 0 || r.keepaliveTimeoutMs <= 0) throw new RangeError("keepalive times must be > 0");
+  if (r.keepaliveTimeMs <= 0 || r.keepaliveTimeoutMs <= 0) throw new RangeError('keepalive times must be > 0');
   return r;
 }
 
@@ -68,15 +66,15 @@ export function resolveTransportOptions(options: TransportOptions = {}): Resolve
 export function channelOptions(options: TransportOptions = {}): ChannelOptions {
   const r = resolveTransportOptions(options);
   return {
-    "grpc.max_send_message_length": r.maxMessageBytes,
-    "grpc.max_receive_message_length": r.maxMessageBytes,
-    "grpc.keepalive_time_ms": r.keepaliveTimeMs,
-    "grpc.keepalive_timeout_ms": r.keepaliveTimeoutMs,
+    'grpc.max_send_message_length': r.maxMessageBytes,
+    'grpc.max_receive_message_length': r.maxMessageBytes,
+    'grpc.keepalive_time_ms': r.keepaliveTimeMs,
+    'grpc.keepalive_timeout_ms': r.keepaliveTimeoutMs,
     // Ping also between calls so a dead coordinator is noticed while idle.
-    "grpc.keepalive_permit_without_calls": 1,
-    "grpc.initial_reconnect_backoff_ms": r.initialReconnectBackoffMs,
-    "grpc.max_reconnect_backoff_ms": r.maxReconnectBackoffMs,
-    "grpc-node.flow_control_window": r.clientFlowControlWindow,
+    'grpc.keepalive_permit_without_calls': 1,
+    'grpc.initial_reconnect_backoff_ms': r.initialReconnectBackoffMs,
+    'grpc.max_reconnect_backoff_ms': r.maxReconnectBackoffMs,
+    'grpc-node.flow_control_window': r.clientFlowControlWindow,
   };
 }
 
@@ -84,9 +82,9 @@ export function channelOptions(options: TransportOptions = {}): ChannelOptions {
 export function serverOptions(options: TransportOptions = {}): ServerOptions {
   const r = resolveTransportOptions(options);
   return {
-    "grpc.max_send_message_length": r.maxMessageBytes,
-    "grpc.max_receive_message_length": r.maxMessageBytes,
-    "grpc.keepalive_time_ms": r.keepaliveTimeMs,
-    "grpc.keepalive_timeout_ms": r.keepaliveTimeoutMs,
+    'grpc.max_send_message_length': r.maxMessageBytes,
+    'grpc.max_receive_message_length': r.maxMessageBytes,
+    'grpc.keepalive_time_ms': r.keepaliveTimeMs,
+    'grpc.keepalive_timeout_ms': r.keepaliveTimeoutMs,
   };
 }

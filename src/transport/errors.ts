@@ -1,39 +1,39 @@
 /**
  * Typed transport errors that carry the gRPC status code a server (or client) should answer with.
  */
-import { Metadata, status, type StatusObject } from "@grpc/grpc-js";
+import { Metadata, status, type StatusObject } from '@grpc/grpc-js';
 
 /** Machine-readable reason of a TransportError (tests and logs match on it). */
 export type TransportErrorReason =
   // INVALID_ARGUMENT: a chunk is malformed by itself or disagrees with its tensor's first chunk
-  | "bad_name"
-  | "bad_encoding"
-  | "bad_shape"
-  | "bad_chunk_count"
-  | "bad_chunk_index"
-  | "bad_total_bytes"
-  | "bad_offset"
-  | "bad_data_length"
-  | "header_mismatch"
-  | "overrun"
-  | "short_tensor"
-  | "bad_argument"
+  | 'bad_name'
+  | 'bad_encoding'
+  | 'bad_shape'
+  | 'bad_chunk_count'
+  | 'bad_chunk_index'
+  | 'bad_total_bytes'
+  | 'bad_offset'
+  | 'bad_data_length'
+  | 'header_mismatch'
+  | 'overrun'
+  | 'short_tensor'
+  | 'bad_argument'
   // FAILED_PRECONDITION: the chunk is well-formed but the stream's state does not allow it
-  | "gap"
-  | "duplicate"
-  | "incomplete"
-  | "closed"
+  | 'gap'
+  | 'duplicate'
+  | 'incomplete'
+  | 'closed'
   // RESOURCE_EXHAUSTED: a size cap
-  | "tensor_too_large"
-  | "too_many_pending";
+  | 'tensor_too_large'
+  | 'too_many_pending';
 
 const NAMES: Partial<Record<status, string>> = {
-  [status.INVALID_ARGUMENT]: "INVALID_ARGUMENT",
-  [status.FAILED_PRECONDITION]: "FAILED_PRECONDITION",
-  [status.RESOURCE_EXHAUSTED]: "RESOURCE_EXHAUSTED",
-  [status.UNAVAILABLE]: "UNAVAILABLE",
-  [status.CANCELLED]: "CANCELLED",
-  [status.INTERNAL]: "INTERNAL",
+  [status.INVALID_ARGUMENT]: 'INVALID_ARGUMENT',
+  [status.FAILED_PRECONDITION]: 'FAILED_PRECONDITION',
+  [status.RESOURCE_EXHAUSTED]: 'RESOURCE_EXHAUSTED',
+  [status.UNAVAILABLE]: 'UNAVAILABLE',
+  [status.CANCELLED]: 'CANCELLED',
+  [status.INTERNAL]: 'INTERNAL',
 };
 
 /** Name of a gRPC status code, e.g. "INVALID_ARGUMENT". */
@@ -43,7 +43,7 @@ export function statusName(code: status): string {
 
 /** An error with the gRPC status code to report it with. */
 export class TransportError extends Error {
-  override readonly name = "TransportError";
+  override readonly name = 'TransportError';
   constructor(
     /** gRPC status code to answer with. */
     readonly code: status,
@@ -71,10 +71,10 @@ export function isTransportError(err: unknown): err is TransportError {
  */
 export function toGrpcStatus(err: unknown): Partial<StatusObject> {
   if (err instanceof TransportError) return err.toStatus();
-  if (err !== null && typeof err === "object") {
+  if (err !== null && typeof err === 'object') {
     const e = err as { code?: unknown; details?: unknown; message?: unknown };
-    if (typeof e.code === "number" && e.code > 0 && e.code <= 16) {
-      const details = typeof e.details === "string" ? e.details : String(e.message ?? "");
+    if (typeof e.code === 'number' && e.code > 0 && e.code <= 16) {
+      const details = typeof e.details === 'string' ? e.details : String(e.message ?? '');
       return { code: e.code as status, details, metadata: new Metadata() };
     }
   }
@@ -86,6 +86,6 @@ export function toGrpcStatus(err: unknown): Partial<StatusObject> {
  * Ends a grpc-js *server* streaming call (server-streaming or bidi) with the status for `err`.
  * grpc-js turns an 'error' event on a server stream into the call's final status.
  */
-export function failServerCall(call: { emit(event: "error", status: Partial<StatusObject>): boolean }, err: unknown): void {
-  call.emit("error", toGrpcStatus(err));
+export function failServerCall(call: { emit(event: 'error', status: Partial<StatusObject>): boolean }, err: unknown): void {
+  call.emit('error', toGrpcStatus(err));
 }

@@ -25,13 +25,9 @@
  * generated code for the whole message, so the result, or the error, is always the generated
  * code's (test/transport-fast-codec.test.ts checks this on fuzzed input).
  */
-import { type BinaryReader, type BinaryWriter } from "@bufbuild/protobuf/wire";
+import type { BinaryReader, BinaryWriter } from '@bufbuild/protobuf/wire';
 
-import {
-  FetchLayerStateResponse,
-  PushStatisticsRequest,
-  StatisticChunk,
-} from "../gen/spngd/v1/factor_owner.js";
+import { FetchLayerStateResponse, PushStatisticsRequest, StatisticChunk } from '../gen/spngd/v1/factor_owner.js';
 import {
   DownloadParametersResponse,
   GradientChunk,
@@ -40,8 +36,8 @@ import {
   PublishPreconditionersRequest,
   TrainRequest,
   TrainResponse,
-} from "../gen/spngd/v1/parameter_server.js";
-import { TensorChunk } from "../gen/spngd/v1/tensor.js";
+} from '../gen/spngd/v1/parameter_server.js';
+import { TensorChunk } from '../gen/spngd/v1/tensor.js';
 
 /** The parts of a generated message codec used here. */
 interface Codec<T> {
@@ -126,33 +122,28 @@ function route<T>(name: string, codec: Codec<T>, hops: Hop[]): TensorRoute<T> {
 }
 
 /** TrainRequest.gradient (2) -> GradientChunk.tensor (4). */
-export const TRAIN_REQUEST_ROUTE = route("TrainRequest.gradient.tensor", TrainRequest, [
-  oneofHop(TrainRequest, 2, "gradient"),
-  tensorHop(GradientChunk, 4),
-]);
+export const TRAIN_REQUEST_ROUTE = route('TrainRequest.gradient.tensor', TrainRequest, [oneofHop(TrainRequest, 2, 'gradient'), tensorHop(GradientChunk, 4)]);
 /** TrainResponse.parameters (2) -> ParameterChunk.tensor (2). */
-export const TRAIN_RESPONSE_ROUTE = route("TrainResponse.parameters.tensor", TrainResponse, [
-  oneofHop(TrainResponse, 2, "parameters"),
+export const TRAIN_RESPONSE_ROUTE = route('TrainResponse.parameters.tensor', TrainResponse, [
+  oneofHop(TrainResponse, 2, 'parameters'),
   tensorHop(ParameterChunk, 2),
 ]);
 /** PublishPreconditionersRequest.chunk (2) -> PreconditionerChunk.tensor (5). */
-export const PUBLISH_PRECONDITIONERS_REQUEST_ROUTE = route("PublishPreconditionersRequest.chunk.tensor", PublishPreconditionersRequest, [
-  oneofHop(PublishPreconditionersRequest, 2, "chunk"),
+export const PUBLISH_PRECONDITIONERS_REQUEST_ROUTE = route('PublishPreconditionersRequest.chunk.tensor', PublishPreconditionersRequest, [
+  oneofHop(PublishPreconditionersRequest, 2, 'chunk'),
   tensorHop(PreconditionerChunk, 5),
 ]);
 /** PushStatisticsRequest.statistic (2) -> StatisticChunk.tensor (6). */
-export const PUSH_STATISTICS_REQUEST_ROUTE = route("PushStatisticsRequest.statistic.tensor", PushStatisticsRequest, [
-  oneofHop(PushStatisticsRequest, 2, "statistic"),
+export const PUSH_STATISTICS_REQUEST_ROUTE = route('PushStatisticsRequest.statistic.tensor', PushStatisticsRequest, [
+  oneofHop(PushStatisticsRequest, 2, 'statistic'),
   tensorHop(StatisticChunk, 6),
 ]);
 /** DownloadParametersResponse.tensor (3). */
-export const DOWNLOAD_PARAMETERS_RESPONSE_ROUTE = route("DownloadParametersResponse.tensor", DownloadParametersResponse, [
+export const DOWNLOAD_PARAMETERS_RESPONSE_ROUTE = route('DownloadParametersResponse.tensor', DownloadParametersResponse, [
   tensorHop(DownloadParametersResponse, 3),
 ]);
 /** FetchLayerStateResponse.tensor (2). */
-export const FETCH_LAYER_STATE_RESPONSE_ROUTE = route("FetchLayerStateResponse.tensor", FetchLayerStateResponse, [
-  tensorHop(FetchLayerStateResponse, 2),
-]);
+export const FETCH_LAYER_STATE_RESPONSE_ROUTE = route('FetchLayerStateResponse.tensor', FetchLayerStateResponse, [tensorHop(FetchLayerStateResponse, 2)]);
 
 // ---------------------------------------------------------------------------------------------
 // Varints
@@ -250,7 +241,7 @@ export function encodeSpliced<T>(r: TensorRoute<T>, msg: T, alloc?: (bytes: numb
 // ---------------------------------------------------------------------------------------------
 
 /** Thrown by the scanner for anything it does not handle; the caller falls back. */
-const UNSUPPORTED = Symbol("unsupported");
+const UNSUPPORTED = Symbol('unsupported');
 
 /** Reads a varint at `p.pos` (below 2^53, at most 10 bytes) and advances. */
 function readVarint(buf: Uint8Array, p: { pos: number }, end: number): number {
@@ -416,16 +407,11 @@ export const encodeTrainRequest = (m: TrainRequest): Buffer => encodeSpliced(TRA
 export const decodeTrainRequest = (b: Buffer): TrainRequest => decodeSpliced(TRAIN_REQUEST_ROUTE, b);
 export const encodeTrainResponse = (m: TrainResponse): Buffer => encodeSpliced(TRAIN_RESPONSE_ROUTE, m);
 export const decodeTrainResponse = (b: Buffer): TrainResponse => decodeSpliced(TRAIN_RESPONSE_ROUTE, b);
-export const encodePublishPreconditionersRequest = (m: PublishPreconditionersRequest): Buffer =>
-  encodeSpliced(PUBLISH_PRECONDITIONERS_REQUEST_ROUTE, m);
-export const decodePublishPreconditionersRequest = (b: Buffer): PublishPreconditionersRequest =>
-  decodeSpliced(PUBLISH_PRECONDITIONERS_REQUEST_ROUTE, b);
+export const encodePublishPreconditionersRequest = (m: PublishPreconditionersRequest): Buffer => encodeSpliced(PUBLISH_PRECONDITIONERS_REQUEST_ROUTE, m);
+export const decodePublishPreconditionersRequest = (b: Buffer): PublishPreconditionersRequest => decodeSpliced(PUBLISH_PRECONDITIONERS_REQUEST_ROUTE, b);
 export const encodePushStatisticsRequest = (m: PushStatisticsRequest): Buffer => encodeSpliced(PUSH_STATISTICS_REQUEST_ROUTE, m);
 export const decodePushStatisticsRequest = (b: Buffer): PushStatisticsRequest => decodeSpliced(PUSH_STATISTICS_REQUEST_ROUTE, b);
-export const encodeDownloadParametersResponse = (m: DownloadParametersResponse): Buffer =>
-  encodeSpliced(DOWNLOAD_PARAMETERS_RESPONSE_ROUTE, m);
-export const decodeDownloadParametersResponse = (b: Buffer): DownloadParametersResponse =>
-  decodeSpliced(DOWNLOAD_PARAMETERS_RESPONSE_ROUTE, b);
+export const encodeDownloadParametersResponse = (m: DownloadParametersResponse): Buffer => encodeSpliced(DOWNLOAD_PARAMETERS_RESPONSE_ROUTE, m);
+export const decodeDownloadParametersResponse = (b: Buffer): DownloadParametersResponse => decodeSpliced(DOWNLOAD_PARAMETERS_RESPONSE_ROUTE, b);
 export const encodeFetchLayerStateResponse = (m: FetchLayerStateResponse): Buffer => encodeSpliced(FETCH_LAYER_STATE_RESPONSE_ROUTE, m);
-export const decodeFetchLayerStateResponse = (b: Buffer): FetchLayerStateResponse =>
-  decodeSpliced(FETCH_LAYER_STATE_RESPONSE_ROUTE, b);
+export const decodeFetchLayerStateResponse = (b: Buffer): FetchLayerStateResponse => decodeSpliced(FETCH_LAYER_STATE_RESPONSE_ROUTE, b);

@@ -21,17 +21,11 @@
  * after an upgrade, check that function and extend the list. Clients always get a fresh buffer per
  * request: grpc-js's client copies them later, after asynchronous filters.
  */
-import { type ChannelCredentials, type ClientOptions, makeGenericClientConstructor } from "@grpc/grpc-js";
-import { createRequire } from "node:module";
+import { type ChannelCredentials, type ClientOptions, makeGenericClientConstructor } from '@grpc/grpc-js';
+import { createRequire } from 'node:module';
 
-import {
-  type FactorOwnerServiceClient,
-  FactorOwnerServiceService,
-} from "../gen/spngd/v1/factor_owner.js";
-import {
-  type ParameterServerServiceClient,
-  ParameterServerServiceService,
-} from "../gen/spngd/v1/parameter_server.js";
+import { type FactorOwnerServiceClient, FactorOwnerServiceService } from '../gen/spngd/v1/factor_owner.js';
+import { type ParameterServerServiceClient, ParameterServerServiceService } from '../gen/spngd/v1/parameter_server.js';
 import {
   decodeDownloadParametersResponse,
   decodeFetchLayerStateResponse,
@@ -47,16 +41,16 @@ import {
   FETCH_LAYER_STATE_RESPONSE_ROUTE,
   TRAIN_RESPONSE_ROUTE,
   type TensorRoute,
-} from "./fast-codec.js";
+} from './fast-codec.js';
 
 /** grpc-js versions (major.minor) whose server copies a serialized response synchronously. */
-export const SCRATCH_VERIFIED: readonly string[] = ["1.14"];
+export const SCRATCH_VERIFIED: readonly string[] = ['1.14'];
 
 /** The installed grpc-js version. */
-export const GRPC_JS_VERSION: string = (createRequire(import.meta.url)("@grpc/grpc-js/package.json") as { version: string }).version;
+export const GRPC_JS_VERSION: string = (createRequire(import.meta.url)('@grpc/grpc-js/package.json') as { version: string }).version;
 
 /** Whether server responses are encoded into a reused scratch buffer (see above). */
-export const RESPONSE_SCRATCH_ENABLED: boolean = SCRATCH_VERIFIED.includes(GRPC_JS_VERSION.split(".").slice(0, 2).join("."));
+export const RESPONSE_SCRATCH_ENABLED: boolean = SCRATCH_VERIFIED.includes(GRPC_JS_VERSION.split('.').slice(0, 2).join('.'));
 
 let scratch = Buffer.alloc(0);
 
@@ -111,7 +105,7 @@ export const FastFactorOwnerServiceService: typeof FactorOwnerServiceService = {
 /** Client of ParameterServerService using the fast definitions; instances are `ParameterServerServiceClient`s. */
 export const FastParameterServerServiceClient = makeGenericClientConstructor(
   FastParameterServerServiceService,
-  "spngd.v1.ParameterServerService",
+  'spngd.v1.ParameterServerService',
 ) as unknown as {
   new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): ParameterServerServiceClient;
   service: typeof FastParameterServerServiceService;
@@ -119,10 +113,7 @@ export const FastParameterServerServiceClient = makeGenericClientConstructor(
 };
 
 /** Client of FactorOwnerService using the fast definitions; instances are `FactorOwnerServiceClient`s. */
-export const FastFactorOwnerServiceClient = makeGenericClientConstructor(
-  FastFactorOwnerServiceService,
-  "spngd.v1.FactorOwnerService",
-) as unknown as {
+export const FastFactorOwnerServiceClient = makeGenericClientConstructor(FastFactorOwnerServiceService, 'spngd.v1.FactorOwnerService') as unknown as {
   new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): FactorOwnerServiceClient;
   service: typeof FastFactorOwnerServiceService;
   serviceName: string;

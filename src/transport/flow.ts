@@ -15,9 +15,9 @@
  * - ReadBackpressure / ByteBudgetReader (receiver): pause the stream while the application's queue
  *   of received-but-unprocessed messages holds more than a byte budget, resume below a low mark.
  */
-import type { EventEmitter } from "node:events";
+import type { EventEmitter } from 'node:events';
 
-import { DEFAULT_IN_FLIGHT_BYTES, DEFAULT_RECEIVE_QUEUE_BYTES } from "./limits.js";
+import { DEFAULT_IN_FLIGHT_BYTES, DEFAULT_RECEIVE_QUEUE_BYTES } from './limits.js';
 
 /** The writable side of a grpc-js stream (client or server, unary-response or duplex). */
 export interface MessageWritable<T> extends EventEmitter {
@@ -65,10 +65,10 @@ interface QueuedWrite<T> {
  */
 function asError(err: unknown): Error {
   if (err instanceof Error) return err;
-  if (err !== null && typeof err === "object") {
+  if (err !== null && typeof err === 'object') {
     const e = err as { code?: unknown; details?: unknown };
-    const out = new Error(typeof e.details === "string" ? e.details : JSON.stringify(err));
-    if (typeof e.code === "number") Object.assign(out, { code: e.code });
+    const out = new Error(typeof e.details === 'string' ? e.details : JSON.stringify(err));
+    if (typeof e.code === 'number') Object.assign(out, { code: e.code });
     return out;
   }
   return new Error(String(err));
@@ -76,7 +76,7 @@ function asError(err: unknown): Error {
 
 /** Error used when the stream closes before a queued write could be handed to it. */
 export class StreamClosedError extends Error {
-  override readonly name = "StreamClosedError";
+  override readonly name = 'StreamClosedError';
 }
 
 /**
@@ -117,8 +117,8 @@ export class ByteBudgetWriter<T> {
     this.fail(asError(err));
   };
   private readonly onClose = (): void => {
-    if (this.inFlight > 0 || this.queue.length > 0) this.fail(new StreamClosedError("stream closed with writes pending"));
-    else this.fail(new StreamClosedError("stream closed"));
+    if (this.inFlight > 0 || this.queue.length > 0) this.fail(new StreamClosedError('stream closed with writes pending'));
+    else this.fail(new StreamClosedError('stream closed'));
   };
 
   constructor(stream: MessageWritable<T>, options: ByteBudgetWriterOptions = {}) {
@@ -126,11 +126,11 @@ export class ByteBudgetWriter<T> {
     if (!(budget > 0)) throw new RangeError(`maxInFlightBytes must be > 0, got ${budget}`);
     this.maxInFlightBytes = budget;
     this.stream = stream;
-    stream.on("drain", this.onDrain);
-    stream.on("error", this.onError);
-    stream.on("close", this.onClose);
+    stream.on('drain', this.onDrain);
+    stream.on('error', this.onError);
+    stream.on('close', this.onClose);
     // Server calls emit 'cancelled' when the client goes away.
-    stream.on("cancelled", this.onClose);
+    stream.on('cancelled', this.onClose);
   }
 
   /** Bytes currently in flight (handed to the stream, write callback not fired yet). */
@@ -189,11 +189,11 @@ export class ByteBudgetWriter<T> {
    * never hear the stream's callbacks again, so a later write could wait forever.
    */
   detach(): void {
-    this.stream.removeListener("drain", this.onDrain);
-    this.stream.removeListener("error", this.onError);
-    this.stream.removeListener("close", this.onClose);
-    this.stream.removeListener("cancelled", this.onClose);
-    this.fail(new StreamClosedError(this.queue.length > 0 ? "writer detached with writes pending" : "writer detached"));
+    this.stream.removeListener('drain', this.onDrain);
+    this.stream.removeListener('error', this.onError);
+    this.stream.removeListener('close', this.onClose);
+    this.stream.removeListener('cancelled', this.onClose);
+    this.fail(new StreamClosedError(this.queue.length > 0 ? 'writer detached with writes pending' : 'writer detached'));
   }
 
   private fits(bytes: number): boolean {
@@ -205,7 +205,7 @@ export class ByteBudgetWriter<T> {
       const head = this.queue[0];
       if (!this.fits(head.bytes)) return;
       if (this.stream.destroyed || this.stream.writableEnded) {
-        this.fail(new StreamClosedError("stream already closed"));
+        this.fail(new StreamClosedError('stream already closed'));
         return;
       }
       this.queue.shift();
@@ -264,7 +264,7 @@ export class ByteBudgetWriter<T> {
 // ---------------------------------------------------------------------------------------------
 
 /** The readable side of a grpc-js stream. */
-export interface MessageReadable<T> extends EventEmitter {
+export interface MessageReadable<_T> extends EventEmitter {
   pause(): unknown;
   resume(): unknown;
   isPaused(): boolean;
@@ -296,7 +296,7 @@ export class ReadBackpressure {
   private pausedByUs = false;
 
   constructor(
-    private readonly stream: Pick<MessageReadable<unknown>, "pause" | "resume">,
+    private readonly stream: Pick<MessageReadable<unknown>, 'pause' | 'resume'>,
     options: ReadBackpressureOptions = {},
   ) {
     this.highWaterBytes = options.highWaterBytes ?? DEFAULT_RECEIVE_QUEUE_BYTES;
@@ -396,9 +396,9 @@ export class ByteBudgetReader<T> implements AsyncIterable<T> {
     this.stream = stream;
     this.sizeOf = options.sizeOf;
     this.backpressure = new ReadBackpressure(stream, options);
-    stream.on("data", this.onData);
-    stream.on("end", this.onEnd);
-    stream.on("error", this.onError);
+    stream.on('data', this.onData);
+    stream.on('end', this.onEnd);
+    stream.on('error', this.onError);
   }
 
   /** Next message; `done` at end of stream; rejects with the stream's error. */
@@ -414,7 +414,7 @@ export class ByteBudgetReader<T> implements AsyncIterable<T> {
     }
     if (this.failure) return Promise.reject(this.failure);
     if (this.ended) return Promise.resolve({ value: undefined, done: true });
-    if (this.waiter) return Promise.reject(new Error("ByteBudgetReader.next() called concurrently"));
+    if (this.waiter) return Promise.reject(new Error('ByteBudgetReader.next() called concurrently'));
     return new Promise((resolve, reject) => {
       this.waiter = { resolve, reject };
     });
@@ -428,9 +428,9 @@ export class ByteBudgetReader<T> implements AsyncIterable<T> {
 
   /** Removes the listeners and resumes the stream if this reader paused it. */
   detach(): void {
-    this.stream.removeListener("data", this.onData);
-    this.stream.removeListener("end", this.onEnd);
-    this.stream.removeListener("error", this.onError);
+    this.stream.removeListener('data', this.onData);
+    this.stream.removeListener('end', this.onEnd);
+    this.stream.removeListener('error', this.onError);
     if (this.backpressure.paused) this.backpressure.release(Number.MAX_SAFE_INTEGER);
   }
 

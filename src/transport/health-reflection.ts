@@ -10,37 +10,33 @@
  * the result (Python's descriptor pool: "map_entry should not be set explicitly" on map<> fields
  * such as grpc.health.v1.HealthListResponse.statuses and on our envelope messages).
  */
-import type { Server } from "@grpc/grpc-js";
-import { loadFileDescriptorSetFromBuffer, type Options, type PackageDefinition } from "@grpc/proto-loader";
-import { ReflectionService } from "@grpc/reflection";
-import { HealthImplementation, type ServingStatus } from "grpc-health-check";
+import type { Server } from '@grpc/grpc-js';
+import { loadFileDescriptorSetFromBuffer, type Options, type PackageDefinition } from '@grpc/proto-loader';
+import { ReflectionService } from '@grpc/reflection';
+import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
 
-import {
-  HEALTH_DESCRIPTOR_SET_BASE64,
-  REFLECTION_DESCRIPTOR_SET_BASE64,
-  SPNGD_DESCRIPTOR_SET_BASE64,
-} from "../gen/descriptor-set.js";
+import { HEALTH_DESCRIPTOR_SET_BASE64, REFLECTION_DESCRIPTOR_SET_BASE64, SPNGD_DESCRIPTOR_SET_BASE64 } from '../gen/descriptor-set.js';
 
 export type { ServingStatus };
 
 /** Full name of the health service. */
-export const HEALTH_SERVICE_NAME = "grpc.health.v1.Health";
+export const HEALTH_SERVICE_NAME = 'grpc.health.v1.Health';
 /** Full name of the reflection service (v1; v1alpha is served too). */
-export const REFLECTION_SERVICE_NAME = "grpc.reflection.v1.ServerReflection";
+export const REFLECTION_SERVICE_NAME = 'grpc.reflection.v1.ServerReflection';
 
 /** Full names of the spngd services. */
 export const SPNGD_SERVICES = {
-  parameterServer: "spngd.v1.ParameterServerService",
-  factorOwner: "spngd.v1.FactorOwnerService",
-  membership: "spngd.v1.MembershipService",
-  state: "spngd.v1.StateService",
+  parameterServer: 'spngd.v1.ParameterServerService',
+  factorOwner: 'spngd.v1.FactorOwnerService',
+  membership: 'spngd.v1.MembershipService',
+  state: 'spngd.v1.StateService',
 } as const;
 
 const LOADER_OPTIONS: Options = { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true };
 
 /** The spngd FileDescriptorSet (bytes of src/gen/spngd.binpb without source info). */
 export function spngdDescriptorSet(): Buffer {
-  return Buffer.from(SPNGD_DESCRIPTOR_SET_BASE64, "base64");
+  return Buffer.from(SPNGD_DESCRIPTOR_SET_BASE64, 'base64');
 }
 
 /**
@@ -55,7 +51,7 @@ export function splitDescriptorSet(set: Uint8Array): Buffer[] {
     let v = 0;
     let mul = 1;
     for (;;) {
-      if (i >= buf.length) throw new Error("truncated descriptor set");
+      if (i >= buf.length) throw new Error('truncated descriptor set');
       const b = buf[i++];
       v += (b & 0x7f) * mul;
       if (b < 0x80) return v;
@@ -66,7 +62,7 @@ export function splitDescriptorSet(set: Uint8Array): Buffer[] {
     const key = varint();
     if (key !== 0x0a) throw new Error(`unexpected field key ${key} in FileDescriptorSet`);
     const len = varint();
-    if (i + len > buf.length) throw new Error("truncated descriptor set");
+    if (i + len > buf.length) throw new Error('truncated descriptor set');
     files.push(buf.subarray(i, i + len));
     i += len;
   }
@@ -93,16 +89,16 @@ export function spngdPackageDefinition(): PackageDefinition {
  */
 function reflectionDefinition(): PackageDefinition {
   const sets: [string, string][] = [
-    ["spngd.v1", SPNGD_DESCRIPTOR_SET_BASE64],
-    ["grpc.health.v1", HEALTH_DESCRIPTOR_SET_BASE64],
-    ["grpc.reflection", REFLECTION_DESCRIPTOR_SET_BASE64],
+    ['spngd.v1', SPNGD_DESCRIPTOR_SET_BASE64],
+    ['grpc.health.v1', HEALTH_DESCRIPTOR_SET_BASE64],
+    ['grpc.reflection', REFLECTION_DESCRIPTOR_SET_BASE64],
   ];
   const def: Record<string, unknown> = {};
   for (const [key, b64] of sets) {
     def[key] = {
-      format: "Protocol Buffer 3 FileDescriptorSet",
+      format: 'Protocol Buffer 3 FileDescriptorSet',
       type: {},
-      fileDescriptorProtos: splitDescriptorSet(Buffer.from(b64, "base64")),
+      fileDescriptorProtos: splitDescriptorSet(Buffer.from(b64, 'base64')),
     };
   }
   return def as PackageDefinition;
@@ -117,7 +113,7 @@ export class HealthStatus {
   private readonly services: string[];
 
   constructor(services: readonly string[], initial: ServingStatus) {
-    this.services = ["", ...services.filter((s) => s !== "")];
+    this.services = ['', ...services.filter((s) => s !== '')];
     const map: Record<string, ServingStatus> = {};
     for (const s of this.services) map[s] = initial;
     this.implementation = new HealthImplementation(map);
@@ -138,7 +134,7 @@ export class HealthStatus {
  * Adds grpc.health.v1.Health to `server`, answering for "" and each of `services`.
  * Call before `server.bindAsync`.
  */
-export function addHealth(server: Server, services: readonly string[], initial: ServingStatus = "SERVING"): HealthStatus {
+export function addHealth(server: Server, services: readonly string[], initial: ServingStatus = 'SERVING'): HealthStatus {
   const health = new HealthStatus(services, initial);
   health.implementation.addToServer(server);
   return health;
@@ -160,7 +156,7 @@ export function addReflection(server: Server, services: readonly string[]): Refl
 export function addHealthAndReflection(
   server: Server,
   services: readonly string[],
-  initial: ServingStatus = "SERVING",
+  initial: ServingStatus = 'SERVING',
 ): { health: HealthStatus; reflection: ReflectionService } {
   const health = addHealth(server, services, initial);
   const reflection = addReflection(server, services);

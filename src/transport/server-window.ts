@@ -8,15 +8,15 @@
  * later grpc-js no longer has that map, nothing is changed and false is returned (the option then
  * costs throughput, not correctness).
  */
-import type { Server } from "@grpc/grpc-js";
-import type { Http2Server, Http2Session } from "node:http2";
+import type { Server } from '@grpc/grpc-js';
+import type { Http2Server, Http2Session } from 'node:http2';
 
 /** Call after bindAsync has succeeded. Returns whether the window could be set. */
 export function raiseServerReceiveWindow(server: Server, windowBytes: number): boolean {
   const servers = (server as unknown as { http2Servers?: unknown }).http2Servers;
   if (!(servers instanceof Map)) return false;
   for (const h2 of servers.keys() as IterableIterator<Http2Server>) {
-    h2.on("session", (session: Http2Session) => {
+    h2.on('session', (session: Http2Session) => {
       // Stream-level window for the streams the client opens, and the connection-level window.
       session.settings({ initialWindowSize: windowBytes });
       session.setLocalWindowSize(windowBytes);

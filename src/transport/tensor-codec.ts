@@ -9,11 +9,11 @@
  * Endianness is explicit: on a little-endian host the bytes are copied in bulk, on a big-endian
  * host each value is converted through a DataView.
  */
-import { status } from "@grpc/grpc-js";
-import { endianness } from "node:os";
+import { status } from '@grpc/grpc-js';
+import { endianness } from 'node:os';
 
-import { type TensorChunk, TensorEncoding } from "../gen/spngd/v1/tensor.js";
-import { TransportError } from "./errors.js";
+import { type TensorChunk, TensorEncoding } from '../gen/spngd/v1/tensor.js';
+import { TransportError } from './errors.js';
 import {
   DEFAULT_CHUNK_BYTES,
   DEFAULT_MAX_PENDING_BYTES,
@@ -21,12 +21,12 @@ import {
   DEFAULT_MAX_TENSOR_BYTES,
   MAX_TENSOR_NAME_LENGTH,
   MAX_TENSOR_RANK,
-} from "./limits.js";
+} from './limits.js';
 
 export { TensorEncoding };
 export type { TensorChunk };
 
-const HOST_IS_LE = endianness() === "LE";
+const HOST_IS_LE = endianness() === 'LE';
 const F32 = 4;
 
 // ---------------------------------------------------------------------------------------------
@@ -63,27 +63,20 @@ export function encodedByteLength(shape: readonly number[], encoding: TensorEnco
 }
 
 function checkShape(shape: readonly number[], encoding: TensorEncoding): void {
-  if (
-    encoding !== TensorEncoding.TENSOR_ENCODING_DENSE &&
-    encoding !== TensorEncoding.TENSOR_ENCODING_SYMMETRIC_UPPER
-  ) {
-    throw new TransportError(status.INVALID_ARGUMENT, "bad_encoding", `unsupported tensor encoding ${encoding}`);
+  if (encoding !== TensorEncoding.TENSOR_ENCODING_DENSE && encoding !== TensorEncoding.TENSOR_ENCODING_SYMMETRIC_UPPER) {
+    throw new TransportError(status.INVALID_ARGUMENT, 'bad_encoding', `unsupported tensor encoding ${encoding}`);
   }
   if (shape.length > MAX_TENSOR_RANK) {
-    throw new TransportError(status.INVALID_ARGUMENT, "bad_shape", `shape [${shape}] has more than ${MAX_TENSOR_RANK} dimensions`);
+    throw new TransportError(status.INVALID_ARGUMENT, 'bad_shape', `shape [${shape}] has more than ${MAX_TENSOR_RANK} dimensions`);
   }
   for (const d of shape) {
     if (!Number.isSafeInteger(d) || d < 1) {
-      throw new TransportError(status.INVALID_ARGUMENT, "bad_shape", `shape [${shape}] has a dimension < 1`);
+      throw new TransportError(status.INVALID_ARGUMENT, 'bad_shape', `shape [${shape}] has a dimension < 1`);
     }
   }
   if (encoding === TensorEncoding.TENSOR_ENCODING_SYMMETRIC_UPPER) {
     if (shape.length < 2 || shape[shape.length - 1] !== shape[shape.length - 2]) {
-      throw new TransportError(
-        status.INVALID_ARGUMENT,
-        "bad_shape",
-        `symmetric-upper tensor needs shape [..., n, n], got [${shape}]`,
-      );
+      throw new TransportError(status.INVALID_ARGUMENT, 'bad_shape', `symmetric-upper tensor needs shape [..., n, n], got [${shape}]`);
     }
   }
 }
@@ -97,12 +90,7 @@ function checkShape(shape: readonly number[], encoding: TensorEncoding): void {
  * matrices into n(n+1)/2 values each. Only the upper triangle of the input is read, so the input
  * need not be exactly symmetric (a lower triangle that differs by rounding is ignored).
  */
-export function packUpperTriangle(
-  matrix: ArrayLike<number>,
-  n: number,
-  batch = 1,
-  out?: Float32Array,
-): Float32Array {
+export function packUpperTriangle(matrix: ArrayLike<number>, n: number, batch = 1, out?: Float32Array): Float32Array {
   if (!Number.isSafeInteger(n) || n < 1 || !Number.isSafeInteger(batch) || batch < 1) {
     throw new RangeError(`packUpperTriangle: bad n=${n} or batch=${batch}`);
   }
@@ -127,12 +115,7 @@ export function packUpperTriangle(
  * Inverse of packUpperTriangle: expands `batch` packed upper triangles into full symmetric n x n
  * row-major matrices (into `out` if given, e.g. a Float64Array for float64 inversion).
  */
-export function unpackUpperTriangle<T extends Float32Array | Float64Array = Float32Array>(
-  packed: ArrayLike<number>,
-  n: number,
-  batch = 1,
-  out?: T,
-): T {
+export function unpackUpperTriangle<T extends Float32Array | Float64Array = Float32Array>(packed: ArrayLike<number>, n: number, batch = 1, out?: T): T {
   if (!Number.isSafeInteger(n) || n < 1 || !Number.isSafeInteger(batch) || batch < 1) {
     throw new RangeError(`unpackUpperTriangle: bad n=${n} or batch=${batch}`);
   }
@@ -182,7 +165,7 @@ export function float32ToBytes(values: Float32Array, copy = true): Buffer {
  */
 export function bytesToFloat32(bytes: Uint8Array, copy = false): Float32Array {
   if (bytes.byteLength % F32 !== 0) {
-    throw new TransportError(status.INVALID_ARGUMENT, "bad_data_length", `byte length ${bytes.byteLength} is not a multiple of 4`);
+    throw new TransportError(status.INVALID_ARGUMENT, 'bad_data_length', `byte length ${bytes.byteLength} is not a multiple of 4`);
   }
   const n = bytes.byteLength / F32;
   if (HOST_IS_LE) {
@@ -307,16 +290,12 @@ export function chunkSymmetric(
  * const done = assembler.push(envelopeTensor(m.tensor, m.step, "GradientChunk.step"));
  * ```
  */
-export function envelopeTensor(tensor: TensorChunk | undefined, version: number, field = "step"): TensorChunk {
+export function envelopeTensor(tensor: TensorChunk | undefined, version: number, field = 'step'): TensorChunk {
   if (tensor === undefined || tensor === null) {
-    throw new TransportError(status.INVALID_ARGUMENT, "bad_argument", `message without tensor (${field} ${version})`);
+    throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', `message without tensor (${field} ${version})`);
   }
   if (tensor.version !== version) {
-    throw new TransportError(
-      status.INVALID_ARGUMENT,
-      "header_mismatch",
-      `tensor ${tensor.name}: version ${tensor.version} differs from ${field} ${version}`,
-    );
+    throw new TransportError(status.INVALID_ARGUMENT, 'header_mismatch', `tensor ${tensor.name}: version ${tensor.version} differs from ${field} ${version}`);
   }
   return tensor;
 }
@@ -422,14 +401,14 @@ export class TensorAssembler {
 
   /** Validates a chunk and adds it; returns the tensor when this chunk completes it. */
   push(chunk: TensorChunk): AssembledTensor | undefined {
-    if (this.closed) throw new TransportError(status.FAILED_PRECONDITION, "closed", "tensor assembler is closed");
+    if (this.closed) throw new TransportError(status.FAILED_PRECONDITION, 'closed', 'tensor assembler is closed');
     const name = chunk.name;
-    if (typeof name !== "string" || name.length === 0 || name.length > MAX_TENSOR_NAME_LENGTH) {
-      throw new TransportError(status.INVALID_ARGUMENT, "bad_name", `tensor name must have 1..${MAX_TENSOR_NAME_LENGTH} characters`);
+    if (typeof name !== 'string' || name.length === 0 || name.length > MAX_TENSOR_NAME_LENGTH) {
+      throw new TransportError(status.INVALID_ARGUMENT, 'bad_name', `tensor name must have 1..${MAX_TENSOR_NAME_LENGTH} characters`);
     }
     const data = chunk.data;
     if (!(data instanceof Uint8Array)) {
-      throw new TransportError(status.INVALID_ARGUMENT, "bad_data_length", `tensor ${name}: chunk has no data`);
+      throw new TransportError(status.INVALID_ARGUMENT, 'bad_data_length', `tensor ${name}: chunk has no data`);
     }
     const p = this.pending.get(name);
     try {
@@ -443,10 +422,8 @@ export class TensorAssembler {
   /** Throws FAILED_PRECONDITION if a tensor is partially received (call at end of stream or step). */
   assertComplete(): void {
     if (this.pending.size === 0) return;
-    const parts = [...this.pending.values()].map(
-      (p) => `${p.first.name} (${p.nextIndex}/${p.first.chunkCount} chunks)`,
-    );
-    throw new TransportError(status.FAILED_PRECONDITION, "incomplete", `incomplete tensors at end of stream: ${parts.join(", ")}`);
+    const parts = [...this.pending.values()].map((p) => `${p.first.name} (${p.nextIndex}/${p.first.chunkCount} chunks)`);
+    throw new TransportError(status.FAILED_PRECONDITION, 'incomplete', `incomplete tensors at end of stream: ${parts.join(', ')}`);
   }
 
   /** Drops one partial tensor (e.g. the sender abandoned it). */
@@ -467,10 +444,10 @@ export class TensorAssembler {
   private start(c: TensorChunk): AssembledTensor | undefined {
     const name = c.name;
     const shape = c.shape;
-    if (!Array.isArray(shape)) throw new TransportError(status.INVALID_ARGUMENT, "bad_shape", `tensor ${name}: missing shape`);
+    if (!Array.isArray(shape)) throw new TransportError(status.INVALID_ARGUMENT, 'bad_shape', `tensor ${name}: missing shape`);
     const encodingName = TensorEncoding[c.encoding] ?? String(c.encoding);
     if (c.encoding !== TensorEncoding.TENSOR_ENCODING_DENSE && c.encoding !== TensorEncoding.TENSOR_ENCODING_SYMMETRIC_UPPER) {
-      throw new TransportError(status.INVALID_ARGUMENT, "bad_encoding", `tensor ${name}: unsupported encoding ${encodingName}`);
+      throw new TransportError(status.INVALID_ARGUMENT, 'bad_encoding', `tensor ${name}: unsupported encoding ${encodingName}`);
     }
     let expectedBytes: number;
     try {
@@ -485,34 +462,26 @@ export class TensorAssembler {
     if (expectedBytes > this.maxTensorBytes || declared > this.maxTensorBytes) {
       throw new TransportError(
         status.RESOURCE_EXHAUSTED,
-        "tensor_too_large",
+        'tensor_too_large',
         `tensor ${name}: ${Math.max(expectedBytes, declared)} bytes exceeds the limit of ${this.maxTensorBytes}`,
       );
     }
     if (declared !== expectedBytes) {
       throw new TransportError(
         status.INVALID_ARGUMENT,
-        "bad_total_bytes",
+        'bad_total_bytes',
         `tensor ${name}: total_bytes ${declared} but shape [${shape}] (${encodingName}) needs ${expectedBytes}`,
       );
     }
     const count = c.chunkCount;
     if (!Number.isSafeInteger(count) || count < 1 || count > declared / F32) {
-      throw new TransportError(
-        status.INVALID_ARGUMENT,
-        "bad_chunk_count",
-        `tensor ${name}: chunk_count ${count} impossible for ${declared} bytes`,
-      );
+      throw new TransportError(status.INVALID_ARGUMENT, 'bad_chunk_count', `tensor ${name}: chunk_count ${count} impossible for ${declared} bytes`);
     }
     if (c.chunkIndex >= count) {
-      throw new TransportError(status.INVALID_ARGUMENT, "bad_chunk_index", `tensor ${name}: chunk_index ${c.chunkIndex} >= chunk_count ${count}`);
+      throw new TransportError(status.INVALID_ARGUMENT, 'bad_chunk_index', `tensor ${name}: chunk_index ${c.chunkIndex} >= chunk_count ${count}`);
     }
     if (c.chunkIndex !== 0) {
-      throw new TransportError(
-        status.FAILED_PRECONDITION,
-        "gap",
-        `tensor ${name}: first chunk received has chunk_index ${c.chunkIndex}, expected 0`,
-      );
+      throw new TransportError(status.FAILED_PRECONDITION, 'gap', `tensor ${name}: first chunk received has chunk_index ${c.chunkIndex}, expected 0`);
     }
     this.checkData(c, 0, declared);
     if (count === 1) {
@@ -521,14 +490,14 @@ export class TensorAssembler {
     if (this.pending.size >= this.maxPendingTensors) {
       throw new TransportError(
         status.RESOURCE_EXHAUSTED,
-        "too_many_pending",
+        'too_many_pending',
         `tensor ${name}: more than ${this.maxPendingTensors} tensors being received at once`,
       );
     }
     if (this.pendingBytesTotal + declared > this.maxPendingBytes) {
       throw new TransportError(
         status.RESOURCE_EXHAUSTED,
-        "too_many_pending",
+        'too_many_pending',
         `tensor ${name}: ${this.pendingBytesTotal + declared} bytes of partial tensors exceeds the limit of ${this.maxPendingBytes}`,
       );
     }
@@ -548,26 +517,26 @@ export class TensorAssembler {
     const mismatch = (field: string, got: unknown, want: unknown): TransportError =>
       new TransportError(
         status.INVALID_ARGUMENT,
-        "header_mismatch",
+        'header_mismatch',
         `tensor ${name}: chunk ${c.chunkIndex} has ${field} ${String(got)}, first chunk had ${String(want)}`,
       );
-    if (c.encoding !== f.encoding) throw mismatch("encoding", TensorEncoding[c.encoding] ?? c.encoding, TensorEncoding[f.encoding]);
+    if (c.encoding !== f.encoding) throw mismatch('encoding', TensorEncoding[c.encoding] ?? c.encoding, TensorEncoding[f.encoding]);
     if (!Array.isArray(c.shape) || c.shape.length !== f.shape.length || c.shape.some((d, i) => d !== f.shape[i])) {
-      throw mismatch("shape", `[${c.shape}]`, `[${f.shape}]`);
+      throw mismatch('shape', `[${c.shape}]`, `[${f.shape}]`);
     }
-    if (c.version !== f.version) throw mismatch("version", c.version, f.version);
-    if (c.chunkCount !== f.chunkCount) throw mismatch("chunk_count", c.chunkCount, f.chunkCount);
-    if (c.totalBytes !== f.totalBytes) throw mismatch("total_bytes", c.totalBytes, f.totalBytes);
+    if (c.version !== f.version) throw mismatch('version', c.version, f.version);
+    if (c.chunkCount !== f.chunkCount) throw mismatch('chunk_count', c.chunkCount, f.chunkCount);
+    if (c.totalBytes !== f.totalBytes) throw mismatch('total_bytes', c.totalBytes, f.totalBytes);
     if (c.chunkIndex >= f.chunkCount) {
-      throw new TransportError(status.INVALID_ARGUMENT, "bad_chunk_index", `tensor ${name}: chunk_index ${c.chunkIndex} >= chunk_count ${f.chunkCount}`);
+      throw new TransportError(status.INVALID_ARGUMENT, 'bad_chunk_index', `tensor ${name}: chunk_index ${c.chunkIndex} >= chunk_count ${f.chunkCount}`);
     }
     if (c.chunkIndex < p.nextIndex) {
-      throw new TransportError(status.FAILED_PRECONDITION, "duplicate", `tensor ${name}: chunk_index ${c.chunkIndex} received twice`);
+      throw new TransportError(status.FAILED_PRECONDITION, 'duplicate', `tensor ${name}: chunk_index ${c.chunkIndex} received twice`);
     }
     if (c.chunkIndex > p.nextIndex) {
       throw new TransportError(
         status.FAILED_PRECONDITION,
-        "gap",
+        'gap',
         `tensor ${name}: chunk_index ${c.chunkIndex} received, expected ${p.nextIndex} (chunks missing)`,
       );
     }
@@ -585,41 +554,29 @@ export class TensorAssembler {
   private checkData(c: TensorChunk, received: number, total: number): void {
     const len = c.data.byteLength;
     const name = c.name;
-    if (len === 0) throw new TransportError(status.INVALID_ARGUMENT, "bad_data_length", `tensor ${name}: chunk ${c.chunkIndex} is empty`);
+    if (len === 0) throw new TransportError(status.INVALID_ARGUMENT, 'bad_data_length', `tensor ${name}: chunk ${c.chunkIndex} is empty`);
     if (len % F32 !== 0) {
-      throw new TransportError(
-        status.INVALID_ARGUMENT,
-        "bad_data_length",
-        `tensor ${name}: chunk ${c.chunkIndex} has ${len} bytes, not a multiple of 4`,
-      );
+      throw new TransportError(status.INVALID_ARGUMENT, 'bad_data_length', `tensor ${name}: chunk ${c.chunkIndex} has ${len} bytes, not a multiple of 4`);
     }
     if (c.offsetBytes !== received) {
       throw new TransportError(
         status.INVALID_ARGUMENT,
-        "bad_offset",
+        'bad_offset',
         `tensor ${name}: chunk ${c.chunkIndex} has offset_bytes ${c.offsetBytes}, expected ${received}`,
       );
     }
     const end = received + len;
     if (end > total) {
-      throw new TransportError(
-        status.INVALID_ARGUMENT,
-        "overrun",
-        `tensor ${name}: chunk ${c.chunkIndex} ends at byte ${end}, past total_bytes ${total}`,
-      );
+      throw new TransportError(status.INVALID_ARGUMENT, 'overrun', `tensor ${name}: chunk ${c.chunkIndex} ends at byte ${end}, past total_bytes ${total}`);
     }
     const last = c.chunkIndex === c.chunkCount - 1;
     if (last && end !== total) {
-      throw new TransportError(
-        status.INVALID_ARGUMENT,
-        "short_tensor",
-        `tensor ${name}: last chunk ends at byte ${end}, total_bytes is ${total}`,
-      );
+      throw new TransportError(status.INVALID_ARGUMENT, 'short_tensor', `tensor ${name}: last chunk ends at byte ${end}, total_bytes is ${total}`);
     }
     if (!last && end === total) {
       throw new TransportError(
         status.INVALID_ARGUMENT,
-        "short_tensor",
+        'short_tensor',
         `tensor ${name}: all ${total} bytes received by chunk ${c.chunkIndex} of ${c.chunkCount}`,
       );
     }

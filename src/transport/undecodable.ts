@@ -13,7 +13,7 @@
  * server.addService(tolerateUndecodable(ParameterServerServiceService), impl);
  * ```
  */
-import { Metadata, ServerInterceptingCall, status, type ServerInterceptor, type ServiceDefinition } from "@grpc/grpc-js";
+import { Metadata, ServerInterceptingCall, status, type ServerInterceptor, type ServiceDefinition } from '@grpc/grpc-js';
 
 /** What a tolerant deserializer returns for bytes it cannot decode. */
 export class UndecodableRequest {

@@ -99,4 +99,3 @@ export function removeStaleTemporaries(dir: string): string[] {
   }
   return removed;
 }
-

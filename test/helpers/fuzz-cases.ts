@@ -140,12 +140,32 @@ export function chunkFault(rng: Rng, spec: TensorSpec): { label: string; chunks:
     return c.length >= 2 ? c : validChunks(rng, spec, 2);
   };
   const faults: (() => { label: string; chunks: TensorChunk[]; expect: status[] })[] = [
-    () => ({ label: 'bad-encoding', chunks: validChunks(rng, spec, 1).map((c) => ({ ...c, encoding: pick(rng, [0, 3, 7, 99]) as TensorEncoding })), expect: [IA] }),
-    () => ({ label: 'zero-dimension', chunks: validChunks(rng, spec, 1).map((c) => ({ ...c, shape: c.shape.map((d, i) => (i === 0 ? 0 : d)) })), expect: [IA] }),
-    () => ({ label: 'rank-9', chunks: validChunks(rng, spec, 1).map((c) => ({ ...c, shape: [...c.shape, 1, 1, 1, 1, 1, 1, 1, 1].slice(0, 9) })), expect: [IA] }),
-    () => ({ label: 'total-bytes-mismatch', chunks: validChunks(rng, spec, 1).map((c) => ({ ...c, totalBytes: c.totalBytes + 4 * (1 + rng.int(100)) })), expect: [IA] }),
+    () => ({
+      label: 'bad-encoding',
+      chunks: validChunks(rng, spec, 1).map((c) => ({ ...c, encoding: pick(rng, [0, 3, 7, 99]) as TensorEncoding })),
+      expect: [IA],
+    }),
+    () => ({
+      label: 'zero-dimension',
+      chunks: validChunks(rng, spec, 1).map((c) => ({ ...c, shape: c.shape.map((d, i) => (i === 0 ? 0 : d)) })),
+      expect: [IA],
+    }),
+    () => ({
+      label: 'rank-9',
+      chunks: validChunks(rng, spec, 1).map((c) => ({ ...c, shape: [...c.shape, 1, 1, 1, 1, 1, 1, 1, 1].slice(0, 9) })),
+      expect: [IA],
+    }),
+    () => ({
+      label: 'total-bytes-mismatch',
+      chunks: validChunks(rng, spec, 1).map((c) => ({ ...c, totalBytes: c.totalBytes + 4 * (1 + rng.int(100)) })),
+      expect: [IA],
+    }),
     () => ({ label: 'chunk-count-0', chunks: validChunks(rng, spec, 1).map((c) => ({ ...c, chunkCount: 0 })), expect: [IA] }),
-    () => ({ label: 'chunk-count-impossible', chunks: validChunks(rng, spec, 1).map((c) => ({ ...c, chunkCount: c.totalBytes / 4 + 1 + rng.int(1000) })), expect: [IA] }),
+    () => ({
+      label: 'chunk-count-impossible',
+      chunks: validChunks(rng, spec, 1).map((c) => ({ ...c, chunkCount: c.totalBytes / 4 + 1 + rng.int(1000) })),
+      expect: [IA],
+    }),
     () => ({ label: 'index-out-of-range', chunks: validChunks(rng, spec, 1).map((c) => ({ ...c, chunkIndex: 1 + rng.int(50) })), expect: [IA] }),
     () => {
       const c = multi();
@@ -153,13 +173,19 @@ export function chunkFault(rng: Rng, spec: TensorSpec): { label: string; chunks:
     },
     () => {
       const c = multi();
-      return c.length >= 3 ? { label: 'gap', chunks: [c[0], c[2]], expect: [FP] } : { label: 'gap', chunks: [c[0], { ...c[1], chunkIndex: c[1].chunkIndex + 1, chunkCount: c[1].chunkCount }], expect: [FP, IA] };
+      return c.length >= 3
+        ? { label: 'gap', chunks: [c[0], c[2]], expect: [FP] }
+        : { label: 'gap', chunks: [c[0], { ...c[1], chunkIndex: c[1].chunkIndex + 1, chunkCount: c[1].chunkCount }], expect: [FP, IA] };
     },
     () => {
       const c = multi();
       return { label: 'duplicate', chunks: [c[0], c[0]], expect: [FP] };
     },
-    () => ({ label: 'data-not-multiple-of-4', chunks: validChunks(rng, spec, 1).map((c) => ({ ...c, data: c.data.subarray(0, c.data.length - 1 - rng.int(3)) })), expect: [IA] }),
+    () => ({
+      label: 'data-not-multiple-of-4',
+      chunks: validChunks(rng, spec, 1).map((c) => ({ ...c, data: c.data.subarray(0, c.data.length - 1 - rng.int(3)) })),
+      expect: [IA],
+    }),
     () => ({ label: 'empty-data', chunks: validChunks(rng, spec, 1).map((c) => ({ ...c, data: Buffer.alloc(0) })), expect: [IA] }),
     () => {
       const c = multi();
@@ -169,7 +195,11 @@ export function chunkFault(rng: Rng, spec: TensorSpec): { label: string; chunks:
       const c = multi();
       return { label: 'overrun', chunks: [c[0], { ...c[1], data: Buffer.concat([c[1].data, Buffer.alloc(c[0].totalBytes)]) }], expect: [IA] };
     },
-    () => ({ label: 'short-tensor', chunks: validChunks(rng, spec, 1).map((c) => ({ ...c, data: c.data.subarray(0, Math.max(4, c.data.length - 4 * (1 + rng.int(4)))) })), expect: [IA] }),
+    () => ({
+      label: 'short-tensor',
+      chunks: validChunks(rng, spec, 1).map((c) => ({ ...c, data: c.data.subarray(0, Math.max(4, c.data.length - 4 * (1 + rng.int(4)))) })),
+      expect: [IA],
+    }),
     () => {
       const c = multi();
       const all = Buffer.concat(c.map((x) => x.data));
@@ -183,7 +213,9 @@ export function chunkFault(rng: Rng, spec: TensorSpec): { label: string; chunks:
       if (field === 'version') second.version = second.version + 1;
       if (field === 'chunkCount') second.chunkCount = second.chunkCount + 1;
       if (field === 'totalBytes') second.totalBytes = second.totalBytes + 4;
-      if (field === 'encoding') second.encoding = spec.encoding === TensorEncoding.TENSOR_ENCODING_DENSE ? TensorEncoding.TENSOR_ENCODING_SYMMETRIC_UPPER : TensorEncoding.TENSOR_ENCODING_DENSE;
+      if (field === 'encoding')
+        second.encoding =
+          spec.encoding === TensorEncoding.TENSOR_ENCODING_DENSE ? TensorEncoding.TENSOR_ENCODING_SYMMETRIC_UPPER : TensorEncoding.TENSOR_ENCODING_DENSE;
       return { label: `header-mismatch-${field}`, chunks: [c[0], second], expect: [IA] };
     },
     () => ({ label: 'empty-name', chunks: validChunks(rng, spec, 1).map((c) => ({ ...c, name: '' })), expect: [IA] }),
@@ -193,7 +225,15 @@ export function chunkFault(rng: Rng, spec: TensorSpec): { label: string; chunks:
       const n = 2 * (16384 + rng.int(8192));
       const shape = spec.encoding === TensorEncoding.TENSOR_ENCODING_SYMMETRIC_UPPER ? [n, n] : [n, n / 2];
       const total = valuesOf({ ...spec, shape }) * 4;
-      const c: TensorChunk = { ...spec, shape, chunkIndex: 0, chunkCount: Math.ceil(total / 4096), totalBytes: total, offsetBytes: 0, data: Buffer.alloc(4096) };
+      const c: TensorChunk = {
+        ...spec,
+        shape,
+        chunkIndex: 0,
+        chunkCount: Math.ceil(total / 4096),
+        totalBytes: total,
+        offsetBytes: 0,
+        data: Buffer.alloc(4096),
+      };
       return { label: 'too-large', chunks: [c], expect: [RE, IA] };
     },
     () => {
@@ -201,7 +241,15 @@ export function chunkFault(rng: Rng, spec: TensorSpec): { label: string; chunks:
       const n = 4096 + rng.int(2048);
       const shape = spec.encoding === TensorEncoding.TENSOR_ENCODING_SYMMETRIC_UPPER ? [n, n] : [n, n];
       const total = valuesOf({ ...spec, shape }) * 4;
-      const c: TensorChunk = { ...spec, shape, chunkIndex: 0, chunkCount: Math.ceil(total / 65536), totalBytes: total, offsetBytes: 0, data: Buffer.alloc(65536) };
+      const c: TensorChunk = {
+        ...spec,
+        shape,
+        chunkIndex: 0,
+        chunkCount: Math.ceil(total / 65536),
+        totalBytes: total,
+        offsetBytes: 0,
+        data: Buffer.alloc(65536),
+      };
       return { label: 'large-declared-shape', chunks: [c], expect: [IA] };
     },
   ];
@@ -247,7 +295,8 @@ function oversized(key: string, make: () => Buffer): Buffer {
 }
 
 function factorShape(layer: FuzzLayer, factor: PreconditionerFactor): { shape: number[]; encoding: TensorEncoding } {
-  if (factor === PreconditionerFactor.PRECONDITIONER_FACTOR_BN_INVERSE) return { shape: [layer.outFeatures, 2, 2], encoding: TensorEncoding.TENSOR_ENCODING_SYMMETRIC_UPPER };
+  if (factor === PreconditionerFactor.PRECONDITIONER_FACTOR_BN_INVERSE)
+    return { shape: [layer.outFeatures, 2, 2], encoding: TensorEncoding.TENSOR_ENCODING_SYMMETRIC_UPPER };
   const n = factor === PreconditionerFactor.PRECONDITIONER_FACTOR_A_INVERSE ? layer.inFeatures + 1 : layer.outFeatures;
   return { shape: [n, n], encoding: TensorEncoding.TENSOR_ENCODING_SYMMETRIC_UPPER };
 }
@@ -321,31 +370,81 @@ export class FuzzCases {
     const hello = train({ kind: { $case: 'hello', value: { workerId: fake, epoch: t.psEpoch(), parametersVersion: 0, maxMessageBytes: 0 } } });
     const param = pick(r, t.params);
     const step = t.psStep();
-    const gradient = (tensor: TensorChunk | undefined, s = step, name = 'gradient'): Buffer =>
+    const gradient = (tensor: TensorChunk | undefined, s = step, _name = 'gradient'): Buffer =>
       train({ kind: { $case: 'gradient', value: { step: s, workerId: fake, numSamples: 128, ...(tensor ? { tensor } : {}) } } });
     const complete = (s: number, tensors: number, samples = 128) =>
-      train({ kind: { $case: 'gradientsComplete', value: { step: s, workerId: fake, numSamples: samples, gradientTensors: tensors, lossSum: 1, numCorrect: 1, phaseMs: {} } } });
+      train({
+        kind: {
+          $case: 'gradientsComplete',
+          value: { step: s, workerId: fake, numSamples: samples, gradientTensors: tensors, lossSum: 1, numCorrect: 1, phaseMs: {} },
+        },
+      });
     const spec: TensorSpec = { name: param.name, shape: param.shape, encoding: TensorEncoding.TENSOR_ENCODING_DENSE, version: step };
     // Cases whose hello is rejected (or that never send one) are safe while steps run.
     const safe: (() => FuzzCase | undefined)[] = [
       () => ({ ...base, name: 'train/empty-envelope', messages: [train({})], expect: [IA] }),
-      () => ({ ...base, name: 'train/before-hello', messages: [pick(r, [gradient(validChunks(r, spec, 1)[0]), complete(step, 0), train({ kind: { $case: 'parametersAck', value: { parametersVersion: step, workerId: fake } } })])], expect: [FP] }),
-      () => ({ ...base, name: 'train/unknown-worker', messages: [train({ kind: { $case: 'hello', value: { workerId: pick(r, [this.ghostId(), '']), epoch: r.int(5), parametersVersion: 0, maxMessageBytes: 0 } } })], expect: [FP] }),
-      () => ({ ...base, name: 'train/hello-from-non-worker', messages: [train({ kind: { $case: 'hello', value: { workerId: pick(r, ['ps-0', ...t.owners.map((o) => o.id)]), epoch: t.psEpoch(), parametersVersion: 0, maxMessageBytes: 0 } } })], expect: [FP] }),
+      () => ({
+        ...base,
+        name: 'train/before-hello',
+        messages: [
+          pick(r, [
+            gradient(validChunks(r, spec, 1)[0]),
+            complete(step, 0),
+            train({ kind: { $case: 'parametersAck', value: { parametersVersion: step, workerId: fake } } }),
+          ]),
+        ],
+        expect: [FP],
+      }),
+      () => ({
+        ...base,
+        name: 'train/unknown-worker',
+        messages: [
+          train({ kind: { $case: 'hello', value: { workerId: pick(r, [this.ghostId(), '']), epoch: r.int(5), parametersVersion: 0, maxMessageBytes: 0 } } }),
+        ],
+        expect: [FP],
+      }),
+      () => ({
+        ...base,
+        name: 'train/hello-from-non-worker',
+        messages: [
+          train({
+            kind: {
+              $case: 'hello',
+              value: { workerId: pick(r, ['ps-0', ...t.owners.map((o) => o.id)]), epoch: t.psEpoch(), parametersVersion: 0, maxMessageBytes: 0 },
+            },
+          }),
+        ],
+        expect: [FP],
+      }),
       () => ({ ...base, name: 'train/random-bytes', messages: [undecodable(r, (b) => TrainRequest.decode(b))], expect: [IA] }),
       () => {
         const m = truncated(gradient(validChunks(r, { ...spec, name: pick(r, t.params).name, shape: [4] }, 1)[0]), r, (b) => TrainRequest.decode(b));
         return m ? { ...base, name: 'train/truncated', messages: [m], expect: [IA] } : undefined;
       },
       () => ({ ...base, name: 'train/huge-step', messages: [gradient(undefined, 2 ** 60)], expect: [IA] }),
-      () => ({ ...base, name: 'train/oversized', messages: [oversized('train', () => gradient({ ...validChunks(r, { ...spec, shape: [4] }, 1)[0], data: Buffer.alloc(OVERSIZED) }))], expect: [RE] }),
+      () => ({
+        ...base,
+        name: 'train/oversized',
+        messages: [oversized('train', () => gradient({ ...validChunks(r, { ...spec, shape: [4] }, 1)[0], data: Buffer.alloc(OVERSIZED) }))],
+        expect: [RE],
+      }),
     ];
     if (phase === 'training') return pick(r, safe)();
     const withHello: (() => FuzzCase | undefined)[] = [
       () => ({ ...base, name: 'train/hello-twice', messages: [hello, hello], expect: [FP] }),
       () => ({ ...base, name: 'train/gradient-without-tensor', messages: [hello, gradient(undefined)], expect: [IA] }),
-      () => ({ ...base, name: 'train/gradient-version-mismatch', messages: [hello, gradient({ ...validChunks(r, spec, 1)[0], version: step + 1 + r.int(9) })], expect: [IA] }),
-      () => ({ ...base, name: 'train/gradient-unknown-name', messages: [hello, gradient(validChunks(r, { ...spec, name: pick(r, ['fc9.weight', 'nope', `${param.name}.x`, 'fc1']), shape: [1 + r.int(64)] }, 1)[0])], expect: [IA] }),
+      () => ({
+        ...base,
+        name: 'train/gradient-version-mismatch',
+        messages: [hello, gradient({ ...validChunks(r, spec, 1)[0], version: step + 1 + r.int(9) })],
+        expect: [IA],
+      }),
+      () => ({
+        ...base,
+        name: 'train/gradient-unknown-name',
+        messages: [hello, gradient(validChunks(r, { ...spec, name: pick(r, ['fc9.weight', 'nope', `${param.name}.x`, 'fc1']), shape: [1 + r.int(64)] }, 1)[0])],
+        expect: [IA],
+      }),
       () => {
         const shape = pick(r, [[param.shape.reduce((a, b) => a * b, 1)], [...param.shape].reverse(), [1 + r.int(32), 1 + r.int(32)], [...param.shape, 1]]);
         if (shape.join() === param.shape.join()) return undefined;
@@ -353,7 +452,12 @@ export class FuzzCases {
       },
       () => {
         const c = validChunks(r, spec, 1)[0];
-        return { ...base, name: 'train/gradient-wrong-length', messages: [hello, gradient({ ...c, data: c.data.subarray(0, c.data.length - 4 * (1 + r.int(10))) })], expect: [IA] };
+        return {
+          ...base,
+          name: 'train/gradient-wrong-length',
+          messages: [hello, gradient({ ...c, data: c.data.subarray(0, c.data.length - 4 * (1 + r.int(10))) })],
+          expect: [IA],
+        };
       },
       () => {
         const s = step > 0 && r.next() < 0.5 ? r.int(step) : step + 1 + r.int(100);
@@ -367,12 +471,21 @@ export class FuzzCases {
       () => ({ ...base, name: 'train/complete-count-mismatch', messages: [hello, complete(step, 1 + r.int(10))], expect: [IA, FP] }),
       () => ({ ...base, name: 'train/complete-stale-step', messages: [hello, complete(step + 1 + r.int(100), 0)], expect: [FP] }),
       () => {
-        const c = validChunks(r, { ...spec, shape: t.params.find((p) => p.shape.length === 2)!.shape, name: t.params.find((p) => p.shape.length === 2)!.name }, 3);
+        const c = validChunks(
+          r,
+          { ...spec, shape: t.params.find((p) => p.shape.length === 2)!.shape, name: t.params.find((p) => p.shape.length === 2)!.name },
+          3,
+        );
         return { ...base, name: 'train/complete-with-incomplete-tensor', messages: [hello, gradient(c[0]), complete(step, 0)], expect: [FP] };
       },
       () => ({ ...base, name: 'train/complete-before-step-start', messages: [hello, complete(step, 0, r.int(3))], expect: [FP, IA] }),
       () => ({ ...base, name: 'train/random-bytes-after-hello', messages: [hello, undecodable(r, (b) => TrainRequest.decode(b))], expect: [IA] }),
-      () => ({ ...base, name: 'train/oversized-after-hello', messages: [hello, oversized('train', () => gradient({ ...validChunks(r, { ...spec, shape: [4] }, 1)[0], data: Buffer.alloc(OVERSIZED) }))], expect: [RE] }),
+      () => ({
+        ...base,
+        name: 'train/oversized-after-hello',
+        messages: [hello, oversized('train', () => gradient({ ...validChunks(r, { ...spec, shape: [4] }, 1)[0], data: Buffer.alloc(OVERSIZED) }))],
+        expect: [RE],
+      }),
     ];
     return pick(r, r.next() < 0.3 ? safe : withHello)();
   }
@@ -395,7 +508,9 @@ export class FuzzCases {
     const chunk = (tensor: TensorChunk | undefined, v = version, l = layer.name, f = factor) =>
       publish({ kind: { $case: 'chunk', value: { layer: l, factor: f, version: v, computedFromStep: 0, ...(tensor ? { tensor } : {}) } } });
     const commit = (l: string, v: number) =>
-      publish({ kind: { $case: 'commit', value: { layer: l, version: v, computedFromStep: 0, epoch: t.psEpoch(), factors: 2, damping: 0.01, pi: 1, residual: 0 } } });
+      publish({
+        kind: { $case: 'commit', value: { layer: l, version: v, computedFromStep: 0, epoch: t.psEpoch(), factors: 2, damping: 0.01, pi: 1, residual: 0 } },
+      });
     const rejectedInBand = (responses: Buffer[]) => {
       const acks = responses.map((b) => PublishPreconditionersResponse.decode(b));
       const bad = acks.find((a) => !a.accepted);
@@ -403,40 +518,109 @@ export class FuzzCases {
     };
     const cases: (() => FuzzCase | undefined)[] = [
       () => ({ ...base, name: 'publish/empty-envelope', messages: [publish({})], expect: [IA] }),
-      () => ({ ...base, name: 'publish/before-hello', messages: [pick(r, [chunk(validChunks(r, spec, 1)[0]), commit(layer.name, version), publish({ kind: { $case: 'watermark', value: { nextRefreshStep: 1, epoch: 1, intervals: {} } } })])], expect: [FP] }),
-      () => ({ ...base, name: 'publish/unknown-owner', messages: [publish({ kind: { $case: 'hello', value: { ownerId: pick(r, [this.ghostId(), '']), epoch: 1, layers: [] } } })], expect: [FP] }),
-      () => ({ ...base, name: 'publish/hello-from-non-owner', messages: [publish({ kind: { $case: 'hello', value: { ownerId: pick(r, ['ps-0', ...t.fakeWorkers, ...t.realWorkers]), epoch: t.psEpoch(), layers: [] } } })], expect: [FP] }),
+      () => ({
+        ...base,
+        name: 'publish/before-hello',
+        messages: [
+          pick(r, [
+            chunk(validChunks(r, spec, 1)[0]),
+            commit(layer.name, version),
+            publish({ kind: { $case: 'watermark', value: { nextRefreshStep: 1, epoch: 1, intervals: {} } } }),
+          ]),
+        ],
+        expect: [FP],
+      }),
+      () => ({
+        ...base,
+        name: 'publish/unknown-owner',
+        messages: [publish({ kind: { $case: 'hello', value: { ownerId: pick(r, [this.ghostId(), '']), epoch: 1, layers: [] } } })],
+        expect: [FP],
+      }),
+      () => ({
+        ...base,
+        name: 'publish/hello-from-non-owner',
+        messages: [
+          publish({ kind: { $case: 'hello', value: { ownerId: pick(r, ['ps-0', ...t.fakeWorkers, ...t.realWorkers]), epoch: t.psEpoch(), layers: [] } } }),
+        ],
+        expect: [FP],
+      }),
       () => ({ ...base, name: 'publish/hello-twice', messages: [hello, hello], expect: [FP] }),
       () => ({ ...base, name: 'publish/chunk-without-tensor', messages: [hello, chunk(undefined)], expect: [IA] }),
-      () => ({ ...base, name: 'publish/chunk-version-mismatch', messages: [hello, chunk({ ...validChunks(r, spec, 1)[0], version: version + 1 })], expect: [IA] }),
-      () => ({ ...base, name: 'publish/chunk-unknown-layer', messages: [hello, chunk(validChunks(r, { ...spec, name: 'fc9', shape: [3, 3] }, 1)[0], version, 'fc9')], expect: [IA] }),
+      () => ({
+        ...base,
+        name: 'publish/chunk-version-mismatch',
+        messages: [hello, chunk({ ...validChunks(r, spec, 1)[0], version: version + 1 })],
+        expect: [IA],
+      }),
+      () => ({
+        ...base,
+        name: 'publish/chunk-unknown-layer',
+        messages: [hello, chunk(validChunks(r, { ...spec, name: 'fc9', shape: [3, 3] }, 1)[0], version, 'fc9')],
+        expect: [IA],
+      }),
       () => {
         const n = fs.shape[0] + 1 + r.int(20);
         return { ...base, name: 'publish/chunk-wrong-shape', messages: [hello, chunk(validChunks(r, { ...spec, shape: [n, n] }, 1)[0])], expect: [IA] };
       },
-      () => ({ ...base, name: 'publish/chunk-dense-encoding', messages: [hello, chunk(validChunks(r, { ...spec, encoding: TensorEncoding.TENSOR_ENCODING_DENSE }, 1)[0])], expect: [IA] }),
-      () => ({ ...base, name: 'publish/chunk-bad-factor', messages: [hello, chunk(validChunks(r, spec, 1)[0], version, layer.name, pick(r, [0, 3, 99]) as PreconditionerFactor)], expect: [IA] }),
+      () => ({
+        ...base,
+        name: 'publish/chunk-dense-encoding',
+        messages: [hello, chunk(validChunks(r, { ...spec, encoding: TensorEncoding.TENSOR_ENCODING_DENSE }, 1)[0])],
+        expect: [IA],
+      }),
+      () => ({
+        ...base,
+        name: 'publish/chunk-bad-factor',
+        messages: [hello, chunk(validChunks(r, spec, 1)[0], version, layer.name, pick(r, [0, 3, 99]) as PreconditionerFactor)],
+        expect: [IA],
+      }),
       () => {
         const other = this.smallLayers().find((l) => l.name !== layer.name) ?? t.layers.find((l) => l.name !== layer.name)!;
         const ofs = factorShape(other, factor);
-        return { ...base, name: 'publish/chunk-layer-tensor-mismatch', messages: [hello, chunk(validChunks(r, { ...spec, name: other.name, shape: ofs.shape }, 1)[0])], expect: [IA] };
+        return {
+          ...base,
+          name: 'publish/chunk-layer-tensor-mismatch',
+          messages: [hello, chunk(validChunks(r, { ...spec, name: other.name, shape: ofs.shape }, 1)[0])],
+          expect: [IA],
+        };
       },
       () => {
         const f = chunkFault(r, spec);
         return { ...base, name: `publish/chunks:${f.label}`, messages: [hello, ...f.chunks.map((c) => chunk(c, c.version))], expect: f.expect };
       },
       () => ({ ...base, name: 'publish/commit-without-inverses', messages: [hello, commit(layer.name, version)], expect: [], inBand: rejectedInBand }),
-      () => ({ ...base, name: 'publish/watermark-future-epoch', messages: [hello, publish({ kind: { $case: 'watermark', value: { nextRefreshStep: r.int(100), epoch: t.psEpoch() + 1 + r.int(100), intervals: {} } } })], expect: [FP] }),
+      () => ({
+        ...base,
+        name: 'publish/watermark-future-epoch',
+        messages: [
+          hello,
+          publish({ kind: { $case: 'watermark', value: { nextRefreshStep: r.int(100), epoch: t.psEpoch() + 1 + r.int(100), intervals: {} } } }),
+        ],
+        expect: [FP],
+      }),
       () => ({
         ...base,
         name: 'publish/watermark-stale-epoch',
-        messages: [hello, publish({ kind: { $case: 'watermark', value: { nextRefreshStep: r.int(3), epoch: r.int(Math.max(1, t.psEpoch() - 1)), intervals: {} } } })],
+        messages: [
+          hello,
+          publish({ kind: { $case: 'watermark', value: { nextRefreshStep: r.int(3), epoch: r.int(Math.max(1, t.psEpoch() - 1)), intervals: {} } } }),
+        ],
         expect: [FP],
         tolerated: 'a watermark of an epoch older than the one held is ignored',
       }),
-      () => ({ ...base, name: 'publish/random-bytes', messages: [pick(r, [[], [hello]]).concat(undecodable(r, (b) => PublishPreconditionersRequest.decode(b)))].flat(), expect: [IA] }),
+      () => ({
+        ...base,
+        name: 'publish/random-bytes',
+        messages: [pick(r, [[], [hello]]).concat(undecodable(r, (b) => PublishPreconditionersRequest.decode(b)))].flat(),
+        expect: [IA],
+      }),
       () => ({ ...base, name: 'publish/huge-version', messages: [hello, chunk(undefined, 2 ** 60)], expect: [IA] }),
-      () => ({ ...base, name: 'publish/oversized', messages: [hello, oversized('publish', () => chunk({ ...validChunks(r, spec, 1)[0], data: Buffer.alloc(OVERSIZED) }))], expect: [RE] }),
+      () => ({
+        ...base,
+        name: 'publish/oversized',
+        messages: [hello, oversized('publish', () => chunk({ ...validChunks(r, spec, 1)[0], data: Buffer.alloc(OVERSIZED) }))],
+        expect: [RE],
+      }),
       () => {
         // A complete, well-formed inverse pair of a version the PS already holds newer: rejected in band.
         if (phase !== 'training') return undefined;
@@ -477,24 +661,62 @@ export class FuzzCases {
       const v: StatisticChunk = { step: s, workerId: fake, layer: l, kind: k, numSamples: 128, ...(tensor ? { tensor } : {}) };
       return stats({ kind: { $case: 'statistic', value: v } });
     };
-    const complete = (s: number, tensors: number, shards: number) => stats({ kind: { $case: 'statisticsComplete', value: { step: s, workerId: fake, statisticTensors: tensors, shardCount: shards } } });
+    const complete = (s: number, tensors: number, shards: number) =>
+      stats({ kind: { $case: 'statisticsComplete', value: { step: s, workerId: fake, statisticTensors: tensors, shardCount: shards } } });
     const cases: (() => FuzzCase | undefined)[] = [
       () => ({ ...base, name: 'statistics/empty-envelope', messages: [stats({})], expect: [IA] }),
       () => ({ ...base, name: 'statistics/before-hello', messages: [pick(r, [statistic(validChunks(r, spec, 1)[0]), complete(step, 0, 2)])], expect: [FP] }),
-      () => ({ ...base, name: 'statistics/unknown-worker', messages: [stats({ kind: { $case: 'hello', value: { workerId: pick(r, [this.ghostId(), '', 'ps-0', ...t.owners.map((x) => x.id)]), epoch: r.int(Math.max(1, t.psEpoch())) } } })], expect: [FP] }),
+      () => ({
+        ...base,
+        name: 'statistics/unknown-worker',
+        messages: [
+          stats({
+            kind: {
+              $case: 'hello',
+              value: { workerId: pick(r, [this.ghostId(), '', 'ps-0', ...t.owners.map((x) => x.id)]), epoch: r.int(Math.max(1, t.psEpoch())) },
+            },
+          }),
+        ],
+        expect: [FP],
+      }),
       () => ({ ...base, name: 'statistics/hello-twice', messages: [hello, hello], expect: [FP] }),
       () => ({ ...base, name: 'statistics/without-tensor', messages: [hello, statistic(undefined)], expect: [IA] }),
-      () => ({ ...base, name: 'statistics/version-mismatch', messages: [hello, statistic({ ...validChunks(r, spec, 1)[0], version: step + 1 })], expect: [IA] }),
-      () => ({ ...base, name: 'statistics/unknown-layer', messages: [hello, statistic(validChunks(r, { ...spec, name: 'fc9', shape: [3, 3] }, 1)[0], step, 'fc9')], expect: [IA] }),
-      () => ({ ...base, name: 'statistics/bad-kind', messages: [hello, statistic(validChunks(r, spec, 1)[0], step, layer.name, pick(r, [0, 3, 99]) as StatisticKind)], expect: [IA] }),
+      () => ({
+        ...base,
+        name: 'statistics/version-mismatch',
+        messages: [hello, statistic({ ...validChunks(r, spec, 1)[0], version: step + 1 })],
+        expect: [IA],
+      }),
+      () => ({
+        ...base,
+        name: 'statistics/unknown-layer',
+        messages: [hello, statistic(validChunks(r, { ...spec, name: 'fc9', shape: [3, 3] }, 1)[0], step, 'fc9')],
+        expect: [IA],
+      }),
+      () => ({
+        ...base,
+        name: 'statistics/bad-kind',
+        messages: [hello, statistic(validChunks(r, spec, 1)[0], step, layer.name, pick(r, [0, 3, 99]) as StatisticKind)],
+        expect: [IA],
+      }),
       () => {
         const n = spec.shape[0] + 1 + r.int(20);
         const owned = r.next() < 0.5;
         const l = this.smallLayers().find((x) => o.layers.includes(x.name) === owned) ?? layer;
         const s2: TensorSpec = { ...spec, name: l.name, shape: [n, n] };
-        return { ...base, name: `statistics/wrong-shape-${o.layers.includes(l.name) ? 'owned' : 'not-owned'}-layer`, messages: [hello, statistic(validChunks(r, s2, 1)[0], step, l.name)], expect: [IA] };
+        return {
+          ...base,
+          name: `statistics/wrong-shape-${o.layers.includes(l.name) ? 'owned' : 'not-owned'}-layer`,
+          messages: [hello, statistic(validChunks(r, s2, 1)[0], step, l.name)],
+          expect: [IA],
+        };
       },
-      () => ({ ...base, name: 'statistics/dense-encoding', messages: [hello, statistic(validChunks(r, { ...spec, encoding: TensorEncoding.TENSOR_ENCODING_DENSE }, 1)[0])], expect: [IA] }),
+      () => ({
+        ...base,
+        name: 'statistics/dense-encoding',
+        messages: [hello, statistic(validChunks(r, { ...spec, encoding: TensorEncoding.TENSOR_ENCODING_DENSE }, 1)[0])],
+        expect: [IA],
+      }),
       () => {
         const f = chunkFault(r, spec);
         return { ...base, name: `statistics/chunks:${f.label}`, messages: [hello, ...f.chunks.map((c) => statistic(c, c.version))], expect: f.expect };
@@ -505,9 +727,19 @@ export class FuzzCases {
       },
       () => ({ ...base, name: 'statistics/complete-shard-count-0', messages: [hello, complete(step, 0, 0)], expect: [IA] }),
       () => ({ ...base, name: 'statistics/complete-count-mismatch', messages: [hello, complete(step, 1 + r.int(5), 2)], expect: [IA] }),
-      () => ({ ...base, name: 'statistics/random-bytes', messages: [pick(r, [[], [hello]]).concat(undecodable(r, (b) => PushStatisticsRequest.decode(b)))].flat(), expect: [IA] }),
+      () => ({
+        ...base,
+        name: 'statistics/random-bytes',
+        messages: [pick(r, [[], [hello]]).concat(undecodable(r, (b) => PushStatisticsRequest.decode(b)))].flat(),
+        expect: [IA],
+      }),
       () => ({ ...base, name: 'statistics/huge-step', messages: [hello, complete(2 ** 60, 0, 2)], expect: [IA] }),
-      () => ({ ...base, name: 'statistics/oversized', messages: [hello, oversized('stats', () => statistic({ ...validChunks(r, spec, 1)[0], data: Buffer.alloc(OVERSIZED) }))], expect: [RE] }),
+      () => ({
+        ...base,
+        name: 'statistics/oversized',
+        messages: [hello, oversized('stats', () => statistic({ ...validChunks(r, spec, 1)[0], data: Buffer.alloc(OVERSIZED) }))],
+        expect: [RE],
+      }),
       () => ({ service: 'owner', address: t.ps, method: 'pushStatistics', kind: 'duplex', name: 'statistics/sent-to-the-ps', messages: [hello], expect: [UI] }),
       () => {
         // A well-formed statistic of a step this owner has already reduced: a late sender, dropped.
@@ -536,11 +768,27 @@ export class FuzzCases {
     const base = { service: 'ps' as const, address: t.ps, method: 'downloadParameters', kind: 'server' as const };
     const req = (m: DownloadParametersRequest) => buf(DownloadParametersRequest.encode(m).finish());
     const cases: (() => FuzzCase)[] = [
-      () => ({ ...base, name: 'download/unknown-name', messages: [req({ names: [pick(r, ['fc9.weight', 'nope', 'fc1', `${pick(r, t.params).name}x`]), ...(r.next() < 0.5 ? [pick(r, t.params).name] : [])], newerThanVersion: 0, maxMessageBytes: 0 })], expect: [NF] }),
+      () => ({
+        ...base,
+        name: 'download/unknown-name',
+        messages: [
+          req({
+            names: [pick(r, ['fc9.weight', 'nope', 'fc1', `${pick(r, t.params).name}x`]), ...(r.next() < 0.5 ? [pick(r, t.params).name] : [])],
+            newerThanVersion: 0,
+            maxMessageBytes: 0,
+          }),
+        ],
+        expect: [NF],
+      }),
       () => ({ ...base, name: 'download/empty-name', messages: [req({ names: [''], newerThanVersion: 0, maxMessageBytes: 0 })], expect: [NF] }),
       () => ({ ...base, name: 'download/random-bytes', messages: [undecodable(r, (b) => DownloadParametersRequest.decode(b))], expect: [IA] }),
       () => ({ ...base, name: 'download/huge-version', messages: [req({ names: [], newerThanVersion: 2 ** 60, maxMessageBytes: 0 })], expect: [IA] }),
-      () => ({ ...base, name: 'download/oversized', messages: [oversized('download', () => req({ names: ['x'.repeat(OVERSIZED)], newerThanVersion: 0, maxMessageBytes: 0 }))], expect: [RE] }),
+      () => ({
+        ...base,
+        name: 'download/oversized',
+        messages: [oversized('download', () => req({ names: ['x'.repeat(OVERSIZED)], newerThanVersion: 0, maxMessageBytes: 0 }))],
+        expect: [RE],
+      }),
     ];
     return pick(r, cases)();
   }
@@ -552,19 +800,45 @@ export class FuzzCases {
     const t = this.t;
     const base = { service: 'membership' as const, address: t.ps, method: 'join', kind: 'unary' as const };
     const req = (m: JoinRequest) => buf(JoinRequest.encode(m).finish());
-    const member = (id: string, role: Role) => ({ id, role, address: '127.0.0.1:1', state: LifecycleState.LIFECYCLE_STATE_STARTING, joinedEpoch: 0, lastHeartbeatUnixMs: 0, capacity: 1 });
+    const member = (id: string, role: Role) => ({
+      id,
+      role,
+      address: '127.0.0.1:1',
+      state: LifecycleState.LIFECYCLE_STATE_STARTING,
+      joinedEpoch: 0,
+      lastHeartbeatUnixMs: 0,
+      capacity: 1,
+    });
     const cases: (() => FuzzCase)[] = [
       () => ({ ...base, name: 'join/without-member', messages: [req({})], expect: [IA] }),
-      () => ({ ...base, name: 'join/bad-role', messages: [req({ member: member(pick(r, [this.ghostId(), ''])!, pick(r, [Role.ROLE_UNSPECIFIED, Role.ROLE_PARAMETER_SERVER, 4, 99] as Role[])) })], expect: [IA] }),
-      () => ({ ...base, name: 'join/as-the-ps', messages: [req({ member: member('ps-0', pick(r, [Role.ROLE_WORKER, Role.ROLE_FACTOR_OWNER])) })], expect: [FP] }),
+      () => ({
+        ...base,
+        name: 'join/bad-role',
+        messages: [req({ member: member(pick(r, [this.ghostId(), ''])!, pick(r, [Role.ROLE_UNSPECIFIED, Role.ROLE_PARAMETER_SERVER, 4, 99] as Role[])) })],
+        expect: [IA],
+      }),
+      () => ({
+        ...base,
+        name: 'join/as-the-ps',
+        messages: [req({ member: member('ps-0', pick(r, [Role.ROLE_WORKER, Role.ROLE_FACTOR_OWNER])) })],
+        expect: [FP],
+      }),
       () => {
         // A member's id with another role: an owner as a worker, a (fake) worker as an owner. Not
         // the real workers' ids: were one's lease to run out, the join would be valid and take it.
-        const [id, role] = pick(r, [...t.owners.map((o) => [o.id, Role.ROLE_WORKER] as const), ...t.fakeWorkers.map((w) => [w, Role.ROLE_FACTOR_OWNER] as const)]);
+        const [id, role] = pick(r, [
+          ...t.owners.map((o) => [o.id, Role.ROLE_WORKER] as const),
+          ...t.fakeWorkers.map((w) => [w, Role.ROLE_FACTOR_OWNER] as const),
+        ]);
         return { ...base, name: 'join/role-change', messages: [req({ member: member(id, role) })], expect: [FP] };
       },
       () => ({ ...base, name: 'join/random-bytes', messages: [undecodable(r, (b) => JoinRequest.decode(b))], expect: [IA] }),
-      () => ({ ...base, name: 'join/oversized', messages: [oversized('join', () => req({ member: member('x'.repeat(OVERSIZED), Role.ROLE_WORKER) }))], expect: [RE] }),
+      () => ({
+        ...base,
+        name: 'join/oversized',
+        messages: [oversized('join', () => req({ member: member('x'.repeat(OVERSIZED), Role.ROLE_WORKER) }))],
+        expect: [RE],
+      }),
     ];
     return pick(r, cases)();
   }
@@ -579,12 +853,40 @@ export class FuzzCases {
       return res && !res.known ? 'known=false (join first)' : undefined;
     };
     const cases: (() => FuzzCase)[] = [
-      () => ({ ...base, name: 'heartbeat/unknown-member', messages: [req({ memberId: pick(r, [this.ghostId(), '']), epoch: r.int(10), state: LifecycleState.LIFECYCLE_STATE_READY, step: 0 })], expect: [], inBand: unknown }),
-      () => ({ ...base, name: 'heartbeat/as-the-ps', messages: [req({ memberId: 'ps-0', epoch: t.psEpoch(), state: LifecycleState.LIFECYCLE_STATE_STOPPED, step: 0 })], expect: [FP] }),
-      () => ({ ...base, session: t.sessions.get(t.fakeWorkers[0]), name: 'heartbeat/bad-state', messages: [req({ memberId: pick(r, t.fakeWorkers), epoch: t.psEpoch(), state: pick(r, [5, 42, 99]) as LifecycleState, step: 0 })], expect: [IA] }),
+      () => ({
+        ...base,
+        name: 'heartbeat/unknown-member',
+        messages: [req({ memberId: pick(r, [this.ghostId(), '']), epoch: r.int(10), state: LifecycleState.LIFECYCLE_STATE_READY, step: 0 })],
+        expect: [],
+        inBand: unknown,
+      }),
+      () => ({
+        ...base,
+        name: 'heartbeat/as-the-ps',
+        messages: [req({ memberId: 'ps-0', epoch: t.psEpoch(), state: LifecycleState.LIFECYCLE_STATE_STOPPED, step: 0 })],
+        expect: [FP],
+      }),
+      () => ({
+        ...base,
+        session: t.sessions.get(t.fakeWorkers[0]),
+        name: 'heartbeat/bad-state',
+        messages: [req({ memberId: pick(r, t.fakeWorkers), epoch: t.psEpoch(), state: pick(r, [5, 42, 99]) as LifecycleState, step: 0 })],
+        expect: [IA],
+      }),
       () => ({ ...base, name: 'heartbeat/random-bytes', messages: [undecodable(r, (b) => HeartbeatRequest.decode(b))], expect: [IA] }),
-      () => ({ ...base, session: t.sessions.get(t.fakeWorkers[0]), name: 'heartbeat/huge-epoch', messages: [req({ memberId: pick(r, t.fakeWorkers), epoch: 2 ** 60, state: LifecycleState.LIFECYCLE_STATE_READY, step: 0 })], expect: [IA] }),
-      () => ({ ...base, name: 'heartbeat/oversized', messages: [oversized('heartbeat', () => req({ memberId: 'x'.repeat(OVERSIZED), epoch: 0, state: 0, step: 0 }))], expect: [RE] }),
+      () => ({
+        ...base,
+        session: t.sessions.get(t.fakeWorkers[0]),
+        name: 'heartbeat/huge-epoch',
+        messages: [req({ memberId: pick(r, t.fakeWorkers), epoch: 2 ** 60, state: LifecycleState.LIFECYCLE_STATE_READY, step: 0 })],
+        expect: [IA],
+      }),
+      () => ({
+        ...base,
+        name: 'heartbeat/oversized',
+        messages: [oversized('heartbeat', () => req({ memberId: 'x'.repeat(OVERSIZED), epoch: 0, state: 0, step: 0 }))],
+        expect: [RE],
+      }),
     ];
     return pick(r, cases)();
   }
@@ -603,7 +905,7 @@ export class FuzzCases {
     const t = this.t;
     const membership = (method: string) => ({ service: 'membership' as const, address: t.ps, method, kind: 'unary' as const });
     const publishBase = { service: 'ps' as const, address: t.ps, method: 'publishPreconditioners', kind: 'duplex' as const };
-    const fake = pick(r, t.fakeWorkers);
+    const _fake = pick(r, t.fakeWorkers);
     const owner = pick(r, t.owners);
     const other = t.owners.find((o) => o.id !== owner.id);
     // Some other member's secret (a worker's, or another owner's), or none.
@@ -627,7 +929,11 @@ export class FuzzCases {
         const tensor: TensorChunk = { name: layer.name, shape, encoding, version, chunkIndex: 0, chunkCount: 1, totalBytes: data.length, offsetBytes: 0, data };
         msgs.push(publish({ kind: { $case: 'chunk', value: { layer: layer.name, factor: f, version, computedFromStep, tensor } } }));
       }
-      msgs.push(publish({ kind: { $case: 'commit', value: { layer: layer.name, version, computedFromStep, epoch: t.psEpoch(), factors: 2, damping: 0.01, pi: 1, residual: 0 } } }));
+      msgs.push(
+        publish({
+          kind: { $case: 'commit', value: { layer: layer.name, version, computedFromStep, epoch: t.psEpoch(), factors: 2, damping: 0.01, pi: 1, residual: 0 } },
+        }),
+      );
       return msgs;
     };
     const notAccepted = (responses: Buffer[]) => {
@@ -638,31 +944,73 @@ export class FuzzCases {
     const cases: (() => FuzzCase | undefined)[] = [
       () => {
         // Join under a live member's id (same role), without that member's secret.
-        const [id, role] = pick(r, [...t.owners.map((o) => [o.id, Role.ROLE_FACTOR_OWNER] as const), ...t.fakeWorkers.map((w) => [w, Role.ROLE_WORKER] as const)]);
-        const s = r.next() < 0.5 ? t.sessions.get(pick(r, [...t.sessions.keys()].filter((x) => x !== id))) : undefined;
+        const [id, role] = pick(r, [
+          ...t.owners.map((o) => [o.id, Role.ROLE_FACTOR_OWNER] as const),
+          ...t.fakeWorkers.map((w) => [w, Role.ROLE_WORKER] as const),
+        ]);
+        const s =
+          r.next() < 0.5
+            ? t.sessions.get(
+                pick(
+                  r,
+                  [...t.sessions.keys()].filter((x) => x !== id),
+                ),
+              )
+            : undefined;
         const m = { id, role, address: '127.0.0.1:1', state: LifecycleState.LIFECYCLE_STATE_STARTING, joinedEpoch: 0, lastHeartbeatUnixMs: 0, capacity: 1 };
-        return { ...membership('join'), name: 'lie/join-live-id', messages: [buf(JoinRequest.encode({ member: m }).finish())], expect: [AE], ...(s ? { session: s } : {}) };
+        return {
+          ...membership('join'),
+          name: 'lie/join-live-id',
+          messages: [buf(JoinRequest.encode({ member: m }).finish())],
+          expect: [AE],
+          ...(s ? { session: s } : {}),
+        };
       },
       () => {
         const f = foreignSecret(victim);
-        return { ...membership('leave'), name: 'lie/leave-of-another-member', messages: [leaveReq({ memberId: victim, reason: 'lie' })], expect: f.expect, ...(f.session ? { session: f.session } : {}) };
+        return {
+          ...membership('leave'),
+          name: 'lie/leave-of-another-member',
+          messages: [leaveReq({ memberId: victim, reason: 'lie' })],
+          expect: f.expect,
+          ...(f.session ? { session: f.session } : {}),
+        };
       },
       () => {
         const f = foreignSecret(victim);
         const req = buf(HeartbeatRequest.encode({ memberId: victim, epoch: t.psEpoch(), state: LifecycleState.LIFECYCLE_STATE_DRAINING, step: 0 }).finish());
-        return { ...membership('heartbeat'), name: 'lie/heartbeat-of-another-member', messages: [req], expect: f.expect, ...(f.session ? { session: f.session } : {}) };
+        return {
+          ...membership('heartbeat'),
+          name: 'lie/heartbeat-of-another-member',
+          messages: [req],
+          expect: f.expect,
+          ...(f.session ? { session: f.session } : {}),
+        };
       },
       () => {
         // A publish hello as an owner, from someone else (a worker's secret, another owner's, none).
         const f = foreignSecret(owner.id);
-        return { ...publishBase, name: 'lie/publish-as-another-owner', messages: [hello(owner.id), ...(small[0] ? pair(small[0], 1, 'nan') : [])], expect: f.expect, ...(f.session ? { session: f.session } : {}) };
+        return {
+          ...publishBase,
+          name: 'lie/publish-as-another-owner',
+          messages: [hello(owner.id), ...(small[0] ? pair(small[0], 1, 'nan') : [])],
+          expect: f.expect,
+          ...(f.session ? { session: f.session } : {}),
+        };
       },
       () => {
         // Owner A's real stream publishes a layer owner B holds: answered accepted=false.
         const foreign = small.find((l) => other?.layers.includes(l.name));
         if (!foreign || !other) return undefined;
         const v = (t.held().get(foreign.name)?.version ?? 0) + 1;
-        return { ...publishBase, session: t.sessions.get(owner.id), name: 'lie/publish-foreign-layer', messages: [hello(owner.id), ...pair(foreign, v, 'identity')], expect: [], inBand: notAccepted };
+        return {
+          ...publishBase,
+          session: t.sessions.get(owner.id),
+          name: 'lie/publish-foreign-layer',
+          messages: [hello(owner.id), ...pair(foreign, v, 'identity')],
+          expect: [],
+          inBand: notAccepted,
+        };
       },
       () => {
         // The owner's own layer, a version (or step) far ahead: it would make its real versions look old.
@@ -677,7 +1025,14 @@ export class FuzzCases {
         const mine = small.find((l) => owner.layers.includes(l.name));
         if (!mine) return undefined;
         const v = (t.held().get(mine.name)?.version ?? 0) + 1;
-        return { ...publishBase, session: t.sessions.get(owner.id), name: 'lie/publish-nan', messages: [hello(owner.id), ...pair(mine, v, 'nan')], expect: [IA], inBand: notAccepted };
+        return {
+          ...publishBase,
+          session: t.sessions.get(owner.id),
+          name: 'lie/publish-nan',
+          messages: [hello(owner.id), ...pair(mine, v, 'nan')],
+          expect: [IA],
+          inBand: notAccepted,
+        };
       },
     ];
     void phase;
@@ -693,9 +1048,25 @@ export class FuzzCases {
     const req = (m: FetchLayerStateRequest) => buf(FetchLayerStateRequest.encode(m).finish());
     const base = { service: 'owner' as const, address: o.address, method: 'fetchLayerState', kind: 'server' as const };
     const cases: (() => FuzzCase)[] = [
-      () => ({ ...base, name: 'fetch/unknown-layer', messages: [req({ layers: [pick(r, ['fc9', 'nope', '', 'fc1.weight'])], epoch: r.int(10) })], expect: [NF] }),
-      () => ({ ...base, name: 'fetch/many-unknown-layers', messages: [req({ layers: Array.from({ length: 100 + r.int(1000) }, (_, i) => `l${i}`), epoch: 1 })], expect: [NF] }),
-      () => ({ ...base, address: t.ps, name: 'fetch/from-the-ps-without-checkpoint', messages: [req({ layers: [pick(r, t.layers).name], epoch: t.psEpoch() })], expect: [NF] }),
+      () => ({
+        ...base,
+        name: 'fetch/unknown-layer',
+        messages: [req({ layers: [pick(r, ['fc9', 'nope', '', 'fc1.weight'])], epoch: r.int(10) })],
+        expect: [NF],
+      }),
+      () => ({
+        ...base,
+        name: 'fetch/many-unknown-layers',
+        messages: [req({ layers: Array.from({ length: 100 + r.int(1000) }, (_, i) => `l${i}`), epoch: 1 })],
+        expect: [NF],
+      }),
+      () => ({
+        ...base,
+        address: t.ps,
+        name: 'fetch/from-the-ps-without-checkpoint',
+        messages: [req({ layers: [pick(r, t.layers).name], epoch: t.psEpoch() })],
+        expect: [NF],
+      }),
       () => ({ ...base, name: 'fetch/random-bytes', messages: [undecodable(r, (b) => FetchLayerStateRequest.decode(b))], expect: [IA] }),
       () => ({ ...base, name: 'fetch/huge-epoch', messages: [req({ layers: ['fc9'], epoch: 2 ** 60 })], expect: [IA] }),
       () => ({ ...base, name: 'fetch/oversized', messages: [oversized(`fetch`, () => req({ layers: ['x'.repeat(OVERSIZED)], epoch: 0 }))], expect: [RE] }),

@@ -279,7 +279,12 @@ export class HostNet {
   /** Runs a one-shot command on `host` with more environment variables, killed after `timeoutMs`. */
   runCommand(host: string, argv: string[], env: Record<string, string> = {}, timeoutMs = 30_000): Promise<CommandResult> {
     return new Promise((resolve, reject) => {
-      const proc = spawn('ip', ['netns', 'exec', this.ns(host), ...argv], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env }, timeout: timeoutMs, killSignal: 'SIGKILL' });
+      const proc = spawn('ip', ['netns', 'exec', this.ns(host), ...argv], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, ...env },
+        timeout: timeoutMs,
+        killSignal: 'SIGKILL',
+      });
       let stdout = '';
       let stderr = '';
       proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));

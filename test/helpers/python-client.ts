@@ -17,7 +17,7 @@ import { existsSync } from 'node:fs';
 export const PYTHON = process.env.SPNGD_TEST_PYTHON ?? '/usr/bin/python3';
 export const PYTHON_INSTALL_HINT = 'apt-get install -y python3-grpcio python3-protobuf';
 
-const PY_CLIENT = String.raw`
+const PY_CLIENT = `
 import json, sys
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory

@@ -3,13 +3,7 @@
  * obviously right; tests use it as the independent implementation that the fast backends (blas, gpu)
  * and the layers are checked against.
  */
-import {
-  NotPositiveDefiniteError,
-  convOutputSize,
-  type ComputeBackend,
-  type ConvGeometry,
-  type GemmOptions,
-} from '../../src/compute/backend.js';
+import { NotPositiveDefiniteError, convOutputSize, type ComputeBackend, type ConvGeometry, type GemmOptions } from '../../src/compute/backend.js';
 import { TYPESCRIPT_ELEMENTWISE } from '../../src/compute/elementwise.js';
 
 function need(arr: { length: number }, n: number, what: string): void {
@@ -123,7 +117,7 @@ export function createReferenceBackend(): ComputeBackend {
 
     async relu(x, out) {
       const y = outBuffer(out, x.length);
-      for (let i = 0; i < x.length; i++) y[i] = x[i] > 0 ? x[i] : 0;
+      for (let i = 0; i < x.length; i++) y[i] = Math.max(x[i], 0);
       return y;
     },
 

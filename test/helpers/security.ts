@@ -84,8 +84,18 @@ export function intruders(p: TestPki): Intruder[] {
       channel: () => credentials.createSsl(ca, readFileSync(p.otherKey), readFileSync(p.otherCert)),
       options: {},
     },
-    { name: 'a client with a cluster certificate but no token', expected: status.UNAUTHENTICATED, channel: () => tlsNoToken.channelCredentials(), options: tlsNoToken.clientOptions() },
-    { name: 'a client with a cluster certificate and a wrong token', expected: status.UNAUTHENTICATED, channel: () => wrong.channelCredentials(), options: wrong.clientOptions() },
+    {
+      name: 'a client with a cluster certificate but no token',
+      expected: status.UNAUTHENTICATED,
+      channel: () => tlsNoToken.channelCredentials(),
+      options: tlsNoToken.clientOptions(),
+    },
+    {
+      name: 'a client with a cluster certificate and a wrong token',
+      expected: status.UNAUTHENTICATED,
+      channel: () => wrong.channelCredentials(),
+      options: wrong.clientOptions(),
+    },
   ];
 }
 
@@ -134,7 +144,15 @@ export type Attempts = Record<string, status>;
  */
 export async function attack(intruder: Intruder, ps: string, owner: string, id: string, only?: string[]): Promise<Attempts> {
   const opts = (): ClientOptions => ({ ...intruder.options, 'grpc.initial_reconnect_backoff_ms': 100 });
-  const member = { id, role: Role.ROLE_WORKER, address: 'localhost:9', state: LifecycleState.LIFECYCLE_STATE_READY, joinedEpoch: 0, lastHeartbeatUnixMs: 0, capacity: 1 };
+  const member = {
+    id,
+    role: Role.ROLE_WORKER,
+    address: 'localhost:9',
+    state: LifecycleState.LIFECYCLE_STATE_READY,
+    joinedEpoch: 0,
+    lastHeartbeatUnixMs: 0,
+    capacity: 1,
+  };
   const gradient = new Float32Array(16).fill(Number.POSITIVE_INFINITY);
   const tensors = [...chunkTensor('fc1.weight', gradient, [4, 4], TensorEncoding.TENSOR_ENCODING_DENSE, { version: 0 })];
   const tries: Record<string, () => Promise<status>> = {
@@ -177,7 +195,11 @@ export async function attack(intruder: Intruder, ps: string, owner: string, id: 
     },
   };
   const out: Attempts = {};
-  await Promise.all(Object.entries(tries).filter(([k]) => !only || only.includes(k)).map(async ([k, f]) => (out[k] = await f())));
+  await Promise.all(
+    Object.entries(tries)
+      .filter(([k]) => !only || only.includes(k))
+      .map(async ([k, f]) => (out[k] = await f())),
+  );
   return out;
 }
 

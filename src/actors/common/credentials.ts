@@ -118,14 +118,18 @@ function loadTls(s: Required<Pick<SecuritySettings, 'tlsCa' | 'tlsCert' | 'tlsKe
     privateKey = createPrivateKey(key);
   } catch (err) {
     const m = (err as Error).message;
-    const why = /passphrase/i.test(m) ? 'the key is encrypted; spngd needs an unencrypted key (protect it with file permissions)' : `not a valid PEM private key (${m})`;
+    const why = /passphrase/i.test(m)
+      ? 'the key is encrypted; spngd needs an unencrypted key (protect it with file permissions)'
+      : `not a valid PEM private key (${m})`;
     throw new SecurityError(`TLS key ${s.tlsKey}: ${why}`);
   }
   if (!leaf.checkPrivateKey(privateKey)) throw new SecurityError(`TLS key ${s.tlsKey} does not belong to the certificate ${s.tlsCert} (${subjectLine(leaf)})`);
   // A certificate issued directly by the CA is checked here; with intermediates in the file,
   // the TLS handshake checks the chain.
   if (chain.length === 1 && !cas.some((c) => leaf.checkIssued(c) && leaf.verify(c.publicKey))) {
-    throw new SecurityError(`TLS certificate ${s.tlsCert} (${subjectLine(leaf)}, issuer ${leaf.issuer.replace(/\n/g, ', ')}) was not issued by the CA in ${s.tlsCa}`);
+    throw new SecurityError(
+      `TLS certificate ${s.tlsCert} (${subjectLine(leaf)}, issuer ${leaf.issuer.replace(/\n/g, ', ')}) was not issued by the CA in ${s.tlsCa}`,
+    );
   }
   return { ca, cert, key, caSubject: subjectLine(cas[0]) };
 }
@@ -134,7 +138,8 @@ function loadTls(s: Required<Pick<SecuritySettings, 'tlsCa' | 'tlsCert' | 'tlsKe
 export function readToken(file: string): string {
   const token = readFile('token file', file).toString('utf8').trim();
   if (token.length === 0) throw new SecurityError(`token file ${file}: it is empty`);
-  if (!/^[\x21-\x7e]+$/.test(token)) throw new SecurityError(`token file ${file}: the token must be one word of visible ASCII characters (no spaces, no line breaks)`);
+  if (!/^[\x21-\x7e]+$/.test(token))
+    throw new SecurityError(`token file ${file}: the token must be one word of visible ASCII characters (no spaces, no line breaks)`);
   return token;
 }
 
@@ -158,7 +163,12 @@ function tokenInterceptor(token: string): ServerInterceptor {
           onReceiveMetadata: (md, nextMd) => {
             if (valid(md)) nextMd(md);
             // The handler never starts: the call ends here.
-            else call.sendStatus({ code: status.UNAUTHENTICATED, details: `${method.path}: a valid bearer token is required (metadata "authorization: Bearer <token>")`, metadata: new Metadata() });
+            else
+              call.sendStatus({
+                code: status.UNAUTHENTICATED,
+                details: `${method.path}: a valid bearer token is required (metadata "authorization: Bearer <token>")`,
+                metadata: new Metadata(),
+              });
           },
         }),
     });
@@ -185,7 +195,8 @@ function build(tls: ReturnType<typeof loadTls> | undefined, token: string | unde
   return {
     tls: tls !== undefined,
     token: token !== undefined,
-    serverCredentials: () => (tls ? ServerCredentials.createSsl(tls.ca, [{ cert_chain: tls.cert, private_key: tls.key }], true) : ServerCredentials.createInsecure()),
+    serverCredentials: () =>
+      tls ? ServerCredentials.createSsl(tls.ca, [{ cert_chain: tls.cert, private_key: tls.key }], true) : ServerCredentials.createInsecure(),
     channelCredentials: () => channel,
     clientOptions: (transport = {}) => ({ ...channelOptions(transport), ...(interceptors.length ? { interceptors } : {}) }),
     serverInterceptors: () => serverInterceptors,
@@ -213,7 +224,9 @@ const FLAG: Record<string, string> = { tlsCa: '--tls-ca', tlsCert: '--tls-cert',
 export function loadCredentials(s: SecuritySettings = {}): ActorCredentials {
   const missing = missingTlsSettings(s);
   if (missing.length > 0) {
-    throw new SecurityError(`mutual TLS needs --tls-ca, --tls-cert and --tls-key (security.tlsCa/tlsCert/tlsKey) together; missing ${missing.map((k) => FLAG[k]).join(', ')}`);
+    throw new SecurityError(
+      `mutual TLS needs --tls-ca, --tls-cert and --tls-key (security.tlsCa/tlsCert/tlsKey) together; missing ${missing.map((k) => FLAG[k]).join(', ')}`,
+    );
   }
   const tls = s.tlsCa && s.tlsCert && s.tlsKey ? loadTls({ tlsCa: s.tlsCa, tlsCert: s.tlsCert, tlsKey: s.tlsKey }) : undefined;
   const token = s.tokenFile ? readToken(s.tokenFile) : undefined;

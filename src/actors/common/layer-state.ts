@@ -5,12 +5,7 @@
  */
 import { Metadata, status, type ServerWritableStream } from '@grpc/grpc-js';
 import { FastFactorOwnerServiceClient } from '../../transport/fast-services.js';
-import {
-  StatisticKind,
-  type FetchLayerStateRequest,
-  type FetchLayerStateResponse,
-  type StatisticSchedule,
-} from '../../gen/spngd/v1/factor_owner.js';
+import { StatisticKind, type FetchLayerStateRequest, type FetchLayerStateResponse, type StatisticSchedule } from '../../gen/spngd/v1/factor_owner.js';
 import type { CurvatureLayerSpec, LayerCurvatureSnapshot } from '../../kfac/layer-curvature.js';
 import type { StatKind } from '../../kfac/statistics.js';
 import type { ScheduleSnapshot } from '../../kfac/stale.js';
@@ -99,7 +94,12 @@ export async function fetchLayerStates(
       const s = msg.schedule;
       const snap = out.get(t.name) ?? { spec, version: 0, stats: [] };
       // The sender's running average also serves as the drift reference of the next refresh.
-      snap.stats.push({ kind, running: full, last: full, schedule: { interval: s.interval, nextStep: s.nextRefreshStep, refreshes: 1, lastStep: s.lastRefreshStep, lastDrift: s.lastDrift } });
+      snap.stats.push({
+        kind,
+        running: full,
+        last: full,
+        schedule: { interval: s.interval, nextStep: s.nextRefreshStep, refreshes: 1, lastStep: s.lastRefreshStep, lastDrift: s.lastDrift },
+      });
       out.set(t.name, snap);
     }
     assembler.assertComplete();

@@ -3,9 +3,9 @@
  * with heartbeats (joining again if the PS forgot us, e.g. after it restarted), follow the view
  * through WatchMembership, and leave.
  */
-import { Metadata, status, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
+import { type Metadata, status, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
 import {
-  LifecycleState,
+  type LifecycleState,
   MembershipServiceClient,
   type JoinResponse,
   type Member,
@@ -61,14 +61,17 @@ export class MemberClient {
       try {
         // The current secret proves that a join again under our id is us (e.g. after a lost answer).
         const res = await new Promise<JoinResponse>((resolve, reject) =>
-          this.client.join({ member: { ...member, joinedEpoch: 0, lastHeartbeatUnixMs: 0 } }, this.metadata(), { deadline: Date.now() + 5000 }, (err, r) => (err ? reject(err) : resolve(r))),
+          this.client.join({ member: { ...member, joinedEpoch: 0, lastHeartbeatUnixMs: 0 } }, this.metadata(), { deadline: Date.now() + 5000 }, (err, r) =>
+            err ? reject(err) : resolve(r),
+          ),
         );
         this.id = res.memberId;
         this.session = res.sessionSecret;
         return { id: this.id, view: res.view!, configJson: res.trainingConfigJson, heartbeatMs: res.heartbeatIntervalMs, leaseMs: res.leaseMs };
       } catch (err) {
         const e = err as ServiceError;
-        if (e.code === status.UNAUTHENTICATED) throw new CoordinatorUnreachableError(`parameter server ${this.psAddress} refused this process: ${e.details} (check --token-file)`);
+        if (e.code === status.UNAUTHENTICATED)
+          throw new CoordinatorUnreachableError(`parameter server ${this.psAddress} refused this process: ${e.details} (check --token-file)`);
         const why = (e.details || e.message).replace(/\s*\n\s*/g, ' ').trim();
         // Our id is still held by our previous incarnation (a restart within its lease): wait for the lease to run out.
         if (e.code === status.ALREADY_EXISTS) {
@@ -79,7 +82,10 @@ export class MemberClient {
           continue;
         }
         if (e.code !== status.UNAVAILABLE && e.code !== status.DEADLINE_EXCEEDED) throw err;
-        if (Date.now() > deadline) throw new CoordinatorUnreachableError(`parameter server ${this.psAddress} is unreachable (${why})${/certificate|ssl|tls/i.test(why) ? '; check --tls-ca/--tls-cert/--tls-key on both sides' : ''}`);
+        if (Date.now() > deadline)
+          throw new CoordinatorUnreachableError(
+            `parameter server ${this.psAddress} is unreachable (${why})${/certificate|ssl|tls/i.test(why) ? '; check --tls-ca/--tls-cert/--tls-key on both sides' : ''}`,
+          );
         await sleep(250);
       }
     }
@@ -90,14 +96,19 @@ export class MemberClient {
     const beat = () => {
       if (this.stopped) return;
       const s = state();
-      this.client.heartbeat({ memberId: this.id, epoch: s.epoch, state: s.lifecycle, step: s.step }, this.metadata(), { deadline: Date.now() + Math.max(ms, 1000) }, (err, res) => {
-        if (this.stopped) return;
-        if (!err && res && !res.known) {
-          this.logger.warn('the parameter server no longer knows this member; joining again');
-          rejoin().catch((e) => this.logger.error(`rejoin failed: ${(e as Error).message}`));
-        }
-        this.heartbeatTimer = setTimeout(beat, ms);
-      });
+      this.client.heartbeat(
+        { memberId: this.id, epoch: s.epoch, state: s.lifecycle, step: s.step },
+        this.metadata(),
+        { deadline: Date.now() + Math.max(ms, 1000) },
+        (err, res) => {
+          if (this.stopped) return;
+          if (!err && res && !res.known) {
+            this.logger.warn('the parameter server no longer knows this member; joining again');
+            rejoin().catch((e) => this.logger.error(`rejoin failed: ${(e as Error).message}`));
+          }
+          this.heartbeatTimer = setTimeout(beat, ms);
+        },
+      );
     };
     this.heartbeatTimer = setTimeout(beat, ms);
   }
@@ -121,9 +132,7 @@ export class MemberClient {
   async leave(reason: string): Promise<void> {
     this.stopped = true;
     if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer);
-    await new Promise<void>((resolve) =>
-      this.client.leave({ memberId: this.id, reason }, this.metadata(), { deadline: Date.now() + 2000 }, () => resolve()),
-    );
+    await new Promise<void>((resolve) => this.client.leave({ memberId: this.id, reason }, this.metadata(), { deadline: Date.now() + 2000 }, () => resolve()));
   }
 
   /** Metadata for a call to the PS: the session secret (and `base`'s entries and options). */

@@ -16,7 +16,8 @@ export const VERSION_SLACK = 1024;
 export function versionProblem(version: number, computedFromStep: number, psStep: number, epoch: number): string | undefined {
   const limit = psStep + VERSION_SLACK + epoch;
   if (!Number.isSafeInteger(version) || version > limit) return `version ${version} is far ahead of step ${psStep} (at most ${limit} accepted)`;
-  if (!Number.isSafeInteger(computedFromStep) || computedFromStep > psStep + VERSION_SLACK) return `computed_from_step ${computedFromStep} is far ahead of step ${psStep}`;
+  if (!Number.isSafeInteger(computedFromStep) || computedFromStep > psStep + VERSION_SLACK)
+    return `computed_from_step ${computedFromStep} is far ahead of step ${psStep}`;
   return undefined;
 }
 
@@ -57,7 +58,10 @@ export function preconditionerProblem(p: Preconditioner, dampingEff: number): st
     return undefined;
   }
   if (!Number.isFinite(p.pi) || !(p.pi > 0)) return `pi is ${p.pi}`;
-  for (const [name, inv, n] of [['A inverse', p.aInv, p.orderA], ['G inverse', p.gInv, p.orderG]] as const) {
+  for (const [name, inv, _n] of [
+    ['A inverse', p.aInv, p.orderA],
+    ['G inverse', p.gInv, p.orderG],
+  ] as const) {
     const i = nonFinite(inv);
     if (i >= 0) return `${name} value ${i} is ${inv[i]}`;
   }
@@ -65,7 +69,8 @@ export function preconditionerProblem(p: Preconditioner, dampingEff: number): st
   if ('problem' in a) return a.problem;
   const g = diagonal(p.gInv, p.orderG, 1, 'G inverse');
   if ('problem' in g) return g.problem;
-  if (a.max * g.max > bound) return `max diag(A⁻¹)·max diag(G⁻¹) = ${(a.max * g.max).toExponential(3)}, more than damping ${dampingEff} allows (${bound.toExponential(3)})`;
+  if (a.max * g.max > bound)
+    return `max diag(A⁻¹)·max diag(G⁻¹) = ${(a.max * g.max).toExponential(3)}, more than damping ${dampingEff} allows (${bound.toExponential(3)})`;
   return undefined;
 }
 

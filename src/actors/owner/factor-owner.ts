@@ -9,7 +9,6 @@ import { Metadata, status, type ServerDuplexStream, type ServerWritableStream } 
 import type { ComputeBackend } from '../../compute/backend.js';
 import { resolveTrainConfig, type TrainConfig } from '../../config/schema.js';
 import {
-  FactorOwnerServiceClient,
   StatisticKind,
   type FactorOwnerServiceServer,
   type FetchLayerStateRequest,
@@ -20,9 +19,9 @@ import {
 } from '../../gen/spngd/v1/factor_owner.js';
 import { LifecycleState, Role, type MembershipView } from '../../gen/spngd/v1/membership.js';
 import { FastFactorOwnerServiceService, FastParameterServerServiceClient } from '../../transport/fast-services.js';
-import { type ParameterServerServiceClient, type PublishPreconditionersRequest, type PublishPreconditionersResponse } from '../../gen/spngd/v1/parameter_server.js';
+import type { ParameterServerServiceClient, PublishPreconditionersRequest, PublishPreconditionersResponse } from '../../gen/spngd/v1/parameter_server.js';
 import type { CurvatureLayerSpec, LayerCurvatureSnapshot } from '../../kfac/layer-curvature.js';
-import { statKey, type StatKind } from '../../kfac/statistics.js';
+import { statKey } from '../../kfac/statistics.js';
 import { buildModel } from '../../nn/models.js';
 import { CurvatureSet, type PublishedPreconditioner } from '../../train/curvature-set.js';
 import { allFinite, weightedMean } from '../../train/local-pass.js';
@@ -37,7 +36,7 @@ import { startActorServer, type RunningServer } from '../common/actor-server.js'
 import { MemberClient } from '../common/member-client.js';
 import { MetricHub } from '../common/metric-hub.js';
 import { preconditionerFactors, residualOf } from '../common/preconditioner-wire.js';
-import { fetchLayerStates, kindToWire, scheduleToWire, serveLayerStates, statShape, wireToKind } from '../common/layer-state.js';
+import { fetchLayerStates, scheduleToWire, serveLayerStates, statShape, wireToKind } from '../common/layer-state.js';
 import { sendSymmetric } from '../common/tensor-io.js';
 import { transportOf } from '../common/transport-of.js';
 import { callIdentity, describeCaller } from '../common/identity.js';
@@ -138,13 +137,16 @@ export class FactorOwner {
       this.security,
     );
     this.member = new MemberClient(this.opts.ps, this.opts.logger, {}, this.security);
-    const joined = await this.member.join({
-      id: this.opts.id ?? '',
-      role: Role.ROLE_FACTOR_OWNER,
-      address: this.advertised,
-      state: LifecycleState.LIFECYCLE_STATE_STARTING,
-      capacity: this.opts.capacity ?? 1,
-    }, this.opts.joinTimeoutMs);
+    const joined = await this.member.join(
+      {
+        id: this.opts.id ?? '',
+        role: Role.ROLE_FACTOR_OWNER,
+        address: this.advertised,
+        state: LifecycleState.LIFECYCLE_STATE_STARTING,
+        capacity: this.opts.capacity ?? 1,
+      },
+      this.opts.joinTimeoutMs,
+    );
     this.state.id = joined.id;
     this.config = resolveTrainConfig(JSON.parse(joined.configJson));
     const o = this.config.optimizer;
@@ -156,7 +158,9 @@ export class FactorOwner {
     for (const l of buildModel(this.config.model, this.config.seed).kfacLayers()) {
       this.specs.set(l.name, { name: l.name, kind: l.kind, inFeatures: l.inFeatures, outFeatures: l.outFeatures });
     }
-    this.opts.logger.info(`joined ${this.opts.ps} as ${joined.id}; serving statistics on ${this.server.address}${this.opts.advertise ? `, registered as ${this.opts.advertise}` : ''}`);
+    this.opts.logger.info(
+      `joined ${this.opts.ps} as ${joined.id}; serving statistics on ${this.server.address}${this.opts.advertise ? `, registered as ${this.opts.advertise}` : ''}`,
+    );
     this.openPublisher();
     // The lease runs from the join: heartbeat from now on, not only once the first view is applied
     // (taking layers fetches their state from other owners, which can take longer than the lease).
@@ -170,7 +174,13 @@ export class FactorOwner {
           this.curvature.layers.clear();
           this.inbox.clear();
           this.reducedThrough = -1;
-          const joined = await this.member.join({ id: this.state.id, role: Role.ROLE_FACTOR_OWNER, address: this.advertised, state: this.state.lifecycle, capacity: this.opts.capacity ?? 1 });
+          const joined = await this.member.join({
+            id: this.state.id,
+            role: Role.ROLE_FACTOR_OWNER,
+            address: this.advertised,
+            state: this.state.lifecycle,
+            capacity: this.opts.capacity ?? 1,
+          });
           this.openPublisher();
           await this.onView(joined.view);
         }),
@@ -211,7 +221,11 @@ export class FactorOwner {
   private openPublisher(): void {
     const reopened = this.publisher !== undefined;
     this.publisher?.detach();
-    this.psClient ??= new FastParameterServerServiceClient(this.opts.ps, this.security.channelCredentials(), this.security.clientOptions(transportOf(this.config.cluster)));
+    this.psClient ??= new FastParameterServerServiceClient(
+      this.opts.ps,
+      this.security.channelCredentials(),
+      this.security.clientOptions(transportOf(this.config.cluster)),
+    );
     // Wait for the connection: right after the PS restarts the channel is still in reconnect
     // backoff, and a call that fails at once loses the preconditioners and watermark written to it.
     const call = this.psClient.publishPreconditioners(this.member.metadata(new Metadata({ waitForReady: true })));
@@ -234,7 +248,9 @@ export class FactorOwner {
     call.on('status', reopen);
     call.on('close', reopen);
     this.publisher = new ByteBudgetWriter(call);
-    void this.publisher.write({ kind: { $case: 'hello', value: { ownerId: this.state.id, epoch: this.state.epoch, layers: this.layers() } } }, 64).catch(() => undefined);
+    void this.publisher
+      .write({ kind: { $case: 'hello', value: { ownerId: this.state.id, epoch: this.state.epoch, layers: this.layers() } } }, 64)
+      .catch(() => undefined);
     // What went down with the old call: the PS may be waiting for that watermark, and a commit it
     // never answered may never have arrived. Queued, so a publish under way finishes first.
     if (reopened) void this.enqueue(() => this.republish());
@@ -289,24 +305,22 @@ export class FactorOwner {
       // A layer that comes back is not restored from this owner's own copy: it is older than what
       // the owner in between holds.
       this.handoff.delete(name);
-      {
-        // The previous owner if it is still there, else the PS (which holds the layer's state from
-        // the checkpoint it resumed from, if any).
-        for (const [who, address] of [
-          [from, fromAddr],
-          ['the parameter server', this.opts.ps],
-        ] as const) {
-          if (!who || !address || who === this.state.id) continue;
-          try {
-            const [snap] = await fetchLayerStates(address, [name], view.epoch, this.specs, transportOf(this.config.cluster), 5000, this.security);
-            if (snap) {
-              c.restore(snap);
-              how = `state fetched from ${who}`;
-              break;
-            }
-          } catch (err) {
-            how = `${how}; ${who} could not hand over: ${(err as Error).message.split('\n')[0]}`;
+      // The previous owner if it is still there, else the PS (which holds the layer's state from
+      // the checkpoint it resumed from, if any).
+      for (const [who, address] of [
+        [from, fromAddr],
+        ['the parameter server', this.opts.ps],
+      ] as const) {
+        if (!who || !address || who === this.state.id) continue;
+        try {
+          const [snap] = await fetchLayerStates(address, [name], view.epoch, this.specs, transportOf(this.config.cluster), 5000, this.security);
+          if (snap) {
+            c.restore(snap);
+            how = `state fetched from ${who}`;
+            break;
           }
+        } catch (err) {
+          how = `${how}; ${who} could not hand over: ${(err as Error).message.split('\n')[0]}`;
         }
       }
       this.opts.logger.info(`took layer ${name} in epoch ${view.epoch} with ${how}`);
@@ -336,7 +350,9 @@ export class FactorOwner {
     let next = Number.MAX_SAFE_INTEGER;
     for (const c of this.curvature.layers.values()) for (const k of c.kinds) next = Math.min(next, c.schedule(k).nextStep);
     const intervals = this.curvature.intervals();
-    await this.publisher?.write({ kind: { $case: 'watermark', value: { nextRefreshStep: next, epoch: this.settledEpoch, intervals } } }, 256).catch(() => undefined);
+    await this.publisher
+      ?.write({ kind: { $case: 'watermark', value: { nextRefreshStep: next, epoch: this.settledEpoch, intervals } } }, 256)
+      .catch(() => undefined);
   }
 
   /** Reduces step s over its workers, then publishes schedules, preconditioners and the watermark. */
@@ -399,7 +415,9 @@ export class FactorOwner {
       await this.writePreconditioners(out, published, step);
     } catch (err) {
       if (!(err instanceof StreamClosedError) && out.error === undefined) throw err;
-      this.opts.logger.warn(`publishing ${published.map((p) => p.layer).join(', ')} was cut off (${(err as Error).message}); they go again on the reopened stream`);
+      this.opts.logger.warn(
+        `publishing ${published.map((p) => p.layer).join(', ')} was cut off (${(err as Error).message}); they go again on the reopened stream`,
+      );
     }
   }
 
@@ -455,7 +473,12 @@ export class FactorOwner {
       failServerCall(call, new TransportError(status.UNAVAILABLE, 'closed', 'this owner is still joining the job; try again'));
       return;
     }
-    void serveLayerStates(call, (layer) => this.handoff.get(layer) ?? this.curvature.layers.get(layer)?.snapshot(), this.config.cluster.chunkBytes, `owner ${this.state.id}`).then(() => {
+    void serveLayerStates(
+      call,
+      (layer) => this.handoff.get(layer) ?? this.curvature.layers.get(layer)?.snapshot(),
+      this.config.cluster.chunkBytes,
+      `owner ${this.state.id}`,
+    ).then(() => {
       for (const layer of call.request.layers) this.handoff.delete(layer);
     });
   }
@@ -480,7 +503,11 @@ export class FactorOwner {
           }
           // A worker that joined after the view this owner holds may come first: it has seen a newer epoch.
           if (!this.isWorker(k.value.workerId) && !(k.value.epoch > (this.view?.epoch ?? 0))) {
-            throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `"${k.value.workerId.slice(0, 64)}" is not a worker of the job in epoch ${this.view?.epoch ?? 0}`);
+            throw new TransportError(
+              status.FAILED_PRECONDITION,
+              'bad_argument',
+              `"${k.value.workerId.slice(0, 64)}" is not a worker of the job in epoch ${this.view?.epoch ?? 0}`,
+            );
           }
           stream = { workerId: k.value.workerId, call, assembler: new TensorAssembler(), received: new Map() };
           this.streams.add(stream);
@@ -498,9 +525,14 @@ export class FactorOwner {
           }
           const shape = statShape(spec, kind);
           const expected = shape.batch === undefined ? [shape.n, shape.n] : [shape.batch, shape.n, shape.n];
-          if (chunk.name !== m.layer) throw new TransportError(status.INVALID_ARGUMENT, 'header_mismatch', `statistic of layer ${m.layer} carries tensor ${chunk.name.slice(0, 64)}`);
+          if (chunk.name !== m.layer)
+            throw new TransportError(status.INVALID_ARGUMENT, 'header_mismatch', `statistic of layer ${m.layer} carries tensor ${chunk.name.slice(0, 64)}`);
           if (chunk.encoding !== TensorEncoding.TENSOR_ENCODING_SYMMETRIC_UPPER || chunk.shape.join() !== expected.join()) {
-            throw new TransportError(status.INVALID_ARGUMENT, 'bad_shape', `${m.layer}/${kind}: shape [${chunk.shape.slice(0, 9)}] (${TensorEncoding[chunk.encoding] ?? chunk.encoding}) where symmetric-upper [${expected}] was expected`);
+            throw new TransportError(
+              status.INVALID_ARGUMENT,
+              'bad_shape',
+              `${m.layer}/${kind}: shape [${chunk.shape.slice(0, 9)}] (${TensorEncoding[chunk.encoding] ?? chunk.encoding}) where symmetric-upper [${expected}] was expected`,
+            );
           }
           if (m.numSamples < 1) throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', `${m.layer}/${kind}: num_samples is 0`);
           const t = stream.assembler.push(chunk);
@@ -510,7 +542,10 @@ export class FactorOwner {
           if (!this.curvature.layers.has(m.layer)) return; // sent under an older assignment: not ours any more
           if (m.step <= this.reducedThrough) return; // a step already reduced (late sender)
           const box = this.box(m.step);
-          const part: { samples: number; stats: Map<string, Float32Array>; bad?: string } = box.parts.get(stream.workerId) ?? { samples: m.numSamples, stats: new Map() };
+          const part: { samples: number; stats: Map<string, Float32Array>; bad?: string } = box.parts.get(stream.workerId) ?? {
+            samples: m.numSamples,
+            stats: new Map(),
+          };
           const dense = toDense(t);
           const problem = statisticProblem(dense, shape.n, shape.batch ?? 1);
           // Non-finite values are counted at the reduction; a negative diagonal only here.
@@ -522,18 +557,27 @@ export class FactorOwner {
         if (k.$case === 'statisticsComplete') {
           const done = k.value;
           stream.assembler.assertComplete();
-          if (done.shardCount < 1) throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', `StatisticsComplete for step ${done.step} with shard_count 0`);
+          if (done.shardCount < 1)
+            throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', `StatisticsComplete for step ${done.step} with shard_count 0`);
           const received = stream.received.get(done.step) ?? 0;
           stream.received.delete(done.step);
           if (done.statisticTensors !== received) {
-            throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', `step ${done.step}: ${received} statistics received, ${done.statisticTensors} announced`);
+            throw new TransportError(
+              status.INVALID_ARGUMENT,
+              'bad_argument',
+              `step ${done.step}: ${received} statistics received, ${done.statisticTensors} announced`,
+            );
           }
           this.checkWorker(stream.workerId);
           if (done.step <= this.reducedThrough) return;
           const box = this.box(done.step);
           // Every worker of a step got the same shard count from the PS's StepStart.
           if (box.completed.size > 0 && box.shardCount !== done.shardCount) {
-            throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', `step ${done.step}: shard_count ${done.shardCount}, but other workers of the step said ${box.shardCount}`);
+            throw new TransportError(
+              status.INVALID_ARGUMENT,
+              'bad_argument',
+              `step ${done.step}: shard_count ${done.shardCount}, but other workers of the step said ${box.shardCount}`,
+            );
           }
           box.shardCount = done.shardCount;
           box.completed.add(stream.workerId);
@@ -563,7 +607,8 @@ export class FactorOwner {
 
   /** Statistics count only from workers of the job (this owner's view of it). */
   private checkWorker(id: string): void {
-    if (!this.isWorker(id)) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `"${id.slice(0, 64)}" is not a worker of the job in epoch ${this.view?.epoch ?? 0}`);
+    if (!this.isWorker(id))
+      throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `"${id.slice(0, 64)}" is not a worker of the job in epoch ${this.view?.epoch ?? 0}`);
   }
 
   private reduceBox(step: number, partial = false): void {
@@ -583,7 +628,12 @@ export class FactorOwner {
       // furthest step gives way to an earlier one, so made-up future steps cannot block real ones.
       if (this.inbox.size >= MAX_OPEN_STEPS) {
         const furthest = Math.max(...this.inbox.keys());
-        if (step > furthest) throw new TransportError(status.RESOURCE_EXHAUSTED, 'too_many_pending', `statistics of ${this.inbox.size} steps are already waiting for their workers; step ${step} refused`);
+        if (step > furthest)
+          throw new TransportError(
+            status.RESOURCE_EXHAUSTED,
+            'too_many_pending',
+            `statistics of ${this.inbox.size} steps are already waiting for their workers; step ${step} refused`,
+          );
         clearTimeout(this.inbox.get(furthest)!.timer);
         this.inbox.delete(furthest);
         this.opts.logger.warn(`statistics of step ${furthest} dropped: ${MAX_OPEN_STEPS} steps were open and step ${step} came in`);

@@ -4,7 +4,7 @@
  * values it accepts. Every refusal is counted in the actor state and logged with the caller.
  */
 import { status } from '@grpc/grpc-js';
-import { Role, type Member } from '../../gen/spngd/v1/membership.js';
+import type { Role, Member } from '../../gen/spngd/v1/membership.js';
 import { TransportError } from '../../transport/errors.js';
 import type { Logger } from '../../util/log.js';
 import type { ActorStateTracker } from '../common/actor-state.js';
@@ -43,7 +43,13 @@ export class Admission {
     const c = who.cert;
     if (!c) return;
     if (c.role !== role || (c.id !== '*' && id !== '' && c.id !== id)) {
-      throw this.refuse(who, 'certificate_mismatch', status.PERMISSION_DENIED, `${what}: the peer certificate names ${c.uri}, not ${roleName(role)} "${id.slice(0, 64)}"`, id);
+      throw this.refuse(
+        who,
+        'certificate_mismatch',
+        status.PERMISSION_DENIED,
+        `${what}: the peer certificate names ${c.uri}, not ${roleName(role)} "${id.slice(0, 64)}"`,
+        id,
+      );
     }
   }
 
@@ -59,9 +65,17 @@ export class Admission {
     const id = member.id || (who.cert && who.cert.id !== '*' ? who.cert.id : '');
     if (alive) {
       const held = this.sessions.get(alive.id);
-      const proven = (held && who.session !== undefined && sameSecret(who.session, held.secret)) || (who.cert !== undefined && who.cert.id === alive.id && who.cert.role === alive.role);
+      const proven =
+        (held && who.session !== undefined && sameSecret(who.session, held.secret)) ||
+        (who.cert !== undefined && who.cert.id === alive.id && who.cert.role === alive.role);
       if (!proven) {
-        throw this.refuse(who, 'id_in_use', status.ALREADY_EXISTS, `join: "${alive.id.slice(0, 64)}" is a live member (it heartbeats); a restarted actor may join again once its lease ran out`, alive.id);
+        throw this.refuse(
+          who,
+          'id_in_use',
+          status.ALREADY_EXISTS,
+          `join: "${alive.id.slice(0, 64)}" is a live member (it heartbeats); a restarted actor may join again once its lease ran out`,
+          alive.id,
+        );
       }
     }
     return id;
@@ -88,8 +102,22 @@ export class Admission {
     const who = callIdentity(call);
     const held = this.sessions.get(id);
     if (held) this.checkCert(who, held.role, id, what);
-    if (who.session === undefined) throw this.refuse(who, 'no_session', status.UNAUTHENTICATED, `${what} for "${id.slice(0, 64)}" without its session secret (metadata "spngd-session", from Join)`, id);
-    if (!held || !sameSecret(who.session, held.secret)) throw this.refuse(who, 'wrong_session', status.PERMISSION_DENIED, `${what} for "${id.slice(0, 64)}" with a session secret that is not this member's current one`, id);
+    if (who.session === undefined)
+      throw this.refuse(
+        who,
+        'no_session',
+        status.UNAUTHENTICATED,
+        `${what} for "${id.slice(0, 64)}" without its session secret (metadata "spngd-session", from Join)`,
+        id,
+      );
+    if (!held || !sameSecret(who.session, held.secret))
+      throw this.refuse(
+        who,
+        'wrong_session',
+        status.PERMISSION_DENIED,
+        `${what} for "${id.slice(0, 64)}" with a session secret that is not this member's current one`,
+        id,
+      );
     return held.secret;
   }
 
@@ -99,4 +127,3 @@ export class Admission {
     return held !== undefined && sameSecret(held.secret, secret);
   }
 }
-

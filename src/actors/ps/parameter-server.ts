@@ -11,7 +11,15 @@ import { status, type ServerDuplexStream, type ServerWritableStream } from '@grp
 import type { ComputeBackend } from '../../compute/backend.js';
 import type { TrainConfig } from '../../config/schema.js';
 import type { Dataset } from '../../data/fashion-mnist.js';
-import { LifecycleState, MembershipServiceService, Role, type MembershipServiceServer, type MembershipView, type WatchMembershipRequest, type WatchMembershipResponse } from '../../gen/spngd/v1/membership.js';
+import {
+  LifecycleState,
+  MembershipServiceService,
+  Role,
+  type MembershipServiceServer,
+  type MembershipView,
+  type WatchMembershipRequest,
+  type WatchMembershipResponse,
+} from '../../gen/spngd/v1/membership.js';
 import {
   PreconditionerFactor,
   type DownloadParametersRequest,
@@ -50,7 +58,7 @@ import { CheckpointError, loadLatestCheckpoint } from '../../checkpoint/format.j
 import { removeStaleTemporaries, type OutputWriteError } from '../../run/output.js';
 import { writeCheckpoint } from '../../checkpoint/safe-write.js';
 import { checkpointToState, stateToCheckpoint } from '../../checkpoint/training-state.js';
-import { type FactorOwnerServiceServer } from '../../gen/spngd/v1/factor_owner.js';
+import type { FactorOwnerServiceServer } from '../../gen/spngd/v1/factor_owner.js';
 import { FastFactorOwnerServiceService, FastParameterServerServiceService } from '../../transport/fast-services.js';
 import type { LayerCurvatureSnapshot } from '../../kfac/layer-curvature.js';
 import { fetchLayerStates, serveLayerStates } from '../common/layer-state.js';
@@ -169,7 +177,15 @@ export class ParameterServer {
     const layers = c.optimizer.kind === 'spngd' ? this.model.kfacLayers().map(layerCost) : [];
     this.membership = new Membership(
       layers,
-      { id: this.state.id, role: Role.ROLE_PARAMETER_SERVER, address: '', state: LifecycleState.LIFECYCLE_STATE_STARTING, joinedEpoch: 1, lastHeartbeatUnixMs: Date.now(), capacity: 1 },
+      {
+        id: this.state.id,
+        role: Role.ROLE_PARAMETER_SERVER,
+        address: '',
+        state: LifecycleState.LIFECYCLE_STATE_STARTING,
+        joinedEpoch: 1,
+        lastHeartbeatUnixMs: Date.now(),
+        capacity: 1,
+      },
       c.cluster.leaseMs,
     );
     this.membership.on('change', (view, reason) => this.onMembershipChange(view, reason));
@@ -183,7 +199,8 @@ export class ParameterServer {
   async start(): Promise<string> {
     if (this.opts.checkpointDir) {
       const removed = removeStaleTemporaries(this.opts.checkpointDir);
-      if (removed.length > 0) this.opts.logger.warn(`removed ${removed.length} temporary file(s) left by a process killed while writing: ${removed.join(', ')}`);
+      if (removed.length > 0)
+        this.opts.logger.warn(`removed ${removed.length} temporary file(s) left by a process killed while writing: ${removed.join(', ')}`);
     }
     if (this.opts.resume) this.restoreCheckpoint();
     this.server = await startActorServer(
@@ -208,7 +225,9 @@ export class ParameterServer {
     // Leases are checked by the PS's own clock: after the PS itself stalled, members get a lease to heartbeat (liveness.ts).
     const tick = Math.max(200, this.opts.config.cluster.heartbeatMs);
     const clock = new LeaseClock(this.opts.config.cluster.leaseMs, tick, (gap, grace) => {
-      this.opts.logger.warn(`the parameter server itself was stalled for ${Math.round(gap)} ms; members get ${grace} ms to heartbeat before leases are checked again`);
+      this.opts.logger.warn(
+        `the parameter server itself was stalled for ${Math.round(gap)} ms; members get ${grace} ms to heartbeat before leases are checked again`,
+      );
       this.metrics.emit('ps_stall_ms', gap, this.step, this.membership.epoch);
     });
     const lease = setInterval(() => clock.tick() && this.membership.expire(), tick);
@@ -289,7 +308,9 @@ export class ParameterServer {
 
     await timed('sendParams', 'send_params', async () => {
       // One private snapshot per step, shared by every worker's stream (sent without further copies).
-      const params = this.model.stateEntries().map((e) => ({ name: e.name, shape: e.value.shape.length ? e.value.shape : [e.value.data.length], data: new Float32Array(e.value.data) }));
+      const params = this.model
+        .stateEntries()
+        .map((e) => ({ name: e.name, shape: e.value.shape.length ? e.value.shape : [e.value.data.length], data: new Float32Array(e.value.data) }));
       await Promise.all(
         participants.map(async (w, i) => {
           w.tensors = new Map();
@@ -299,7 +320,16 @@ export class ParameterServer {
           w.samples = shardSize(c.batchSize, i, participants.length);
           try {
             for (const e of params) {
-              await sendDense(w.writer, (tensor) => ({ kind: { $case: 'parameters' as const, value: { step: s, tensor } } }), e.name, e.data, e.shape, s, c.cluster.chunkBytes, { copy: false });
+              await sendDense(
+                w.writer,
+                (tensor) => ({ kind: { $case: 'parameters' as const, value: { step: s, tensor } } }),
+                e.name,
+                e.data,
+                e.shape,
+                s,
+                c.cluster.chunkBytes,
+                { copy: false },
+              );
             }
             await w.writer.write(
               {
@@ -336,7 +366,9 @@ export class ParameterServer {
       // Every contribution was non-finite: skip the step rather than compute it again forever.
       this.opts.logger.warn(`step ${s}: every worker's gradients were non-finite; the step is skipped without an update`);
       if (++this.skippedInARow >= 10) {
-        throw new TrainingDivergedError(`training diverged: ${this.skippedInARow} steps in a row had no finite gradients (step ${s + 1}); lower optimizer.lr or raise optimizer.kfac.damping`);
+        throw new TrainingDivergedError(
+          `training diverged: ${this.skippedInARow} steps in a row had no finite gradients (step ${s + 1}); lower optimizer.lr or raise optimizer.kfac.damping`,
+        );
       }
       this.step = s + 1;
       this.state.step = this.step;
@@ -344,13 +376,13 @@ export class ParameterServer {
       return;
     }
     if (arrived.length < participants.length) {
-      this.opts.logger.warn(`step ${s}: ${participants.length - arrived.length} worker(s) lost or left out; the step uses the ${arrived.length} that delivered`);
+      this.opts.logger.warn(
+        `step ${s}: ${participants.length - arrived.length} worker(s) lost or left out; the step uses the ${arrived.length} that delivered`,
+      );
     }
 
     this.skippedInARow = 0;
-    const reduced = await timed('reduce', 'reduce', async () =>
-      weightedMean(arrived.map((w) => ({ weight: w.complete!.numSamples, values: w.tensors }))),
-    );
+    const reduced = await timed('reduce', 'reduce', async () => weightedMean(arrived.map((w) => ({ weight: w.complete!.numSamples, values: w.tensors }))));
     const paramNames = new Set(this.model.params().map((p) => p.name));
     const grads = new Map([...reduced].filter(([k]) => paramNames.has(k)));
     const buffers = new Map([...reduced].filter(([k]) => !paramNames.has(k)));
@@ -441,7 +473,16 @@ export class ParameterServer {
           const address = this.membership.get(owner)?.address;
           if (!address) return;
           try {
-            for (const snap of await fetchLayerStates(address, layers, this.membership.epoch, specs, transportOf(this.opts.config.cluster), undefined, this.opts.credentials)) curvature.set(snap.spec.name, snap);
+            for (const snap of await fetchLayerStates(
+              address,
+              layers,
+              this.membership.epoch,
+              specs,
+              transportOf(this.opts.config.cluster),
+              undefined,
+              this.opts.credentials,
+            ))
+              curvature.set(snap.spec.name, snap);
           } catch (err) {
             this.opts.logger.warn(`checkpoint: could not fetch ${layers.join(', ')} from ${owner}: ${(err as Error).message}`);
           }
@@ -452,14 +493,15 @@ export class ParameterServer {
     return writeCheckpoint(
       dir,
       this.step,
-      () => stateToCheckpoint({
-        step: this.step,
-        model: this.model.exportState(),
-        velocity: u.velocity,
-        previousLr: u.previousLr,
-        curvature: [...curvature.values()],
-        extra: { trainMs: this.trainMs, wallSeconds: this.wallSeconds(), stepsTo: this.stepsTo },
-      }),
+      () =>
+        stateToCheckpoint({
+          step: this.step,
+          model: this.model.exportState(),
+          velocity: u.velocity,
+          previousLr: u.previousLr,
+          curvature: [...curvature.values()],
+          extra: { trainMs: this.trainMs, wallSeconds: this.wallSeconds(), stepsTo: this.stepsTo },
+        }),
       this.opts.config.checkpointKeep,
       this.opts.logger,
       this.state.warnings,
@@ -485,8 +527,15 @@ export class ParameterServer {
 
   private checkpointStateService(): FactorOwnerServiceServer {
     return {
-      pushStatistics: (call) => call.emit('error', { code: status.UNIMPLEMENTED, details: 'the parameter server does not reduce statistics; send them to the layer\'s owner' }),
-      fetchLayerState: (call) => void serveLayerStates(call, (layer) => this.checkpointCurvature.get(layer), this.opts.config.cluster.chunkBytes, 'the parameter server (no checkpoint)'),
+      pushStatistics: (call) =>
+        call.emit('error', { code: status.UNIMPLEMENTED, details: "the parameter server does not reduce statistics; send them to the layer's owner" }),
+      fetchLayerState: (call) =>
+        void serveLayerStates(
+          call,
+          (layer) => this.checkpointCurvature.get(layer),
+          this.opts.config.cluster.chunkBytes,
+          'the parameter server (no checkpoint)',
+        ),
     };
   }
 
@@ -497,9 +546,17 @@ export class ParameterServer {
     this.lastEvalStep = this.step;
     this.metrics.emit('test_accuracy', e.accuracy, this.step, this.membership.epoch);
     this.metrics.emit('test_loss', e.loss, this.step, this.membership.epoch);
-    this.record({ type: 'eval', step: this.step, testLoss: e.loss, testAccuracy: e.accuracy, wallSeconds: this.wallSeconds(), trainSeconds: this.trainMs / 1000 });
+    this.record({
+      type: 'eval',
+      step: this.step,
+      testLoss: e.loss,
+      testAccuracy: e.accuracy,
+      wallSeconds: this.wallSeconds(),
+      trainSeconds: this.trainMs / 1000,
+    });
     const target = this.opts.config.targetAccuracy;
-    if (!this.stepsTo && e.accuracy >= target) this.stepsTo = { accuracy: target, step: this.step, seconds: this.wallSeconds(), trainSeconds: this.trainMs / 1000 };
+    if (!this.stepsTo && e.accuracy >= target)
+      this.stepsTo = { accuracy: target, step: this.step, seconds: this.wallSeconds(), trainSeconds: this.trainMs / 1000 };
     this.opts.logger.info(`eval at step ${this.step}: test accuracy ${e.accuracy.toFixed(4)}, loss ${e.loss.toFixed(4)}`);
     return e;
   }
@@ -646,7 +703,10 @@ export class ParameterServer {
     for (const l of view.assignment?.layers ?? []) {
       if (this.tenures.get(l.layer)?.ownerId !== l.ownerId) this.tenures.set(l.layer, { ownerId: l.ownerId, since: view.epoch });
     }
-    this.opts.logger.info({ epoch: view.epoch, assignment: view.assignment?.layers.map((l) => `${l.layer}->${l.ownerId}`) }, `membership epoch ${view.epoch}: ${reason}`);
+    this.opts.logger.info(
+      { epoch: view.epoch, assignment: view.assignment?.layers.map((l) => `${l.layer}->${l.ownerId}`) },
+      `membership epoch ${view.epoch}: ${reason}`,
+    );
     // Workers that are no longer members (lease expired) leave the step rotation.
     for (const w of this.workers.values()) if (!this.membership.get(w.id)) this.dropWorker(w, 'no longer a member');
     this.admission.retain(new Set(this.membership.list().map((m) => m.id)));
@@ -772,8 +832,14 @@ export class ParameterServer {
           if (k.$case !== 'hello') throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', 'the first message on Train must be hello');
           const id = k.value.workerId;
           const member = this.membership.get(id);
-          if (!member) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `worker "${id}" has not joined (call MembershipService.Join first)`);
-          if (member.role !== Role.ROLE_WORKER) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `"${id}" is a member with role ${Role[member.role] ?? member.role}, not a worker`);
+          if (!member)
+            throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `worker "${id}" has not joined (call MembershipService.Join first)`);
+          if (member.role !== Role.ROLE_WORKER)
+            throw new TransportError(
+              status.FAILED_PRECONDITION,
+              'bad_argument',
+              `"${id}" is a member with role ${Role[member.role] ?? member.role}, not a worker`,
+            );
           this.admission.authorize(call, id, 'train');
           const old = this.workers.get(id);
           if (old) this.dropWorker(old, 'replaced by a new stream');
@@ -827,13 +893,25 @@ export class ParameterServer {
             if (session.complete) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `GradientsComplete for step ${done.step} sent twice`);
             session.assembler.assertComplete();
             if (done.gradientTensors !== session.tensors.size) {
-              throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', `step ${done.step}: ${session.tensors.size} tensors received, ${done.gradientTensors} announced`);
+              throw new TransportError(
+                status.INVALID_ARGUMENT,
+                'bad_argument',
+                `step ${done.step}: ${session.tensors.size} tensors received, ${done.gradientTensors} announced`,
+              );
             }
             const received = session.tensors;
-            const missing = this.model.stateEntries().filter((e) => !received.has(e.name)).map((e) => e.name);
-            if (missing.length > 0) throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', `step ${done.step}: no gradient for ${missing.join(', ')}`);
+            const missing = this.model
+              .stateEntries()
+              .filter((e) => !received.has(e.name))
+              .map((e) => e.name);
+            if (missing.length > 0)
+              throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', `step ${done.step}: no gradient for ${missing.join(', ')}`);
             if (done.numSamples !== session.samples) {
-              throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', `step ${done.step}: num_samples ${done.numSamples}, but this worker's shard has ${session.samples} samples`);
+              throw new TransportError(
+                status.INVALID_ARGUMENT,
+                'bad_argument',
+                `step ${done.step}: num_samples ${done.numSamples}, but this worker's shard has ${session.samples} samples`,
+              );
             }
             session.complete = done;
             session.arrival?.resolve();
@@ -865,10 +943,19 @@ export class ParameterServer {
    */
   private checkGradientHeader(chunk: TensorChunk): void {
     const entry = this.model.stateEntries().find((e) => e.name === chunk.name);
-    if (!entry) throw new TransportError(status.INVALID_ARGUMENT, 'bad_name', `gradient of "${chunk.name.slice(0, 64)}", which is not a parameter or buffer of the model`);
+    if (!entry)
+      throw new TransportError(
+        status.INVALID_ARGUMENT,
+        'bad_name',
+        `gradient of "${chunk.name.slice(0, 64)}", which is not a parameter or buffer of the model`,
+      );
     const shape = entry.value.shape; // as workers send it
     if (chunk.encoding !== TensorEncoding.TENSOR_ENCODING_DENSE || chunk.shape.length !== shape.length || chunk.shape.some((d, i) => d !== shape[i])) {
-      throw new TransportError(status.INVALID_ARGUMENT, 'bad_shape', `gradient of ${chunk.name}: shape [${chunk.shape.slice(0, 9)}] (${TensorEncoding[chunk.encoding] ?? chunk.encoding}) where dense [${shape}] was expected`);
+      throw new TransportError(
+        status.INVALID_ARGUMENT,
+        'bad_shape',
+        `gradient of ${chunk.name}: shape [${chunk.shape.slice(0, 9)}] (${TensorEncoding[chunk.encoding] ?? chunk.encoding}) where dense [${shape}] was expected`,
+      );
     }
   }
 
@@ -878,23 +965,44 @@ export class ParameterServer {
    */
   private checkPreconditionerHeader(layerName: string, factor: PreconditionerFactor, chunk: TensorChunk): void {
     const layer = this.model.kfacLayers().find((l) => l.name === layerName);
-    if (!layer) throw new TransportError(status.INVALID_ARGUMENT, 'bad_name', `preconditioner of "${layerName.slice(0, 64)}", which is not a K-FAC layer of the model`);
+    if (!layer)
+      throw new TransportError(status.INVALID_ARGUMENT, 'bad_name', `preconditioner of "${layerName.slice(0, 64)}", which is not a K-FAC layer of the model`);
     const bn = layer.kind === 'bn';
     let shape: number[];
     if (bn && factor === PreconditionerFactor.PRECONDITIONER_FACTOR_BN_INVERSE) shape = [layer.outFeatures, 2, 2];
     else if (!bn && factor === PreconditionerFactor.PRECONDITIONER_FACTOR_A_INVERSE) shape = [layer.inFeatures + 1, layer.inFeatures + 1];
     else if (!bn && factor === PreconditionerFactor.PRECONDITIONER_FACTOR_G_INVERSE) shape = [layer.outFeatures, layer.outFeatures];
-    else throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', `factor ${PreconditionerFactor[factor] ?? factor} is not one of layer ${layerName} (${layer.kind})`);
-    if (chunk.name !== layerName) throw new TransportError(status.INVALID_ARGUMENT, 'header_mismatch', `chunk of layer ${layerName} carries tensor ${chunk.name.slice(0, 64)}`);
-    if (chunk.encoding !== TensorEncoding.TENSOR_ENCODING_SYMMETRIC_UPPER || chunk.shape.length !== shape.length || chunk.shape.some((d, i) => d !== shape[i])) {
-      throw new TransportError(status.INVALID_ARGUMENT, 'bad_shape', `${layerName}/${PreconditionerFactor[factor]}: shape [${chunk.shape.slice(0, 9)}] (${TensorEncoding[chunk.encoding] ?? chunk.encoding}) where symmetric-upper [${shape}] was expected`);
+    else
+      throw new TransportError(
+        status.INVALID_ARGUMENT,
+        'bad_argument',
+        `factor ${PreconditionerFactor[factor] ?? factor} is not one of layer ${layerName} (${layer.kind})`,
+      );
+    if (chunk.name !== layerName)
+      throw new TransportError(status.INVALID_ARGUMENT, 'header_mismatch', `chunk of layer ${layerName} carries tensor ${chunk.name.slice(0, 64)}`);
+    if (
+      chunk.encoding !== TensorEncoding.TENSOR_ENCODING_SYMMETRIC_UPPER ||
+      chunk.shape.length !== shape.length ||
+      chunk.shape.some((d, i) => d !== shape[i])
+    ) {
+      throw new TransportError(
+        status.INVALID_ARGUMENT,
+        'bad_shape',
+        `${layerName}/${PreconditionerFactor[factor]}: shape [${chunk.shape.slice(0, 9)}] (${TensorEncoding[chunk.encoding] ?? chunk.encoding}) where symmetric-upper [${shape}] was expected`,
+      );
     }
   }
 
   /** Gradients are accepted only for the step in progress, from a worker that was given it. */
   private checkStepOf(session: WorkerSession, step: number, what: string): void {
-    if (step !== this.step) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `${what} of step ${step} while the PS is at step ${this.step}`);
-    if (session.step !== step) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `${what} of step ${step} before StepStart: ${session.id} was not given step ${step}`);
+    if (step !== this.step)
+      throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `${what} of step ${step} while the PS is at step ${this.step}`);
+    if (session.step !== step)
+      throw new TransportError(
+        status.FAILED_PRECONDITION,
+        'bad_argument',
+        `${what} of step ${step} before StepStart: ${session.id} was not given step ${step}`,
+      );
   }
 
   private onPublishStream(call: ServerDuplexStream<PublishPreconditionersRequest, PublishPreconditionersResponse>): void {
@@ -910,7 +1018,12 @@ export class ParameterServer {
           if (k.$case !== 'hello') throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', 'the first message must be hello');
           const member = this.membership.get(k.value.ownerId);
           if (!member) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `owner "${k.value.ownerId}" has not joined`);
-          if (member.role !== Role.ROLE_FACTOR_OWNER) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `"${k.value.ownerId}" is a member with role ${Role[member.role] ?? member.role}, not a factor owner`);
+          if (member.role !== Role.ROLE_FACTOR_OWNER)
+            throw new TransportError(
+              status.FAILED_PRECONDITION,
+              'bad_argument',
+              `"${k.value.ownerId}" is a member with role ${Role[member.role] ?? member.role}, not a factor owner`,
+            );
           secret = this.admission.authorize(call, k.value.ownerId, 'publish');
           ownerId = k.value.ownerId;
           return;
@@ -922,7 +1035,8 @@ export class ParameterServer {
             this.checkPreconditionerHeader(c.layer, c.factor, chunk);
             const t = assembler.push(chunk);
             if (t) {
-              if (t.name !== c.layer) throw new TransportError(status.INVALID_ARGUMENT, 'header_mismatch', `chunk of layer ${c.layer} carries tensor ${t.name}`);
+              if (t.name !== c.layer)
+                throw new TransportError(status.INVALID_ARGUMENT, 'header_mismatch', `chunk of layer ${c.layer} carries tensor ${t.name}`);
               const m = pending.get(c.layer) ?? new Map();
               m.set(c.factor, { values: t.values, shape: t.shape });
               pending.set(c.layer, m);
@@ -938,7 +1052,13 @@ export class ParameterServer {
             const ahead = versionProblem(cm.version, cm.computedFromStep, this.step, this.membership.epoch);
             // Values no owner sends end the stream (INVALID_ARGUMENT); races (a layer that just moved, an older version) are answered.
             if (ahead) throw this.admission.refuse(ownerId, 'version_ahead', status.INVALID_ARGUMENT, `preconditioner ${cm.layer.slice(0, 64)}: ${ahead}`);
-            if (cm.epoch > this.membership.epoch) throw this.admission.refuse(ownerId, 'epoch_ahead', status.INVALID_ARGUMENT, `preconditioner ${cm.layer.slice(0, 64)} of epoch ${cm.epoch}, but the membership is at epoch ${this.membership.epoch}`);
+            if (cm.epoch > this.membership.epoch)
+              throw this.admission.refuse(
+                ownerId,
+                'epoch_ahead',
+                status.INVALID_ARGUMENT,
+                `preconditioner ${cm.layer.slice(0, 64)} of epoch ${cm.epoch}, but the membership is at epoch ${this.membership.epoch}`,
+              );
             if (!factors) reason = 'no inverses received';
             else if (!this.admission.current(ownerId, secret)) reason = `${ownerId} joined again since this stream was opened`;
             else if (this.membership.ownerOf(cm.layer) !== ownerId) {
@@ -947,18 +1067,36 @@ export class ParameterServer {
             } else {
               const held = this.preconditioners.get(cm.layer);
               const tenure = this.tenures.get(cm.layer)?.since ?? 0;
-              if (held && held.ownerId === ownerId && held.tenure === tenure && held.version >= cm.version) reason = `version ${cm.version} is not newer than ${held.version}`;
+              if (held && held.ownerId === ownerId && held.tenure === tenure && held.version >= cm.version)
+                reason = `version ${cm.version} is not newer than ${held.version}`;
               else {
                 try {
                   const p = decodePreconditioner(cm.layer, factors, cm);
                   const layer = this.model.kfacLayers().find((l) => l.name === cm.layer);
                   if (!layer) throw new RangeError(`unknown layer ${cm.layer}`);
-                  const ok = p.kind === 'unit' ? layer.kind === 'bn' && p.channels === layer.outFeatures : p.orderA === layer.inFeatures + 1 && p.orderG === layer.outFeatures;
+                  const ok =
+                    p.kind === 'unit'
+                      ? layer.kind === 'bn' && p.channels === layer.outFeatures
+                      : p.orderA === layer.inFeatures + 1 && p.orderG === layer.outFeatures;
                   if (!ok) throw new RangeError(`preconditioner of ${cm.layer} does not match the layer's shape`);
-                  const bad = preconditionerProblem(p, effectiveDamping({ lambda: this.opts.config.optimizer.kfac.damping, weightDecay: this.opts.config.optimizer.weightDecay, piCorrection: true }));
-                  if (bad) throw this.admission.refuse(ownerId, 'bad_preconditioner', status.INVALID_ARGUMENT, `preconditioner ${cm.layer} v${cm.version}: ${bad}`);
+                  const bad = preconditionerProblem(
+                    p,
+                    effectiveDamping({
+                      lambda: this.opts.config.optimizer.kfac.damping,
+                      weightDecay: this.opts.config.optimizer.weightDecay,
+                      piCorrection: true,
+                    }),
+                  );
+                  if (bad)
+                    throw this.admission.refuse(ownerId, 'bad_preconditioner', status.INVALID_ARGUMENT, `preconditioner ${cm.layer} v${cm.version}: ${bad}`);
                   this.preconditioners.set(cm.layer, { preconditioner: p, version: cm.version, computedFromStep: cm.computedFromStep, ownerId, tenure });
-                  this.state.preconditioners.set(cm.layer, { layer: cm.layer, version: cm.version, computedFromStep: cm.computedFromStep, ownerId, updatedUnixMs: Date.now() });
+                  this.state.preconditioners.set(cm.layer, {
+                    layer: cm.layer,
+                    version: cm.version,
+                    computedFromStep: cm.computedFromStep,
+                    ownerId,
+                    updatedUnixMs: Date.now(),
+                  });
                   accepted = true;
                 } catch (err) {
                   if (err instanceof TransportError) throw err;
@@ -972,7 +1110,12 @@ export class ParameterServer {
           }
           case 'watermark': {
             const w = k.value;
-            if (w.epoch > this.membership.epoch) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `watermark of epoch ${w.epoch}, but the membership is at epoch ${this.membership.epoch}`);
+            if (w.epoch > this.membership.epoch)
+              throw new TransportError(
+                status.FAILED_PRECONDITION,
+                'bad_argument',
+                `watermark of epoch ${w.epoch}, but the membership is at epoch ${this.membership.epoch}`,
+              );
             // Keep the newest: an older one (from another stream of the same owner) must not make the PS wait for a fresh one.
             const held = this.watermarks.get(ownerId);
             if (held && w.epoch < held.epoch) return;
@@ -1006,7 +1149,10 @@ export class ParameterServer {
       if (unknown.length > 0) throw new TransportError(status.NOT_FOUND, 'bad_argument', `unknown parameter(s): ${unknown.join(', ')}`);
       const snapshot = entries.map((e) => ({ name: e.name, shape: e.value.shape, values: new Float32Array(e.value.data) }));
       const writer = new ByteBudgetWriter(call);
-      const chunkBytes = call.request.maxMessageBytes > 0 ? Math.max(4096, Math.min(this.opts.config.cluster.chunkBytes, call.request.maxMessageBytes - 4096) & ~3) : this.opts.config.cluster.chunkBytes;
+      const chunkBytes =
+        call.request.maxMessageBytes > 0
+          ? Math.max(4096, Math.min(this.opts.config.cluster.chunkBytes, call.request.maxMessageBytes - 4096) & ~3)
+          : this.opts.config.cluster.chunkBytes;
       for (const e of snapshot) {
         await sendDense(writer, (tensor) => ({ step, tensorCount: snapshot.length, tensor }), e.name, e.values, e.shape, step, chunkBytes, { copy: false });
       }

@@ -4,13 +4,7 @@
  * norm, the conv layer's patch rows and layout changes) in its plain C++ loops; addRowVector and columnSums in plain TypeScript loops. Everything runs synchronously
  * on the calling thread; the Promises only satisfy the interface.
  */
-import {
-  type ComputeBackend,
-  type ConvGeometry,
-  type GemmOptions,
-  NotPositiveDefiniteError,
-  type PoolGeometry,
-} from '../../../src/compute/backend.js';
+import { type ComputeBackend, type ConvGeometry, type GemmOptions, NotPositiveDefiniteError, type PoolGeometry } from '../../../src/compute/backend.js';
 import { checkChannelTensors, checkDims, checkGeometry, checkIm2colOnes, checkLength, checkPool } from '../../../src/compute/argument-checks.js';
 import { type BlasAddon, loadBlasAddon } from './native.js';
 
@@ -39,8 +33,6 @@ export async function createBlasBackend(options: BlasBackendOptions = {}): Promi
 
 const disposedError = (): Error => new Error('the blas backend has been disposed');
 
-
-
 class BlasBackend implements ComputeBackend {
   readonly name = 'blas' as const;
   readonly description: string;
@@ -59,15 +51,7 @@ class BlasBackend implements ComputeBackend {
   }
 
   // Hot path: no await, no copies, no allocation when `out` is given.
-  async gemm(
-    m: number,
-    n: number,
-    k: number,
-    a: Float32Array,
-    b: Float32Array,
-    opts?: GemmOptions,
-    out?: Float32Array,
-  ): Promise<Float32Array> {
+  async gemm(m: number, n: number, k: number, a: Float32Array, b: Float32Array, opts?: GemmOptions, out?: Float32Array): Promise<Float32Array> {
     const addon = this.addon;
     if (addon === undefined) throw disposedError();
     let transA = false;
@@ -173,7 +157,15 @@ class BlasBackend implements ComputeBackend {
     return y;
   }
 
-  async batchNormSums(dy: Float32Array, xhat: Float32Array, n: number, channels: number, t: number, sumDy: Float64Array, sumDyXhat: Float64Array): Promise<void> {
+  async batchNormSums(
+    dy: Float32Array,
+    xhat: Float32Array,
+    n: number,
+    channels: number,
+    t: number,
+    sumDy: Float64Array,
+    sumDyXhat: Float64Array,
+  ): Promise<void> {
     const addon = this.live();
     checkChannelTensors('batchNormSums', n, channels, t, { dy, xhat }, {});
     addon.batchNormSums(dy, xhat, sumDy, sumDyXhat, n, channels, t);
@@ -261,4 +253,3 @@ class BlasBackend implements ComputeBackend {
     return this.addon;
   }
 }
-

@@ -148,9 +148,7 @@ export interface BlasAddon {
   parallel(): number;
 }
 
-export type BlasAddonLoad =
-  | { addon: BlasAddon; path: string; reason?: undefined }
-  | { addon: undefined; path?: undefined; reason: string };
+export type BlasAddonLoad = { addon: BlasAddon; path: string; reason?: undefined } | { addon: undefined; path?: undefined; reason: string };
 
 const FUNCTIONS = [
   'sgemm',
@@ -209,9 +207,7 @@ function tryLoad(): BlasAddonLoad {
     if (present.length === 0) {
       return {
         addon: undefined,
-        reason:
-          `OpenBLAS addon not built (looked for ${candidates.join(', ')}); ` +
-          'install libopenblas-dev and run `node scripts/build-native.mjs`',
+        reason: `OpenBLAS addon not built (looked for ${candidates.join(', ')}); install libopenblas-dev and run \`node scripts/build-native.mjs\``,
       };
     }
     const require = createRequire(import.meta.url);

@@ -9,11 +9,7 @@
  * Kernels are compiled per shape (every dimension is baked into the source) and cached (runtime.ts);
  * products use the blocked kernel of matmul.ts.
  */
-import {
-  type ComputeBackend,
-  type ConvGeometry,
-  type GemmOptions,
-} from '../../../src/compute/backend.js';
+import type { ComputeBackend, ConvGeometry, GemmOptions } from '../../../src/compute/backend.js';
 import { checkDims, checkGeometry, checkLength } from '../../../src/compute/argument-checks.js';
 import { TYPESCRIPT_ELEMENTWISE, type ElementwiseKernels } from '../../../src/compute/elementwise.js';
 import { WebAssemblyKernel } from 'gpu.js';
@@ -36,13 +32,7 @@ import {
   unpackGram,
 } from './matmul.js';
 import { type GpuMode, type GpuModeRequest, GpuRuntime, decideMode } from './runtime.js';
-import {
-  type ConvShape,
-  addRowVectorSource,
-  col2imSource,
-  columnPartialSumsSource,
-  im2colSource,
-} from './sources.js';
+import { type ConvShape, addRowVectorSource, col2imSource, columnPartialSumsSource, im2colSource } from './sources.js';
 
 export { GpuFallbackError, type GpuMode, type GpuModeRequest } from './runtime.js';
 export type { MatmulKernel, MatmulKernelOptions, MatmulShape } from './matmul.js';
@@ -365,4 +355,3 @@ export function createBlockedMatmul(backend: GpuBackend, shape: MatmulShape, opt
 export function createNaiveMatmul(backend: GpuBackend, shape: MatmulShape, opts?: MatmulKernelOptions): MatmulKernel {
   return createNaiveMatmulOn(backend.runtime, shape, opts);
 }
-

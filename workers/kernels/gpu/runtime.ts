@@ -375,9 +375,11 @@ export class GpuRuntime {
   }
 
   private track(p: Promise<void>): void {
-    const tracked = p.catch(() => undefined).finally(() => {
-      this.pending = this.pending.filter((q) => q !== tracked);
-    });
+    const tracked = p
+      .catch(() => undefined)
+      .finally(() => {
+        this.pending = this.pending.filter((q) => q !== tracked);
+      });
     this.pending.push(tracked);
   }
 

@@ -125,9 +125,7 @@ export function blockedMatmulSource(s: BlockedMatmulShape): string {
       ? `${base ? `${base} * ${lit(m4)} + ` : ''}this.thread.y * 4 + ${lit(u * m4 + r)}`
       : `this.thread.y * ${lit(4 * k)} + ${base ? `${base} + ` : ''}${lit(r * k + u)}`;
   const bIndex = (base: string, u: number): string =>
-    transB
-      ? `this.thread.x * ${lit(k)} + ${base ? `${base} + ` : ''}${lit(u)}`
-      : `${base ? `${base} * ${lit(n4)} + ` : ''}${lit(u * n4)} + this.thread.x`;
+    transB ? `this.thread.x * ${lit(k)} + ${base ? `${base} + ` : ''}${lit(u)}` : `${base ? `${base} * ${lit(n4)} + ` : ''}${lit(u * n4)} + this.thread.x`;
   const lines: string[] = ['function(a, b) {', '  let s0 = 0;', '  let s1 = 0;', '  let s2 = 0;', '  let s3 = 0;'];
   kLoop(lines, k, split, 'b', aIndex, bIndex);
   lines.push('  return [s0, s1, s2, s3];', '}');
@@ -144,8 +142,7 @@ export function blockedMatmulSource(s: BlockedMatmulShape): string {
  */
 export function gramTriangleSource(n4: number, k: number, split?: KSplit): string {
   if (n4 % 4 !== 0 || n4 === 0 || k < 1) throw new RangeError(`gram: bad shape n4=${n4} k=${k}`);
-  const aIndex = (base: string, r: number, u: number): string =>
-    `${base ? `${base} * ${lit(n4)} + ` : ''}(ra | 0) + ${lit(u * n4 + r)}`;
+  const aIndex = (base: string, r: number, u: number): string => `${base ? `${base} * ${lit(n4)} + ` : ''}(ra | 0) + ${lit(u * n4 + r)}`;
   const bIndex = (base: string, u: number): string => `${base ? `${base} * ${lit(n4)} + ` : ''}${lit(u * n4)} + (cb | 0) + this.thread.x`;
   const lines: string[] = [
     'function(a, units) {',
