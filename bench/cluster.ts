@@ -5,21 +5,20 @@
  * both measured in the same run, alternating, the first steps of each run skipped as warm-up.
  *
  * Cluster step times are the PS's `stepMs` records in metrics.jsonl (from sending the parameters of
- * step s to applying its update). While the cluster runs, every actor's StateService is polled;
- * the per-phase means shown are the differences between the snapshot taken once the PS passed the
- * warm-up and the last one (so they exclude warm-up too).
+ * step s to applying its update). Every actor's StateService is read once the PS passed the warm-up
+ * and once near the end; the per-phase means shown are the differences (so they exclude warm-up).
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { fetchState } from '../src/cli/status-command.js';
+import { credentials, Metadata } from '@grpc/grpc-js';
 import type { ComputeBackend } from '../src/compute/backend.js';
 import { selectBackend } from '../workers/kernels/select.js';
 import { resolveTrainConfig, type TrainConfig } from '../src/config/schema.js';
 import { loadFashionMnist } from '../src/data/fashion-mnist.js';
-import type { ActorState, PhaseTiming } from '../src/gen/spngd/v1/state.js';
+import { type ActorState, type PhaseTiming, StateServiceClient } from '../src/gen/spngd/v1/state.js';
 import { roleToJSON } from '../src/gen/spngd/v1/membership.js';
 import { buildModel } from '../src/nn/models.js';
 import { runLocalCluster } from '../src/run/local-cluster.js';
@@ -43,11 +42,15 @@ export interface ClusterBenchOptions {
 
 interface SingleRun {
   stepMs: number[];
+  warmupMs: number[];
   phases: Record<string, number[]>;
 }
 
 interface ClusterRun {
   stepMs: number[];
+  warmupMs: number[];
+  /** The PS's step records' phases (its own, and the slowest worker's as worker*), after the warm-up. */
+  stepPhases: Record<string, number[]>;
   /** Per actor: phase -> mean ms after the warm-up. */
   phases: { actor: string; means: Record<string, { count: number; meanMs: number }> }[];
 }
@@ -59,10 +62,13 @@ async function singleRun(config: TrainConfig, backend: ComputeBackend, warmup: n
   });
   const model = buildModel(config.model, config.seed);
   const trainer = new Trainer(config, model, backend, data.train, data.test);
-  const out: SingleRun = { stepMs: [], phases: {} };
+  const out: SingleRun = { stepMs: [], warmupMs: [], phases: {} };
   for (let s = 0; s < config.steps; s++) {
     const m = await trainer.step(s);
-    if (s < warmup) continue;
+    if (s < warmup) {
+      out.warmupMs.push(m.timings.total);
+      continue;
+    }
     out.stepMs.push(m.timings.total);
     for (const [phase, ms] of Object.entries(m.timings)) if (phase !== 'total') (out.phases[phase] ??= []).push(ms);
   }
@@ -100,30 +106,43 @@ function phaseDelta(first: ActorState | undefined, last: ActorState): Record<str
   return out;
 }
 
+/** StateService.GetState over one channel per address (a fresh channel per poll costs the actors a handshake each). */
+function stateReader() {
+  const clients = new Map<string, StateServiceClient>();
+  return {
+    get(address: string): Promise<ActorState | undefined> {
+      let c = clients.get(address);
+      if (!c) clients.set(address, (c = new StateServiceClient(address, credentials.createInsecure())));
+      return new Promise((resolve) => c.getState({}, new Metadata(), { deadline: Date.now() + 1000 }, (err, res) => resolve(err ? undefined : res?.state)));
+    },
+    close: () => {
+      for (const c of clients.values()) c.close();
+    },
+  };
+}
+
 async function clusterRun(config: TrainConfig, warmup: number): Promise<ClusterRun> {
   const dir = mkdtempSync(join(tmpdir(), 'spngd-bench-cluster-'));
   let psAddress: string | undefined;
   const first = new Map<string, ActorState>();
   const last = new Map<string, ActorState>();
-  const addresses = new Map<string, string>();
+  const reader = stateReader();
+  // Every actor's state is read twice: once the PS passed the warm-up, and near the end. In between
+  // only the PS's step is polled, so the polling itself does not load the actors being timed.
+  const snapshotAll = async (ps: ActorState, into: Map<string, ActorState>) => {
+    into.set(ps.id, ps);
+    const others = ps.members.filter((m) => m.address && m.id !== ps.id);
+    for (const [m, s] of await Promise.all(others.map(async (m) => [m, await reader.get(m.address)] as const))) if (s) into.set(m.id, s);
+  };
   let polling = true;
   const poll = async () => {
     while (polling) {
-      await new Promise((r) => setTimeout(r, 500));
-      if (!psAddress || process.env.NOPOLL) continue;
-      const ps = await fetchState(psAddress, 1000).catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 250));
+      if (!psAddress) continue;
+      const ps = await reader.get(psAddress);
       if (!ps) continue;
-      addresses.set(ps.id, psAddress);
-      for (const m of ps.members) if (m.address) addresses.set(m.id, m.address);
-      const snap = await Promise.all(
-        [...addresses].map(async ([id, a]) => [id, id === ps.id ? ps : await fetchState(a, 1000).catch(() => undefined)] as const),
-      );
-      const warm = ps.step >= warmup;
-      for (const [id, s] of snap) {
-        if (!s) continue;
-        if (warm && !first.has(id)) first.set(id, s);
-        last.set(id, s);
-      }
+      if (ps.step >= warmup && first.size === 0) await snapshotAll(ps, first);
+      else if (ps.step >= config.steps - 10 && first.size > 0 && last.size === 0) await snapshotAll(ps, last);
     }
   };
   const poller = poll();
@@ -134,15 +153,19 @@ async function clusterRun(config: TrainConfig, warmup: number): Promise<ClusterR
     const records = readFileSync(join(dir, 'metrics.jsonl'), 'utf8')
       .split('\n')
       .filter(Boolean)
-      .map((l) => JSON.parse(l) as { type: string; step: number; stepMs?: number });
-    const stepMs = records.filter((r) => r.type === 'step' && r.step > warmup && r.stepMs !== undefined).map((r) => r.stepMs!);
+      .map((l) => JSON.parse(l) as { type: string; step: number; stepMs?: number; phases?: Record<string, number> });
+    const timed = records.filter((r) => r.type === 'step' && r.step > warmup && r.stepMs !== undefined);
+    const stepPhases: Record<string, number[]> = {};
+    for (const r of timed) for (const [k, ms] of Object.entries(r.phases ?? {})) (stepPhases[k] ??= []).push(ms);
     const phases = [...last]
       .map(([id, s]) => ({ actor: `${roleToJSON(s.role).replace('ROLE_', '').toLowerCase()} ${id}`, means: phaseDelta(first.get(id), s) }))
       .sort((a, b) => a.actor.localeCompare(b.actor));
-    return { stepMs, phases };
+    const warm = records.filter((r) => r.type === 'step' && r.step <= warmup && r.stepMs !== undefined).map((r) => r.stepMs!);
+    return { stepMs: timed.map((r) => r.stepMs!), warmupMs: warm, stepPhases, phases };
   } finally {
     polling = false;
     await poller;
+    reader.close();
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -192,12 +215,21 @@ export async function clusterBench(o: ClusterBenchOptions): Promise<void> {
     `\ncluster / single time per step: ratio of medians ${f2(cluster.median / single.median)}; per pair of runs min/median/max ${fmt(spread(perPair), f2)}`,
   );
   console.log(`  (ratio of minima ${f2(cluster.min / single.min)}, of maxima ${f2(cluster.max / single.max)})`);
+  const warmSingle = spread(singles.flatMap((s) => s.warmupMs)).median;
+  const warmCluster = spread(clusters.flatMap((c) => c.warmupMs)).median;
+  console.log(
+    `  warm-up steps 1-${o.warmup}, not in the ratio (statistics refreshed often, the cluster waiting for each step's own preconditioners before step ${config.cluster.preconditionerLagFrom}): median ms single ${f1(warmSingle)}, cluster ${f1(warmCluster)} (${f2(warmCluster / warmSingle)})`,
+  );
 
   const phaseNames = Object.keys(singles[0].phases);
   console.log(
     `\nsingle-process phases (median ms, all runs): ${phaseNames.map((k) => `${k} ${f1(spread(singles.flatMap((s) => s.phases[k])).median)}`).join(', ')}`,
   );
   const lastCluster = clusters[clusters.length - 1];
+  const stepPhaseNames = [...new Set(clusters.flatMap((c) => Object.keys(c.stepPhases)))];
+  console.log(
+    `cluster step phases (median ms, all runs; worker* are the slowest worker's): ${stepPhaseNames.map((k) => `${k} ${f1(spread(clusters.flatMap((c) => c.stepPhases[k] ?? [])).median)}`).join(', ')}`,
+  );
   console.log('cluster phases after warm-up (mean ms, count), last cluster run, from StateService.GetState phaseTimings:');
   for (const p of lastCluster.phases) {
     console.log(
