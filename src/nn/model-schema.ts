@@ -7,15 +7,18 @@ import { type ModelSpec, ModelSpecError, modelSpecShapeFreeSchema, specPathStrin
 import { layersFromSpec } from './spec-layers.js';
 
 /** The model spec: per-sample input shape ([C,H,W] for images, [features] for vectors) and layers. */
-export const modelSpecSchema = modelSpecShapeFreeSchema.superRefine((spec, ctx) => {
-  try {
-    layersFromSpec(spec);
-  } catch (e) {
-    if (!(e instanceof ModelSpecError)) throw e;
-    // The message already names the entry: `located` tells parseModelSpec not to prefix the path.
-    ctx.addIssue({ code: 'custom', path: [...e.path], message: e.message, params: { located: true } });
-  }
-}, { when: (payload) => payload.issues.length === 0 }); // shapes only of a spec whose structure is valid
+export const modelSpecSchema = modelSpecShapeFreeSchema.superRefine(
+  (spec, ctx) => {
+    try {
+      layersFromSpec(spec);
+    } catch (e) {
+      if (!(e instanceof ModelSpecError)) throw e;
+      // The message already names the entry: `located` tells parseModelSpec not to prefix the path.
+      ctx.addIssue({ code: 'custom', path: [...e.path], message: e.message, params: { located: true } });
+    }
+  },
+  { when: (payload) => payload.issues.length === 0 },
+); // shapes only of a spec whose structure is valid
 
 /** Validates an unknown value as a ModelSpec, throwing ModelSpecError listing every problem. */
 export function parseModelSpec(value: unknown): ModelSpec {

@@ -35,8 +35,7 @@ export const globalAvgPoolSpecSchema = z.strictObject({ type: z.literal('globala
 export const flattenSpecSchema = z.strictObject({ type: z.literal('flatten'), name: layerName });
 export const linearSpecSchema = z.strictObject({ type: z.literal('linear'), name: layerName, out: posInt });
 
-/** A layer that is not a block: what a residual block's paths are made of. */
-export const plainLayerSpecSchema = z.discriminatedUnion('type', [
+const plainLayerSchemas = [
   convSpecSchema,
   bnSpecSchema,
   reluSpecSchema,
@@ -45,7 +44,13 @@ export const plainLayerSpecSchema = z.discriminatedUnion('type', [
   globalAvgPoolSpecSchema,
   flattenSpecSchema,
   linearSpecSchema,
-]);
+] as const;
+const plainTypes = plainLayerSchemas.map((s) => s.shape.type.value).join(', ');
+
+/** A layer that is not a block: what a residual block's paths are made of. */
+export const plainLayerSpecSchema = z.discriminatedUnion('type', [...plainLayerSchemas], {
+  error: (issue) => (issue.code === 'invalid_union' ? `a residual block's layers are ${plainTypes} (blocks do not nest)` : undefined),
+});
 
 /**
  * y = relu(main(x) + shortcut(x)). `shortcut` is 'identity' (the default) or a chain of plain
@@ -56,10 +61,12 @@ export const residualSpecSchema = z.strictObject({
   type: z.literal('residual'),
   name: layerName,
   main: z.array(plainLayerSpecSchema).min(1),
-  shortcut: z.union([z.literal('identity'), z.array(plainLayerSpecSchema).min(1)], { error: "shortcut must be 'identity' or a non-empty list of layers" }).default('identity'),
+  shortcut: z
+    .union([z.literal('identity'), z.array(plainLayerSpecSchema).min(1)], { error: "shortcut must be 'identity' or a non-empty list of layers" })
+    .default('identity'),
 });
 
-export const layerSpecSchema = z.discriminatedUnion('type', [...plainLayerSpecSchema.options, residualSpecSchema]);
+export const layerSpecSchema = z.discriminatedUnion('type', [...plainLayerSchemas, residualSpecSchema]);
 
 /** The model spec without the shape checks: per-sample input shape ([C,H,W] or [features]) and layers. */
 export const modelSpecShapeFreeSchema = z.strictObject({

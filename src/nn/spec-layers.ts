@@ -105,7 +105,9 @@ function residualBlock(
     ls.shortcut === 'identity' ? { layers: [], shape: input } : buildChain(ls.shortcut, input, new ChainNames(`${name}.shortcut.`, used), [...at, 'shortcut']);
   const [m, s] = [main.shape, shortcut.shape];
   if (m.length !== s.length || m.some((d, j) => d !== s[j])) {
-    const hint = identity ? `; a shortcut that changes the shape needs layers of its own, e.g. [{type: conv, out: ${m[0]}, kernel: 1, stride: 2}, {type: bn}]` : '';
+    const hint = identity
+      ? `; a shortcut that changes the shape needs layers of its own, e.g. [{type: conv, out: ${m[0]}, kernel: 1, stride: 2}, {type: bn}]`
+      : '';
     throw new ModelSpecError(
       `${where}: the main path gives ${shapeString(m)} but the ${identity ? 'identity shortcut' : 'shortcut'} gives ${shapeString(s)}; they are added, so they must match${hint}`,
       at,
@@ -142,7 +144,10 @@ function plainLayer(ls: PlainLayerSpec, name: string, shape: number[], where: st
       return new Flatten({ name });
     case 'linear':
       if (shape.length !== 1) {
-        throw new ModelSpecError(`${where}: needs a flat input [features], got ${shapeString(shape)}; add {type: 'flatten'} or {type: 'globalavgpool'} before it`, at);
+        throw new ModelSpecError(
+          `${where}: needs a flat input [features], got ${shapeString(shape)}; add {type: 'flatten'} or {type: 'globalavgpool'} before it`,
+          at,
+        );
       }
       return new Linear({ name, inFeatures: shape[0], outFeatures: ls.out });
   }
