@@ -39,7 +39,9 @@ const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
 const head = mean(losses.slice(0, 3));
 const tail = mean(losses.slice(-3));
 const sorted = [...ms].sort((a, b) => a - b);
-console.log(`loss ${head.toFixed(3)} → ${tail.toFixed(3)}; test accuracy ${accuracy.toFixed(4)}; median ${sorted[Math.floor(sorted.length / 2)].toFixed(0)} ms per step`);
+console.log(
+  `loss ${head.toFixed(3)} → ${tail.toFixed(3)}; test accuracy ${accuracy.toFixed(4)}; median ${sorted[Math.floor(sorted.length / 2)].toFixed(0)} ms per step`,
+);
 const problems = [
   ...(tail < 0.8 * head ? [] : [`the loss did not fall by 20% (${head.toFixed(3)} → ${tail.toFixed(3)})`]),
   ...(accuracy > 0.5 ? [] : [`test accuracy ${accuracy.toFixed(4)} is not above 0.5`]),
