@@ -12,7 +12,7 @@ import type { ScheduleSnapshot } from '../../kfac/stale.js';
 import type { TransportOptions } from '../../transport/channel-options.js';
 import { failServerCall, TransportError } from '../../transport/errors.js';
 import { ByteBudgetWriter } from '../../transport/flow.js';
-import { envelopeTensor, TensorAssembler, toDense } from '../../transport/tensor-codec.js';
+import { envelopeTensor, TensorAssembler, toDense } from '../../transport/tensor-assembler.js';
 import { INSECURE, type ActorCredentials } from './credentials.js';
 import { sendSymmetric } from './tensor-io.js';
 

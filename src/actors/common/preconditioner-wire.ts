@@ -5,7 +5,7 @@
 import { PreconditionerFactor, type PreconditionerCommit } from '../../gen/spngd/v1/parameter_server.js';
 import type { StatKind } from '../../kfac/factors.js';
 import type { Preconditioner } from '../../kfac/preconditioner.js';
-import { unpackUpperTriangle } from '../../transport/tensor-codec.js';
+import { unpackUpperTriangle } from '../../transport/upper-triangle.js';
 
 export interface WireFactor {
   factor: PreconditionerFactor;
