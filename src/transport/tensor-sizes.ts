@@ -40,7 +40,7 @@ export function encodedByteLength(shape: readonly number[], encoding: TensorEnco
 }
 
 /** Throws INVALID_ARGUMENT for an unknown encoding or a shape it does not allow (rank, dimensions < 1, not [..., n, n]). */
-export function checkTensorShape(shape: readonly number[], encoding: TensorEncoding): void {
+function checkTensorShape(shape: readonly number[], encoding: TensorEncoding): void {
   if (encoding !== TensorEncoding.TENSOR_ENCODING_DENSE && encoding !== TensorEncoding.TENSOR_ENCODING_SYMMETRIC_UPPER) {
     throw new TransportError(status.INVALID_ARGUMENT, 'bad_encoding', `unsupported tensor encoding ${encoding}`);
   }
