@@ -1,9 +1,11 @@
 /**
  * Declarative model specs (usable from JSON/YAML configs), their zod schema, a TypeScript builder,
- * the built-in models and `buildModel`, which validates a spec, infers every layer's shape, names the
- * layers (conv1, bn1, relu1, pool1, avgpool1, flatten1, fc1, ...) and He-initialises the result.
+ * the built-in models, `planModel`, which validates a spec, names the layers (conv1, bn1, relu1,
+ * pool1, avgpool1, flatten1, fc1, ...) and infers every layer's shape, and `buildModel`, which makes
+ * the planned layers and He-initialises the result.
  */
 import { z } from 'zod';
+import { convOutputSize } from '../compute/backend.js';
 import { AvgPool2d } from './avgpool2d.js';
 import { BatchNorm2d } from './batchnorm2d.js';
 import { Conv2d } from './conv2d.js';
@@ -11,9 +13,10 @@ import { Flatten } from './flatten.js';
 import { heInit } from './init.js';
 import { Linear } from './linear.js';
 import { MaxPool2d } from './maxpool2d.js';
+import { poolDims, poolOutputShape } from './pool-geometry.js';
 import { ReLU } from './relu.js';
 import { Sequential } from './sequential.js';
-import { shapeString } from './tensor.js';
+import { numel, shapeString } from './tensor.js';
 import type { Layer } from './types.js';
 
 const posInt = z.int().positive();
@@ -174,15 +177,30 @@ const namePrefix: Record<LayerSpec['type'], string> = {
   linear: 'fc',
 };
 
+/** One layer of a model spec with its resolved name and per-sample input and output shapes. */
+export interface PlannedLayer {
+  name: string;
+  spec: LayerSpec;
+  input: number[];
+  output: number[];
+}
+
+/** The layers of a model spec as buildModel makes them, without making their parameters. */
+export interface ModelPlan {
+  input: number[];
+  layers: PlannedLayer[];
+}
+
 /**
- * Validates `config` (a spec, or a built-in's name), infers shapes, names the layers and
- * He-initialises with `seed`. Throws ModelSpecError naming the problem.
+ * Validates `config` (a spec, or a built-in's name), names the layers and infers every layer's
+ * shapes. Throws ModelSpecError naming the problem. It allocates nothing of the model, so actors
+ * that only need the layers' shapes (e.g. factor owners) can read them from the config.
  */
-export function buildModel(config: ModelSpec | BuiltinModelName | unknown, seed: number): Sequential {
+export function planModel(config: ModelSpec | BuiltinModelName | unknown): ModelPlan {
   const spec = resolveModelSpec(config);
   const counters = new Map<string, number>();
   const used = new Set<string>();
-  const layers: Layer[] = [];
+  const layers: PlannedLayer[] = [];
   let shape = [...spec.input];
   spec.layers.forEach((ls, i) => {
     let name = ls.name;
@@ -197,52 +215,83 @@ export function buildModel(config: ModelSpec | BuiltinModelName | unknown, seed:
     const where = `layers[${i}] (${ls.type} "${name}")`;
     if (used.has(name)) throw new ModelSpecError(`${where}: duplicate layer name`);
     used.add(name);
-    const needImage = (): [number, number, number] => {
-      if (shape.length !== 3) throw new ModelSpecError(`${where}: needs an image input [C,H,W], got ${shapeString(shape)}`);
-      return [shape[0], shape[1], shape[2]];
-    };
-    let layer: Layer;
-    switch (ls.type) {
-      case 'conv': {
-        const [c] = needImage();
-        layer = new Conv2d({ name, inChannels: c, outChannels: ls.out, kernel: ls.kernel, stride: ls.stride, pad: ls.pad });
-        break;
-      }
-      case 'bn': {
-        if (!(shape.length === 3 || shape.length === 1)) throw new ModelSpecError(`${where}: needs input [C,H,W] or [C], got ${shapeString(shape)}`);
-        layer = new BatchNorm2d({ name, channels: shape[0], eps: ls.eps, momentum: ls.momentum });
-        break;
-      }
-      case 'relu':
-        layer = new ReLU({ name });
-        break;
-      case 'maxpool':
-        needImage();
-        layer = new MaxPool2d({ name, kernel: ls.kernel, stride: ls.stride });
-        break;
-      case 'avgpool':
-        needImage();
-        layer = new AvgPool2d({ name, kernel: ls.kernel, stride: ls.stride });
-        break;
-      case 'flatten':
-        layer = new Flatten({ name });
-        break;
-      case 'linear': {
-        if (shape.length !== 1) {
-          throw new ModelSpecError(`${where}: needs a flat input [features], got ${shapeString(shape)}; add {type: 'flatten'} before it`);
-        }
-        layer = new Linear({ name, inFeatures: shape[0], outFeatures: ls.out });
-        break;
-      }
-    }
-    try {
-      shape = layer.outputShape(shape);
-    } catch (e) {
-      throw new ModelSpecError(`${where}: ${(e as Error).message}`);
-    }
-    layers.push(layer);
+    const output = plannedOutputShape(ls, name, shape, where);
+    layers.push({ name, spec: ls, input: shape, output });
+    shape = output;
   });
-  const model = new Sequential(layers, { inputShape: spec.input });
+  return { input: [...spec.input], layers };
+}
+
+/** Per-sample output shape of one layer, by the same geometry rules the layers apply. */
+function plannedOutputShape(ls: LayerSpec, name: string, shape: number[], where: string): number[] {
+  const needImage = (): void => {
+    if (shape.length !== 3) throw new ModelSpecError(`${where}: needs an image input [C,H,W], got ${shapeString(shape)}`);
+  };
+  // Geometry errors read as the layers' own ("<kind> <name>: ..."), after where they are.
+  const misfit = (e: unknown): ModelSpecError => new ModelSpecError(`${where}: ${(e as Error).message}`);
+  switch (ls.type) {
+    case 'conv': {
+      needImage();
+      const [kh, kw] = typeof ls.kernel === 'number' ? [ls.kernel, ls.kernel] : ls.kernel;
+      const g = { batch: 1, channels: shape[0], height: shape[1], width: shape[2], kernelH: kh, kernelW: kw, stride: ls.stride ?? 1, pad: ls.pad ?? 0 };
+      try {
+        const { outH, outW } = convOutputSize(g);
+        return [ls.out, outH, outW];
+      } catch (e) {
+        throw misfit(new RangeError(`conv ${name}: ${(e as Error).message}`));
+      }
+    }
+    case 'bn':
+      if (!(shape.length === 3 || shape.length === 1)) throw new ModelSpecError(`${where}: needs input [C,H,W] or [C], got ${shapeString(shape)}`);
+      return [...shape];
+    case 'relu':
+      return [...shape];
+    case 'maxpool':
+    case 'avgpool': {
+      needImage();
+      try {
+        return poolOutputShape(ls.type, name, poolDims(ls.type, { name, kernel: ls.kernel, stride: ls.stride }), shape);
+      } catch (e) {
+        throw misfit(e);
+      }
+    }
+    case 'flatten':
+      return [numel(shape)];
+    case 'linear':
+      if (shape.length !== 1) {
+        throw new ModelSpecError(`${where}: needs a flat input [features], got ${shapeString(shape)}; add {type: 'flatten'} before it`);
+      }
+      return [ls.out];
+  }
+}
+
+/** The layer a planned layer describes, with fresh (uninitialised) parameters. */
+function makeLayer({ name, spec: ls, input }: PlannedLayer): Layer {
+  switch (ls.type) {
+    case 'conv':
+      return new Conv2d({ name, inChannels: input[0], outChannels: ls.out, kernel: ls.kernel, stride: ls.stride, pad: ls.pad });
+    case 'bn':
+      return new BatchNorm2d({ name, channels: input[0], eps: ls.eps, momentum: ls.momentum });
+    case 'relu':
+      return new ReLU({ name });
+    case 'maxpool':
+      return new MaxPool2d({ name, kernel: ls.kernel, stride: ls.stride });
+    case 'avgpool':
+      return new AvgPool2d({ name, kernel: ls.kernel, stride: ls.stride });
+    case 'flatten':
+      return new Flatten({ name });
+    case 'linear':
+      return new Linear({ name, inFeatures: input[0], outFeatures: ls.out });
+  }
+}
+
+/**
+ * Validates `config` (a spec, or a built-in's name), infers shapes, names the layers and
+ * He-initialises with `seed`. Throws ModelSpecError naming the problem.
+ */
+export function buildModel(config: ModelSpec | BuiltinModelName | unknown, seed: number): Sequential {
+  const plan = planModel(config);
+  const model = new Sequential(plan.layers.map(makeLayer), { inputShape: plan.input });
   heInit(model, seed);
   return model;
 }
