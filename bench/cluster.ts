@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { credentials, Metadata } from '@grpc/grpc-js';
-import type { ComputeBackend } from '../src/compute/backend.js';
+import type { BackendChoice, ComputeBackend } from '../src/compute/backend.js';
 import { selectBackend } from '../workers/kernels/select.js';
 import { resolveTrainConfig, type TrainConfig } from '../src/config/schema.js';
 import { loadFashionMnist } from '../src/data/fashion-mnist.js';
@@ -34,7 +34,7 @@ export interface ClusterBenchOptions {
   owners: number;
   /** Alternating (single process, cluster) pairs. */
   repeats: number;
-  backend: 'auto' | 'blas' | 'gpu';
+  backend: BackendChoice;
   /** cluster.waitForPreconditioners: the PS waits for the owners' inverses of each step. */
   waitForPreconditioners: boolean;
   dataDir?: string;

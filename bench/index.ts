@@ -3,7 +3,7 @@
  * baseline measured in the same run, with min/median/max; they are never part of the tests.
  */
 import { Command, Option } from 'commander';
-import type { ComputeBackend } from '../src/compute/backend.js';
+import { type BackendChoice, backendChoices, type ComputeBackend } from '../src/compute/backend.js';
 import { selectBackend } from '../workers/kernels/select.js';
 import { clusterBench } from './cluster.js';
 import { convergenceBench } from './convergence.js';
@@ -14,8 +14,7 @@ import { transportBench } from './transport.js';
 
 const program = new Command('bench').description('spngd benchmarks');
 
-type BackendChoice = 'auto' | 'blas' | 'gpu';
-const backendOption = () => new Option('--backend <name>').choices(['auto', 'blas', 'gpu']).default('auto');
+const backendOption = () => new Option('--backend <name>').choices(backendChoices).default('auto');
 
 /** Runs a benchmark on the chosen backend and releases it afterwards. */
 async function withBackend(choice: BackendChoice, run: (backend: ComputeBackend) => Promise<void>): Promise<void> {
@@ -147,7 +146,7 @@ program
       repeats: string;
       waitPreconditioners?: boolean;
       data?: string;
-      backend: 'auto' | 'blas' | 'gpu';
+      backend: BackendChoice;
     }) =>
       clusterBench({
         steps: Number(o.steps),

@@ -29,7 +29,7 @@ import { channelOptions, serverOptions } from '../src/transport/channel-options.
 import { FastParameterServerServiceClient, FastParameterServerServiceService } from '../src/transport/fast-services.js';
 import { ByteBudgetReader, ByteBudgetWriter } from '../src/transport/flow.js';
 import { DEFAULT_CHUNK_BYTES, DEFAULT_IN_FLIGHT_BYTES, MiB } from '../src/transport/limits.js';
-import { envelopeTensor, TensorAssembler } from '../src/transport/tensor-codec.js';
+import { envelopeTensor, TensorAssembler } from '../src/transport/tensor-assembler.js';
 import { spread, type Spread } from '../src/util/stats.js';
 
 export interface TransportBenchOptions {

@@ -14,7 +14,7 @@ import { LifecycleState, MembershipServiceClient, Role, type JoinResponse } from
 import { ParameterServerServiceClient, type TrainResponse } from '../src/gen/spngd/v1/parameter_server.js';
 import { TensorEncoding } from '../src/gen/spngd/v1/tensor.js';
 import { buildModel } from '../src/nn/models.js';
-import { chunkSymmetric, chunkTensor } from '../src/transport/tensor-codec.js';
+import { chunkSymmetric, chunkTensor } from '../src/transport/tensor-chunker.js';
 import { clusterBackend, startCluster } from './helpers/cluster.js';
 
 const dataDir = fileURLToPath(new URL('../data/fashion-mnist', import.meta.url));

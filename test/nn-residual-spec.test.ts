@@ -9,7 +9,9 @@ import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError, loadTrainConfig } from '../src/config/load.js';
-import { buildModel, builtinModelSpecs, ModelBuilder, ModelSpecError, modelConfigSchema, modelSpecSchema } from '../src/nn/models.js';
+import { curvatureSpecOf } from '../src/kfac/factors.js';
+import { curvatureLayerSpecs } from '../src/kfac/layer-specs.js';
+import { buildModel, builtinModelSpecs, ModelBuilder, ModelSpecError, modelConfigSchema, modelSpecSchema, planModel } from '../src/nn/models.js';
 import { Residual } from '../src/nn/residual.js';
 import { Rng } from '../src/util/rng.js';
 import { createReferenceBackend } from './helpers/reference-backend.js';
@@ -71,6 +73,24 @@ for (const [name, blocks] of [
     t.deepEqual(y.shape, [2, 10]);
   });
 }
+
+test('the plan of a residual model: its blocks as the model layers, its leaves in the order of the K-FAC views', (t) => {
+  for (const config of ['resnet8', 'resnet20'] as const) {
+    const plan = planModel(config);
+    const model = buildModel(config, 1);
+    t.deepEqual(
+      plan.layers.map((l) => l.name),
+      model.layers.map((l) => l.name),
+    );
+    plan.layers.forEach((p, i) => t.deepEqual(model.layers[i].outputShape(p.input), p.output, p.name));
+    t.deepEqual(
+      plan.leaves.map((l) => l.name),
+      model.leaves.map((l) => l.name),
+    );
+    // Owners read the K-FAC layers off the plan, without building the model.
+    t.deepEqual(curvatureLayerSpecs(config), model.kfacLayers().map(curvatureSpecOf));
+  }
+});
 
 test('resnet8 from a config file, from the builder and the built-in: the same spec and the same model', (t) => {
   const fromFile = loadTrainConfig('docs/examples/resnet8-spec-spngd.yaml').model;

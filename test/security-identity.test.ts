@@ -28,7 +28,7 @@ import { bundledDataDir, loadSplit } from '../src/data/fashion-mnist.js';
 import { LifecycleState, MembershipServiceClient, Role, type JoinResponse } from '../src/gen/spngd/v1/membership.js';
 import { ParameterServerServiceClient, PreconditionerFactor, type PublishPreconditionersRequest } from '../src/gen/spngd/v1/parameter_server.js';
 import { buildModel } from '../src/nn/models.js';
-import { chunkSymmetric } from '../src/transport/tensor-codec.js';
+import { chunkSymmetric } from '../src/transport/tensor-chunker.js';
 import { relativeError } from './helpers/backends.js';
 import { clusterBackend, startCluster } from './helpers/cluster.js';
 

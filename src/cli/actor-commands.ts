@@ -6,7 +6,7 @@
 import { type Command, Option } from 'commander';
 import { FactorOwner } from '../actors/owner/factor-owner.js';
 import { ParameterServer } from '../actors/ps/parameter-server.js';
-import type { ComputeBackend } from '../compute/backend.js';
+import { type BackendChoice, backendChoices, type ComputeBackend } from '../compute/backend.js';
 import { selectBackend } from '../../workers/kernels/select.js';
 import { canonicalConfig, checkAgainstData, ConfigError, configDifferences, loadTrainConfig } from '../config/load.js';
 import type { TrainConfig } from '../config/schema.js';
@@ -58,12 +58,10 @@ function onSignals(logger: Logger, stop: () => Promise<void>): void {
   watchLauncher(() => handler('launcher gone'));
 }
 
-type BackendName = 'auto' | 'blas' | 'gpu';
-
-const backendOption = () => new Option('--backend <name>', 'compute backend').choices(['auto', 'blas', 'gpu']).default('auto');
+const backendOption = () => new Option('--backend <name>', 'compute backend').choices(backendChoices).default('auto');
 
 /** Selects the compute backend and says which and why (in the log and in the listening event). */
-async function startBackend(name: BackendName, logger: Logger): Promise<{ backend: ComputeBackend; backendEvent: Record<string, string> }> {
+async function startBackend(name: BackendChoice, logger: Logger): Promise<{ backend: ComputeBackend; backendEvent: Record<string, string> }> {
   const { backend, reason } = await selectBackend(name);
   logger.info(`backend: ${backend.name}: ${backend.description} (${reason})`);
   return { backend, backendEvent: { backend: backend.name, backendDescription: backend.description, backendReason: reason } };
@@ -76,7 +74,7 @@ interface MemberFlags extends SecurityFlags {
   id?: string;
   joinTimeout: number;
   advertise?: string;
-  backend: BackendName;
+  backend: BackendChoice;
 }
 
 function memberCommand(program: Command, name: string, description: string, listenHelp: string): Command {
@@ -138,7 +136,7 @@ export function addActorCommands(program: Command): void {
       .option('--force', 'with --resume: use --config even though it differs from the recorded one')
       .addOption(backendOption()),
   ).action(
-    async (o: SecurityFlags & { listen: string; config?: string; out?: string; data?: string; resume?: boolean; force?: boolean; backend: BackendName }) => {
+    async (o: SecurityFlags & { listen: string; config?: string; out?: string; data?: string; resume?: boolean; force?: boolean; backend: BackendChoice }) => {
       const logger = createLogger('ps');
       if (o.resume && !o.out) throw new ConfigError('--resume needs --out, the run directory to continue');
       const output = o.out ? new RunOutput(o.out) : undefined;

@@ -3,6 +3,7 @@
  * key, so a flag and the file can never disagree about what a setting means.
  */
 import { type Command, Option } from 'commander';
+import { type BackendChoice, backendChoices } from '../compute/backend.js';
 import { trainConfigSchema } from '../config/schema.js';
 import { builtinModelNames } from '../nn/builtin-models.js';
 import { number } from './option-parsers.js';
@@ -13,7 +14,7 @@ export interface TrainFlags {
   out?: string;
   model?: string;
   optimizer?: 'spngd' | 'sgd';
-  backend?: 'auto' | 'blas' | 'gpu';
+  backend?: BackendChoice;
   data?: string;
   steps?: number;
   batchSize?: number;
@@ -51,7 +52,7 @@ export function addTrainOptions(cmd: Command): Command {
     .option('--force', 'with --out: replace the files of an earlier run there')
     .option('--model <name>', `built-in model: ${builtinModelNames.join(', ')} (a custom model goes in the config file)${dflt(d.model)}`)
     .addOption(new Option('--optimizer <kind>', `optimizer${dflt(d.optimizer.kind)}`).choices(['spngd', 'sgd']))
-    .addOption(new Option('--backend <name>', `compute backend (auto: the fastest available)${dflt(d.backend)}`).choices(['auto', 'blas', 'gpu']))
+    .addOption(new Option('--backend <name>', `compute backend (auto: the fastest available)${dflt(d.backend)}`).choices(backendChoices))
     .option('--data <dir>', 'Fashion-MNIST IDX directory (default: $SPNGD_DATA, /usr/share/datasets/fashion-mnist, the bundled copy)')
     .option('--steps <n>', `optimisation steps${dflt(d.steps)}`, number('--steps'))
     .option('--batch-size <n>', `global mini-batch size${dflt(d.batchSize)}`, number('--batch-size'))

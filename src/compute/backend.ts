@@ -5,7 +5,12 @@
  * method is asynchronous because gpu.js threads and WebGPU only answer through Promises.
  */
 
+/** Which implementation a backend is (ComputeBackend.name). */
 export type BackendName = 'blas' | 'gpu' | 'reference';
+
+/** What a user may ask for (config `backend`, --backend): a backend, or `auto` for the fastest available. */
+export const backendChoices = ['auto', 'blas', 'gpu'] as const;
+export type BackendChoice = (typeof backendChoices)[number];
 
 /** Options of a general matrix product; the defaults give C = A·B. */
 export interface GemmOptions {

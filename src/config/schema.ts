@@ -3,6 +3,7 @@
  * and flags (unknown keys are errors), and the TypeScript type every module reads.
  */
 import { z } from 'zod';
+import { backendChoices } from '../compute/backend.js';
 import { modelConfigSchema } from '../nn/models.js';
 
 const positiveInt = z.number().int().positive();
@@ -124,7 +125,7 @@ export const securitySchema = z
 
 export const trainConfigSchema = z.strictObject({
   seed: z.number().int().nonnegative().default(1),
-  backend: z.enum(['auto', 'blas', 'gpu']).default('auto'),
+  backend: z.enum(backendChoices).default('auto'),
   model: modelConfigSchema.default('mlp'),
   data: dataSchema.prefault({}),
   batchSize: positiveInt.default(1024),

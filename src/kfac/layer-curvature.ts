@@ -5,7 +5,7 @@
 import type { ComputeBackend } from '../compute/backend.js';
 import { kronPreconditioner, unitPreconditioner, type DampingConfig, type Preconditioner } from './preconditioner.js';
 import { StaleSchedule, type RefreshRecord, type ScheduleSnapshot, type StaleConfig } from './stale.js';
-import type { CurvatureLayerSpec, StatKind } from './factors.js';
+import { curvatureSpecOf, factorLength, layerStatKinds, statisticShape, type CurvatureLayerSpec, type StatKind } from './factors.js';
 import { frobenius, frobeniusDistance } from './symmetric.js';
 
 /** Every how many inversions of a layer the inverses' residual is measured again. */
@@ -34,7 +34,7 @@ export interface StatRefresh extends RefreshRecord {
 }
 
 export class LayerCurvature {
-  readonly kinds: StatKind[];
+  readonly kinds: readonly StatKind[];
   private readonly schedules = new Map<StatKind, StaleSchedule>();
   private readonly running = new Map<StatKind, Float64Array>();
   private readonly last = new Map<StatKind, Float64Array>();
@@ -48,22 +48,15 @@ export class LayerCurvature {
     spec: CurvatureLayerSpec,
     private readonly config: CurvatureConfig,
   ) {
-    // Only the four fields: callers may pass a whole layer (with its tensors), which must not end
-    // up in snapshots and checkpoints.
-    this.spec = { name: spec.name, kind: spec.kind, inFeatures: spec.inFeatures, outFeatures: spec.outFeatures };
-    this.kinds = spec.kind === 'bn' ? ['F'] : ['A', 'G'];
+    // Callers may pass a whole layer (with its tensors): only the spec is kept.
+    this.spec = curvatureSpecOf(spec);
+    this.kinds = layerStatKinds(spec);
     for (const k of this.kinds) this.schedules.set(k, new StaleSchedule(config.stale));
-  }
-
-  /** Order of the matrix of a statistic (A: in+1, G: out) or BN's channel count. */
-  order(kind: StatKind): number {
-    return kind === 'A' ? this.spec.inFeatures + 1 : this.spec.outFeatures;
   }
 
   /** Expected number of values of a statistic (full matrix, or 4 per BN channel). */
   length(kind: StatKind): number {
-    const n = this.order(kind);
-    return kind === 'F' ? 4 * n : n * n;
+    return factorLength(statisticShape(this.spec, kind));
   }
 
   /** The statistics that must be computed at `step`. */
@@ -136,7 +129,7 @@ export class LayerCurvature {
     this.dirty = false;
     const d = this.config.damping;
     if (this.spec.kind === 'bn') {
-      this.preconditioner = unitPreconditioner(this.spec.outFeatures, this.running.get('F')!, d);
+      this.preconditioner = unitPreconditioner(statisticShape(this.spec, 'F').blocks!, this.running.get('F')!, d);
     } else {
       // The residual probe is a diagnostic of O(n²) per factor: measured at the first inversion and
       // every residualEvery-th after it, the last figure is carried in between.
@@ -144,9 +137,9 @@ export class LayerCurvature {
       const measure = !prev || this.version % residualEvery === 0;
       this.preconditioner = await kronPreconditioner(
         backend,
-        this.order('A'),
+        statisticShape(this.spec, 'A').order,
         this.running.get('A')!,
-        this.order('G'),
+        statisticShape(this.spec, 'G').order,
         this.running.get('G')!,
         d,
         onRaise,

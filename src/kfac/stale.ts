@@ -2,6 +2,7 @@
  * SP-NGD's stale statistics (docs/numerics.md § Stale statistics): each statistic is recomputed only at its refresh
  * step; its interval grows while consecutive refreshes stay similar and shrinks when they drift.
  */
+import { isStatisticDue } from './factors.js';
 
 export interface StaleConfig {
   /** Off: every statistic is refreshed at every step. */
@@ -47,7 +48,7 @@ export class StaleSchedule {
   constructor(private readonly config: StaleConfig) {}
 
   isDue(step: number): boolean {
-    return !this.config.enabled || step >= this.nextStep;
+    return isStatisticDue(this.nextStep, step, this.config.enabled);
   }
 
   /** Records a refresh at `step` with the drift from the previous value and sets the next one. */

@@ -5,8 +5,9 @@
  */
 import type { ComputeBackend } from '../compute/backend.js';
 import type { KfacLayerInfo } from '../nn/types.js';
-import type { CurvatureLayerSpec, StatKind } from './factors.js';
+import { hasStatistic, statisticShape, type CurvatureLayerSpec, type StatKind } from './factors.js';
 
+// Defined in factors.ts; re-exported until the worker and the owner import them from there.
 export { statKey, type StatKind } from './factors.js';
 
 /**
@@ -16,21 +17,17 @@ export { statKey, type StatKind } from './factors.js';
  */
 export async function computeStatistic(backend: ComputeBackend, layer: KfacLayerInfo, kind: StatKind): Promise<Float32Array> {
   const cap = layer.capture;
+  if (!hasStatistic(layer, kind)) throw new Error(`layer ${layer.name} is ${layer.kind}: it has no ${kind} statistic`);
   if (cap.kind === 'bn') {
-    if (kind !== 'F') throw new Error(`layer ${layer.name} is batch norm: it has no ${kind} factor`);
     if (!cap.gGamma || !cap.gBeta) throw new Error(`layer ${layer.name}: no captured BN gradients (run a backward pass with captureG)`);
     return bnUnitFisher(cap.batch, cap.channels, cap.gGamma, cap.gBeta);
   }
   if (kind === 'A') {
     if (!cap.a) throw new Error(`layer ${layer.name}: no captured inputs (run a forward pass with captureA)`);
-    const n = layer.inFeatures + 1;
-    return backend.gram(cap.rowsA, n, cap.a, 1 / cap.batch);
+    return backend.gram(cap.rowsA, statisticShape(layer, 'A').order, cap.a, 1 / cap.batch);
   }
-  if (kind === 'G') {
-    if (!cap.g) throw new Error(`layer ${layer.name}: no captured output gradients (run a backward pass with captureG)`);
-    return backend.gram(cap.rowsG, layer.outFeatures, cap.g, 1 / (cap.batch * cap.positions));
-  }
-  throw new Error(`layer ${layer.name} is ${layer.kind}: it has no F statistic`);
+  if (!cap.g) throw new Error(`layer ${layer.name}: no captured output gradients (run a backward pass with captureG)`);
+  return backend.gram(cap.rowsG, statisticShape(layer, 'G').order, cap.g, 1 / (cap.batch * cap.positions));
 }
 
 /** Unit-wise 2×2 Fisher blocks of batch norm, one per channel. */

@@ -9,7 +9,9 @@
  *     .globalAvgPool().linear(10)
  *     .spec();
  */
-import { buildModelFromSpec } from './build-model.js';
+import { buildPlannedModel } from './build-model.js';
+import { planSpec } from './model-plan.js';
+import { parseModelSpec } from './model-schema.js';
 import type { LayerSpec, ModelSpec, PlainLayerSpec } from './model-spec.js';
 import type { Sequential } from './sequential.js';
 
@@ -88,7 +90,8 @@ export class ModelBuilder extends ChainBuilder {
   spec(): ModelSpec {
     return { input: [...this.input], layers: structuredClone(this.list) };
   }
+  /** Validates the spec (throwing ModelSpecError) and builds it, He-initialised with `seed`. */
   build(seed: number): Sequential {
-    return buildModelFromSpec(this.spec(), seed);
+    return buildPlannedModel(planSpec(parseModelSpec(this.spec())), seed);
   }
 }

@@ -1,16 +1,16 @@
 /**
  * The full validation of a model spec: its structure (model-spec.ts) and then its shapes, checked
- * by building its layers, so a config file with a conv after a flatten or a residual block whose
- * paths disagree fails where it is loaded, with the offending entry named.
+ * by planning it (model-plan.ts, nothing allocated), so a config file with a conv after a flatten or
+ * a residual block whose paths disagree fails where it is loaded, with the offending entry named.
  */
+import { planSpec } from './model-plan.js';
 import { type ModelSpec, ModelSpecError, modelSpecShapeFreeSchema, specPathString } from './model-spec.js';
-import { layersFromSpec } from './spec-layers.js';
 
 /** The model spec: per-sample input shape ([C,H,W] for images, [features] for vectors) and layers. */
 export const modelSpecSchema = modelSpecShapeFreeSchema.superRefine(
   (spec, ctx) => {
     try {
-      layersFromSpec(spec);
+      planSpec(spec);
     } catch (e) {
       if (!(e instanceof ModelSpecError)) throw e;
       // The message already names the entry: `located` tells parseModelSpec not to prefix the path.

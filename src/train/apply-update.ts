@@ -4,7 +4,7 @@
  * weight rescaling (docs/numerics.md § Damping and inversion, § Update).
  */
 import type { ComputeBackend } from '../compute/backend.js';
-import type { CurvatureLayerSpec } from '../kfac/layer-curvature.js';
+import type { CurvatureLayerSpec } from '../kfac/factors.js';
 import { precondition, type Preconditioner } from '../kfac/preconditioner.js';
 import { augmentedGradient, splitAugmented } from '../kfac/statistics.js';
 import type { Param } from '../nn/types.js';

@@ -4,9 +4,9 @@
  * recomputing the preconditioners that changed.
  */
 import type { ComputeBackend } from '../compute/backend.js';
-import { LayerCurvature, type CurvatureConfig, type CurvatureLayerSpec, type LayerCurvatureSnapshot, type StatRefresh } from '../kfac/layer-curvature.js';
+import { statKey, type CurvatureLayerSpec, type StatKind } from '../kfac/factors.js';
+import { LayerCurvature, type CurvatureConfig, type LayerCurvatureSnapshot, type StatRefresh } from '../kfac/layer-curvature.js';
 import type { Preconditioner } from '../kfac/preconditioner.js';
-import { statKey, type StatKind } from '../kfac/statistics.js';
 
 export interface PublishedPreconditioner {
   layer: string;

@@ -4,7 +4,8 @@
  * The same function runs inside a worker process and in the single-process trainer.
  */
 import type { ComputeBackend } from '../compute/backend.js';
-import { computeStatistic, statKey, type StatKind } from '../kfac/statistics.js';
+import { statKey, type StatKind } from '../kfac/factors.js';
+import { computeStatistic } from '../kfac/statistics.js';
 import { sampleLabels, softmaxCrossEntropy } from '../nn/loss.js';
 import type { Sequential } from '../nn/sequential.js';
 import { tensor } from '../nn/tensor.js';

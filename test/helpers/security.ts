@@ -16,7 +16,7 @@ import { LifecycleState, MembershipServiceClient, Role } from '../../src/gen/spn
 import { ParameterServerServiceClient } from '../../src/gen/spngd/v1/parameter_server.js';
 import { StateServiceClient } from '../../src/gen/spngd/v1/state.js';
 import { TensorEncoding } from '../../src/gen/spngd/v1/tensor.js';
-import { chunkTensor } from '../../src/transport/tensor-codec.js';
+import { chunkTensor } from '../../src/transport/tensor-chunker.js';
 
 export interface TestPki {
   dir: string;

@@ -3,10 +3,8 @@
  * built here, else `gpu` (gpu.js: WebGPU where an adapter answers, WebAssembly SIMD otherwise).
  * The gpu.js module is loaded only when it is used.
  */
-import type { ComputeBackend } from '../../src/compute/backend.js';
+import type { BackendChoice, ComputeBackend } from '../../src/compute/backend.js';
 import { blasAvailable, createBlasBackend } from './blas/blas-backend.js';
-
-export type BackendChoice = 'auto' | 'blas' | 'gpu';
 
 export interface SelectedBackend {
   backend: ComputeBackend;

@@ -6,13 +6,13 @@
 import { Metadata, status, type ServerWritableStream } from '@grpc/grpc-js';
 import { FastFactorOwnerServiceClient } from '../../transport/fast-services.js';
 import { StatisticKind, type FetchLayerStateRequest, type FetchLayerStateResponse, type StatisticSchedule } from '../../gen/spngd/v1/factor_owner.js';
-import type { CurvatureLayerSpec, LayerCurvatureSnapshot } from '../../kfac/layer-curvature.js';
-import type { StatKind } from '../../kfac/statistics.js';
+import { statisticShape, type CurvatureLayerSpec, type StatKind } from '../../kfac/factors.js';
+import type { LayerCurvatureSnapshot } from '../../kfac/layer-curvature.js';
 import type { ScheduleSnapshot } from '../../kfac/stale.js';
 import type { TransportOptions } from '../../transport/channel-options.js';
 import { failServerCall, TransportError } from '../../transport/errors.js';
 import { ByteBudgetWriter } from '../../transport/flow.js';
-import { envelopeTensor, TensorAssembler, toDense } from '../../transport/tensor-codec.js';
+import { envelopeTensor, TensorAssembler, toDense } from '../../transport/tensor-assembler.js';
 import { INSECURE, type ActorCredentials } from './credentials.js';
 import { sendSymmetric } from './tensor-io.js';
 
@@ -27,11 +27,13 @@ export const wireToKind = new Map<StatisticKind, StatKind>([
   [StatisticKind.STATISTIC_KIND_BN_FISHER, 'F'],
 ]);
 
-/** Order of a statistic's matrices and how many: A/G one n×n, BN F C blocks of 2×2. */
+/**
+ * @deprecated The PS, owner and worker still call this; it goes once they call statisticShape
+ * (kfac/factors.ts), which it only renames: n is the order, batch the number of blocks.
+ */
 export function statShape(spec: CurvatureLayerSpec, kind: StatKind): { n: number; batch?: number } {
-  if (kind === 'A') return { n: spec.inFeatures + 1 };
-  if (kind === 'G') return { n: spec.outFeatures };
-  return { n: 2, batch: spec.outFeatures };
+  const { order, blocks } = statisticShape(spec, kind);
+  return blocks === undefined ? { n: order } : { n: order, batch: blocks };
 }
 
 export function scheduleToWire(layer: string, kind: StatKind, s: ScheduleSnapshot): StatisticSchedule {
@@ -58,9 +60,9 @@ export async function serveLayerStates(
       const snap = lookup(layer);
       if (!snap) throw new TransportError(status.NOT_FOUND, 'bad_argument', `${holder} holds no state of layer ${layer}`);
       for (const st of snap.stats) {
-        const shape = statShape(snap.spec, st.kind);
+        const shape = statisticShape(snap.spec, st.kind);
         const schedule = scheduleToWire(layer, st.kind, st.schedule);
-        await sendSymmetric(writer, (tensor) => ({ schedule, tensor }), layer, st.running, shape.n, 0, chunkBytes, shape.batch);
+        await sendSymmetric(writer, (tensor) => ({ schedule, tensor }), layer, st.running, shape.order, 0, chunkBytes, shape.blocks);
       }
     }
     await writer.end();

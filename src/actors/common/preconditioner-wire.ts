@@ -3,8 +3,9 @@
  * a BN layer as C 2×2 inverses, all as upper triangles; a commit carries π, damping and residual.
  */
 import { PreconditionerFactor, type PreconditionerCommit } from '../../gen/spngd/v1/parameter_server.js';
+import type { StatKind } from '../../kfac/factors.js';
 import type { Preconditioner } from '../../kfac/preconditioner.js';
-import { unpackUpperTriangle } from '../../transport/tensor-codec.js';
+import { unpackUpperTriangle } from '../../transport/upper-triangle.js';
 
 export interface WireFactor {
   factor: PreconditionerFactor;
@@ -13,6 +14,13 @@ export interface WireFactor {
   n: number;
   batch?: number;
 }
+
+/** The statistic whose damped inverse a wire factor carries (its shape is inverseShape of that kind). */
+export const factorToKind = new Map<PreconditionerFactor, StatKind>([
+  [PreconditionerFactor.PRECONDITIONER_FACTOR_A_INVERSE, 'A'],
+  [PreconditionerFactor.PRECONDITIONER_FACTOR_G_INVERSE, 'G'],
+  [PreconditionerFactor.PRECONDITIONER_FACTOR_BN_INVERSE, 'F'],
+]);
 
 /** The tensors that carry a preconditioner. */
 export function preconditionerFactors(p: Preconditioner): WireFactor[] {

@@ -4,7 +4,7 @@
  */
 import { TensorEncoding, type TensorChunk } from '../../gen/spngd/v1/tensor.js';
 import type { ByteBudgetWriter } from '../../transport/flow.js';
-import { chunkSymmetric, chunkTensor, chunkWireBytes } from '../../transport/tensor-codec.js';
+import { chunkSymmetric, chunkTensor, chunkWireBytes } from '../../transport/tensor-chunker.js';
 
 /** Options of sendDense. */
 export interface SendOptions {

@@ -1,10 +1,10 @@
 /**
- * Layer-to-owner assignment balanced by inversion cost (docs/architecture.md § Membership and layer assignment): inverting an n×n factor
- * costs about n³, so layers are taken largest first and each goes to the owner whose load, divided
+ * Layer-to-owner assignment balanced by inversion cost (docs/architecture.md § Membership and layer assignment; the cost is
+ * inversionCost in kfac/factors.ts: about n³ for an n×n factor), so layers are taken largest first and each goes to the owner whose load, divided
  * by its capacity, is smallest (ties by owner id, so every process computes the same assignment).
  */
 import type { LayerOwner } from '../../gen/spngd/v1/membership.js';
-import type { CurvatureLayerSpec } from '../../kfac/factors.js';
+import { inversionCost, type CurvatureLayerSpec } from '../../kfac/factors.js';
 
 export interface OwnerCapacity {
   id: string;
@@ -14,12 +14,9 @@ export interface OwnerCapacity {
 
 export type LayerCost = Omit<LayerOwner, 'ownerId' | 'previousOwnerId'>;
 
-/** A layer's factor dimensions and the cost of inverting them. */
+/** A layer's factor dimensions and the cost of inverting them, as the assignment carries them. */
 export function layerCost(spec: CurvatureLayerSpec): LayerCost {
-  if (spec.kind === 'bn') return { layer: spec.name, aDim: 0, gDim: spec.outFeatures, cost: 8 * spec.outFeatures };
-  const a = spec.inFeatures + 1;
-  const g = spec.outFeatures;
-  return { layer: spec.name, aDim: a, gDim: g, cost: a ** 3 + g ** 3 };
+  return { layer: spec.name, ...inversionCost(spec) };
 }
 
 /** Greedy longest-processing-time assignment; returns entries in the given (model) order. */
