@@ -2,7 +2,7 @@
  * The declarative model spec (usable from JSON/YAML configs): zod schemas of its layer entries and
  * the TypeScript types they give. A model is a chain of layer entries, one of which may be a
  * residual block holding two chains of plain layers (blocks do not nest). Shapes are checked by
- * `modelSpecSchema` in models.ts, which builds the layers to do so.
+ * `modelSpecSchema` (model-schema.ts), which plans the model to do so.
  */
 import { z } from 'zod';
 
