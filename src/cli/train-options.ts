@@ -5,6 +5,7 @@
 import { type Command, Option } from 'commander';
 import { type BackendChoice, backendChoices } from '../compute/backend.js';
 import { trainConfigSchema } from '../config/schema.js';
+import { builtinModelNames } from '../nn/builtin-models.js';
 import { number } from './option-parsers.js';
 import { addSecurityOptions, securityFromFlags } from './security-options.js';
 
@@ -49,7 +50,7 @@ export function addTrainOptions(cmd: Command): Command {
     .option('-c, --config <file>', 'training config (YAML or JSON); flags override it')
     .option('-o, --out <dir>', 'output directory, empty or new (default: a new runs/<timestamp>)')
     .option('--force', 'with --out: replace the files of an earlier run there')
-    .option('--model <name>', `built-in model: mlp or cnn (a custom model goes in the config file)${dflt(d.model)}`)
+    .option('--model <name>', `built-in model: ${builtinModelNames.join(', ')} (a custom model goes in the config file)${dflt(d.model)}`)
     .addOption(new Option('--optimizer <kind>', `optimizer${dflt(d.optimizer.kind)}`).choices(['spngd', 'sgd']))
     .addOption(new Option('--backend <name>', `compute backend (auto: the fastest available)${dflt(d.backend)}`).choices(backendChoices))
     .option('--data <dir>', 'Fashion-MNIST IDX directory (default: $SPNGD_DATA, /usr/share/datasets/fashion-mnist, the bundled copy)')

@@ -25,7 +25,8 @@ function curvatureSpecOfPlanned({ name, spec, input }: PlannedLayer): CurvatureL
 /** The K-FAC layers (linear, conv, bn) of a model spec or built-in's name, in model order, as buildModel's kfacLayers() gives them. */
 export function curvatureLayerSpecs(config: ModelSpec | BuiltinModelName | unknown): CurvatureLayerSpec[] {
   const out: CurvatureLayerSpec[] = [];
-  for (const layer of planModel(config).layers) {
+  // The leaves: a residual block's layers are K-FAC layers of their own.
+  for (const layer of planModel(config).leaves) {
     const spec = curvatureSpecOfPlanned(layer);
     if (spec) out.push(spec);
   }

@@ -6,9 +6,11 @@ export { BatchNorm2d, BN_DEFAULT_EPS, BN_DEFAULT_MOMENTUM, type BatchNorm2dOptio
 export { ReLU } from './relu.js';
 export { MaxPool2d } from './maxpool2d.js';
 export { AvgPool2d } from './avgpool2d.js';
+export { GlobalAvgPool2d } from './global-avg-pool.js';
+export { Residual, type ResidualOptions } from './residual.js';
 export type { PoolOptions } from './pool-geometry.js';
 export { Flatten } from './flatten.js';
 export { softmaxCrossEntropy, sampleLabels, type SoftmaxCrossEntropyResult } from './loss.js';
-export { Sequential, type StateDict, type StateEntry, type ImportOptions } from './sequential.js';
+export { leafLayers, Sequential, type StateDict, type StateEntry, type ImportOptions } from './sequential.js';
 export { heInit, paramRng } from './init.js';
 export * from './models.js';

@@ -5,6 +5,7 @@
  * the same seed gives identical parameters whatever else the model contains.
  */
 import { Rng } from '../util/rng.js';
+import { leafLayers } from './sequential.js';
 import type { Layer } from './types.js';
 
 /** FNV-1a hash of a string, 32-bit. */
@@ -22,10 +23,13 @@ export function paramRng(seed: number, name: string): Rng {
   return new Rng((Math.imul(seed >>> 0, 0x9e3779b1) ^ hashName(name)) >>> 0);
 }
 
-/** Re-initialises every layer of `model` in place (He for weights, zero biases, BN identity). */
+/**
+ * Re-initialises every layer of `model` in place, those inside residual blocks included (He for
+ * weights, zero biases, BN identity).
+ */
 export function heInit(model: { readonly layers: readonly Layer[] } | readonly Layer[], seed: number): void {
   const layers: readonly Layer[] = Array.isArray(model) ? (model as readonly Layer[]) : (model as { layers: readonly Layer[] }).layers;
-  for (const layer of layers) {
+  for (const layer of leafLayers(layers)) {
     const info = layer.kfac;
     if (info === undefined) continue;
     if (info.kind === 'bn') {

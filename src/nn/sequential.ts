@@ -1,6 +1,7 @@
 /**
  * An ordered stack of layers: forward in order, backward in reverse, with the parameter, K-FAC and
- * state (checkpoint / wire) views the rest of the runtime needs.
+ * state (checkpoint / wire) views the rest of the runtime needs. Those views are flat: a layer
+ * made of other layers (a residual block) contributes its leaves, in its `sublayers` order.
  */
 import { numel, shapeString } from './tensor.js';
 import type { BackwardContext, ForwardContext, KfacLayerInfo, Layer, Param, Tensor } from './types.js';
@@ -21,16 +22,24 @@ export interface ImportOptions {
   strict?: boolean;
 }
 
+/** The layers with every composite layer replaced by its leaves, recursively, in order. */
+export function leafLayers(layers: readonly Layer[]): Layer[] {
+  return layers.flatMap((l) => (l.sublayers === undefined ? [l] : leafLayers(l.sublayers)));
+}
+
 export class Sequential {
   readonly layers: readonly Layer[];
   /** Per-sample input shape (without the batch dimension), when known (e.g. [1, 28, 28]). */
   readonly inputShape: number[] | undefined;
+  /** The layers inside blocks included: what K-FAC, parameters and state are read from. */
+  readonly leaves: readonly Layer[];
 
   constructor(layers: Layer[], opts: { inputShape?: number[] } = {}) {
     this.layers = [...layers];
     this.inputShape = opts.inputShape === undefined ? undefined : [...opts.inputShape];
+    this.leaves = leafLayers(layers);
     const layerNames = new Set<string>();
-    for (const l of layers) {
+    for (const l of [...layers.filter((l) => l.sublayers !== undefined), ...this.leaves]) {
       if (layerNames.has(l.name)) throw new Error(`Sequential: duplicate layer name "${l.name}"`);
       layerNames.add(l.name);
     }
@@ -58,23 +67,24 @@ export class Sequential {
     return g;
   }
 
+  /** A layer by name: a top-level layer or a block, or a layer inside a block (e.g. "res1.conv1"). */
   layer(name: string): Layer | undefined {
-    return this.layers.find((l) => l.name === name);
+    return this.layers.find((l) => l.name === name) ?? this.leaves.find((l) => l.name === name);
   }
 
   params(): Param[] {
-    return this.layers.flatMap((l) => l.params());
+    return this.leaves.flatMap((l) => l.params());
   }
 
-  /** The K-FAC layers (linear, conv, bn) in model order. */
+  /** The K-FAC layers (linear, conv, bn) in model order, those inside blocks included. */
   kfacLayers(): KfacLayerInfo[] {
     const out: KfacLayerInfo[] = [];
-    for (const l of this.layers) if (l.kfac !== undefined) out.push(l.kfac);
+    for (const l of this.leaves) if (l.kfac !== undefined) out.push(l.kfac);
     return out;
   }
 
   buffers(): { name: string; value: Tensor }[] {
-    return this.layers.flatMap((l) => (l.buffers === undefined ? [] : l.buffers()));
+    return this.leaves.flatMap((l) => (l.buffers === undefined ? [] : l.buffers()));
   }
 
   zeroGrads(): void {
@@ -96,10 +106,10 @@ export class Sequential {
     return s;
   }
 
-  /** Parameters then buffers, in layer order, live (not copied). */
+  /** Parameters then buffers, in layer order (leaves), live (not copied). */
   stateEntries(): StateEntry[] {
     const out: StateEntry[] = [];
-    for (const l of this.layers) {
+    for (const l of this.leaves) {
       for (const p of l.params()) out.push({ name: p.name, kind: 'param', shape: [...p.value.shape], value: p.value });
       for (const b of l.buffers?.() ?? []) out.push({ name: b.name, kind: 'buffer', shape: [...b.value.shape], value: b.value });
     }

@@ -90,7 +90,7 @@ export interface KfacLayerInfo {
 }
 
 /**
- * A layer of a Sequential model.
+ * A layer of a Sequential model (or of a residual block's path).
  *
  * Buffer lifetime: to keep a training step from allocating (and page-faulting in) tens of
  * megabytes, layers reuse their arrays. The tensor forward() returns and the captured `a` stay
@@ -113,4 +113,9 @@ export interface Layer {
   readonly kfac?: KfacLayerInfo;
   /** Buffers that are state but not trained (BN running mean/var), for checkpoints. */
   buffers?(): { name: string; value: Tensor }[];
+  /**
+   * Present on layers made of other layers (a residual block): the layers inside, in a fixed
+   * order. A model's K-FAC, parameter and state views list these leaves, not the block.
+   */
+  readonly sublayers?: readonly Layer[];
 }

@@ -1,0 +1,67 @@
+/**
+ * A residual model through the whole runtime over real gRPC on loopback: its K-FAC layers inside
+ * blocks (dotted names such as res2.shortcut.conv1) are assigned to owners, their statistics
+ * travel, and the PS's parameters after 4 SP-NGD steps equal the single-process result. One
+ * worker: BN normalises with each worker's own batch statistics, so a split batch is a different
+ * (data-parallel) computation for any model with BN, residual or not.
+ */
+import { fileURLToPath } from 'node:url';
+import test from 'ava';
+import { resolveTrainConfig } from '../src/config/schema.js';
+import { loadSplit } from '../src/data/fashion-mnist.js';
+import { buildModel, ModelBuilder } from '../src/nn/models.js';
+import { Trainer } from '../src/train/trainer.js';
+import { relativeError } from './helpers/backends.js';
+import { clusterBackend, startCluster } from './helpers/cluster.js';
+
+const dataDir = fileURLToPath(new URL('../data/fashion-mnist', import.meta.url));
+const trainLimit = 1024;
+// Small enough for a test: 7×7 input, an identity block and a projection block.
+const model = new ModelBuilder([1, 28, 28])
+  .avgpool(4)
+  .conv(4, 3, { pad: 1 })
+  .bn()
+  .relu()
+  .residual((p) => p.conv(4, 3, { pad: 1 }).bn().relu().conv(4, 3, { pad: 1 }).bn())
+  .residual((p) => p.conv(8, 3, { stride: 2, pad: 1 }).bn().relu().conv(8, 3, { pad: 1 }).bn(), { shortcut: (p) => p.conv(8, 1, { stride: 2 }).bn() })
+  .globalAvgPool()
+  .linear(10)
+  .spec();
+// Stale statistics off: their refresh is a threshold decision that float32 sums in another order may tip.
+const config = resolveTrainConfig({
+  seed: 3,
+  batchSize: 128,
+  steps: 4,
+  model,
+  data: { dir: dataDir, trainLimit },
+  optimizer: { kind: 'spngd', lr: 0.05, kfac: { fisher: '1mc', stale: { enabled: false } } },
+  cluster: { waitForPreconditioners: true, minWorkers: 1 },
+});
+
+test('residual model, 1 worker and 2 owners: parameters and BN buffers after 4 steps equal the single-process run', async (t) => {
+  const backend = await clusterBackend();
+  const train = await loadSplit('train', { dir: dataDir, limit: trainLimit });
+  const single = buildModel(config.model, config.seed);
+  const trainer = new Trainer(config, single, backend, train, train);
+  for (let s = 0; s < config.steps; s++) await trainer.step(s);
+  const want = single.exportState();
+  const kfacNames = single.kfacLayers().map((l) => l.name);
+  t.true(kfacNames.includes('res2.shortcut.conv1') && kfacNames.includes('res1.bn2'));
+
+  const cluster = await startCluster({ config, workers: 1, owners: 2, backend, trainSize: trainLimit });
+  try {
+    await cluster.ps.run();
+    t.is(cluster.ps.step, config.steps);
+    const got = cluster.ps.parameters();
+    t.deepEqual(Object.keys(got).sort(), Object.keys(want).sort());
+    for (const [name, values] of Object.entries(want)) {
+      const err = relativeError(got[name], values);
+      t.true(err < 1e-4, `${name}: relative error ${err}`);
+    }
+    const state = cluster.ps.state.snapshot();
+    t.deepEqual(state.preconditioners.map((p) => p.layer).sort(), [...kfacNames].sort());
+    t.true(state.preconditioners.every((p) => p.version >= 1));
+  } finally {
+    await cluster.stop();
+  }
+});
