@@ -26,6 +26,8 @@ import { evaluate, type EvalMetrics } from '../../train/evaluate.js';
 import { BatchPlan } from '../../data/batches.js';
 import { SPNGD_SERVICES } from '../../transport/health-reflection.js';
 import type { OutputWriteError } from '../../run/output.js';
+import type { RunRecord, RunSummary, SkippedRecord, StepRecord } from '../../run/records.js';
+import { TrainingRun, type RunClock, type RunDescription } from '../../run/training-run.js';
 import type { Logger } from '../../util/log.js';
 import { ActorStateTracker } from '../common/actor-state.js';
 import { INSECURE, type ActorCredentials } from '../common/credentials.js';
@@ -55,27 +57,13 @@ export interface ParameterServerOptions {
   /** Training samples per epoch (the workers' data set size), for the learning-rate schedule. */
   trainSize: number;
   /** Called with every step and evaluation record (metrics.jsonl). */
-  onRecord?: (record: Record<string, unknown>) => void;
+  onRecord?: (record: RunRecord) => void;
   /** Write checkpoints here (every `checkpointEvery` steps and at the end). */
   checkpointDir?: string;
   /** Continue from the newest good checkpoint in checkpointDir. */
   resume?: boolean;
   /** TLS and token for its server and its calls to owners (default: insecure). */
   credentials?: ActorCredentials;
-}
-
-export interface RunRecordSummary {
-  optimizer: string;
-  model: string;
-  batchSize: number;
-  workers: number;
-  owners: number;
-  steps: number;
-  testAccuracy: number;
-  testLoss: number;
-  wallSeconds: number;
-  trainSeconds: number;
-  stepsTo?: { accuracy: number; step: number; seconds: number; trainSeconds: number };
 }
 
 /** Where one step's time goes (the step record's `phases`), beside the cumulative state timings. */
@@ -93,21 +81,13 @@ export class ParameterServer {
   private readonly preconditioners: PreconditionerStore;
   private readonly membershipService: MembershipService;
   private readonly checkpoints: PsCheckpoints;
+  /** The run policy: step count, evaluation and checkpoint cadence, stop rules, times, summary. */
+  private readonly training: TrainingRun;
   private server: RunningServer | undefined;
-  private stopping = false;
-  /** Number of updates applied = version of the parameters. */
-  step = 0;
-  private firstStep = 0;
   private ownerArrival = deferred<void>();
-  lastEval: EvalMetrics | undefined;
-  /** The step of `lastEval`. */
-  lastEvalStep = -1;
-  private readonly started = performance.now();
-  private trainMs = 0;
   private skippedInARow = 0;
-  /** Wall seconds of the run before a resume. */
-  private wallOffset = 0;
-  private stepsTo: RunRecordSummary['stepsTo'];
+  /** Of the workers' data set (set by run()), for the learning-rate schedule and the step records. */
+  private stepsPerEpoch = 1;
   /** Set when a metrics record could not be written: training stopped after that step. */
   outputError: OutputWriteError | undefined;
   readonly finished = deferred<void>();
@@ -115,6 +95,17 @@ export class ParameterServer {
   constructor(private readonly opts: ParameterServerOptions) {
     const c = opts.config;
     const { logger } = opts;
+    this.training = new TrainingRun(
+      c,
+      {
+        step: (s, clock) => this.oneStep(s, clock),
+        evaluate: () => this.evaluate(),
+        checkpoint: async (step, progress) => {
+          await this.checkpoints.write(step, { ...progress });
+        },
+      },
+      { record: (r) => this.record(r), note: (line) => logger.info(line) },
+    );
     this.model = buildModel(c.model, c.seed);
     this.updater = new MomentumUpdater({ momentum: c.optimizer.momentum, correctOnDrop: c.optimizer.correctMomentumOnDrop });
     const layers = c.optimizer.kind === 'spngd' ? this.model.kfacLayers().map(layerCost) : [];
@@ -154,13 +145,27 @@ export class ParameterServer {
     });
   }
 
+  /** Number of updates applied = version of the parameters. */
+  get step(): number {
+    return this.training.step;
+  }
+
+  /** The newest evaluation (none without a test set). */
+  get lastEval(): EvalMetrics | undefined {
+    return this.training.lastEval;
+  }
+
   get address(): string {
     return this.server?.address ?? '';
   }
 
   async start(): Promise<string> {
     this.checkpoints.removeTemporaries();
-    if (this.opts.resume) this.restoreCheckpoint();
+    if (this.opts.resume) {
+      const state = this.checkpoints.restore();
+      this.training.resumeFrom(state.step, state.extra);
+      this.state.step = state.step;
+    }
     this.server = await startActorServer(
       this.opts.listen,
       [
@@ -194,25 +199,13 @@ export class ParameterServer {
     return this.server.address;
   }
 
-  /** Trains to the configured number of steps (from `fromStep`), then drains the workers. */
-  async run(fromStep = 0): Promise<void> {
+  /** Trains to the configured number of steps (or a stop), then drains the workers. */
+  async run(): Promise<void> {
     const c = this.opts.config;
-    this.step = Math.max(fromStep, this.step);
-    this.firstStep = this.step;
-    const plan = new BatchPlan(this.opts.trainSize, c.batchSize, c.seed);
+    this.stepsPerEpoch = new BatchPlan(this.opts.trainSize, c.batchSize, c.seed).stepsPerEpoch;
     try {
-      while (this.step < c.steps && !this.stopping) {
-        const before = this.step;
-        await this.oneStep(plan.stepsPerEpoch);
-        // A step that runs again (no worker delivered) is not evaluated or checkpointed twice: a
-        // checkpoint long enough to break the workers' connections would otherwise repeat forever.
-        if (this.step === before) continue;
-        if (this.opts.test && (this.step % c.evalEvery === 0 || this.step === c.steps)) await this.evaluate();
-        if (this.checkpoints.enabled && this.step % c.checkpointEvery === 0) await this.checkpoint();
-        if (c.stopAtAccuracy > 0 && this.lastEval && this.lastEval.accuracy >= c.stopAtAccuracy) break;
-      }
-      if (this.checkpoints.enabled && this.step > this.firstStep && this.step % c.checkpointEvery !== 0) await this.checkpoint();
-      if (this.stopping && this.step < c.steps) this.opts.logger.warn(`stopped after step ${this.step} of ${c.steps}; continue with --resume`);
+      await this.training.run();
+      if (this.training.stoppedEarly) this.opts.logger.warn(`stopped after step ${this.step} of ${this.opts.config.steps}; continue with --resume`);
       await this.drainWorkers('training finished');
       this.finished.resolve();
     } catch (err) {
@@ -226,14 +219,14 @@ export class ParameterServer {
    * and returns (a Ctrl-C or SIGTERM of `spngd ps`).
    */
   requestStop(): void {
-    this.stopping = true;
+    this.training.requestStop();
     this.inbox.wake();
     this.ownerArrival.resolve();
     this.preconditioners.wake();
   }
 
   async stop(): Promise<void> {
-    this.stopping = true;
+    this.training.requestStop();
     this.state.lifecycle = LifecycleState.LIFECYCLE_STATE_STOPPED;
     this.server?.health.setAll('NOT_SERVING');
     this.membershipService.endWatches();
@@ -242,12 +235,12 @@ export class ParameterServer {
   }
 
   /** One step: broadcast the parameters, gather the gradients, apply the update, record. */
-  private async oneStep(stepsPerEpoch: number): Promise<void> {
+  private async oneStep(s: number, clock: RunClock): Promise<StepRecord | SkippedRecord | undefined> {
     const c = this.opts.config;
-    const s = this.step;
-    const first = s === this.firstStep;
+    const stepsPerEpoch = this.stepsPerEpoch;
+    const first = s === this.training.firstStep;
     if (first && c.optimizer.kind === 'spngd') await this.waitForOwners(c.cluster.minOwners);
-    const participants = await this.inbox.waitForWorkers(first ? c.cluster.minWorkers : 1, () => this.stopping);
+    const participants = await this.inbox.waitForWorkers(first ? c.cluster.minWorkers : 1, () => this.training.stopRequested);
     // Step time starts once the step's workers are there (not counting the wait for actors to join).
     const t0 = performance.now();
     const phases: Record<string, number> = {};
@@ -266,10 +259,7 @@ export class ParameterServer {
 
     await timed('sendParams', 'send_params', () => this.broadcast(participants, s, epoch, lr));
     const arrived = await timed('waitGradients', 'wait_gradients', () => this.inbox.collect(participants, s));
-    if (arrived.length === 0) {
-      this.noContribution(participants, s);
-      return;
-    }
+    if (arrived.length === 0) return this.noContribution(participants, s);
     if (arrived.length < participants.length) {
       this.opts.logger.warn(
         `step ${s}: ${participants.length - arrived.length} worker(s) lost or left out; the step uses the ${arrived.length} that delivered`,
@@ -281,12 +271,12 @@ export class ParameterServer {
     const samples = arrived.reduce((n, w) => n + w.complete!.numSamples, 0);
     const loss = arrived.reduce((x, w) => x + w.complete!.lossSum, 0) / samples;
     const accuracy = arrived.reduce((x, w) => x + w.complete!.numCorrect, 0) / samples;
-    this.step = s + 1;
-    this.state.step = this.step;
+    const done = s + 1;
+    this.state.step = done;
     this.state.lastLoss = loss;
     this.state.lastAccuracy = accuracy;
     const stepMs = performance.now() - t0;
-    this.trainMs += stepMs;
+    const times = clock.trained(stepMs);
     phases.precondition = updatePhases.precondition;
     phases.update = updatePhases.update;
     // The slowest worker's own phases (it reports them with its gradients).
@@ -297,14 +287,15 @@ export class ParameterServer {
       }
     }
     this.state.timings.record('step', stepMs);
-    this.metrics.emit('epoch', this.step / stepsPerEpoch, this.step, this.membership.epoch);
-    this.metrics.emit('loss', loss, this.step, this.membership.epoch);
-    this.metrics.emit('accuracy', accuracy, this.step, this.membership.epoch);
-    this.metrics.emit('step_ms', stepMs, this.step, this.membership.epoch);
+    this.metrics.emit('epoch', done / stepsPerEpoch, done, this.membership.epoch);
+    this.metrics.emit('loss', loss, done, this.membership.epoch);
+    this.metrics.emit('accuracy', accuracy, done, this.membership.epoch);
+    this.metrics.emit('step_ms', stepMs, done, this.membership.epoch);
+    this.inbox.acknowledge(arrived, { step: s, accepted: true, reason: '', workersReduced: arrived.length, loss, accuracy });
     const intervals = this.preconditioners.intervals();
-    this.record({
+    return {
       type: 'step',
-      step: this.step,
+      step: done,
       epoch: s / stepsPerEpoch,
       lr,
       loss,
@@ -313,13 +304,12 @@ export class ParameterServer {
       membershipEpoch: this.membership.epoch,
       stepMs,
       phases,
-      wallSeconds: this.wallSeconds(),
-      trainSeconds: this.trainMs / 1000,
+      wallSeconds: times.wallSeconds,
+      trainSeconds: times.trainSeconds,
       preconditionerVersions: this.preconditioners.versions(),
-      ...(updatePhases.plain ? { preconditioned: false } : {}),
+      ...(updatePhases.plain ? { preconditioned: false as const } : {}),
       ...(intervals ? { intervals } : {}),
-    });
-    this.inbox.acknowledge(arrived, { step: s, accepted: true, reason: '', workersReduced: arrived.length, loss, accuracy });
+    };
   }
 
   /** Sends step s's parameters (one private snapshot, shared by every worker's stream) and StepStart. */
@@ -341,11 +331,11 @@ export class ParameterServer {
    * No contribution to step s: it runs again when no worker delivered; when every contribution
    * was non-finite it is skipped rather than computed again forever.
    */
-  private noContribution(participants: WorkerSession[], s: number): void {
+  private noContribution(participants: WorkerSession[], s: number): SkippedRecord | undefined {
     const delivered = participants.some((w) => w.complete?.step === s);
     if (!delivered) {
       this.opts.logger.warn(`step ${s}: no worker delivered gradients; the step runs again`);
-      return;
+      return undefined;
     }
     this.opts.logger.warn(`step ${s}: every worker's gradients were non-finite; the step is skipped without an update`);
     if (++this.skippedInARow >= 10) {
@@ -353,9 +343,8 @@ export class ParameterServer {
         `training diverged: ${this.skippedInARow} steps in a row had no finite gradients (step ${s + 1}); lower optimizer.lr or raise optimizer.kfac.damping`,
       );
     }
-    this.step = s + 1;
-    this.state.step = this.step;
-    this.record({ type: 'skipped', step: this.step, reason: 'non-finite gradients' });
+    this.state.step = s + 1;
+    return { type: 'skipped', step: s + 1, reason: 'non-finite gradients' };
   }
 
   /**
@@ -372,7 +361,7 @@ export class ParameterServer {
 
     if (c.optimizer.kind === 'spngd') {
       const lag = c.cluster.waitForPreconditioners || s < c.cluster.preconditionerLagFrom ? 0 : c.cluster.preconditionerLag;
-      if (s - lag >= this.firstStep) await timed('waitPreconditioners', 'wait_preconditioners', () => this.preconditioners.waitPast(s - lag));
+      if (s - lag >= this.training.firstStep) await timed('waitPreconditioners', 'wait_preconditioners', () => this.preconditioners.waitPast(s - lag));
     }
     const plain = this.noteOwnerless(s);
     const phases = await this.state.timings.time('update', () =>
@@ -391,39 +380,13 @@ export class ParameterServer {
     return { ...phases, plain };
   }
 
-  /** Writes a checkpoint of the current step (see ps-checkpoints.ts). */
-  async checkpoint(): Promise<string | undefined> {
-    return this.checkpoints.write(this.step, { trainMs: this.trainMs, wallSeconds: this.wallSeconds(), stepsTo: this.stepsTo });
-  }
-
-  private restoreCheckpoint(): void {
-    const state = this.checkpoints.restore();
-    this.trainMs = Number(state.extra.trainMs ?? 0);
-    this.wallOffset = Number(state.extra.wallSeconds ?? 0);
-    this.stepsTo = state.extra.stepsTo as RunRecordSummary['stepsTo'];
-    this.step = state.step;
-    this.state.step = state.step;
-  }
-
-  async evaluate(): Promise<EvalMetrics | undefined> {
-    if (!this.opts.test) return undefined;
-    const e = await this.state.timings.time('evaluate', () => evaluate(this.model, this.opts.backend, this.opts.test!));
-    this.lastEval = e;
-    this.lastEvalStep = this.step;
+  /** Test-set metrics of the current parameters (none without a test set). */
+  private async evaluate(): Promise<EvalMetrics | undefined> {
+    const test = this.opts.test;
+    if (!test) return undefined;
+    const e = await this.state.timings.time('evaluate', () => evaluate(this.model, this.opts.backend, test));
     this.metrics.emit('test_accuracy', e.accuracy, this.step, this.membership.epoch);
     this.metrics.emit('test_loss', e.loss, this.step, this.membership.epoch);
-    this.record({
-      type: 'eval',
-      step: this.step,
-      testLoss: e.loss,
-      testAccuracy: e.accuracy,
-      wallSeconds: this.wallSeconds(),
-      trainSeconds: this.trainMs / 1000,
-    });
-    const target = this.opts.config.targetAccuracy;
-    if (!this.stepsTo && e.accuracy >= target)
-      this.stepsTo = { accuracy: target, step: this.step, seconds: this.wallSeconds(), trainSeconds: this.trainMs / 1000 };
-    this.opts.logger.info(`eval at step ${this.step}: test accuracy ${e.accuracy.toFixed(4)}, loss ${e.loss.toFixed(4)}`);
     return e;
   }
 
@@ -432,40 +395,30 @@ export class ParameterServer {
    * read-only --out) stops training cleanly after this step: one log line, a warning in the state,
    * and `outputError` for the caller, instead of an exception in the middle of a step.
    */
-  private record(r: Record<string, unknown>): void {
+  private record(r: RunRecord): void {
     if (!this.opts.onRecord || this.outputError) return;
     try {
       this.opts.onRecord(r);
     } catch (err) {
       const e = err as OutputWriteError;
       this.outputError = e;
-      const line = `metrics: ${e.message}; training stops after step ${this.step}`;
+      const line = `metrics: ${e.message}; training stops after step ${r.step}`;
       this.opts.logger.error(line);
       this.state.warnings.add(line);
       this.requestStop();
     }
   }
 
-  private wallSeconds(): number {
-    return this.wallOffset + (performance.now() - this.started) / 1000;
-  }
-
-  /** What summary.json holds for a cluster run. */
-  summary(): RunRecordSummary {
-    const c = this.opts.config;
-    return {
-      optimizer: c.optimizer.kind,
-      model: typeof c.model === 'string' ? c.model : 'custom',
-      batchSize: c.batchSize,
+  /**
+   * What summary.json holds for a cluster run (the step reached is evaluated first if it was not).
+   * `description`: the PS's backend and data.
+   */
+  summary(description: Pick<RunDescription, 'backend' | 'data'>): Promise<RunSummary> {
+    return this.training.finish({
+      ...description,
       workers: this.membership.list(Role.ROLE_WORKER).length,
       owners: this.membership.list(Role.ROLE_FACTOR_OWNER).length,
-      steps: this.step,
-      testAccuracy: this.lastEval?.accuracy ?? NaN,
-      testLoss: this.lastEval?.loss ?? NaN,
-      wallSeconds: this.wallSeconds(),
-      trainSeconds: this.trainMs / 1000,
-      ...(this.stepsTo ? { stepsTo: this.stepsTo } : {}),
-    };
+    });
   }
 
   /** Parameters and buffers of the current version (copies). */
@@ -474,7 +427,7 @@ export class ParameterServer {
   }
 
   private async waitForOwners(min: number): Promise<void> {
-    while (this.membership.list(Role.ROLE_FACTOR_OWNER).length < min && !this.stopping) {
+    while (this.membership.list(Role.ROLE_FACTOR_OWNER).length < min && !this.training.stopRequested) {
       this.ownerArrival = deferred<void>();
       await this.ownerArrival.promise;
     }
