@@ -135,6 +135,7 @@ export class TrainingRun {
       const due = this.current % c.evalEvery === 0 || this.current === c.steps;
       const evaluation = due ? await this.evaluate() : undefined;
       this.opts.onStepDone?.(this.current, evaluation);
+      if (evaluation) this.noteEvaluation(evaluation);
       if (this.current % c.checkpointEvery === 0) await this.checkpoint();
       if (c.stopAtAccuracy > 0 && this.lastEval && this.lastEval.accuracy >= c.stopAtAccuracy) break;
       // A step's work may never leave the microtask queue; let a signal in.
@@ -149,7 +150,10 @@ export class TrainingRun {
    */
   async finish(description: RunDescription): Promise<RunSummary> {
     const c = this.config;
-    if (!this.evaluation || (this.stoppedEarly && this.evaluation.step !== this.current)) await this.evaluate();
+    if (!this.evaluation || (this.stoppedEarly && this.evaluation.step !== this.current)) {
+      const evaluation = await this.evaluate();
+      if (evaluation) this.noteEvaluation(evaluation);
+    }
     const e = this.lastEval;
     return {
       optimizer: c.optimizer.kind,
@@ -180,8 +184,11 @@ export class TrainingRun {
     this.opts.record({ type: 'eval', step, testLoss: e.loss, testAccuracy: e.accuracy, wallSeconds: this.wallSeconds(), trainSeconds: this.trainMs / 1000 });
     const target = this.opts.target ?? this.config.targetAccuracy;
     if (!this.stepsTo && e.accuracy >= target) this.stepsTo = { accuracy: target, step, seconds: this.wallSeconds(), trainSeconds: this.trainMs / 1000 };
-    this.opts.note(`eval at step ${step}: test accuracy ${e.accuracy.toFixed(4)}, loss ${e.loss.toFixed(4)}`);
     return e;
+  }
+
+  private noteEvaluation(e: EvalMetrics): void {
+    this.opts.note(`eval at step ${this.current}: test accuracy ${e.accuracy.toFixed(4)}, loss ${e.loss.toFixed(4)}`);
   }
 
   private async checkpoint(): Promise<void> {
