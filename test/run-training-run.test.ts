@@ -32,7 +32,7 @@ function scripted(config: Record<string, unknown>, script: Script = {}) {
       if (again.delete(s)) return undefined;
       current = s + 1;
       const times = clock.trained(10);
-      return { type: 'step', step: s + 1, epoch: 0, lr: 0.1, loss: 1, accuracy: 0.5, stepMs: 10, phases: {}, ...times };
+      return { type: 'step', step: s + 1, epoch: 0, lr: 0.1, loss: 1, accuracy: 0.5, phases: {}, ...times };
     },
     evaluate: async () => (script.noTest ? undefined : { loss: 1, accuracy: script.accuracy?.(current) ?? 0.5, samples: 10 }),
     checkpoint: async (step, progress) => {

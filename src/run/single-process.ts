@@ -18,7 +18,7 @@ import { stateToCheckpoint } from '../checkpoint/training-state.js';
 import type { RunOutput } from './output.js';
 import { createProgress, type Progress, type ProgressUpdate } from './progress.js';
 import type { RunSummary, StepRecord } from './records.js';
-import { TrainingRun } from './training-run.js';
+import { TrainingRun, type StepTimes } from './training-run.js';
 
 export interface SingleRunOptions {
   logger: Logger;
@@ -128,12 +128,7 @@ export async function runSingleProcess(config: TrainConfig, opts: SingleRunOptio
 }
 
 /** The metrics.jsonl record of a single-process step that brought the run to `step` steps. */
-function stepRecord(
-  step: number,
-  m: StepMetrics,
-  times: { wallSeconds: number; trainSeconds: number },
-  intervals: Record<string, number> | undefined,
-): StepRecord {
+function stepRecord(step: number, m: StepMetrics, times: StepTimes, intervals: Record<string, number> | undefined): StepRecord {
   return {
     type: 'step',
     step,

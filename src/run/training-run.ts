@@ -20,8 +20,15 @@ export interface RunProgress {
 
 /** Given to a step: accounts for its time. */
 export interface RunClock {
-  /** Adds a step's milliseconds to the training time; returns the wall and training seconds to record with it. */
-  trained(stepMs: number): { wallSeconds: number; trainSeconds: number };
+  /** Adds a step's milliseconds to the training time; returns the times to record with the step. */
+  trained(stepMs: number): StepTimes;
+}
+
+export interface StepTimes {
+  stepMs: number;
+  /** Since the run started (before a resume included), after this step. */
+  wallSeconds: number;
+  trainSeconds: number;
 }
 
 export interface RunSteps {
@@ -122,7 +129,7 @@ export class TrainingRun {
       trained: (ms) => {
         this.trainMs += ms;
         this.stepTimes.push(ms);
-        return { wallSeconds: this.wallSeconds(), trainSeconds: this.trainMs / 1000 };
+        return { stepMs: ms, wallSeconds: this.wallSeconds(), trainSeconds: this.trainMs / 1000 };
       },
     };
     while (this.current < c.steps && !this.stopping) {

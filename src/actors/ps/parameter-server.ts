@@ -27,7 +27,7 @@ import { BatchPlan } from '../../data/batches.js';
 import { SPNGD_SERVICES } from '../../transport/health-reflection.js';
 import type { OutputWriteError } from '../../run/output.js';
 import type { RunRecord, RunSummary, SkippedRecord, StepRecord } from '../../run/records.js';
-import { TrainingRun, type RunClock, type RunDescription } from '../../run/training-run.js';
+import { TrainingRun, type RunClock, type RunDescription, type StepTimes } from '../../run/training-run.js';
 import type { Logger } from '../../util/log.js';
 import { ActorStateTracker } from '../common/actor-state.js';
 import { INSECURE, type ActorCredentials } from '../common/credentials.js';
@@ -46,6 +46,7 @@ import { MembershipService } from './membership-service.js';
 import { serveParameters } from './parameter-download.js';
 import { PreconditionerStore } from './preconditioner-store.js';
 import { PsCheckpoints } from './ps-checkpoints.js';
+import { StepPhases } from './step-phases.js';
 
 export interface ParameterServerOptions {
   config: TrainConfig;
@@ -65,9 +66,6 @@ export interface ParameterServerOptions {
   /** TLS and token for its server and its calls to owners (default: insecure). */
   credentials?: ActorCredentials;
 }
-
-/** Where one step's time goes (the step record's `phases`), beside the cumulative state timings. */
-type PhaseTimer = <T>(phase: string, name: string, fn: () => Promise<T>) => Promise<T>;
 
 export class ParameterServer {
   readonly state = new ActorStateTracker(Role.ROLE_PARAMETER_SERVER, 'ps-0');
@@ -236,29 +234,18 @@ export class ParameterServer {
 
   /** One step: broadcast the parameters, gather the gradients, apply the update, record. */
   private async oneStep(s: number, clock: RunClock): Promise<StepRecord | SkippedRecord | undefined> {
-    const c = this.opts.config;
-    const stepsPerEpoch = this.stepsPerEpoch;
-    const first = s === this.training.firstStep;
-    if (first && c.optimizer.kind === 'spngd') await this.waitForOwners(c.cluster.minOwners);
-    const participants = await this.inbox.waitForWorkers(first ? c.cluster.minWorkers : 1, () => this.training.stopRequested);
+    const participants = await this.participants(s);
     // Step time starts once the step's workers are there (not counting the wait for actors to join).
     const t0 = performance.now();
-    const phases: Record<string, number> = {};
-    const timed: PhaseTimer = async (phase, name, fn) => {
-      const start = performance.now();
-      try {
-        return await this.state.timings.time(name, fn);
-      } finally {
-        phases[phase] = (phases[phase] ?? 0) + performance.now() - start;
-      }
-    };
-    const lr = learningRateAt(fitSchedule(c.optimizer.lr, c.optimizer.schedule, c.steps / stepsPerEpoch), s / stepsPerEpoch);
+    const phases = new StepPhases(this.state.timings);
+    const c = this.opts.config;
+    const lr = learningRateAt(fitSchedule(c.optimizer.lr, c.optimizer.schedule, c.steps / this.stepsPerEpoch), s / this.stepsPerEpoch);
     // The step's epoch is fixed here: a membership change from now on takes effect at step s + 1.
     const epoch = this.membership.epoch;
     this.membership.nextStep = s + 1;
 
-    await timed('sendParams', 'send_params', () => this.broadcast(participants, s, epoch, lr));
-    const arrived = await timed('waitGradients', 'wait_gradients', () => this.inbox.collect(participants, s));
+    await phases.time('sendParams', 'send_params', () => this.broadcast(participants, s, epoch, lr));
+    const arrived = await phases.time('waitGradients', 'wait_gradients', () => this.inbox.collect(participants, s));
     if (arrived.length === 0) return this.noContribution(participants, s);
     if (arrived.length < participants.length) {
       this.opts.logger.warn(
@@ -266,48 +253,52 @@ export class ParameterServer {
       );
     }
     this.skippedInARow = 0;
-    const updatePhases = await this.update(arrived, s, lr, timed);
+    const { plain } = await this.update(arrived, s, lr, phases);
+    return this.recordStep(s, lr, arrived, plain, phases, clock.trained(performance.now() - t0));
+  }
 
+  /** The workers of step s: at the first step of this process, once the configured minimum (and owners) joined. */
+  private async participants(s: number): Promise<WorkerSession[]> {
+    const c = this.opts.config;
+    const first = s === this.training.firstStep;
+    if (first && c.optimizer.kind === 'spngd') await this.waitForOwners(c.cluster.minOwners);
+    return this.inbox.waitForWorkers(first ? c.cluster.minWorkers : 1, () => this.training.stopRequested);
+  }
+
+  /** The state, metrics and step record of a step s that updated the parameters; acknowledges it to its workers. */
+  private recordStep(s: number, lr: number, arrived: WorkerSession[], plain: boolean, phases: StepPhases, times: StepTimes): StepRecord {
     const samples = arrived.reduce((n, w) => n + w.complete!.numSamples, 0);
     const loss = arrived.reduce((x, w) => x + w.complete!.lossSum, 0) / samples;
     const accuracy = arrived.reduce((x, w) => x + w.complete!.numCorrect, 0) / samples;
     const done = s + 1;
+    const { stepMs } = times;
     this.state.step = done;
     this.state.lastLoss = loss;
     this.state.lastAccuracy = accuracy;
-    const stepMs = performance.now() - t0;
-    const times = clock.trained(stepMs);
-    phases.precondition = updatePhases.precondition;
-    phases.update = updatePhases.update;
-    // The slowest worker's own phases (it reports them with its gradients).
-    for (const w of arrived) {
-      for (const [k, ms] of Object.entries(w.complete!.phaseMs)) {
-        const key = `worker${k[0].toUpperCase()}${k.slice(1)}`;
-        phases[key] = Math.max(phases[key] ?? 0, ms);
-      }
-    }
+    phases.addWorkers(arrived.map((w) => w.complete!.phaseMs));
     this.state.timings.record('step', stepMs);
-    this.metrics.emit('epoch', done / stepsPerEpoch, done, this.membership.epoch);
-    this.metrics.emit('loss', loss, done, this.membership.epoch);
-    this.metrics.emit('accuracy', accuracy, done, this.membership.epoch);
-    this.metrics.emit('step_ms', stepMs, done, this.membership.epoch);
+    const epoch = this.membership.epoch;
+    this.metrics.emit('epoch', done / this.stepsPerEpoch, done, epoch);
+    this.metrics.emit('loss', loss, done, epoch);
+    this.metrics.emit('accuracy', accuracy, done, epoch);
+    this.metrics.emit('step_ms', stepMs, done, epoch);
     this.inbox.acknowledge(arrived, { step: s, accepted: true, reason: '', workersReduced: arrived.length, loss, accuracy });
     const intervals = this.preconditioners.intervals();
     return {
       type: 'step',
       step: done,
-      epoch: s / stepsPerEpoch,
+      epoch: s / this.stepsPerEpoch,
       lr,
       loss,
       accuracy,
       workers: arrived.length,
-      membershipEpoch: this.membership.epoch,
+      membershipEpoch: epoch,
       stepMs,
-      phases,
+      phases: phases.ms,
       wallSeconds: times.wallSeconds,
       trainSeconds: times.trainSeconds,
       preconditionerVersions: this.preconditioners.versions(),
-      ...(updatePhases.plain ? { preconditioned: false as const } : {}),
+      ...(plain ? { preconditioned: false as const } : {}),
       ...(intervals ? { intervals } : {}),
     };
   }
@@ -349,11 +340,14 @@ export class ParameterServer {
 
   /**
    * Reduces the delivered gradients by sample count, waits for the preconditioners step s needs,
-   * and applies the update (parameters) and the reduced running statistics (buffers).
+   * and applies the update (parameters) and the reduced running statistics (buffers). Returns
+   * whether the update was plain (no factor owner, `withoutOwners: sgd`).
    */
-  private async update(arrived: WorkerSession[], s: number, lr: number, timed: PhaseTimer) {
+  private async update(arrived: WorkerSession[], s: number, lr: number, phases: StepPhases): Promise<{ plain: boolean }> {
     const c = this.opts.config;
-    const reduced = await timed('reduce', 'reduce', async () => weightedMean(arrived.map((w) => ({ weight: w.complete!.numSamples, values: w.tensors }))));
+    const reduced = await phases.time('reduce', 'reduce', async () =>
+      weightedMean(arrived.map((w) => ({ weight: w.complete!.numSamples, values: w.tensors }))),
+    );
     const paramNames = new Set(this.model.params().map((p) => p.name));
     const grads = new Map([...reduced].filter(([k]) => paramNames.has(k)));
     const buffers = new Map([...reduced].filter(([k]) => !paramNames.has(k)));
@@ -361,10 +355,10 @@ export class ParameterServer {
 
     if (c.optimizer.kind === 'spngd') {
       const lag = c.cluster.waitForPreconditioners || s < c.cluster.preconditionerLagFrom ? 0 : c.cluster.preconditionerLag;
-      if (s - lag >= this.training.firstStep) await timed('waitPreconditioners', 'wait_preconditioners', () => this.preconditioners.waitPast(s - lag));
+      if (s - lag >= this.training.firstStep) await phases.time('waitPreconditioners', 'wait_preconditioners', () => this.preconditioners.waitPast(s - lag));
     }
     const plain = this.noteOwnerless(s);
-    const phases = await this.state.timings.time('update', () =>
+    const applied = await this.state.timings.time('update', () =>
       applyUpdate(this.opts.backend, this.model.params(), this.model.kfacLayers(), grads, this.updater, {
         lr,
         weightDecay: c.optimizer.weightDecay,
@@ -372,12 +366,14 @@ export class ParameterServer {
         preconditioners: plain ? new Map() : this.preconditioners.current(),
       }),
     );
+    phases.add('precondition', applied.precondition);
+    phases.add('update', applied.update);
     if (buffers.size > 0) {
       const state: Record<string, Float32Array> = {};
       for (const [k, v] of buffers) state[k] = v;
       this.model.importState(state, { strict: false });
     }
-    return { ...phases, plain };
+    return { plain };
   }
 
   /** Test-set metrics of the current parameters (none without a test set). */
