@@ -25,7 +25,7 @@ import { statKey, type StatKind } from '../src/kfac/statistics.js';
 import { buildModel } from '../src/nn/models.js';
 import type { Sequential } from '../src/nn/sequential.js';
 import { localPass } from '../src/train/local-pass.js';
-import { mcSeed } from '../src/train/trainer.js';
+import { mcSeed } from '../src/train/mc-seed.js';
 import { ByteBudgetWriter } from '../src/transport/flow.js';
 import { envelopeTensor, TensorAssembler } from '../src/transport/tensor-codec.js';
 import type { Logger } from '../src/util/log.js';

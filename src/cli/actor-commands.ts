@@ -189,17 +189,11 @@ export function addActorCommands(program: Command): void {
         await backend.dispose();
         throw ps.outputError;
       }
-      const stoppedEarly = signalled && ps.step < config.steps;
-      // Stopped between evaluations: evaluate the step reached, so the summary and report show it.
-      if (!ps.lastEval || (stoppedEarly && ps.lastEvalStep !== ps.step)) await ps.evaluate();
-      const base = ps.summary();
-      const summary = {
-        ...base,
+      // A stop between evaluations: the step reached is evaluated first, so the summary and report show it.
+      const summary = await ps.summary({
         backend: backend.name,
         data: `Fashion-MNIST from ${dataDir.dir} (${dataDir.source}): ${trainSize} train, ${test.n} test`,
-        ...(base.steps > 0 ? { meanStepMs: (base.trainSeconds * 1000) / base.steps } : {}),
-        ...(stoppedEarly ? { interrupted: true } : {}),
-      };
+      });
       output?.writeJson('summary.json', summary);
       announce({ event: 'finished', ...summary });
       await ps.stop();

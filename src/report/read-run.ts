@@ -6,6 +6,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { z } from 'zod';
+import type { ReadBack, EvalRecord as WrittenEval, StepRecord as WrittenStep } from '../run/records.js';
 
 export class ReportError extends Error {
   constructor(message: string) {
@@ -21,7 +22,7 @@ const num = z
   .optional()
   .transform((v) => (v === null ? Number.NaN : v));
 
-const stepSchema = z.looseObject({
+const stepSchema: z.ZodType<StepRecord, unknown> = z.looseObject({
   type: z.literal('step'),
   step: z.number().int().nonnegative(),
   epoch: num,
@@ -37,7 +38,7 @@ const stepSchema = z.looseObject({
   phases: z.record(z.string(), z.number()).optional(),
 });
 
-const evalSchema = z.looseObject({
+const evalSchema: z.ZodType<EvalRecord, unknown> = z.looseObject({
   type: z.literal('eval'),
   step: z.number().int().nonnegative(),
   testLoss: num,
@@ -45,8 +46,9 @@ const evalSchema = z.looseObject({
   wallSeconds: num,
 });
 
-export type StepRecord = z.infer<typeof stepSchema>;
-export type EvalRecord = z.infer<typeof evalSchema>;
+/** What the writers record (src/run/records.ts), as read back: any field but type and step may be missing. */
+export type StepRecord = ReadBack<WrittenStep>;
+export type EvalRecord = ReadBack<WrittenEval>;
 
 export interface RunData {
   /** Absolute path of the run directory. */

@@ -5,19 +5,19 @@
  */
 import type { ComputeBackend } from '../compute/backend.js';
 import type { TrainConfig } from '../config/schema.js';
-import { BatchPlan, evalBatches, gather } from '../data/batches.js';
+import { BatchPlan, gather } from '../data/batches.js';
 import type { Dataset } from '../data/fashion-mnist.js';
 import type { TrainingState } from '../checkpoint/training-state.js';
 import type { StatRefresh } from '../kfac/layer-curvature.js';
 import type { Preconditioner } from '../kfac/preconditioner.js';
-import { softmaxCrossEntropy } from '../nn/loss.js';
 import type { Sequential } from '../nn/sequential.js';
-import { tensor } from '../nn/tensor.js';
 import { fitSchedule, learningRateAt } from '../optim/lr-schedule.js';
 import { MomentumUpdater } from '../optim/momentum.js';
 import { applyUpdate } from './apply-update.js';
 import { CurvatureSet, type DampingRaise } from './curvature-set.js';
+import { evaluate, type EvalMetrics } from './evaluate.js';
 import { localPass } from './local-pass.js';
+import { mcSeed } from './mc-seed.js';
 
 export interface StepMetrics {
   step: number;
@@ -46,19 +46,8 @@ export interface StepPhases {
   total: number;
 }
 
-export interface EvalMetrics {
-  loss: number;
-  accuracy: number;
-  samples: number;
-}
-
 export interface TrainerEvents {
   onDampingRaise?: (r: DampingRaise) => void;
-}
-
-/** Seed of one step's 1mc labels: the same in every process layout. */
-export function mcSeed(seed: number, step: number): number {
-  return (Math.imul(seed + 1, 1000003) + Math.imul(step + 1, 7919)) >>> 0;
 }
 
 export class Trainer {
@@ -174,21 +163,4 @@ export class Trainer {
   async evaluate(batchSize = 2000): Promise<EvalMetrics> {
     return evaluate(this.model, this.backend, this.test, batchSize);
   }
-}
-
-/** Test-set loss and accuracy in evaluation mode (BN running statistics). */
-export async function evaluate(model: Sequential, backend: ComputeBackend, data: Dataset, batchSize = 2000): Promise<EvalMetrics> {
-  let lossSum = 0;
-  let correct = 0;
-  let samples = 0;
-  const shape = model.inputShape ?? [data.dim];
-  for (const b of evalBatches(data, batchSize)) {
-    const n = b.y.length;
-    const logits = await model.forward(tensor([n, ...shape], b.x), { backend, training: false, captureA: false });
-    const r = softmaxCrossEntropy(logits, b.y);
-    lossSum += r.loss * n;
-    correct += r.correct;
-    samples += n;
-  }
-  return { loss: lossSum / samples, accuracy: correct / samples, samples };
 }

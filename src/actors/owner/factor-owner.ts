@@ -24,7 +24,7 @@ import type { CurvatureLayerSpec, LayerCurvatureSnapshot } from '../../kfac/laye
 import { statKey } from '../../kfac/statistics.js';
 import { buildModel } from '../../nn/models.js';
 import { CurvatureSet, type PublishedPreconditioner } from '../../train/curvature-set.js';
-import { allFinite, weightedMean } from '../../train/local-pass.js';
+import { allFinite, weightedMean } from '../../train/reduce.js';
 import { failServerCall, TransportError } from '../../transport/errors.js';
 import { ByteBudgetWriter, StreamClosedError } from '../../transport/flow.js';
 import { SPNGD_SERVICES } from '../../transport/health-reflection.js';

@@ -1,0 +1,30 @@
+/** Test-set evaluation, run by the single-process trainer and by the parameter server. */
+import type { ComputeBackend } from '../compute/backend.js';
+import { evalBatches } from '../data/batches.js';
+import type { Dataset } from '../data/fashion-mnist.js';
+import { softmaxCrossEntropy } from '../nn/loss.js';
+import type { Sequential } from '../nn/sequential.js';
+import { tensor } from '../nn/tensor.js';
+
+export interface EvalMetrics {
+  loss: number;
+  accuracy: number;
+  samples: number;
+}
+
+/** Test-set loss and accuracy in evaluation mode (BN running statistics). */
+export async function evaluate(model: Sequential, backend: ComputeBackend, data: Dataset, batchSize = 2000): Promise<EvalMetrics> {
+  let lossSum = 0;
+  let correct = 0;
+  let samples = 0;
+  const shape = model.inputShape ?? [data.dim];
+  for (const b of evalBatches(data, batchSize)) {
+    const n = b.y.length;
+    const logits = await model.forward(tensor([n, ...shape], b.x), { backend, training: false, captureA: false });
+    const r = softmaxCrossEntropy(logits, b.y);
+    lossSum += r.loss * n;
+    correct += r.correct;
+    samples += n;
+  }
+  return { loss: lossSum / samples, accuracy: correct / samples, samples };
+}
