@@ -14,7 +14,10 @@ import {
 import type { KfacLayerInfo } from '../../nn/types.js';
 import type { Preconditioner } from '../../kfac/preconditioner.js';
 import { failServerCall, TransportError } from '../../transport/errors.js';
-import { envelopeTensor, TensorAssembler, TensorEncoding, type TensorChunk } from '../../transport/tensor-codec.js';
+import { type TensorChunk, TensorEncoding } from '../../gen/spngd/v1/tensor.js';
+import { factorDims, hasStatistic, inverseShape, preconditionerFits } from '../../kfac/factors.js';
+import { envelopeTensor, TensorAssembler } from '../../transport/tensor-assembler.js';
+import { factorToKind } from '../common/preconditioner-wire.js';
 import type { Logger } from '../../util/log.js';
 import type { ActorStateTracker } from '../common/actor-state.js';
 import { deferred, sleep } from '../common/deferred.js';
@@ -226,9 +229,7 @@ export class PreconditionerStore {
       p = decodePreconditioner(cm.layer, factors, cm);
       const layer = this.opts.layers.find((l) => l.name === cm.layer);
       if (!layer) throw new RangeError(`unknown layer ${cm.layer}`);
-      const ok =
-        p.kind === 'unit' ? layer.kind === 'bn' && p.channels === layer.outFeatures : p.orderA === layer.inFeatures + 1 && p.orderG === layer.outFeatures;
-      if (!ok) throw new RangeError(`preconditioner of ${cm.layer} does not match the layer's shape`);
+      if (!preconditionerFits(layer, p)) throw new RangeError(`preconditioner of ${cm.layer} does not match the layer's shape`);
     } catch (err) {
       if (err instanceof TransportError) throw err;
       return (err as Error).message;
@@ -254,17 +255,14 @@ export class PreconditionerStore {
     const layer = this.opts.layers.find((l) => l.name === layerName);
     if (!layer)
       throw new TransportError(status.INVALID_ARGUMENT, 'bad_name', `preconditioner of "${layerName.slice(0, 64)}", which is not a K-FAC layer of the model`);
-    const bn = layer.kind === 'bn';
-    let shape: number[];
-    if (bn && factor === PreconditionerFactor.PRECONDITIONER_FACTOR_BN_INVERSE) shape = [layer.outFeatures, 2, 2];
-    else if (!bn && factor === PreconditionerFactor.PRECONDITIONER_FACTOR_A_INVERSE) shape = [layer.inFeatures + 1, layer.inFeatures + 1];
-    else if (!bn && factor === PreconditionerFactor.PRECONDITIONER_FACTOR_G_INVERSE) shape = [layer.outFeatures, layer.outFeatures];
-    else
+    const kind = factorToKind.get(factor);
+    if (!kind || !hasStatistic(layer, kind))
       throw new TransportError(
         status.INVALID_ARGUMENT,
         'bad_argument',
         `factor ${PreconditionerFactor[factor] ?? factor} is not one of layer ${layerName} (${layer.kind})`,
       );
+    const shape = factorDims(inverseShape(layer, kind));
     if (chunk.name !== layerName)
       throw new TransportError(status.INVALID_ARGUMENT, 'header_mismatch', `chunk of layer ${layerName} carries tensor ${chunk.name.slice(0, 64)}`);
     if (

@@ -3,6 +3,7 @@
  * fetched from its owner; a resume restores the parameters and momentum and keeps the layers'
  * curvature to hand to the owners that take the layers (FetchLayerState on the PS).
  */
+import { curvatureSpecOf } from '../../kfac/factors.js';
 import { status } from '@grpc/grpc-js';
 import { CheckpointError } from '../../checkpoint/format.js';
 import { loadLatestState } from '../../checkpoint/latest-state.js';
@@ -104,7 +105,7 @@ export class PsCheckpoints {
   /** Every layer's curvature from its current owner, into `into`. */
   private async fetchCurvature(into: Map<string, LayerCurvatureSnapshot>): Promise<void> {
     const { model, membership, config, logger, credentials } = this.opts;
-    const specs = new Map(model.kfacLayers().map((l) => [l.name, { name: l.name, kind: l.kind, inFeatures: l.inFeatures, outFeatures: l.outFeatures }]));
+    const specs = new Map(model.kfacLayers().map((l) => [l.name, curvatureSpecOf(l)]));
     const byOwner = new Map<string, string[]>();
     for (const l of membership.layerAssignment().layers) if (l.ownerId) byOwner.set(l.ownerId, [...(byOwner.get(l.ownerId) ?? []), l.layer]);
     await Promise.all(
