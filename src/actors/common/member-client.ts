@@ -18,6 +18,7 @@ import type { Logger } from '../../util/log.js';
 import { INSECURE, type ActorCredentials } from './credentials.js';
 import { sleep } from './deferred.js';
 import { withSession } from './identity.js';
+import { Reconnector } from './reconnect.js';
 
 export class CoordinatorUnreachableError extends Error {
   constructor(message: string) {
@@ -113,16 +114,20 @@ export class MemberClient {
     this.heartbeatTimer = setTimeout(beat, ms);
   }
 
-  /** Follows the membership view; reconnects the watch when it breaks. */
+  /** Follows the membership view; reconnects the watch (with backoff) when it breaks. */
   watch(onView: (view: MembershipView) => void): void {
+    const reconnect = new Reconnector(() => open());
     const open = () => {
       if (this.stopped) return;
       const call = this.client.watchMembership({ memberId: this.id });
       this.watchCall = call;
-      call.on('data', (r: WatchMembershipResponse) => r.view && onView(r.view));
+      call.on('data', (r: WatchMembershipResponse) => {
+        reconnect.succeeded();
+        if (r.view) onView(r.view);
+      });
       call.on('error', () => undefined);
       call.on('close', () => {
-        if (!this.stopped) setTimeout(open, 500).unref();
+        if (!this.stopped) reconnect.schedule();
       });
     };
     open();
