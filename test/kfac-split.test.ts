@@ -7,7 +7,8 @@
 import test from 'ava';
 import { shardRange } from '../src/data/batches.js';
 import { kronPreconditioner, precondition } from '../src/kfac/preconditioner.js';
-import { augmentedGradient, statKey, type StatKind } from '../src/kfac/statistics.js';
+import { type StatKind, statKey } from '../src/kfac/factors.js';
+import { augmentedGradient } from '../src/kfac/statistics.js';
 import { buildModel } from '../src/nn/models.js';
 import { localPass, type LocalResult } from '../src/train/local-pass.js';
 import { weightedMean } from '../src/train/reduce.js';

@@ -17,7 +17,8 @@ import { Membership } from '../src/actors/ps/membership.js';
 import { LifecycleState, Role, type Member } from '../src/gen/spngd/v1/membership.js';
 import type { TrainRequest, TrainResponse } from '../src/gen/spngd/v1/parameter_server.js';
 import { buildModel } from '../src/nn/models.js';
-import { chunkTensor, TensorEncoding } from '../src/transport/tensor-codec.js';
+import { TensorEncoding } from '../src/gen/spngd/v1/tensor.js';
+import { chunkTensor } from '../src/transport/tensor-chunker.js';
 import { silentLogger } from '../src/util/log.js';
 import { capturingLogger } from './helpers/cluster.js';
 

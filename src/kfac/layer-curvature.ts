@@ -19,7 +19,6 @@ export interface CurvatureConfig {
 }
 
 // Defined in factors.ts; re-exported for this module's importers.
-export type { CurvatureLayerSpec };
 
 export interface LayerCurvatureSnapshot {
   spec: CurvatureLayerSpec;

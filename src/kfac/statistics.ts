@@ -8,7 +8,6 @@ import type { KfacLayerInfo } from '../nn/types.js';
 import { hasStatistic, statisticShape, type CurvatureLayerSpec, type StatKind } from './factors.js';
 
 // Defined in factors.ts; re-exported until the worker and the owner import them from there.
-export { statKey, type StatKind } from './factors.js';
 
 /**
  * One statistic from the layer's last captured pass, averaged over the local batch:

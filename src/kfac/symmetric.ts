@@ -1,6 +1,6 @@
 /**
  * Small dense helpers for the symmetric n×n Kronecker factors: traces, norms, damping on the
- * diagonal and inverse residuals (packing to the upper triangle is the codec's, transport/tensor-codec.ts).
+ * diagonal and inverse residuals (packing to the upper triangle is the codec's, transport/upper-triangle.ts).
  */
 
 export type Numeric = Float32Array | Float64Array;

@@ -16,14 +16,13 @@ import type { MembershipView } from '../../src/gen/spngd/v1/membership.js';
 import type { ActorStateTracker } from '../../src/actors/common/actor-state.js';
 import type { ActorCredentials } from '../../src/actors/common/credentials.js';
 import { deferred, type Deferred } from '../../src/actors/common/deferred.js';
-import { kindToWire, statShape, wireToKind } from '../../src/actors/common/layer-state.js';
+import { kindToWire, wireToKind } from '../../src/actors/common/layer-state.js';
 import { Reconnector } from '../../src/actors/common/reconnect.js';
 import { StreamSession } from '../../src/actors/common/stream-session.js';
 import { sendSymmetric } from '../../src/actors/common/tensor-io.js';
 import { waitUntilOrTimeout } from '../../src/actors/common/wait-until.js';
 import type { TrainConfig } from '../../src/config/schema.js';
-import type { CurvatureLayerSpec } from '../../src/kfac/layer-curvature.js';
-import { statKey, type StatKind } from '../../src/kfac/statistics.js';
+import { type CurvatureLayerSpec, dueKinds, layerStatKinds, type StatKind, statisticShape, statKey, statKinds } from '../../src/kfac/factors.js';
 import type { TransportOptions } from '../../src/transport/channel-options.js';
 import type { Logger } from '../../src/util/log.js';
 
@@ -63,8 +62,6 @@ export interface OwnerLinksOptions {
   /** Shapes of the model's K-FAC layers. */
   specs(): Map<string, CurvatureLayerSpec>;
 }
-
-const KINDS: StatKind[] = ['A', 'G', 'F'];
 
 export class OwnerLinks {
   private readonly links = new Map<string, OwnerLink>();
@@ -127,10 +124,8 @@ export class OwnerLinks {
         changed: () => link.changed.promise,
       });
       if (!answered) this.opts.logger.warn(`step ${s}: owner ${link.ownerId} has not answered; its statistics are skipped this step`);
-      for (const kind of KINDS) {
-        const sch = link.schedules.get(statKey(layer.layer, kind));
-        if (sch && sch.nextRefreshStep <= s) due.set(layer.layer, [...(due.get(layer.layer) ?? []), kind]);
-      }
+      const kinds = dueKinds(statKinds, (k) => link.schedules.get(statKey(layer.layer, k))?.nextRefreshStep, s);
+      if (kinds.length > 0) due.set(layer.layer, kinds);
     }
     return due;
   }
@@ -243,10 +238,10 @@ export class OwnerLinks {
       for (const layer of this.opts.view()?.assignment?.layers ?? []) {
         if (layer.ownerId !== link.ownerId) continue;
         const spec = specs.get(layer.layer)!;
-        for (const kind of KINDS) {
+        for (const kind of layerStatKinds(spec)) {
           const values = stats.get(statKey(layer.layer, kind));
           if (!values) continue;
-          const shape = statShape(spec, kind);
+          const shape = statisticShape(spec, kind);
           await sendSymmetric(
             link.session.writer,
             (tensor) => ({
@@ -257,10 +252,10 @@ export class OwnerLinks {
             }),
             layer.layer,
             values,
-            shape.n,
+            shape.order,
             s,
             this.opts.config.cluster.chunkBytes,
-            shape.batch,
+            shape.blocks,
           );
           sent++;
         }

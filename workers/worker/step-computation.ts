@@ -11,7 +11,7 @@ import type { TrainConfig } from '../../src/config/schema.js';
 import { BatchPlan, gather, shardRange } from '../../src/data/batches.js';
 import type { Dataset } from '../../src/data/fashion-mnist.js';
 import type { StepStart, TrainRequest } from '../../src/gen/spngd/v1/parameter_server.js';
-import type { StatKind } from '../../src/kfac/statistics.js';
+import type { StatKind } from '../../src/kfac/factors.js';
 import { buildModel } from '../../src/nn/models.js';
 import type { Sequential } from '../../src/nn/sequential.js';
 import { localPass } from '../../src/train/local-pass.js';

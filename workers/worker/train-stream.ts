@@ -12,7 +12,7 @@ import { Reconnector } from '../../src/actors/common/reconnect.js';
 import { StreamSession } from '../../src/actors/common/stream-session.js';
 import type { TransportOptions } from '../../src/transport/channel-options.js';
 import type { ByteBudgetWriter } from '../../src/transport/flow.js';
-import { envelopeTensor, TensorAssembler } from '../../src/transport/tensor-codec.js';
+import { envelopeTensor, TensorAssembler } from '../../src/transport/tensor-assembler.js';
 import type { Logger } from '../../src/util/log.js';
 
 export interface TrainStreamOptions {

@@ -27,15 +27,6 @@ export const wireToKind = new Map<StatisticKind, StatKind>([
   [StatisticKind.STATISTIC_KIND_BN_FISHER, 'F'],
 ]);
 
-/**
- * @deprecated The PS, owner and worker still call this; it goes once they call statisticShape
- * (kfac/factors.ts), which it only renames: n is the order, batch the number of blocks.
- */
-export function statShape(spec: CurvatureLayerSpec, kind: StatKind): { n: number; batch?: number } {
-  const { order, blocks } = statisticShape(spec, kind);
-  return blocks === undefined ? { n: order } : { n: order, batch: blocks };
-}
-
 export function scheduleToWire(layer: string, kind: StatKind, s: ScheduleSnapshot): StatisticSchedule {
   return {
     layer,

@@ -3,8 +3,8 @@
  * the shapes of the model's K-FAC layers, and the curvature of the layers it holds now.
  */
 import type { TrainConfig } from '../../config/schema.js';
-import type { CurvatureLayerSpec } from '../../kfac/layer-curvature.js';
-import { buildModel } from '../../nn/models.js';
+import type { CurvatureLayerSpec } from '../../kfac/factors.js';
+import { curvatureLayerSpecs } from '../../kfac/layer-specs.js';
 import { CurvatureSet } from '../../train/curvature-set.js';
 
 export class OwnerJob {
@@ -21,9 +21,8 @@ export class OwnerJob {
       stale: o.kfac.stale,
       averaging: o.kfac.averaging,
     });
-    for (const l of buildModel(config.model, config.seed).kfacLayers()) {
-      this.specs.set(l.name, { name: l.name, kind: l.kind, inFeatures: l.inFeatures, outFeatures: l.outFeatures });
-    }
+    // The layers' factor shapes come off the model's plan: an owner never runs the model.
+    for (const spec of curvatureLayerSpecs(config.model)) this.specs.set(spec.name, spec);
   }
 
   /** Layers this owner holds now. */

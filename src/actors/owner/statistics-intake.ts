@@ -8,13 +8,14 @@
 import { status, type ServerDuplexStream } from '@grpc/grpc-js';
 import { Role } from '../../gen/spngd/v1/membership.js';
 import { StatisticKind, type PushStatisticsRequest, type PushStatisticsResponse, type StatisticSchedule } from '../../gen/spngd/v1/factor_owner.js';
-import { statKey } from '../../kfac/statistics.js';
+import { factorDims, hasStatistic, statisticShape, statKey } from '../../kfac/factors.js';
 import { failServerCall, TransportError } from '../../transport/errors.js';
-import { envelopeTensor, TensorAssembler, TensorEncoding, toDense } from '../../transport/tensor-codec.js';
+import { TensorEncoding } from '../../gen/spngd/v1/tensor.js';
+import { envelopeTensor, TensorAssembler, toDense } from '../../transport/tensor-assembler.js';
 import type { Logger } from '../../util/log.js';
 import type { ActorStateTracker } from '../common/actor-state.js';
 import { callIdentity, describeCaller } from '../common/identity.js';
-import { scheduleToWire, statShape, wireToKind } from '../common/layer-state.js';
+import { scheduleToWire, wireToKind } from '../common/layer-state.js';
 import { statisticProblem } from '../common/value-checks.js';
 import type { OwnerJob } from './owner-job.js';
 
@@ -153,11 +154,11 @@ export class StatisticsIntake {
     // Layer, kind and shape are checked before the codec reserves memory for the tensor.
     const kind = wireToKind.get(m.kind);
     const spec = job.specs.get(m.layer);
-    if (!kind || !spec || (kind === 'F') !== (spec.kind === 'bn')) {
+    if (!kind || !spec || !hasStatistic(spec, kind)) {
       throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', `unknown statistic ${m.layer.slice(0, 64)}/${StatisticKind[m.kind] ?? m.kind}`);
     }
-    const shape = statShape(spec, kind);
-    const expected = shape.batch === undefined ? [shape.n, shape.n] : [shape.batch, shape.n, shape.n];
+    const shape = statisticShape(spec, kind);
+    const expected = factorDims(shape);
     if (chunk.name !== m.layer)
       throw new TransportError(status.INVALID_ARGUMENT, 'header_mismatch', `statistic of layer ${m.layer} carries tensor ${chunk.name.slice(0, 64)}`);
     if (chunk.encoding !== TensorEncoding.TENSOR_ENCODING_SYMMETRIC_UPPER || chunk.shape.join() !== expected.join()) {
@@ -177,7 +178,7 @@ export class StatisticsIntake {
     const box = this.box(m.step);
     const part: WorkerPart = box.parts.get(stream.workerId) ?? { samples: m.numSamples, stats: new Map() };
     const dense = toDense(t);
-    const problem = statisticProblem(dense, shape.n, shape.batch ?? 1);
+    const problem = statisticProblem(dense, shape.order, shape.blocks ?? 1);
     // Non-finite values are counted at the reduction; a negative diagonal only here.
     if (problem && !/ is (NaN|-?Infinity)$/.test(problem)) part.bad ??= `statistic ${m.layer}/${kind}: ${problem}`;
     part.stats.set(statKey(m.layer, kind), dense);
