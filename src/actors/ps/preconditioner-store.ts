@@ -20,7 +20,8 @@ import { envelopeTensor, TensorAssembler } from '../../transport/tensor-assemble
 import { factorToKind } from '../common/preconditioner-wire.js';
 import type { Logger } from '../../util/log.js';
 import type { ActorStateTracker } from '../common/actor-state.js';
-import { deferred, sleep } from '../common/deferred.js';
+import { deferred } from '../common/deferred.js';
+import { waitUntilOrTimeout } from '../common/wait-until.js';
 import { decodePreconditioner } from '../common/preconditioner-wire.js';
 import { preconditionerProblem, versionProblem } from '../common/value-checks.js';
 import type { Admission } from './admission.js';
@@ -87,23 +88,21 @@ export class PreconditionerStore {
    * assignment, is past step s; after that the step uses the last preconditioners.
    */
   async waitPast(s: number): Promise<void> {
-    const deadline = Date.now() + this.opts.waitMs;
     const m = this.opts.membership;
-    for (;;) {
-      const owners = m.list(Role.ROLE_FACTOR_OWNER).map((o) => o.id);
-      const behind = owners.filter((id) => {
-        const w = this.watermarks.get(id);
-        return !w || w.epoch < m.epoch || w.next <= s;
-      });
-      if (behind.length === 0) return;
-      const left = deadline - Date.now();
-      if (left <= 0) {
-        this.opts.logger.warn(`step ${s}: owners ${behind.join(', ')} have not published fresh preconditioners; using the last ones`);
-        return;
-      }
-      this.watermarkChange = deferred<void>();
-      await Promise.race([this.watermarkChange.promise, sleep(Math.min(left, 500))]);
-    }
+    const behind = () =>
+      m
+        .list(Role.ROLE_FACTOR_OWNER)
+        .map((o) => o.id)
+        .filter((id) => {
+          const w = this.watermarks.get(id);
+          return !w || w.epoch < m.epoch || w.next <= s;
+        });
+    const fresh = await waitUntilOrTimeout(() => behind().length === 0, {
+      deadline: Date.now() + this.opts.waitMs,
+      what: `owners' watermarks past step ${s}`,
+      changed: () => (this.watermarkChange = deferred<void>()).promise,
+    });
+    if (!fresh) this.opts.logger.warn(`step ${s}: owners ${behind().join(', ')} have not published fresh preconditioners; using the last ones`);
   }
 
   /** Ends a `waitPast` early (it checks again). */
