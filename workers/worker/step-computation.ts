@@ -87,6 +87,9 @@ export class StepComputation {
         t.shape,
         s,
         c.cluster.chunkBytes,
+        // localPass's gradients and the buffers' copies above are this step's own and never written
+        // again, so the chunks may view them instead of copying each megabyte once more.
+        { copy: false },
       );
     }
     const uploadMs = performance.now() - t1;
