@@ -17,6 +17,7 @@ import { Sequential } from '../src/nn/sequential.js';
 import type { BackwardContext, ForwardContext, Layer, Tensor } from '../src/nn/types.js';
 import { Rng } from '../src/util/rng.js';
 import { createReferenceBackend } from './helpers/reference-backend.js';
+import { fdGrad } from './helpers/float64-model.js';
 
 const backend = createReferenceBackend();
 const fwd = (training = true): ForwardContext => ({ backend, training, captureA: false });
@@ -66,21 +67,6 @@ function assertClose(t: ExecutionContext, actual: ArrayLike<number>, expected: A
   }
   if (worst >= 0) t.fail(`${label}: element ${worst} is ${actual[worst]}, expected ${expected[worst]} (max |expected| ${maxAbs})`);
   else t.pass();
-}
-
-/** Central finite differences of a float64 scalar function with respect to every element of `v`. */
-function fdGrad(v: Float64Array, f: () => number, h = 1e-6): Float64Array {
-  const g = new Float64Array(v.length);
-  for (let i = 0; i < v.length; i++) {
-    const old = v[i];
-    v[i] = old + h;
-    const fp = f();
-    v[i] = old - h;
-    const fm = f();
-    v[i] = old;
-    g[i] = (fp - fm) / (2 * h);
-  }
-  return g;
 }
 
 const dot = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
