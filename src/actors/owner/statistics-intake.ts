@@ -9,7 +9,7 @@ import { status, type ServerDuplexStream } from '@grpc/grpc-js';
 import { Role } from '../../gen/spngd/v1/membership.js';
 import { StatisticKind, type PushStatisticsRequest, type PushStatisticsResponse, type StatisticSchedule } from '../../gen/spngd/v1/factor_owner.js';
 import { factorDims, hasStatistic, statisticShape, statKey } from '../../kfac/factors.js';
-import { failServerCall, TransportError } from '../../transport/errors.js';
+import { TransportError } from '../../transport/errors.js';
 import { TensorEncoding } from '../../gen/spngd/v1/tensor.js';
 import { envelopeTensor, TensorAssembler, toDense } from '../../transport/tensor-assembler.js';
 import type { Logger } from '../../util/log.js';
@@ -18,6 +18,7 @@ import { callIdentity, describeCaller } from '../common/identity.js';
 import { scheduleToWire, wireToKind } from '../common/layer-state.js';
 import { statisticProblem } from '../common/value-checks.js';
 import type { OwnerJob } from './owner-job.js';
+import { acceptSession } from '../common/server-session.js';
 
 /** One worker's statistics of a step: local means (full matrices) by statKey, with its sample count. */
 export interface WorkerPart {
@@ -89,31 +90,18 @@ export class StatisticsIntake {
 
   /** A new PushStatistics call. */
   accept(call: ServerDuplexStream<PushStatisticsRequest, PushStatisticsResponse>): void {
-    let stream: WorkerStream | undefined;
-    call.on('data', (req: PushStatisticsRequest) => {
-      try {
-        const k = req.kind;
-        if (!k) throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', 'empty PushStatisticsRequest');
-        if (!stream) {
-          if (k.$case !== 'hello') throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', 'the first message must be hello');
-          stream = this.hello(call, k.value.workerId, k.value.epoch);
-          return;
-        }
-        if (k.$case === 'statistic') return this.onStatistic(stream, k.value);
-        if (k.$case === 'statisticsComplete') return this.onComplete(stream, k.value);
-        throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', 'hello sent twice');
-      } catch (err) {
-        this.opts.logger.warn(`statistics stream ${stream?.workerId ?? '(no hello)'}: ${(err as Error).message}`);
-        failServerCall(call, err);
-      }
+    acceptSession(call, {
+      rpc: 'PushStatistics',
+      what: 'statistics stream',
+      logger: this.opts.logger,
+      open: (hello) => this.hello(call, hello.workerId, hello.epoch),
+      label: (stream) => stream.workerId,
+      onMessage: (stream, m) => {
+        if (m.$case === 'statistic') this.onStatistic(stream, m.value);
+        else this.onComplete(stream, m.value);
+      },
+      onGone: (stream) => stream && this.streams.delete(stream),
     });
-    const gone = () => stream && this.streams.delete(stream);
-    call.on('end', () => {
-      gone();
-      call.end();
-    });
-    call.on('cancelled', gone);
-    call.on('error', gone);
   }
 
   private schedules(job: OwnerJob): StatisticSchedule[] {

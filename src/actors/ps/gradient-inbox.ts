@@ -8,7 +8,7 @@ import { Role } from '../../gen/spngd/v1/membership.js';
 import type { GradientsAck, GradientsComplete, StepStart, TrainRequest, TrainResponse } from '../../gen/spngd/v1/parameter_server.js';
 import type { Sequential } from '../../nn/sequential.js';
 import { allFinite } from '../../train/reduce.js';
-import { failServerCall, TransportError } from '../../transport/errors.js';
+import { TransportError } from '../../transport/errors.js';
 import { ByteBudgetWriter } from '../../transport/flow.js';
 import { type TensorChunk, TensorEncoding } from '../../gen/spngd/v1/tensor.js';
 import { envelopeTensor, TensorAssembler } from '../../transport/tensor-assembler.js';
@@ -19,6 +19,7 @@ import type { MetricHub } from '../common/metric-hub.js';
 import { sendDense } from '../common/tensor-io.js';
 import type { Admission } from './admission.js';
 import type { Membership } from './membership.js';
+import { acceptSession } from '../common/server-session.js';
 
 export interface WorkerSession {
   readonly id: string;
@@ -170,24 +171,16 @@ export class GradientInbox {
   }
 
   onTrainStream(call: ServerDuplexStream<TrainRequest, TrainResponse>): void {
-    let session: WorkerSession | undefined;
-    const fail = (err: unknown) => {
-      this.opts.logger.warn(`train stream ${session?.id ?? '(no hello)'}: ${(err as Error).message}`);
-      failServerCall(call, err);
-      if (session) this.drop(session, (err as Error).message);
-    };
-    call.on('data', (req: TrainRequest) => {
-      try {
-        const k = req.kind;
-        if (!k) throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', 'empty TrainRequest');
-        if (!session) {
-          if (k.$case !== 'hello') throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', 'the first message on Train must be hello');
-          session = this.open(call, k.value.workerId);
-          return;
-        }
-        switch (k.$case) {
+    acceptSession(call, {
+      rpc: 'Train',
+      what: 'train stream',
+      logger: this.opts.logger,
+      open: (hello) => this.open(call, hello.workerId),
+      label: (session) => session.id,
+      onMessage: (session, m) => {
+        switch (m.$case) {
           case 'gradient': {
-            const g = k.value;
+            const g = m.value;
             const chunk = envelopeTensor(g.tensor, g.step, 'GradientChunk.step');
             this.checkGradientHeader(chunk);
             const t = session.assembler.push(chunk);
@@ -201,26 +194,15 @@ export class GradientInbox {
             return;
           }
           case 'gradientsComplete':
-            this.complete(session, k.value);
+            this.complete(session, m.value);
             return;
           case 'parametersAck':
             return;
-          case 'hello':
-            throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', 'hello sent twice');
         }
-      } catch (err) {
-        fail(err);
-      }
+      },
+      onRefused: (session, err) => session && this.drop(session, (err as Error).message),
+      onGone: (session) => session && this.drop(session, 'stream closed'),
     });
-    const gone = () => {
-      if (session) this.drop(session, 'stream closed');
-    };
-    call.on('end', () => {
-      gone();
-      call.end();
-    });
-    call.on('cancelled', gone);
-    call.on('error', gone);
   }
 
   /** A hello from a joined worker opens its session (replacing an older stream of the same worker) and is welcomed. */

@@ -13,7 +13,7 @@ import {
 } from '../../gen/spngd/v1/parameter_server.js';
 import type { KfacLayerInfo } from '../../nn/types.js';
 import type { Preconditioner } from '../../kfac/preconditioner.js';
-import { failServerCall, TransportError } from '../../transport/errors.js';
+import { TransportError } from '../../transport/errors.js';
 import { type TensorChunk, TensorEncoding } from '../../gen/spngd/v1/tensor.js';
 import { factorDims, hasStatistic, inverseShape, preconditionerFits } from '../../kfac/factors.js';
 import { envelopeTensor, TensorAssembler } from '../../transport/tensor-assembler.js';
@@ -26,6 +26,7 @@ import { decodePreconditioner } from '../common/preconditioner-wire.js';
 import { preconditionerProblem, versionProblem } from '../common/value-checks.js';
 import type { Admission } from './admission.js';
 import type { Membership } from './membership.js';
+import { acceptSession } from '../common/server-session.js';
 
 interface HeldPreconditioner {
   preconditioner: Preconditioner;
@@ -37,6 +38,14 @@ interface HeldPreconditioner {
 }
 
 type PendingFactors = Map<PreconditionerFactor, { values: Float32Array; shape: number[] }>;
+
+/** One owner's publish stream: who, its session secret, chunks being assembled, factors awaiting their commit. */
+interface PublishSession {
+  ownerId: string;
+  secret: string;
+  assembler: TensorAssembler;
+  pending: Map<string, PendingFactors>;
+}
 
 export interface PreconditionerStoreOptions {
   layers: readonly KfacLayerInfo[];
@@ -121,37 +130,36 @@ export class PreconditionerStore {
   }
 
   onPublishStream(call: ServerDuplexStream<PublishPreconditionersRequest, PublishPreconditionersResponse>): void {
-    let ownerId: string | undefined;
-    let secret = '';
-    const assembler = new TensorAssembler();
-    const pending = new Map<string, PendingFactors>();
-    call.on('data', (req: PublishPreconditionersRequest) => {
-      try {
-        const k = req.kind;
-        if (!k) throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', 'empty PublishPreconditionersRequest');
-        if (!ownerId) {
-          if (k.$case !== 'hello') throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', 'the first message must be hello');
-          secret = this.hello(call, k.value.ownerId);
-          ownerId = k.value.ownerId;
-          return;
-        }
-        switch (k.$case) {
+    acceptSession(call, {
+      rpc: 'PublishPreconditioners',
+      what: 'preconditioner stream',
+      logger: this.opts.logger,
+      open: (hello): PublishSession => ({
+        ownerId: hello.ownerId,
+        secret: this.hello(call, hello.ownerId),
+        assembler: new TensorAssembler(),
+        pending: new Map(),
+      }),
+      label: (session) => session.ownerId,
+      onMessage: (session, m) => {
+        const { ownerId, secret, assembler, pending } = session;
+        switch (m.$case) {
           case 'chunk': {
-            const c = k.value;
+            const c = m.value;
             const chunk = envelopeTensor(c.tensor, c.version, 'PreconditionerChunk.version');
             this.checkHeader(c.layer, c.factor, chunk);
             const t = assembler.push(chunk);
             if (t) {
               if (t.name !== c.layer)
                 throw new TransportError(status.INVALID_ARGUMENT, 'header_mismatch', `chunk of layer ${c.layer} carries tensor ${t.name}`);
-              const m = pending.get(c.layer) ?? new Map();
-              m.set(c.factor, { values: t.values, shape: t.shape });
-              pending.set(c.layer, m);
+              const f = pending.get(c.layer) ?? new Map();
+              f.set(c.factor, { values: t.values, shape: t.shape });
+              pending.set(c.layer, f);
             }
             return;
           }
           case 'commit': {
-            const cm = k.value;
+            const cm = m.value;
             const factors = pending.get(cm.layer);
             pending.delete(cm.layer);
             const reason = this.commit(ownerId, secret, cm, factors);
@@ -160,7 +168,7 @@ export class PreconditionerStore {
             return;
           }
           case 'watermark': {
-            const w = k.value;
+            const w = m.value;
             const epoch = this.opts.membership.epoch;
             if (w.epoch > epoch)
               throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `watermark of epoch ${w.epoch}, but the membership is at epoch ${epoch}`);
@@ -172,18 +180,11 @@ export class PreconditionerStore {
             this.wake();
             return;
           }
-          case 'hello':
-            throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', 'hello sent twice');
         }
-      } catch (err) {
-        this.opts.logger.warn(`preconditioner stream ${ownerId ?? '(no hello)'}: ${(err as Error).message}`);
-        failServerCall(call, err);
-      }
+      },
     });
-    call.on('end', () => call.end());
   }
 
-  /** The stream's hello must come from a joined factor owner, authorized as one; returns its session secret. */
   private hello(call: ServerDuplexStream<PublishPreconditionersRequest, PublishPreconditionersResponse>, id: string): string {
     const member = this.opts.membership.get(id);
     if (!member) throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `owner "${id}" has not joined`);
