@@ -17,7 +17,7 @@ import { Sequential } from '../src/nn/sequential.js';
 import type { BackwardContext, ForwardContext, Layer, Tensor } from '../src/nn/types.js';
 import { Rng } from '../src/util/rng.js';
 import { createReferenceBackend } from './helpers/reference-backend.js';
-import { fdGrad } from './helpers/float64-model.js';
+import { crossEntropy64, fdGrad } from './helpers/float64-model.js';
 
 const backend = createReferenceBackend();
 const fwd = (training = true): ForwardContext => ({ backend, training, captureA: false });
@@ -196,19 +196,6 @@ function pool64(x: Float64Array, n: number, c: number, h: number, w: number, kh:
   return y;
 }
 
-function ce64(z: Float64Array, labels: number[], k: number): number {
-  const n = labels.length;
-  let loss = 0;
-  for (let s = 0; s < n; s++) {
-    let m = -Infinity;
-    for (let j = 0; j < k; j++) m = Math.max(m, z[s * k + j]);
-    let sum = 0;
-    for (let j = 0; j < k; j++) sum += Math.exp(z[s * k + j] - m);
-    loss += m + Math.log(sum) - z[s * k + labels[s]];
-  }
-  return loss / n;
-}
-
 // ---------------------------------------------------------------------------------------------
 // layers
 
@@ -370,11 +357,11 @@ test('softmaxCrossEntropy: loss, probabilities, accuracy and gradient vs float64
   const labels = [0, 3, 1, 1, 2];
   const r = softmaxCrossEntropy(logits, labels);
   const z64 = f64(logits.data);
-  t.true(Math.abs(r.loss - ce64(z64, labels, k)) < 1e-6);
+  t.true(Math.abs(r.loss - crossEntropy64(z64, labels, k)) < 1e-6);
   assertClose(
     t,
     r.grad.data,
-    fdGrad(z64, () => ce64(z64, labels, k)),
+    fdGrad(z64, () => crossEntropy64(z64, labels, k)),
     'dL/dlogits',
   );
   let correct = 0;
@@ -428,7 +415,7 @@ test('Sequential conv-bn-relu-maxpool-flatten-linear + CE: every gradient matche
     const h2 = relu64(bn64(h1, g, b, d.n, d.out, 36, 1e-5));
     const h3 = pool64(h2, d.n, d.out, 6, 6, 2, 2, 2, 'max');
     const z = linear64(h3, d.n, d.out * 9, fw, fb, k);
-    return ce64(z, labels, k);
+    return crossEntropy64(z, labels, k);
   };
 
   const logits = await model.forward(x, fwd());

@@ -65,7 +65,8 @@ export function writeFileAtomic(file: string, data: string | Uint8Array): void {
   }
 }
 
-function alive(pid: number): boolean {
+/** Whether a process with this pid exists (EPERM: it does, but belongs to someone else). */
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
