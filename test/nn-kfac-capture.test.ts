@@ -10,33 +10,18 @@ import { Linear } from '../src/nn/linear.js';
 import { sampleLabels, softmaxCrossEntropy } from '../src/nn/loss.js';
 import { ReLU } from '../src/nn/relu.js';
 import { Sequential } from '../src/nn/sequential.js';
-import type { BackwardContext, ForwardContext, KfacCapture, Tensor } from '../src/nn/types.js';
+import type { BackwardContext, ForwardContext, KfacCapture } from '../src/nn/types.js';
 import { Rng } from '../src/util/rng.js';
+import { assertClose as assertCloseTo, explicitPatches, randArray } from './helpers/float64-model.js';
 import { createReferenceBackend } from './helpers/reference-backend.js';
 
 const backend = createReferenceBackend();
 const fwd = (captureA: boolean, training = true): ForwardContext => ({ backend, training, captureA });
 const bwd = (batchSize: number, captureG: boolean, accumulateGrads = true): BackwardContext => ({ backend, accumulateGrads, captureG, batchSize });
 
-function randArray(rng: Rng, n: number, scale = 1): Float32Array {
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = scale * rng.normal();
-  return a;
-}
-
+/** The shared check with this file's tighter defaults and a 1e-6 floor for the absolute tolerance. */
 function assertClose(t: ExecutionContext, actual: ArrayLike<number>, expected: ArrayLike<number>, label: string, rtol = 1e-5, atolRel = 1e-6): void {
-  t.is(actual.length, expected.length, `${label}: length`);
-  let maxAbs = 0;
-  for (let i = 0; i < expected.length; i++) maxAbs = Math.max(maxAbs, Math.abs(expected[i]));
-  const atol = atolRel * Math.max(maxAbs, 1e-6);
-  for (let i = 0; i < expected.length; i++) {
-    const err = Math.abs(actual[i] - expected[i]);
-    if (!(err <= atol + rtol * Math.abs(expected[i]))) {
-      t.fail(`${label}: element ${i} is ${actual[i]}, expected ${expected[i]} (max |expected| ${maxAbs})`);
-      return;
-    }
-  }
-  t.pass();
+  assertCloseTo(t, actual, expected, label, rtol, atolRel, 1e-6);
 }
 
 function linearCapture(c: KfacCapture): Extract<KfacCapture, { kind: 'linear' | 'conv' }> {
@@ -122,29 +107,6 @@ test('one sample of a linear layer: the Fisher block vec(dW_aug)·vec(dW_aug)ᵀ
 });
 
 /** Explicit im2col written here: rows (n, oy, ox), columns (c, ky, kx), then a 1. */
-function explicitPatches(x: Tensor, kh: number, kw: number, stride: number, pad: number): { rows: number; cols: number; a: Float64Array } {
-  const [n, c, h, w] = x.shape;
-  const oh = Math.floor((h + 2 * pad - kh) / stride) + 1;
-  const ow = Math.floor((w + 2 * pad - kw) / stride) + 1;
-  const cols = c * kh * kw + 1;
-  const a = new Float64Array(n * oh * ow * cols);
-  let r = 0;
-  for (let s = 0; s < n; s++)
-    for (let oy = 0; oy < oh; oy++)
-      for (let ox = 0; ox < ow; ox++, r++) {
-        let col = 0;
-        for (let ch = 0; ch < c; ch++)
-          for (let ky = 0; ky < kh; ky++)
-            for (let kx = 0; kx < kw; kx++, col++) {
-              const iy = oy * stride - pad + ky;
-              const ix = ox * stride - pad + kx;
-              a[r * cols + col] = iy >= 0 && ix >= 0 && iy < h && ix < w ? x.data[((s * c + ch) * h + iy) * w + ix] : 0;
-            }
-        a[r * cols + col] = 1;
-      }
-  return { rows: n * oh * ow, cols, a };
-}
-
 test('Conv2d captures im2col patches + 1: aᵀa equals the explicit im2col second moment; g per position = N·dL/dz', async (t) => {
   const rng = new Rng(3);
   const [n, c, h, w, out] = [3, 2, 7, 6, 4];

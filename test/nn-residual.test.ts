@@ -11,7 +11,18 @@ import { buildModel, ModelBuilder } from '../src/nn/models.js';
 import type { Sequential } from '../src/nn/sequential.js';
 import type { BackwardContext, ForwardContext, KfacLayerInfo, Tensor } from '../src/nn/types.js';
 import { Rng } from '../src/util/rng.js';
-import { type Act, assertClose, bnNormalised64, crossEntropy64, fdGrad, forward64, type Params64, randArray, type Taps } from './helpers/float64-model.js';
+import {
+  type Act,
+  assertClose,
+  bnNormalised64,
+  crossEntropy64,
+  explicitPatches,
+  fdGrad,
+  forward64,
+  type Params64,
+  randArray,
+  type Taps,
+} from './helpers/float64-model.js';
 import { createReferenceBackend } from './helpers/reference-backend.js';
 
 const backend = createReferenceBackend();
@@ -105,29 +116,6 @@ test('residual model + CE: loss, input gradient and every parameter gradient mat
   for (const p of model.params()) assertClose(t, p.grad.data, fdGrad(p64.get(p.name)!, ref), `d/d${p.name}`);
 });
 
-/** Rows (n, oy, ox) of [im2col patch; 1] of a conv's float64 input, columns (c, ky, kx). */
-function patches64(inp: Act, kh: number, kw: number, stride: number, pad: number): { rows: number; cols: number; a: Float64Array } {
-  const [c, h, w] = inp.shape;
-  const oh = Math.floor((h + 2 * pad - kh) / stride) + 1;
-  const ow = Math.floor((w + 2 * pad - kw) / stride) + 1;
-  const cols = c * kh * kw + 1;
-  const a = new Float64Array(N * oh * ow * cols);
-  for (let s = 0, r = 0; s < N; s++)
-    for (let oy = 0; oy < oh; oy++)
-      for (let ox = 0; ox < ow; ox++, r++) {
-        let col = 0;
-        for (let ch = 0; ch < c; ch++)
-          for (let ky = 0; ky < kh; ky++)
-            for (let kx = 0; kx < kw; kx++, col++) {
-              const iy = oy * stride - pad + ky;
-              const ix = ox * stride - pad + kx;
-              a[r * cols + col] = iy >= 0 && ix >= 0 && iy < h && ix < w ? inp.data[((s * c + ch) * h + iy) * w + ix] : 0;
-            }
-        a[r * cols + col] = 1;
-      }
-  return { rows: N * oh * ow, cols, a };
-}
-
 /** (scale)·Σ_r x_r x_rᵀ over the rows of a rows × cols matrix. */
 function secondMoment(x: ArrayLike<number>, rows: number, cols: number, scale: number): Float64Array {
   const m = new Float64Array(cols * cols);
@@ -189,7 +177,7 @@ async function checkStatistics(
   }
   // A = (1/N)·Σ a aᵀ over the patches of the layer's actual input; G = (1/(N·T))·Σ g gᵀ per position.
   const conv = model.layer(info.name) as unknown as { kernelH: number; kernelW: number; stride: number; pad: number };
-  const pt = patches64(inp, conv.kernelH, conv.kernelW, conv.stride, conv.pad);
+  const pt = explicitPatches({ shape: [N, ...inp.shape], data: inp.data }, conv.kernelH, conv.kernelW, conv.stride, conv.pad);
   t.is(pt.cols, info.inFeatures + 1, `${info.name} fan-in`);
   assertClose(t, await computeStatistic(backend, info, 'A'), secondMoment(pt.a, pt.rows, pt.cols, 1 / N), `${info.name} A`, 1e-4, 1e-5);
   const rows = new Float64Array(N * positions * c);

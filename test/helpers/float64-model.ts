@@ -178,14 +178,22 @@ export function randArray(rng: Rng, n: number, scale = 1): Float32Array {
 
 /**
  * Asserts |actual − expected| ≤ atol + rtol·|expected| element-wise, atol relative to the largest
- * |expected| but at least atolRel·1e-3 (float32 rounding of values that vanish exactly, such as the
+ * |expected| but at least atolRel·floor (default 1e-3, for float32 rounding of values that vanish exactly, such as the
  * gradient of a conv bias before BN); reports the first element out of tolerance.
  */
-export function assertClose(t: ExecutionContext, actual: ArrayLike<number>, expected: ArrayLike<number>, label: string, rtol = 2e-3, atolRel = 2e-4): void {
+export function assertClose(
+  t: ExecutionContext,
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  label: string,
+  rtol = 2e-3,
+  atolRel = 2e-4,
+  floor = 1e-3,
+): void {
   t.is(actual.length, expected.length, `${label}: length`);
   let maxAbs = 0;
   for (let i = 0; i < expected.length; i++) maxAbs = Math.max(maxAbs, Math.abs(expected[i]));
-  const atol = atolRel * Math.max(maxAbs, 1e-3);
+  const atol = atolRel * Math.max(maxAbs, floor);
   for (let i = 0; i < expected.length; i++) {
     const err = Math.abs(actual[i] - expected[i]);
     if (!(err <= atol + rtol * Math.abs(expected[i]))) {
@@ -194,4 +202,34 @@ export function assertClose(t: ExecutionContext, actual: ArrayLike<number>, expe
     }
   }
   t.pass();
+}
+
+/** Rows (n, oy, ox) of [im2col patch; 1] of an NCHW input, columns (c, ky, kx), in float64. */
+export function explicitPatches(
+  x: { shape: number[]; data: ArrayLike<number> },
+  kh: number,
+  kw: number,
+  stride: number,
+  pad: number,
+): { rows: number; cols: number; a: Float64Array } {
+  const [n, c, h, w] = x.shape;
+  const oh = Math.floor((h + 2 * pad - kh) / stride) + 1;
+  const ow = Math.floor((w + 2 * pad - kw) / stride) + 1;
+  const cols = c * kh * kw + 1;
+  const a = new Float64Array(n * oh * ow * cols);
+  let r = 0;
+  for (let s = 0; s < n; s++)
+    for (let oy = 0; oy < oh; oy++)
+      for (let ox = 0; ox < ow; ox++, r++) {
+        let col = 0;
+        for (let ch = 0; ch < c; ch++)
+          for (let ky = 0; ky < kh; ky++)
+            for (let kx = 0; kx < kw; kx++, col++) {
+              const iy = oy * stride - pad + ky;
+              const ix = ox * stride - pad + kx;
+              a[r * cols + col] = iy >= 0 && ix >= 0 && iy < h && ix < w ? x.data[((s * c + ch) * h + iy) * w + ix] : 0;
+            }
+        a[r * cols + col] = 1;
+      }
+  return { rows: n * oh * ow, cols, a };
 }
