@@ -232,7 +232,7 @@ serial(`owners scale 1 -> 3 -> 1 on their own hosts during a run, no step fails$
 });
 
 serial(`a link cut between a worker and the PS: dropped within the lease, back when the link returns${skipNote}`, async (t) => {
-  // Enough steps left after the link returns for the rejoin (reconnect backoff up to 5 s): at about
+  // Enough steps left after the link returns to reconnect (backoff up to 2 s) and rejoin: at about
   // 40 ms a step, 40 steps were sometimes over before it.
   const total = 160;
   const j = await job(t, 'link', total, 1, fastDetection);
