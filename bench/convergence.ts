@@ -1,21 +1,30 @@
 /**
- * Steps and training seconds to each target test accuracy for SP-NGD's defaults (stale statistics
- * on and off) and for SGD with momentum over a learning-rate grid, at one or more batch sizes, all in
- * the same run — in one process or through the local cluster (1 PS, 2 workers, 2 owners as
- * processes). Every run has the same budget in epochs and the same schedule (warm-up and decay to
- * the budget's last step); a run stops once it reaches the highest target.
+ * The large-batch study: steps, epochs and training seconds to each target test accuracy for
+ * SP-NGD against SGD with momentum tuned per batch size (a learning-rate grid), at one or more
+ * batch sizes, all in the same run — in one process or through the local cluster (1 PS, 2 workers,
+ * 2 owners as processes). Every run of a batch size has the same budget in epochs and the same
+ * schedule (warm-up and decay to the budget's last step, from the base config); a run stops once
+ * it reaches the highest target.
  */
 import type { ComputeBackend } from '../src/compute/backend.js';
-import { resolveTrainConfig, type TrainConfig } from '../src/config/schema.js';
+import { loadTrainConfig, mergeConfig } from '../src/config/load.js';
 import { spread, type Spread } from '../src/util/stats.js';
 import { recordedRun } from './recorded-run.js';
 
 export interface ConvergenceOptions {
   backend: ComputeBackend;
   via: 'single' | 'cluster';
+  /** Built-in model name (mlp, cnn, resnet8, resnet20). */
+  model: string;
+  /** A config file laid under every run (schedule, damping, data.augment, ...); the runs' own settings win. */
+  baseConfig?: string;
   batchSizes: number[];
   targets: number[];
   sgdLrs: number[];
+  /** SP-NGD's learning rate (default: the base config's, else the built-in default). */
+  spngdLr?: number;
+  /** Also run SP-NGD with stale statistics off. */
+  dense: boolean;
   /** Budget of every run, in epochs of the 60,000 training images. */
   epochs: number;
   evalEvery: number;
@@ -41,16 +50,22 @@ const trainImages = 60000;
 
 /** One training run; when it first reached each target, from its evaluation records. */
 async function run(o: ConvergenceOptions, batch: number, name: string, kind: Outcome['kind'], overrides: Record<string, unknown>): Promise<Outcome> {
-  const config: TrainConfig = resolveTrainConfig({
-    batchSize: batch,
-    steps: Math.ceil((o.epochs * trainImages) / batch),
-    evalEvery: o.evalEvery,
-    stopAtAccuracy: Math.max(...o.targets),
-    targetAccuracy: Math.min(...o.targets),
-    checkpointEvery: 100000,
-    ...(o.dataDir ? { data: { dir: o.dataDir } } : {}),
-    ...overrides,
-  });
+  const config = loadTrainConfig(
+    o.baseConfig,
+    mergeConfig(
+      {
+        model: o.model,
+        batchSize: batch,
+        steps: Math.ceil((o.epochs * trainImages) / batch),
+        evalEvery: o.evalEvery,
+        stopAtAccuracy: Math.max(...o.targets),
+        targetAccuracy: Math.min(...o.targets),
+        checkpointEvery: 100000,
+        ...(o.dataDir ? { data: { dir: o.dataDir } } : {}),
+      },
+      overrides,
+    ),
+  );
   process.stderr.write(`  batch ${batch}: ${name} (${o.via}) ...\n`);
   const r = await recordedRun(config, o.via, o.backend);
   const reached = new Map<number, Reached>();
@@ -58,6 +73,7 @@ async function run(o: ConvergenceOptions, batch: number, name: string, kind: Out
     const e = r.evals.find((x) => (x.testAccuracy ?? 0) >= t);
     if (e) reached.set(t, { step: e.step, trainSeconds: e.trainSeconds ?? NaN });
   }
+  process.stderr.write(`    final test accuracy ${r.accuracy.toFixed(4)} after ${r.steps.length} steps\n`);
   return {
     batch,
     name,
@@ -69,46 +85,49 @@ async function run(o: ConvergenceOptions, batch: number, name: string, kind: Out
   };
 }
 
-const fmt = (s: Spread) => `${s.min.toFixed(1)}/${s.median.toFixed(1)}/${s.max.toFixed(1)}`;
+const fmt = (s: Spread) => `${s.min.toFixed(0)}/${s.median.toFixed(0)}/${s.max.toFixed(0)}`;
+const epochs = (step: number, batch: number) => (step * batch) / trainImages;
+
+/** One verdict line: SP-NGD against the best SGD learning rate (fewest steps) at one target. */
+function verdict(o: ConvergenceOptions, batch: number, t: number, spngd: Outcome, sgd: Outcome[]): string {
+  const best = sgd.filter((r) => r.reached.has(t)).sort((a, b) => a.reached.get(t)!.step - b.reached.get(t)!.step)[0];
+  const mine = spngd.reached.get(t);
+  if (!mine) return `batch ${batch}, target ${t}: SP-NGD did not reach it in ${o.epochs} epochs`;
+  const head = `batch ${batch}, target ${t}: SP-NGD ${mine.step} steps (${mine.trainSeconds.toFixed(1)} s)`;
+  if (!best) return `${head}; no SGD learning rate reached it in ${o.epochs} epochs`;
+  const b = best.reached.get(t)!;
+  return (
+    `${head}, best SGD (${best.name}) ${b.step} steps (${b.trainSeconds.toFixed(1)} s): ` +
+    `SP-NGD's steps / SGD's ${(mine.step / b.step).toFixed(2)}, SGD seconds / SP-NGD seconds ${(b.trainSeconds / mine.trainSeconds).toFixed(2)}`
+  );
+}
 
 export async function convergenceBench(o: ConvergenceOptions): Promise<void> {
   const all: Outcome[] = [];
   const verdicts: string[] = [];
+  const spngdLr = o.spngdLr === undefined ? {} : { lr: o.spngdLr };
   for (const batch of o.batchSizes) {
-    const on = await run(o, batch, 'SP-NGD defaults', 'spngd', { optimizer: { kind: 'spngd' } });
-    const off = await run(o, batch, 'SP-NGD, stale statistics off', 'spngd-dense', { optimizer: { kind: 'spngd', kfac: { stale: { enabled: false } } } });
+    const on = await run(o, batch, 'SP-NGD', 'spngd', { optimizer: { kind: 'spngd', ...spngdLr } });
+    const off = o.dense
+      ? [await run(o, batch, 'SP-NGD, stale statistics off', 'spngd-dense', { optimizer: { kind: 'spngd', ...spngdLr, kfac: { stale: { enabled: false } } } })]
+      : [];
     const sgd: Outcome[] = [];
     for (const lr of o.sgdLrs) sgd.push(await run(o, batch, `SGD+momentum lr=${lr}`, 'sgd', { optimizer: { kind: 'sgd', lr } }));
-    all.push(on, off, ...sgd);
-    for (const t of o.targets) {
-      // Best SGD at this target: fewest training seconds.
-      const best = sgd.filter((r) => r.reached.has(t)).sort((a, b) => a.reached.get(t)!.trainSeconds - b.reached.get(t)!.trainSeconds)[0];
-      const mine = on.reached.get(t);
-      if (!mine) verdicts.push(`batch ${batch}, target ${t}: SP-NGD did not reach it in ${o.epochs} epochs`);
-      else if (!best)
-        verdicts.push(
-          `batch ${batch}, target ${t}: SP-NGD in ${mine.trainSeconds.toFixed(2)} s (${mine.step} steps); no SGD learning rate reached it in ${o.epochs} epochs`,
-        );
-      else {
-        const b = best.reached.get(t)!;
-        verdicts.push(
-          `batch ${batch}, target ${t}: SP-NGD ${mine.trainSeconds.toFixed(2)} s (${mine.step} steps), best SGD (${best.name}) ${b.trainSeconds.toFixed(2)} s (${b.step} steps): ` +
-            `SGD seconds / SP-NGD seconds ${(b.trainSeconds / mine.trainSeconds).toFixed(2)}, steps ${(b.step / mine.step).toFixed(2)}`,
-        );
-      }
-    }
+    all.push(on, ...off, ...sgd);
+    for (const t of o.targets) verdicts.push(verdict(o, batch, t, on, sgd));
   }
   const where = o.via === 'single' ? `one process, backend ${o.backend.name}` : 'local cluster (1 PS, 2 workers, 2 owners)';
+  const base = o.baseConfig ? `, base config ${o.baseConfig}` : '';
   console.log(
-    `\nconvergence: Fashion-MNIST MLP, ${where}; budget ${o.epochs} epochs, evaluation every ${o.evalEvery} steps, each run stops at ${Math.max(...o.targets)}`,
+    `\nconvergence: Fashion-MNIST ${o.model}, ${where}${base}; budget ${o.epochs} epochs, evaluation every ${o.evalEvery} steps, each run stops at ${Math.max(...o.targets)}`,
   );
-  const head = o.targets.map((t) => `to ${t}: steps / train s`.padStart(27)).join('');
+  const head = o.targets.map((t) => `to ${t}: steps / epochs / train s`.padStart(36)).join('');
   console.log(`batch  run                            ${head}  final-acc  steps  ms/step min/median/max`);
   for (const r of all) {
     const cells = o.targets
       .map((t) => {
         const x = r.reached.get(t);
-        return (x ? `${x.step} / ${x.trainSeconds.toFixed(2)}` : 'not reached').padStart(27);
+        return (x ? `${x.step} / ${epochs(x.step, r.batch).toFixed(2)} / ${x.trainSeconds.toFixed(1)}` : 'not reached').padStart(36);
       })
       .join('');
     console.log(

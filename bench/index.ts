@@ -38,10 +38,14 @@ program
 
 program
   .command('convergence')
-  .description('steps and training seconds to target accuracies: SP-NGD defaults against SGD with momentum over a learning-rate grid')
+  .description('the large-batch study: steps, epochs and seconds to target accuracies, SP-NGD against SGD with momentum over a learning-rate grid per batch size')
+  .addOption(new Option('--model <name>', 'built-in model').choices(['mlp', 'cnn', 'resnet8', 'resnet20']).default('mlp'))
+  .option('--config <file>', 'a config laid under every run (schedule, damping, data.augment, ...)')
   .option('--batch-sizes <list>', 'global batch sizes', '1024,4096')
   .option('--targets <list>', 'test accuracy targets', '0.85,0.88')
   .option('--sgd-lrs <list>', 'SGD learning-rate grid', '0.05,0.1,0.2,0.4')
+  .option('--spngd-lr <x>', "SP-NGD's learning rate (default: the config's)")
+  .option('--no-dense', 'skip the SP-NGD run with stale statistics off')
   .option('--epochs <n>', 'budget of every run, in epochs', '5')
   .option('--eval-every <n>', 'steps between evaluations', '5')
   .option('--data <dir>', 'data directory')
@@ -49,9 +53,13 @@ program
   .addOption(backendOption())
   .action(
     async (o: {
+      model: string;
+      config?: string;
       batchSizes: string;
       targets: string;
       sgdLrs: string;
+      spngdLr?: string;
+      dense: boolean;
       epochs: string;
       evalEvery: string;
       data?: string;
@@ -62,9 +70,13 @@ program
         convergenceBench({
           backend,
           via: o.via,
+          model: o.model,
+          ...(o.config ? { baseConfig: o.config } : {}),
           batchSizes: o.batchSizes.split(',').map(Number),
           targets: o.targets.split(',').map(Number),
           sgdLrs: o.sgdLrs.split(',').map(Number),
+          ...(o.spngdLr ? { spngdLr: Number(o.spngdLr) } : {}),
+          dense: o.dense,
           epochs: Number(o.epochs),
           evalEvery: Number(o.evalEvery),
           ...(o.data ? { dataDir: o.data } : {}),
