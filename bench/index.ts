@@ -38,7 +38,9 @@ program
 
 program
   .command('convergence')
-  .description('the large-batch study: steps, epochs and seconds to target accuracies, SP-NGD against SGD with momentum over a learning-rate grid per batch size')
+  .description(
+    'the large-batch study: steps, epochs and seconds to target accuracies, SP-NGD against SGD with momentum over a learning-rate grid per batch size',
+  )
   .addOption(new Option('--model <name>', 'built-in model').choices(['mlp', 'cnn', 'resnet8', 'resnet20']).default('mlp'))
   .option('--config <file>', 'a config laid under every run (schedule, damping, data.augment, ...)')
   .option('--batch-sizes <list>', 'global batch sizes', '1024,4096')
