@@ -6,8 +6,10 @@
  * schedule (warm-up and decay to the budget's last step, from the base config); a run stops once
  * it reaches the highest target.
  */
+import { join } from 'node:path';
 import type { ComputeBackend } from '../src/compute/backend.js';
 import { loadTrainConfig, mergeConfig } from '../src/config/load.js';
+import { writeCompareReport } from '../src/report/commands.js';
 import { spread, type Spread } from '../src/util/stats.js';
 import { recordedRun } from './recorded-run.js';
 
@@ -29,6 +31,8 @@ export interface ConvergenceOptions {
   epochs: number;
   evalEvery: number;
   dataDir?: string;
+  /** Keep every run's folder under this directory, with a comparison page per batch size. */
+  keepRuns?: string;
 }
 
 interface Reached {
@@ -44,6 +48,8 @@ interface Outcome {
   finalAccuracy: number;
   steps: number;
   stepMs: Spread;
+  /** The run's kept folder (with keepRuns). */
+  dir?: string;
 }
 
 const trainImages = 60000;
@@ -66,8 +72,9 @@ async function run(o: ConvergenceOptions, batch: number, name: string, kind: Out
       overrides,
     ),
   );
-  process.stderr.write(`  batch ${batch}: ${name} (${o.via}) ...\n`);
-  const r = await recordedRun(config, o.via, o.backend);
+  const dir = o.keepRuns === undefined ? undefined : join(o.keepRuns, `b${batch}-${name.replace(/[^A-Za-z0-9.=-]+/g, '-')}`);
+  process.stderr.write(`  batch ${batch}: ${name} (${o.via}) ...${dir ? ` into ${dir}` : ''}\n`);
+  const r = await recordedRun(config, o.via, o.backend, dir);
   const reached = new Map<number, Reached>();
   for (const t of o.targets) {
     const e = r.evals.find((x) => (x.testAccuracy ?? 0) >= t);
@@ -82,6 +89,7 @@ async function run(o: ConvergenceOptions, batch: number, name: string, kind: Out
     finalAccuracy: r.accuracy,
     steps: r.steps.length,
     stepMs: spread(r.steps.flatMap((x) => (x.stepMs === undefined ? [] : [x.stepMs]))),
+    ...(dir ? { dir } : {}),
   };
 }
 
@@ -115,6 +123,11 @@ export async function convergenceBench(o: ConvergenceOptions): Promise<void> {
     for (const lr of o.sgdLrs) sgd.push(await run(o, batch, `SGD+momentum lr=${lr}`, 'sgd', { optimizer: { kind: 'sgd', lr } }));
     all.push(on, ...off, ...sgd);
     for (const t of o.targets) verdicts.push(verdict(o, batch, t, on, sgd));
+    if (o.keepRuns !== undefined) {
+      const dirs = [on, ...off, ...sgd].flatMap((r) => (r.dir ? [r.dir] : []));
+      const page = writeCompareReport(dirs, join(o.keepRuns, `compare-b${batch}.html`), String(Math.min(...o.targets)));
+      process.stderr.write(`  batch ${batch}: accuracy against steps and time of every run in ${page}\n`);
+    }
   }
   const where = o.via === 'single' ? `one process, backend ${o.backend.name}` : 'local cluster (1 PS, 2 workers, 2 owners)';
   const base = o.baseConfig ? `, base config ${o.baseConfig}` : '';

@@ -51,10 +51,12 @@ program
   .option('--epochs <n>', 'budget of every run, in epochs', '5')
   .option('--eval-every <n>', 'steps between evaluations', '5')
   .option('--data <dir>', 'data directory')
+  .option('--keep-runs <dir>', 'keep every run folder here, with compare-b<batch>.html plotting them per batch size')
   .addOption(new Option('--via <how>', 'one process, or the local cluster of processes').choices(['single', 'cluster']).default('single'))
   .addOption(backendOption())
   .action(
     async (o: {
+      keepRuns?: string;
       model: string;
       config?: string;
       batchSizes: string;
@@ -82,6 +84,7 @@ program
           epochs: Number(o.epochs),
           evalEvery: Number(o.evalEvery),
           ...(o.data ? { dataDir: o.data } : {}),
+          ...(o.keepRuns ? { keepRuns: o.keepRuns } : {}),
         }),
       ),
   );

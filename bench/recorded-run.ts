@@ -32,9 +32,12 @@ export interface RecordedRun {
   trainSeconds: number;
 }
 
-/** Runs `config` in this process on `backend`, or as a local cluster of processes. */
-export async function recordedRun(config: TrainConfig, via: 'single' | 'cluster', backend: ComputeBackend): Promise<RecordedRun> {
-  const dir = mkdtempSync(join(tmpdir(), 'spngd-bench-'));
+/**
+ * Runs `config` in this process on `backend`, or as a local cluster of processes; into `keepDir`
+ * (kept, e.g. for `spngd compare`) or a temporary folder that is removed.
+ */
+export async function recordedRun(config: TrainConfig, via: 'single' | 'cluster', backend: ComputeBackend, keepDir?: string): Promise<RecordedRun> {
+  const dir = keepDir ?? mkdtempSync(join(tmpdir(), 'spngd-bench-'));
   try {
     const output = new RunOutput(dir);
     if (via === 'single') await runSingleProcess(config, { logger: silentLogger(), backend, progress: false, output });
@@ -47,6 +50,6 @@ export async function recordedRun(config: TrainConfig, via: 'single' | 'cluster'
     const evals = rows.filter((r) => r.type === 'eval');
     return { steps, evals, accuracy: evals.at(-1)?.testAccuracy ?? NaN, trainSeconds: steps.at(-1)?.trainSeconds ?? NaN };
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    if (keepDir === undefined) rmSync(dir, { recursive: true, force: true });
   }
 }
