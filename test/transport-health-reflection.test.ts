@@ -65,6 +65,7 @@ const STATE: ActorState = {
   warnings: ['no factor owner: steps apply the last preconditioner of each layer until one joins'],
   refusals: { no_session: 2 },
   recentRefusals: ['refused no_session from 127.0.0.1:9 (without a session secret): heartbeat'],
+  traffic: [{ method: 'FactorOwnerService/PushStatistics', sentBytes: 0, receivedBytes: 4096, sentMessages: 0, receivedMessages: 2 }],
 };
 
 async function startServer(): Promise<{ server: grpc.Server; port: number; health: HealthStatus }> {

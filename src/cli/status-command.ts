@@ -87,6 +87,9 @@ export function formatState(s: ActorState): string {
   }
   const phases = Object.entries(s.phaseTimings);
   if (phases.length > 0) lines.push(`phases (mean ms): ${phases.map(([k, v]) => `${k} ${v.meanMs.toFixed(1)}`).join(', ')}`);
+  const mb = (bytes: number) => (bytes / 1e6).toFixed(1);
+  if ((s.traffic ?? []).length > 0)
+    lines.push(`traffic (MB sent/received): ${s.traffic.map((x) => `${x.method} ${mb(x.sentBytes)}/${mb(x.receivedBytes)}`).join(', ')}`);
   return lines.join('\n');
 }
 

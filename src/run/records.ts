@@ -39,6 +39,12 @@ export type StepRecord = {
   preconditioned?: false;
   /** Newest stale-statistics interval of every statistic. */
   intervals?: Record<string, number>;
+  /**
+   * Cluster runs: bytes the PS sent and received per RPC method since the previous step record
+   * (ParameterServerService/Train: parameters sent, gradients received, over all workers;
+   * .../PublishPreconditioners: preconditioners received), message sizes as in transport/traffic.ts.
+   */
+  traffic?: Record<string, { sentBytes: number; receivedBytes: number }>;
 };
 
 export type EvalRecord = {

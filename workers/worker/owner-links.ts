@@ -6,12 +6,7 @@
  * step's statistics go again on the new one (the owner drops them if it has reduced that step).
  */
 import { Metadata } from '@grpc/grpc-js';
-import {
-  FactorOwnerServiceClient,
-  type PushStatisticsRequest,
-  type PushStatisticsResponse,
-  type StatisticSchedule,
-} from '../../src/gen/spngd/v1/factor_owner.js';
+import type { FactorOwnerServiceClient, PushStatisticsRequest, PushStatisticsResponse, StatisticSchedule } from '../../src/gen/spngd/v1/factor_owner.js';
 import type { MembershipView } from '../../src/gen/spngd/v1/membership.js';
 import type { ActorStateTracker } from '../../src/actors/common/actor-state.js';
 import type { ActorCredentials } from '../../src/actors/common/credentials.js';
@@ -24,6 +19,7 @@ import { waitUntilOrTimeout } from '../../src/actors/common/wait-until.js';
 import type { TrainConfig } from '../../src/config/schema.js';
 import { type CurvatureLayerSpec, dueKinds, layerStatKinds, type StatKind, statisticShape, statKey, statKinds } from '../../src/kfac/factors.js';
 import type { TransportOptions } from '../../src/transport/channel-options.js';
+import { FastFactorOwnerServiceClient } from '../../src/transport/fast-services.js';
 import type { Logger } from '../../src/util/log.js';
 
 interface OwnerLink {
@@ -139,7 +135,7 @@ export class OwnerLinks {
 
   private open(ownerId: string, address: string): OwnerLink {
     const { security, state } = this.opts;
-    const client = new FactorOwnerServiceClient(address, security.channelCredentials(), security.clientOptions(this.opts.transport));
+    const client = new FastFactorOwnerServiceClient(address, security.channelCredentials(), security.clientOptions(this.opts.transport));
     const link: OwnerLink = {
       ownerId,
       address,

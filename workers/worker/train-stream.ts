@@ -4,13 +4,14 @@
  * worker stops or is drained. A step's results go back on the stream that started it.
  */
 import { LifecycleState } from '../../src/gen/spngd/v1/membership.js';
-import { ParameterServerServiceClient, type StepStart, type TrainRequest, type TrainResponse } from '../../src/gen/spngd/v1/parameter_server.js';
+import type { ParameterServerServiceClient, StepStart, TrainRequest, TrainResponse } from '../../src/gen/spngd/v1/parameter_server.js';
 import type { ActorStateTracker } from '../../src/actors/common/actor-state.js';
 import type { ActorCredentials } from '../../src/actors/common/credentials.js';
 import type { MemberClient } from '../../src/actors/common/member-client.js';
 import { Reconnector } from '../../src/actors/common/reconnect.js';
 import { StreamSession } from '../../src/actors/common/stream-session.js';
 import type { TransportOptions } from '../../src/transport/channel-options.js';
+import { FastParameterServerServiceClient } from '../../src/transport/fast-services.js';
 import type { ByteBudgetWriter } from '../../src/transport/flow.js';
 import { envelopeTensor, TensorAssembler } from '../../src/transport/tensor-assembler.js';
 import type { Logger } from '../../src/util/log.js';
@@ -50,7 +51,7 @@ export class TrainStream {
     const { state } = this.opts;
     this.reconnect.cancel();
     this.session?.detach();
-    this.client ??= new ParameterServerServiceClient(
+    this.client ??= new FastParameterServerServiceClient(
       this.opts.ps,
       this.opts.security.channelCredentials(),
       this.opts.security.clientOptions(this.opts.transport),

@@ -1,11 +1,12 @@
 /**
  * What every actor reports through StateService: identity, lifecycle, step and epoch, membership
- * and assignment as it knows them, preconditioner versions, statistic schedules, per-phase timings
- * and the last loss/accuracy. Actors update it; the service snapshots it.
+ * and assignment as it knows them, preconditioner versions, statistic schedules, per-phase timings,
+ * the last loss/accuracy and the process's traffic per method. Actors update it; the service snapshots it.
  */
 import type { StatisticSchedule } from '../../gen/spngd/v1/factor_owner.js';
 import { LifecycleState, type LayerAssignment, type Member, type Role } from '../../gen/spngd/v1/membership.js';
 import type { ActorState, PhaseTiming, PreconditionerStatus } from '../../gen/spngd/v1/state.js';
+import { processTraffic } from '../../transport/traffic.js';
 
 export class PhaseTimings {
   private readonly phases = new Map<string, PhaseTiming>();
@@ -91,6 +92,7 @@ export class ActorStateTracker {
       warnings: [...this.warnings],
       refusals: Object.fromEntries(this.refusals),
       recentRefusals: [...this.recentRefusals],
+      traffic: [...processTraffic.snapshot()].map(([method, c]) => ({ method, ...c })),
     };
   }
 }

@@ -36,6 +36,7 @@ import { deferred } from '../common/deferred.js';
 import { MetricHub } from '../common/metric-hub.js';
 import { transportOf } from '../common/transport-of.js';
 import { FastFactorOwnerServiceService, FastParameterServerServiceService } from '../../transport/fast-services.js';
+import { processTraffic, trafficSince } from '../../transport/traffic.js';
 import { effectiveDamping } from '../../kfac/preconditioner.js';
 import { layerCost } from './assignment.js';
 import { Admission } from './admission.js';
@@ -84,6 +85,8 @@ export class ParameterServer {
   private server: RunningServer | undefined;
   private ownerArrival = deferred<void>();
   private skippedInARow = 0;
+  /** This process's traffic when the previous step was recorded (a step record holds the difference). */
+  private trafficAtLastRecord = processTraffic.snapshot();
   /** Of the workers' data set (set by run()), for the learning-rate schedule and the step records. */
   private stepsPerEpoch = 1;
   /** Set when a metrics record could not be written: training stopped after that step. */
@@ -284,6 +287,9 @@ export class ParameterServer {
     this.metrics.emit('step_ms', stepMs, done, epoch);
     this.inbox.acknowledge(arrived, { step: s, accepted: true, reason: '', workersReduced: arrived.length, loss, accuracy });
     const intervals = this.preconditioners.intervals();
+    const traffic = processTraffic.snapshot();
+    const moved = trafficSince(this.trafficAtLastRecord, traffic);
+    this.trafficAtLastRecord = traffic;
     return {
       type: 'step',
       step: done,
@@ -300,6 +306,7 @@ export class ParameterServer {
       preconditionerVersions: this.preconditioners.versions(),
       ...(plain ? { preconditioned: false as const } : {}),
       ...(intervals ? { intervals } : {}),
+      traffic: Object.fromEntries([...moved].map(([m, c]) => [m, { sentBytes: c.sentBytes, receivedBytes: c.receivedBytes }])),
     };
   }
 

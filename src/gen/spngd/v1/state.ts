@@ -59,6 +59,23 @@ export interface PreconditionerStatus {
   updatedUnixMs: number;
 }
 
+/**
+ * What an actor sent and received on one RPC method of the tensor-carrying services since it
+ * started: protobuf-encoded message sizes, without gRPC's 5-byte message prefix and HTTP/2 framing.
+ */
+export interface MethodTraffic {
+  /** Service and method, e.g. "ParameterServerService/Train", "FactorOwnerService/PushStatistics". */
+  method: string;
+  /** Bytes of the messages this actor sent on the method. */
+  sentBytes: number;
+  /** Bytes of the messages this actor received on the method. */
+  receivedBytes: number;
+  /** Messages sent. */
+  sentMessages: number;
+  /** Messages received. */
+  receivedMessages: number;
+}
+
 /** Snapshot of an actor's state. */
 export interface ActorState {
   /** Kind of actor. */
@@ -110,6 +127,11 @@ export interface ActorState {
   refusals: { [key: string]: number };
   /** The newest refusals (at most 32), newest last: "KIND from SENDER: WHY". */
   recentRefusals: string[];
+  /**
+   * Traffic per method since the actor started (ParameterServerService and FactorOwnerService, as
+   * client and as server), sorted by method.
+   */
+  traffic: MethodTraffic[];
 }
 
 export interface ActorState_PhaseTimingsEntry {
@@ -443,6 +465,155 @@ export const PreconditionerStatus: MessageFns<PreconditionerStatus> = {
   },
 };
 
+function createBaseMethodTraffic(): MethodTraffic {
+  return { method: "", sentBytes: 0, receivedBytes: 0, sentMessages: 0, receivedMessages: 0 };
+}
+
+export const MethodTraffic: MessageFns<MethodTraffic> = {
+  encode(message: MethodTraffic, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.method !== "") {
+      writer.uint32(10).string(message.method);
+    }
+    if (message.sentBytes !== 0) {
+      writer.uint32(16).uint64(message.sentBytes);
+    }
+    if (message.receivedBytes !== 0) {
+      writer.uint32(24).uint64(message.receivedBytes);
+    }
+    if (message.sentMessages !== 0) {
+      writer.uint32(32).uint64(message.sentMessages);
+    }
+    if (message.receivedMessages !== 0) {
+      writer.uint32(40).uint64(message.receivedMessages);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MethodTraffic {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMethodTraffic();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.method = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.sentBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.receivedBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.sentMessages = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.receivedMessages = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MethodTraffic {
+    return {
+      method: isSet(object.method) ? globalThis.String(object.method) : "",
+      sentBytes: isSet(object.sentBytes)
+        ? globalThis.Number(object.sentBytes)
+        : isSet(object.sent_bytes)
+        ? globalThis.Number(object.sent_bytes)
+        : 0,
+      receivedBytes: isSet(object.receivedBytes)
+        ? globalThis.Number(object.receivedBytes)
+        : isSet(object.received_bytes)
+        ? globalThis.Number(object.received_bytes)
+        : 0,
+      sentMessages: isSet(object.sentMessages)
+        ? globalThis.Number(object.sentMessages)
+        : isSet(object.sent_messages)
+        ? globalThis.Number(object.sent_messages)
+        : 0,
+      receivedMessages: isSet(object.receivedMessages)
+        ? globalThis.Number(object.receivedMessages)
+        : isSet(object.received_messages)
+        ? globalThis.Number(object.received_messages)
+        : 0,
+    };
+  },
+
+  toJSON(message: MethodTraffic): unknown {
+    const obj: any = {};
+    if (message.method !== "") {
+      obj.method = message.method;
+    }
+    if (message.sentBytes !== 0) {
+      obj.sentBytes = Math.round(message.sentBytes);
+    }
+    if (message.receivedBytes !== 0) {
+      obj.receivedBytes = Math.round(message.receivedBytes);
+    }
+    if (message.sentMessages !== 0) {
+      obj.sentMessages = Math.round(message.sentMessages);
+    }
+    if (message.receivedMessages !== 0) {
+      obj.receivedMessages = Math.round(message.receivedMessages);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MethodTraffic>, I>>(base?: I): MethodTraffic {
+    return MethodTraffic.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MethodTraffic>, I>>(object: I): MethodTraffic {
+    const message = createBaseMethodTraffic();
+    message.method = object.method ?? "";
+    message.sentBytes = object.sentBytes ?? 0;
+    message.receivedBytes = object.receivedBytes ?? 0;
+    message.sentMessages = object.sentMessages ?? 0;
+    message.receivedMessages = object.receivedMessages ?? 0;
+    return message;
+  },
+};
+
 function createBaseActorState(): ActorState {
   return {
     role: 0,
@@ -463,6 +634,7 @@ function createBaseActorState(): ActorState {
     warnings: [],
     refusals: {},
     recentRefusals: [],
+    traffic: [],
   };
 }
 
@@ -521,6 +693,9 @@ export const ActorState: MessageFns<ActorState> = {
     });
     for (const v of message.recentRefusals) {
       writer.uint32(146).string(v!);
+    }
+    for (const v of message.traffic) {
+      MethodTraffic.encode(v!, writer.uint32(154).fork()).join();
     }
     return writer;
   },
@@ -688,6 +863,14 @@ export const ActorState: MessageFns<ActorState> = {
             message.recentRefusals.push(reader.string());
             continue;
           }
+          case 19: {
+            if (tag !== 154) {
+              break;
+            }
+
+            message.traffic.push(MethodTraffic.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -787,6 +970,9 @@ export const ActorState: MessageFns<ActorState> = {
         : globalThis.Array.isArray(object?.recent_refusals)
         ? object.recent_refusals.map((e: any) => globalThis.String(e))
         : [],
+      traffic: globalThis.Array.isArray(object?.traffic)
+        ? object.traffic.map((e: any) => MethodTraffic.fromJSON(e))
+        : [],
     };
   },
 
@@ -858,6 +1044,9 @@ export const ActorState: MessageFns<ActorState> = {
     if (message.recentRefusals?.length) {
       obj.recentRefusals = message.recentRefusals;
     }
+    if (message.traffic?.length) {
+      obj.traffic = message.traffic.map((e) => MethodTraffic.toJSON(e));
+    }
     return obj;
   },
 
@@ -902,6 +1091,7 @@ export const ActorState: MessageFns<ActorState> = {
       {},
     );
     message.recentRefusals = object.recentRefusals?.map((e) => e) || [];
+    message.traffic = object.traffic?.map((e) => MethodTraffic.fromPartial(e)) || [];
     return message;
   },
 };
