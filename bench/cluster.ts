@@ -9,8 +9,9 @@
  * and once near the end; the per-phase means shown are the differences (so they exclude warm-up).
  *
  * Memory: every actor process's resident set (VmRSS in /proc/<pid>/status, Linux only) is sampled
- * every 250 ms once the PS passed the warm-up, and its high-water mark (VmHWM: the peak over the
- * process's life, data loading included) at each sample; both are printed per role.
+ * every 250 ms between those two reads (after the warm-up, until 10 steps before the end), and its
+ * high-water mark (VmHWM: the peak over the process's life, data loading included) at every sample
+ * from its start; both are printed per role.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -57,7 +58,7 @@ interface ClusterRun {
   stepPhases: Record<string, number[]>;
   /** Per actor: phase -> mean ms after the warm-up. */
   phases: { actor: string; means: Record<string, { count: number; meanMs: number }> }[];
-  /** Per child process (ps, owner-1, worker-1, ...): RSS samples after the warm-up and the peak seen, in kB. */
+  /** Per child process (ps, owner-1, worker-1, ...): RSS samples of the steady run and the peak seen, in kB. */
   memory: Map<string, MemorySamples>;
 }
 
@@ -167,7 +168,8 @@ async function clusterRun(config: TrainConfig, warmup: number): Promise<ClusterR
       const into = memory.get(name) ?? { rssKb: [], peakKb: 0 };
       memory.set(name, into);
       into.peakKb = Math.max(into.peakKb, m.hwmKb);
-      if (first.size > 0) into.rssKb.push(m.rssKb);
+      // RSS between the two state reads: the steady run, not start-up or shutdown.
+      if (first.size > 0 && last.size === 0) into.rssKb.push(m.rssKb);
     }
   };
   const poll = async () => {
@@ -302,7 +304,7 @@ function printMemory(clusters: ClusterRun[]): void {
   }
   const mb = (kb: number) => (kb / 1024).toFixed(0);
   console.log(
-    '\nactor memory (MB), all cluster runs: RSS sampled every 250 ms after the warm-up (min/median/max), peak = VmHWM (whole life, data loading included)',
+    '\nactor memory (MB), all cluster runs: RSS sampled every 250 ms from the warm-up to 10 steps before the end (min/median/max), peak = VmHWM (whole life, data loading included)',
   );
   console.log('  role     processes   RSS min/median/max   peak');
   for (const [role, r] of [...roles].sort(([a], [b]) => a.localeCompare(b))) {
