@@ -1,5 +1,6 @@
 import test from 'ava';
 import { BatchPlan, epochPermutation, evalBatches, evalRanges, gather, shardRange } from '../src/data/batches.js';
+import { loadSplit, PIXEL_MEAN, PIXEL_STD } from '../src/data/fashion-mnist.js';
 import { Rng } from '../src/util/rng.js';
 
 const arr = (a: Uint32Array): number[] => Array.from(a);
@@ -164,7 +165,6 @@ test('evaluation batches cover the test set in order, last one partial, normalis
 });
 
 test('batches from the bytes equal, bit for bit, the floats of the former whole-set normalisation', async (t) => {
-  const { loadSplit, PIXEL_MEAN, PIXEL_STD } = await import('../src/data/fashion-mnist.js');
   const d = await loadSplit('train', { limit: 3000, verify: false });
   // The former loader's Float32Array: (pixel/255 − PIXEL_MEAN)/PIXEL_STD in float64, rounded to float32.
   const old = new Float32Array(d.n * d.dim);
