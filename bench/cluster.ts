@@ -7,6 +7,11 @@
  * Cluster step times are the PS's `stepMs` records in metrics.jsonl (from sending the parameters of
  * step s to applying its update). Every actor's StateService is read once the PS passed the warm-up
  * and once near the end; the per-phase means shown are the differences (so they exclude warm-up).
+ *
+ * Memory: every actor process's resident set (VmRSS in /proc/<pid>/status, Linux only) is sampled
+ * every 250 ms between those two reads (after the warm-up, until 10 steps before the end), and its
+ * high-water mark (VmHWM: the peak over the process's life, data loading included) at every sample
+ * from its start; both are printed per role.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -53,6 +58,25 @@ interface ClusterRun {
   stepPhases: Record<string, number[]>;
   /** Per actor: phase -> mean ms after the warm-up. */
   phases: { actor: string; means: Record<string, { count: number; meanMs: number }> }[];
+  /** Per child process (ps, owner-1, worker-1, ...): RSS samples of the steady run and the peak seen, in kB. */
+  memory: Map<string, MemorySamples>;
+}
+
+interface MemorySamples {
+  rssKb: number[];
+  peakKb: number;
+}
+
+/** VmRSS (now) and VmHWM (peak so far) of a process in kB; undefined once it has exited, or without /proc. */
+function procMemory(pid: number): { rssKb: number; hwmKb: number } | undefined {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const rss = /^VmRSS:\s+(\d+) kB/m.exec(status);
+    const hwm = /^VmHWM:\s+(\d+) kB/m.exec(status);
+    return rss && hwm ? { rssKb: Number(rss[1]), hwmKb: Number(hwm[1]) } : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 async function singleRun(config: TrainConfig, backend: ComputeBackend, warmup: number): Promise<SingleRun> {
@@ -135,9 +159,23 @@ async function clusterRun(config: TrainConfig, warmup: number): Promise<ClusterR
     for (const [m, s] of await Promise.all(others.map(async (m) => [m, await reader.get(m.address)] as const))) if (s) into.set(m.id, s);
   };
   let polling = true;
+  const pids = new Map<string, number>();
+  const memory = new Map<string, MemorySamples>();
+  const sampleMemory = () => {
+    for (const [name, pid] of pids) {
+      const m = procMemory(pid);
+      if (!m) continue;
+      const into = memory.get(name) ?? { rssKb: [], peakKb: 0 };
+      memory.set(name, into);
+      into.peakKb = Math.max(into.peakKb, m.hwmKb);
+      // RSS between the two state reads: the steady run, not start-up or shutdown.
+      if (first.size > 0 && last.size === 0) into.rssKb.push(m.rssKb);
+    }
+  };
   const poll = async () => {
     while (polling) {
       await new Promise((r) => setTimeout(r, 250));
+      sampleMemory();
       if (!psAddress) continue;
       const ps = await reader.get(psAddress);
       if (!ps) continue;
@@ -147,7 +185,12 @@ async function clusterRun(config: TrainConfig, warmup: number): Promise<ClusterR
   };
   const poller = poll();
   try {
-    await runLocalCluster(config, { output: new RunOutput(dir), logger: capturingLogger((a) => (psAddress = a)), progress: false });
+    await runLocalCluster(config, {
+      output: new RunOutput(dir),
+      logger: capturingLogger((a) => (psAddress = a)),
+      progress: false,
+      onChild: (name, pid) => pids.set(name, pid),
+    });
     polling = false;
     await poller;
     const records = readFileSync(join(dir, 'metrics.jsonl'), 'utf8')
@@ -161,7 +204,7 @@ async function clusterRun(config: TrainConfig, warmup: number): Promise<ClusterR
       .map(([id, s]) => ({ actor: `${roleToJSON(s.role).replace('ROLE_', '').toLowerCase()} ${id}`, means: phaseDelta(first.get(id), s) }))
       .sort((a, b) => a.actor.localeCompare(b.actor));
     const warm = records.filter((r) => r.type === 'step' && r.step <= warmup && r.stepMs !== undefined).map((r) => r.stepMs!);
-    return { stepMs: timed.map((r) => r.stepMs!), warmupMs: warm, stepPhases, phases };
+    return { stepMs: timed.map((r) => r.stepMs!), warmupMs: warm, stepPhases, phases, memory };
   } finally {
     polling = false;
     await poller;
@@ -237,5 +280,34 @@ export async function clusterBench(o: ClusterBenchOptions): Promise<void> {
         .map(([k, v]) => `${k} ${f1(v.meanMs)} (${v.count})`)
         .join(', ')}`,
     );
+  }
+
+  printMemory(clusters);
+}
+
+/** Per role (ps, owner, worker): RSS min/median/max over every sample of its processes in all cluster runs, and the highest peak. */
+function printMemory(clusters: ClusterRun[]): void {
+  const roles = new Map<string, { processes: Set<string>; rssKb: number[]; peakKb: number }>();
+  clusters.forEach((c, run) => {
+    for (const [name, m] of c.memory) {
+      const role = name.replace(/-\d+$/, '');
+      const r = roles.get(role) ?? { processes: new Set<string>(), rssKb: [], peakKb: 0 };
+      roles.set(role, r);
+      r.processes.add(`${run}:${name}`);
+      r.rssKb.push(...m.rssKb);
+      r.peakKb = Math.max(r.peakKb, m.peakKb);
+    }
+  });
+  if (roles.size === 0) {
+    console.log('\nactor memory: not measured (no /proc/<pid>/status here)');
+    return;
+  }
+  const mb = (kb: number) => (kb / 1024).toFixed(0);
+  console.log(
+    '\nactor memory (MB), all cluster runs: RSS sampled every 250 ms from the warm-up to 10 steps before the end (min/median/max), peak = VmHWM (whole life, data loading included)',
+  );
+  console.log('  role     processes   RSS min/median/max   peak');
+  for (const [role, r] of [...roles].sort(([a], [b]) => a.localeCompare(b))) {
+    console.log(`  ${role.padEnd(8)} ${String(r.processes.size).padStart(9)}   ${fmt(spread(r.rssKb), mb).padStart(18)}   ${mb(r.peakKb).padStart(4)}`);
   }
 }

@@ -1,9 +1,11 @@
 /**
  * Over real gRPC on loopback: for (workers, owners) in (1,1), (2,1), (2,2), (4,3), the PS's
- * parameters after 5 SP-NGD steps equal the single-process result for the same global batch.
+ * parameters after 5 SP-NGD steps equal the single-process result for the same global batch;
+ * with data augmentation on too (each worker crops and flips its shard as the single process does
+ * the whole batch).
  */
 import test from 'ava';
-import { resolveTrainConfig } from '../src/config/schema.js';
+import { resolveTrainConfig, type TrainConfig } from '../src/config/schema.js';
 import { loadSplit } from '../src/data/fashion-mnist.js';
 import { buildModel } from '../src/nn/models.js';
 import { Trainer } from '../src/train/trainer.js';
@@ -26,7 +28,7 @@ const config = resolveTrainConfig({
   cluster: { waitForPreconditioners: true, minWorkers: 1 },
 });
 
-async function singleProcess() {
+async function singleProcess(config: TrainConfig) {
   const backend = await clusterBackend();
   const train = await loadSplit('train', { dir: dataDir, limit: trainLimit });
   const model = buildModel(config.model, config.seed);
@@ -35,7 +37,7 @@ async function singleProcess() {
   return model.exportState();
 }
 
-const expected = singleProcess();
+const expected = singleProcess(config);
 
 for (const [workers, owners] of [
   [1, 1],
@@ -66,3 +68,25 @@ for (const [workers, owners] of [
     }
   });
 }
+
+test.serial('with augmentation (crop 2, flip), 3 workers and 1 owner: parameters after 5 steps equal the single-process run', async (t) => {
+  const augmented = { ...config, data: { ...config.data, augment: { crop: 2, flip: true } } };
+  const want = await singleProcess(augmented);
+  // The augmentation does change the run.
+  const plain = await expected;
+  t.true(Object.entries(want).some(([name, values]) => relativeError(plain[name], values) > 1e-3));
+  const backend = await clusterBackend();
+  const cfg = { ...augmented, cluster: { ...augmented.cluster, minWorkers: 3 } };
+  const cluster = await startCluster({ config: cfg, workers: 3, owners: 1, backend, trainSize: trainLimit });
+  try {
+    await cluster.ps.run();
+    t.is(cluster.ps.step, 5);
+    const got = cluster.ps.parameters();
+    for (const [name, values] of Object.entries(want)) {
+      const err = relativeError(got[name], values);
+      t.true(err < 1e-4, `${name}: relative error ${err}`);
+    }
+  } finally {
+    await cluster.stop();
+  }
+});

@@ -1,5 +1,6 @@
 import test from 'ava';
 import { BatchPlan, epochPermutation, evalBatches, evalRanges, gather, shardRange } from '../src/data/batches.js';
+import { loadSplit, PIXEL_MEAN, PIXEL_STD } from '../src/data/fashion-mnist.js';
 import { Rng } from '../src/util/rng.js';
 
 const arr = (a: Uint32Array): number[] => Array.from(a);
@@ -115,33 +116,70 @@ test('resuming at step s gives the same indices as computing from scratch', (t) 
   t.deepEqual(arr(w.shard(50, 1, 3)), history[50].slice(32, 64));
 });
 
-test('gather copies the selected rows and labels', (t) => {
-  const dim = 3;
-  const x = Float32Array.from({ length: 5 * dim }, (_, i) => i);
-  const y = Uint8Array.from([4, 3, 2, 1, 0]);
-  const b = gather({ x, y }, Uint32Array.from([4, 0, 2]));
-  t.deepEqual(Array.from(b.x), [12, 13, 14, 0, 1, 2, 6, 7, 8]);
+/** A byte data set whose table maps byte v to v + 0.5 (easy to read back). */
+function bytes(n: number, dim: number, rows = 1, cols = dim) {
+  const pixels = Uint8Array.from({ length: n * dim }, (_, i) => i);
+  const table = Float32Array.from({ length: 256 }, (_, v) => v + 0.5);
+  return { pixels, table, y: Uint8Array.from({ length: n }, (_, i) => n - 1 - i), n, dim, rows, cols };
+}
+
+test('gather copies the selected rows, normalised, and their labels', (t) => {
+  const d = bytes(5, 3);
+  const b = gather(d, Uint32Array.from([4, 0, 2]));
+  t.deepEqual(Array.from(b.x), [12.5, 13.5, 14.5, 0.5, 1.5, 2.5, 6.5, 7.5, 8.5]);
   t.deepEqual(Array.from(b.y), [0, 4, 2]);
-  t.throws(() => gather({ x, y }, [5]), { instanceOf: RangeError });
+  t.throws(() => gather(d, [5]), { instanceOf: RangeError });
 });
 
-test('evaluation batches cover the test set in order, last one partial', (t) => {
-  const x = Float32Array.from({ length: 10 * 2 }, (_, i) => i);
-  const y = Uint8Array.from({ length: 10 }, (_, i) => i);
-  const batches = [...evalBatches({ x, y }, 4)];
+test('evaluation batches cover the test set in order, last one partial, normalised', (t) => {
+  const d = bytes(10, 2);
+  const fresh = [...evalBatches(d, 4, { reuse: false })];
   t.deepEqual(
-    batches.map((b) => [b.start, b.size]),
+    fresh.map((b) => [b.start, b.size]),
     [
       [0, 4],
       [4, 4],
       [8, 2],
     ],
   );
-  t.deepEqual(Array.from(batches[2].y), [8, 9]);
-  t.deepEqual(Array.from(batches[2].x), [16, 17, 18, 19]);
+  t.deepEqual(Array.from(fresh[2].y), [1, 0]);
+  t.deepEqual(Array.from(fresh[2].x), [16.5, 17.5, 18.5, 19.5]);
+  t.deepEqual(Array.from(fresh[0].x), [0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5]);
+  // Reusing one buffer: each batch holds its own values while it is current, in the same memory.
+  const seen: number[][] = [];
+  const buffers = new Set<ArrayBufferLike>();
+  for (const b of evalBatches(d, 4)) {
+    seen.push(Array.from(b.x));
+    buffers.add(b.x.buffer);
+  }
+  t.deepEqual(
+    seen,
+    fresh.map((b) => Array.from(b.x)),
+  );
+  t.is(buffers.size, 1);
   t.deepEqual(evalRanges(10, 4), [
     { start: 0, end: 4 },
     { start: 4, end: 8 },
     { start: 8, end: 10 },
   ]);
+});
+
+test('batches from the bytes equal, bit for bit, the floats of the former whole-set normalisation', async (t) => {
+  const d = await loadSplit('train', { limit: 3000, verify: false });
+  // The former loader's Float32Array: (pixel/255 − PIXEL_MEAN)/PIXEL_STD in float64, rounded to float32.
+  const old = new Float32Array(d.n * d.dim);
+  for (let i = 0; i < old.length; i++) old[i] = (d.pixels[i] / 255 - PIXEL_MEAN) / PIXEL_STD;
+  const bits = (a: Float32Array) => new Uint32Array(a.buffer, a.byteOffset, a.length);
+  const plan = new BatchPlan(d.n, 256, 7);
+  for (const step of [0, 5, 11]) {
+    const indices = plan.indices(step);
+    const want = new Float32Array(indices.length * d.dim);
+    indices.forEach((i, k) => want.set(old.subarray(i * d.dim, (i + 1) * d.dim), k * d.dim));
+    const got = gather(d, indices);
+    t.deepEqual(bits(got.x), bits(want));
+    // Augmentation configured but off: the same batch.
+    t.deepEqual(bits(gather(d, indices, { config: { crop: 0, flip: false }, seed: 7, step, offset: 0 }).x), bits(want));
+  }
+  for (const b of evalBatches(d, 1000)) t.deepEqual(bits(b.x), bits(old.subarray(b.start * d.dim, (b.start + b.size) * d.dim)));
+  t.is(old.length, d.n * 784);
 });

@@ -11,6 +11,7 @@ import {
   describeData,
   loadFashionMnist,
   loadSplit,
+  normalizeRange,
   packageRoot,
   PIXEL_MEAN,
   PIXEL_STD,
@@ -132,13 +133,16 @@ test('normalisation, limit, raw files and checksum warnings on a tiny fixture', 
   const s = await loadSplit('train', { dir, onWarning: (m) => seen.push(m) });
   t.is(s.n, 4);
   t.is(s.dim, 784);
-  t.is(s.x.length, 4 * 784);
+  t.is(s.pixels.length, 4 * 784);
+  t.deepEqual([s.rows, s.cols], [28, 28]);
   t.is(s.source, 'flag');
   t.deepEqual(Array.from(s.y), [0, 3, 6, 9]);
+  const x = normalizeRange(s, 0, 4, new Float32Array(4 * 784));
   for (let i = 0; i < 4; i++) {
+    t.is(s.pixels[i * 784], i * 85);
     const want = Math.fround(((i * 85) / 255 - PIXEL_MEAN) / PIXEL_STD);
-    t.is(s.x[i * 784], want);
-    t.is(s.x[i * 784 + 783], want);
+    t.is(x[i * 784], want);
+    t.is(x[i * 784 + 783], want);
   }
   t.false(s.verified);
   t.is(s.warnings.length, 2);
@@ -148,8 +152,8 @@ test('normalisation, limit, raw files and checksum warnings on a tiny fixture', 
   t.is(u.n, 2);
   t.is(u.totalInFile, 3);
   t.is(u.verified, undefined);
-  t.is(u.x[784], Math.fround(85 / 255));
-  t.is(u.x.length, 2 * 784);
+  t.is(normalizeRange(u, 1, 2, new Float32Array(784))[0], Math.fround(85 / 255));
+  t.is(u.pixels.length, 2 * 784);
   await t.throwsAsync(loadSplit('test', { dir, limit: 0 }), { instanceOf: RangeError });
   const big = await loadSplit('test', { dir, limit: 100, verify: false });
   t.is(big.n, 3);
@@ -163,7 +167,7 @@ test('real data from the bundled copy with limits verifies its checksums', async
   t.is(d.train.totalInFile, 60000);
   t.is(d.test.n, 500);
   t.is(d.test.totalInFile, 10000);
-  t.is(d.train.x.length, 1000 * 784);
+  t.is(d.train.pixels.length, 1000 * 784);
   t.true(d.train.verified);
   t.true(d.test.verified);
   t.deepEqual(d.warnings, []);
@@ -174,15 +178,16 @@ test('real data from the bundled copy with limits verifies its checksums', async
 test('the standardisation constants are the real train-set mean and std', async (t) => {
   const s = await loadSplit('train', { dir: REAL, verify: false });
   t.is(s.n, 60000);
+  const x = normalizeRange(s, 0, s.n, new Float32Array(s.n * s.dim));
   let sum = 0;
   let sq = 0;
-  for (let i = 0; i < s.x.length; i++) {
-    sum += s.x[i];
-    sq += s.x[i] * s.x[i];
+  for (let i = 0; i < x.length; i++) {
+    sum += x[i];
+    sq += x[i] * x[i];
   }
-  const mean = sum / s.x.length;
+  const mean = sum / x.length;
   t.true(Math.abs(mean) < 1e-6, `mean ${mean}`);
-  t.true(Math.abs(Math.sqrt(sq / s.x.length - mean * mean) - 1) < 1e-6);
+  t.true(Math.abs(Math.sqrt(sq / x.length - mean * mean) - 1) < 1e-6);
 });
 
 test('raw (un-gzipped) copies of the real files verify against the known sums', async (t) => {

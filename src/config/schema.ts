@@ -49,12 +49,29 @@ export const optimizerSchema = z.strictObject({
   kfac: kfacSchema.prefault({}),
 });
 
+/**
+ * Training-batch augmentation (src/data/augment.ts), never applied to evaluation. Each sample's
+ * draws come from (seed, step, its position in the global batch): the same on any split over workers.
+ */
+export const augmentSchema = z.strictObject({
+  /** Random crop: pad this many black pixels on each side, then take a random 28×28 window (0: off). */
+  crop: z
+    .number({ error: 'crop must be a number of pixels (0: off)' })
+    .int({ error: 'crop must be a whole number of pixels' })
+    .min(0, { error: 'crop must be 0 (off) or more pixels' })
+    .max(14, { error: 'crop must be at most 14 pixels (half the 28-pixel image side)' })
+    .default(0),
+  /** Random horizontal flip (probability ½). */
+  flip: z.boolean({ error: 'flip must be true or false' }).default(false),
+});
+
 export const dataSchema = z.strictObject({
   /** Directory of the IDX files; default: SPNGD_DATA, /usr/share/datasets/fashion-mnist, the bundled copy. */
   dir: z.string().min(1).optional(),
   /** Use only the first N training / test samples (quick runs). */
   trainLimit: positiveInt.optional(),
   testLimit: positiveInt.optional(),
+  augment: augmentSchema.prefault({}),
 });
 
 export const clusterSchema = z.strictObject({
@@ -146,6 +163,7 @@ export const trainConfigSchema = z.strictObject({
 });
 
 export type ClusterConfig = z.infer<typeof clusterSchema>;
+export type DataConfig = z.infer<typeof dataSchema>;
 export type SecurityConfig = z.infer<typeof securitySchema>;
 export type TrainConfig = z.infer<typeof trainConfigSchema>;
 export type OptimizerConfig = z.infer<typeof optimizerSchema>;

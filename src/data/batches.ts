@@ -9,8 +9,11 @@
  * - Worker w of W gets a contiguous shard of the global batch; shard sizes differ by at most one
  *   (the first globalBatch mod W workers get one extra), and the shards of workers 0..W-1
  *   concatenated are exactly the global batch in order.
+ * - The data set holds bytes; gather and evalBatches normalise them per batch, and gather applies
+ *   the training augmentation (augment.ts), drawn per position in the global batch.
  */
 import { Rng } from '../util/rng.js';
+import { type AugmentAt, augmentInto, augments, augmentSeed, sampleAugment } from './augment.js';
 import type { Dataset } from './fashion-mnist.js';
 
 /** Permutation of 0..n-1 for epoch `epoch` of a run with seed `seed`. */
@@ -100,17 +103,50 @@ export class BatchPlan {
   }
 }
 
-/** Copies the samples `indices` of a data set into a contiguous batch. */
-export function gather(data: Pick<Dataset, 'x' | 'y'>, indices: ArrayLike<number>): { x: Float32Array; y: Uint8Array } {
+/** What gathering needs of a data set: its bytes, their values, and the image geometry. */
+export type BatchSource = Pick<Dataset, 'pixels' | 'table' | 'y' | 'dim' | 'rows' | 'cols'>;
+
+/**
+ * Writes the normalised inputs (table[pixel]) of samples [start, end) into `out` from its start,
+ * and returns the view of `out` they fill.
+ */
+export function normalizeRange(data: Pick<Dataset, 'pixels' | 'table' | 'dim'>, start: number, end: number, out: Float32Array): Float32Array {
+  const { pixels, table, dim } = data;
+  const len = (end - start) * dim;
+  if (out.length < len) throw new RangeError(`buffer of ${out.length} values cannot hold ${end - start} samples of ${dim}`);
+  const from = start * dim;
+  for (let i = 0; i < len; i++) out[i] = table[pixels[from + i]];
+  return out.subarray(0, len);
+}
+
+/**
+ * Copies the samples `indices` of a data set into a contiguous batch of normalised inputs. With
+ * `augment` (training batches only) each sample is cropped and flipped as drawn for its position
+ * in the global batch, augment.offset + k for indices[k] (see augment.ts); without it, or with an
+ * augmentation that changes nothing, the batch is the plain normalised samples.
+ */
+export function gather(data: BatchSource, indices: ArrayLike<number>, augment?: AugmentAt): { x: Float32Array; y: Uint8Array } {
   const n = data.y.length;
-  const dim = n === 0 ? 0 : data.x.length / n;
+  const { dim, pixels, table } = data;
   const b = indices.length;
   const x = new Float32Array(b * dim);
   const y = new Uint8Array(b);
+  const aug = augment !== undefined && augments(augment.config) ? augment : undefined;
+  if (aug && dim % (data.rows * data.cols) !== 0) {
+    throw new RangeError(`cannot augment samples of ${dim} values as ${data.rows}×${data.cols} images`);
+  }
+  const stepSeed = aug ? augmentSeed(aug.seed, aug.step) : 0;
   for (let k = 0; k < b; k++) {
     const i = indices[k];
     if (!(i >= 0 && i < n)) throw new RangeError(`sample index ${i} out of range 0..${n - 1}`);
-    x.set(data.x.subarray(i * dim, (i + 1) * dim), k * dim);
+    const o = k * dim;
+    if (aug) {
+      const a = sampleAugment(stepSeed, aug.offset + k, aug.config);
+      augmentInto(x.subarray(o, o + dim), pixels.subarray(i * dim, (i + 1) * dim), table, data.rows, data.cols, aug.config.crop, a);
+    } else {
+      const from = i * dim;
+      for (let j = 0; j < dim; j++) x[o + j] = table[pixels[from + j]];
+    }
     y[k] = data.y[i];
   }
   return { x, y };
@@ -121,21 +157,32 @@ export interface EvalBatch {
   start: number;
   /** Samples in this batch (the last batch may be smaller). */
   size: number;
-  /** Views into the data set (no copy). */
+  /**
+   * Normalised inputs, never augmented. With `reuse` (the default) a view of one buffer that the
+   * next batch overwrites: copy it to keep it past the loop iteration.
+   */
   x: Float32Array;
+  /** View into the data set's labels (no copy). */
   y: Uint8Array;
 }
 
+export interface EvalBatchOptions {
+  /** Normalise every batch into the same buffer (default true); false: a new array per batch. */
+  reuse?: boolean;
+}
+
 /** Evaluation batches over a data set in order; the last one holds the remainder. */
-export function* evalBatches(data: Pick<Dataset, 'x' | 'y'>, batchSize: number): Generator<EvalBatch> {
+export function* evalBatches(data: Pick<Dataset, 'pixels' | 'table' | 'y' | 'dim'>, batchSize: number, opts: EvalBatchOptions = {}): Generator<EvalBatch> {
   if (!Number.isInteger(batchSize) || batchSize < 1) {
     throw new RangeError(`batchSize must be a positive integer, got ${batchSize}`);
   }
   const n = data.y.length;
-  const dim = n === 0 ? 0 : data.x.length / n;
+  const reuse = opts.reuse ?? true;
+  let buffer: Float32Array | undefined;
   for (let start = 0; start < n; start += batchSize) {
     const end = Math.min(n, start + batchSize);
-    yield { start, size: end - start, x: data.x.subarray(start * dim, end * dim), y: data.y.subarray(start, end) };
+    const out = reuse ? (buffer ??= new Float32Array(Math.min(n, batchSize) * data.dim)) : new Float32Array((end - start) * data.dim);
+    yield { start, size: end - start, x: normalizeRange(data, start, end, out), y: data.y.subarray(start, end) };
   }
 }
 

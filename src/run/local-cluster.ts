@@ -40,7 +40,7 @@ interface Child {
   events: Record<string, unknown>[];
 }
 
-function startChild(name: string, args: string[], logDir: string): Child {
+function startChild(name: string, args: string[], logDir: string, onChild?: (name: string, pid: number) => void): Child {
   const [cmd, ...pre] = spngdCommand();
   const log = join(logDir, `${name}.log`);
   // One BLAS thread per child: several actors share the cores.
@@ -54,6 +54,7 @@ function startChild(name: string, args: string[], logDir: string): Child {
     env: { ...process.env, OPENBLAS_NUM_THREADS: process.env.OPENBLAS_NUM_THREADS ?? '1', SPNGD_CHILD: '1' },
   });
   proc.stdin!.on('error', () => undefined);
+  if (proc.pid !== undefined) onChild?.(name, proc.pid);
   // A resumed run's logs go on after the earlier ones.
   proc.stderr!.pipe(createWriteStream(log, { flags: 'a' }));
   const events: Record<string, unknown>[] = [];
@@ -100,7 +101,14 @@ function securityArgs(s: SecurityConfig): { security: SecurityConfig; args: stri
 
 export async function runLocalCluster(
   config: TrainConfig,
-  opts: { output: RunOutput; logger: Logger; progress?: boolean; resume?: boolean },
+  opts: {
+    output: RunOutput;
+    logger: Logger;
+    progress?: boolean;
+    resume?: boolean;
+    /** Called with each child's name (ps, owner-1, worker-1, ...) and process id once it is spawned (e.g. to sample its memory). */
+    onChild?: (name: string, pid: number) => void;
+  },
 ): Promise<Record<string, unknown>> {
   const { output, logger } = opts;
   const { workers } = config.cluster;
@@ -158,6 +166,7 @@ export async function runLocalCluster(
         ...(opts.resume ? ['--resume'] : []),
       ],
       logDir,
+      opts.onChild,
     );
     children.push(ps);
     const first = await Promise.race([ps.listening, ps.exited.then((code) => ({ exit: code }))]);
@@ -171,8 +180,10 @@ export async function runLocalCluster(
     // The address on a line of its own, as a command ready to paste.
     logger.info(`parameter server on ${address}; watch it with: npx spngd status ${address} --watch${secure.length ? ` ${secure.join(' ')}` : ''}`);
     const member = ['--listen', `${host}:0`, '--backend', config.backend, ...secure];
-    for (let i = 1; i <= owners; i++) children.push(startChild(`owner-${i}`, ['owner', '--ps', address, '--id', `owner-${i}`, ...member], logDir));
-    for (let i = 1; i <= workers; i++) children.push(startChild(`worker-${i}`, ['worker', '--ps', address, '--id', `worker-${i}`, ...member], logDir));
+    for (let i = 1; i <= owners; i++)
+      children.push(startChild(`owner-${i}`, ['owner', '--ps', address, '--id', `owner-${i}`, ...member], logDir, opts.onChild));
+    for (let i = 1; i <= workers; i++)
+      children.push(startChild(`worker-${i}`, ['worker', '--ps', address, '--id', `worker-${i}`, ...member], logDir, opts.onChild));
     // Say so when an actor ended up on another backend than the PS (e.g. --backend auto on a host
     // where the OpenBLAS addon does not load in every process).
     for (const c of children.slice(1)) {

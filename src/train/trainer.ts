@@ -87,7 +87,7 @@ export class Trainer {
 
   async step(step: number): Promise<StepMetrics> {
     const t0 = performance.now();
-    const batch = gather(this.train, this.plan.indices(step));
+    const batch = gather(this.train, this.plan.indices(step), { config: this.config.data.augment, seed: this.config.seed, step, offset: 0 });
     const due = this.curvature ? this.curvature.due(step) : new Map();
     const local = await localPass(
       this.model,

@@ -56,7 +56,8 @@ export class StepComputation {
     const s = start.step;
     const { start: offset, end } = shardRange(start.globalBatchSize, start.shardIndex, start.shardCount);
     const indices = this.plan.indices(s).subarray(offset, end);
-    const batch = gather(this.train, indices);
+    // Augmented as drawn for each sample's position in the global batch: the same rows as any other split.
+    const batch = gather(this.train, indices, { config: c.data.augment, seed: c.seed, step: s, offset });
     const res = await this.state.timings.time('compute', () =>
       localPass(
         this.model,
