@@ -344,22 +344,17 @@ Napi::Value Im2col(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-Napi::Value Col2im(const Napi::CallbackInfo& info) {
-  static const char* fn = "col2im";
-  Napi::Env env = info.Env();
-  View<float> cols = Array<float>(info, 0, fn, "cols");
-  View<float> out = Array<float>(info, 1, fn, "out");
-  const Geometry g = ReadGeometry(info, 2, fn);
-  Need(env, fn, cols, g.colsSize, "batch·outH·outW·channels·kernelH·kernelW");
-  Need(env, fn, out, g.inputSize, "batch·channels·height·width");
-  Disjoint(env, fn, out, g.inputSize, cols, g.colsSize);
-  std::memset(out.data, 0, g.inputSize * sizeof(float));
+/**
+ * Sums the patch rows `row` of samples [0, g.batch) into the zeroed NCHW `out`; kernel width KW (0:
+ * g.kw). The sums run in the same order for every KW, so the specialised widths give the same bits.
+ */
+template <int KW>
+void Col2imRows(const float* __restrict row, float* __restrict out, const Geometry& g) {
   const int64_t H = static_cast<int64_t>(g.height), W = static_cast<int64_t>(g.width);
-  const int64_t kw = static_cast<int64_t>(g.kw);
+  const int64_t kw = KW > 0 ? KW : static_cast<int64_t>(g.kw);
   const size_t plane = g.height * g.width;
-  const float* row = cols.data;
   for (uint64_t nb = 0; nb < g.batch; ++nb) {
-    float* xn = out.data + nb * g.channels * plane;
+    float* xn = out + nb * g.channels * plane;
     for (uint64_t oy = 0; oy < g.outH; ++oy) {
       const int64_t iy0 = static_cast<int64_t>(oy * g.stride) - static_cast<int64_t>(g.pad);
       for (uint64_t ox = 0; ox < g.outW; ++ox) {
@@ -383,6 +378,24 @@ Napi::Value Col2im(const Napi::CallbackInfo& info) {
         }
       }
     }
+  }
+}
+
+Napi::Value Col2im(const Napi::CallbackInfo& info) {
+  static const char* fn = "col2im";
+  Napi::Env env = info.Env();
+  View<float> cols = Array<float>(info, 0, fn, "cols");
+  View<float> out = Array<float>(info, 1, fn, "out");
+  const Geometry g = ReadGeometry(info, 2, fn);
+  Need(env, fn, cols, g.colsSize, "batch·outH·outW·channels·kernelH·kernelW");
+  Need(env, fn, out, g.inputSize, "batch·channels·height·width");
+  Disjoint(env, fn, out, g.inputSize, cols, g.colsSize);
+  std::memset(out.data, 0, g.inputSize * sizeof(float));
+  // The common 3-wide kernel with a compile-time width: three straight adds per kernel row.
+  if (g.kw == 3) {
+    Col2imRows<3>(cols.data, out.data, g);
+  } else {
+    Col2imRows<0>(cols.data, out.data, g);
   }
   return env.Undefined();
 }
