@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- <name> [options]`: kernels, convergence, overhead, stale-study, transport, cluster. Benchmarks print ratios against a
+ * `npm run bench -- <name> [options]`: kernels, step, convergence, overhead, stale-study, transport, cluster. Benchmarks print ratios against a
  * baseline measured in the same run, with min/median/max; they are never part of the tests.
  */
 import { Command, Option } from 'commander';
@@ -10,6 +10,7 @@ import { convergenceBench } from './convergence.js';
 import { kernelsBench } from './kernels.js';
 import { overheadBench } from './overhead.js';
 import { staleStudyBench } from './stale-study.js';
+import { stepBench } from './step.js';
 import { transportBench } from './transport.js';
 
 const program = new Command('bench').description('spngd benchmarks');
@@ -35,6 +36,45 @@ program
   .option('--repeats <n>', 'timed runs per case', '7')
   .addOption(new Option('--only <group>', 'run one group of cases').choices(['products', 'elementwise']))
   .action(async (o: { repeats: string; only?: 'products' | 'elementwise' }) => kernelsBench({ repeats: Number(o.repeats), only: o.only }));
+
+program
+  .command('step')
+  .description(
+    'where one training step goes (im2col/col2im, gemm, batch norm, element-wise work, K-FAC statistics by kind, inversion, ' +
+      'preconditioning, update) and the evaluation time, per model, min/median/max over repeats',
+  )
+  .option('--model <list>', 'built-in models, comma-separated', 'resnet8,cnn')
+  .option('--batch-size <n>', 'batch size', '256')
+  .option('--repeats <n>', 'timed repeats (each: a step without statistics, one with all of them, one evaluation)', '5')
+  .option('--warmup <n>', 'untimed repeats first', '1')
+  .option('--eval-samples <n>', 'images evaluated per repeat', '10000')
+  .option('--eval-batch <n>', 'evaluation batch size (the trainer uses 2000)', '2000')
+  .option('--json', 'print the medians as one JSON line')
+  .addOption(backendOption())
+  .action(
+    async (o: {
+      model: string;
+      batchSize: string;
+      repeats: string;
+      warmup: string;
+      evalSamples: string;
+      evalBatch: string;
+      json?: boolean;
+      backend: BackendChoice;
+    }) =>
+      withBackend(o.backend, (backend) =>
+        stepBench({
+          backend,
+          models: o.model.split(','),
+          batchSize: Number(o.batchSize),
+          repeats: Number(o.repeats),
+          warmup: Number(o.warmup),
+          evalSamples: Number(o.evalSamples),
+          evalBatch: Number(o.evalBatch),
+          json: o.json === true,
+        }),
+      ),
+  );
 
 program
   .command('convergence')

@@ -107,6 +107,7 @@ function elementwiseCases(): ElementwiseCase[] {
     const argmax = new Int32Array(size / 4);
     const dyPool = random(size / 4, 18);
     cases.push(
+      { label: `add ${shape}`, native: (b) => () => b.add(x, dy, y), js: () => typescript.add(x, dy, y) },
       { label: `relu ${shape}`, native: (b) => () => b.relu(x, y), js: () => typescript.relu(x, y) },
       { label: `reluBackward ${shape}`, native: (b) => () => b.reluBackward(x, dy, dx), js: () => typescript.reluBackward(x, dy, dx) },
       { label: `maxPool 2x2 ${shape}`, native: (b) => () => b.maxPool(x, g, pooled, argmax), js: () => typescript.maxPool(x, g, pooled, argmax) },

@@ -391,6 +391,11 @@ it('col2im matches the reference and is the adjoint of im2col', async (t) => {
     let rhs = 0;
     for (let i = 0; i < nX; i++) rhs += x[i] * back[i];
     t.true(Math.abs(lhs - rhs) <= 1e-6 * lhsAbs, `adjoint ${geomName(g)}: ${lhs} vs ${rhs}`);
+    // Into a given array (a view into a larger one, with stale contents): the same values, every one written.
+    const big = randoms(nX + 7, seed++);
+    const into = big.subarray(3, 3 + nX);
+    t.is(await backend.col2im(y, g, into), into);
+    t.deepEqual(Array.from(into), Array.from(back), `col2im into out ${geomName(g)}`);
   }
 });
 
@@ -493,6 +498,33 @@ it('relu and reluBackward: special values, in place, the same bits as the TypeSc
   t.deepEqual(Array.from(long.subarray(9)), [7, 7, 7]);
   const buf = new Float32Array(20);
   await t.throwsAsync(backend.relu(buf.subarray(0, 10), buf.subarray(5, 15)), { instanceOf: RangeError, message: /overlap/ });
+});
+
+it('add: special values, in place, the same bits as the TypeScript version', async (t) => {
+  for (const n of [0, 1, 7, 8, 9, 1001]) {
+    const a = awkward(n, n + 3);
+    const b = awkward(n, n + 4);
+    const want = await typescript.add(a, b);
+    for (let i = 0; i < n; i++) t.true(Object.is(want[i], Math.fround(a[i] + b[i])), `TypeScript add n=${n} at ${i}`);
+    sameBits(t, await backend.add(a, b), want, `add n=${n}`);
+    const inA = a.slice();
+    t.is(await backend.add(inA, b, inA), inA);
+    sameBits(t, inA, want, `add into a n=${n}`);
+    const inB = b.slice();
+    await backend.add(a, inB, inB);
+    sameBits(t, inB, want, `add into b n=${n}`);
+  }
+  // Sums that round: float32 rounding of the exact sum, as in TypeScript.
+  const a = Float32Array.of(1, 16777216, 3.4e38, 1e-45, 0.1);
+  const b = Float32Array.of(2 ** -24, 1, 3.4e38, -1e-45, 0.2);
+  sameBits(t, await backend.add(a, b), await typescript.add(a, b), 'rounded sums');
+  const buf = new Float32Array(20);
+  await t.throwsAsync(backend.add(buf.subarray(0, 10), randoms(10, 1), buf.subarray(5, 15)), { instanceOf: RangeError, message: /overlap/ });
+  await t.throwsAsync(backend.add(randoms(4, 1), randoms(3, 2)), { instanceOf: RangeError });
+  await t.throwsAsync(typescript.add(randoms(4, 1), randoms(3, 2)), { instanceOf: RangeError });
+  await t.throwsAsync(backend.add(randoms(4, 1), randoms(4, 2), new Float32Array(3)), { instanceOf: RangeError });
+  await t.throwsAsync(typescript.add(randoms(4, 1), randoms(4, 2), new Float32Array(3)), { instanceOf: RangeError });
+  t.throws(() => addon.add(new Float64Array(3) as never, new Float32Array(3), new Float32Array(3)), { instanceOf: TypeError });
 });
 
 /** Max pooling by its definition: best = −Infinity, `v > best` over the window in order. */
@@ -902,6 +934,7 @@ it('backend methods reject (not throw synchronously) on bad arguments', async (t
   const g: ConvGeometry = { batch: 1, channels: 1, height: 4, width: 4, kernelH: 3, kernelW: 3, stride: 1, pad: 0 };
   await t.throwsAsync(backend.im2col(f(15), g), { instanceOf: RangeError });
   await t.throwsAsync(backend.col2im(f(35), g), { instanceOf: RangeError });
+  await t.throwsAsync(backend.col2im(f(36), g, f(15)), { instanceOf: RangeError });
   await t.throwsAsync(backend.im2col(f(16), { ...g, stride: 0 }), { instanceOf: RangeError });
   // The layer kernels too: rejected, not thrown.
   let p2: Promise<unknown> | undefined;

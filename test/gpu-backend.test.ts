@@ -231,6 +231,9 @@ for (const g of geometries) {
     const back = await backend.col2im(y, g);
     const wantBack = refCol2im(y, g);
     t.is(back.length, wantBack.length);
+    const into = rand(back.length);
+    t.is(await backend.col2im(y, g, into), into);
+    t.deepEqual(Array.from(into), Array.from(back), 'col2im into out: the same values');
     const overlap = Math.ceil(g.kernelH / g.stride) * Math.ceil(g.kernelW / g.stride);
     let worst = 0;
     for (let i = 0; i < wantBack.length; i++) worst = Math.max(worst, Math.abs(back[i] - wantBack[i]));
@@ -253,6 +256,18 @@ test('im2col rejects a geometry that does not fit and a short input', async (t) 
   const g: ConvGeometry = { batch: 1, channels: 1, height: 2, width: 2, kernelH: 3, kernelW: 3, stride: 1, pad: 0 };
   await t.throwsAsync(backend.im2col(new Float32Array(4), g), { instanceOf: RangeError });
   await t.throwsAsync(backend.im2col(new Float32Array(3), { ...g, kernelH: 1, kernelW: 1 }), { instanceOf: RangeError });
+});
+
+test('add: a + b in float32, into out or in place', async (t) => {
+  for (const n of [0, 1, 7, 4099]) {
+    const a = rand(n);
+    const b = rand(n);
+    const y = await backend.add(a, b);
+    for (let i = 0; i < n; i++) t.true(Object.is(y[i], Math.fround(a[i] + b[i])), `n=${n} at ${i}`);
+    t.is(await backend.add(a, b, a), a);
+    t.deepEqual(Array.from(a), Array.from(y));
+  }
+  await t.throwsAsync(backend.add(rand(3), rand(4)), { instanceOf: RangeError });
 });
 
 test('relu and reluBackward, odd and large lengths', async (t) => {

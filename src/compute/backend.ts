@@ -96,8 +96,18 @@ export interface ComputeBackend {
    */
   im2col(x: Float32Array, g: ConvGeometry): Promise<Float32Array>;
 
-  /** Adjoint of im2col: scatters (summing overlaps) a patch matrix back to an NCHW tensor. */
-  col2im(cols: Float32Array, g: ConvGeometry): Promise<Float32Array>;
+  /**
+   * Adjoint of im2col: scatters (summing overlaps) a patch matrix back to an NCHW tensor. Writes
+   * into `out` when given (it must hold batch·channels·height·width values, all of which are
+   * written) and returns it; otherwise allocates.
+   */
+  col2im(cols: Float32Array, g: ConvGeometry, out?: Float32Array): Promise<Float32Array>;
+
+  /**
+   * a + b element-wise (float32 sums), into `out` when given (it must hold a.length values; it may
+   * be `a` or `b`), else a new array; `b` must have a's length. Returns the sum.
+   */
+  add(a: Float32Array, b: Float32Array, out?: Float32Array): Promise<Float32Array>;
 
   /** max(x, 0) element-wise. */
   relu(x: Float32Array, out?: Float32Array): Promise<Float32Array>;

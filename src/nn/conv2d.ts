@@ -292,7 +292,8 @@ export class Conv2d implements Layer {
     for (let b = 0; b < n; b++) {
       await backend.gemm(t, k, out, dyd.subarray(b * out * t, (b + 1) * out * t), wd, { transA: true }, dcols);
       if (nativeCol2im) {
-        dx.set(await backend.col2im(dcols, sampleGeom), b * sampleSize);
+        // Straight into this sample's part of dx: no array per sample, no copy.
+        await backend.col2im(dcols, sampleGeom, dx.subarray(b * sampleSize, (b + 1) * sampleSize));
       } else if (padded) {
         dp.fill(0);
         col2imPadded(dcols, dp, 0, c.geom, c.outH, c.outW, pp);

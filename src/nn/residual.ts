@@ -2,7 +2,8 @@
  * A residual block: y = relu(main(x) + shortcut(x)), the shortcut being the identity or a path of
  * its own (typically a strided 1×1 conv and BN where the main path changes the shape). Its layers
  * are ordinary layers with their own K-FAC captures; the block only routes the tensors, so each
- * conv and BN inside sees exactly the input and output gradient it would see in a chain.
+ * conv and BN inside sees exactly the input and output gradient it would see in a chain. The sums
+ * run in the backend (ComputeBackend.add: native on blas).
  */
 import { ReLU } from './relu.js';
 import { leafLayers, Sequential } from './sequential.js';
@@ -17,12 +18,6 @@ export interface ResidualOptions {
   shortcut?: Layer[];
   /** Name of the ReLU after the sum (default `${name}.relu`). */
   reluName?: string;
-}
-
-/** a + b into `out`, element-wise. */
-function addInto(a: Float32Array, b: Float32Array, out: Float32Array): Float32Array {
-  for (let i = 0; i < out.length; i++) out[i] = a[i] + b[i];
-  return out;
 }
 
 export class Residual implements Layer {
@@ -72,7 +67,7 @@ export class Residual implements Layer {
     if (m.data.length !== s.data.length) {
       throw new RangeError(`residual ${this.name}: the main path gives ${shapeString(m.shape)} but the shortcut gives ${shapeString(s.shape)}`);
     }
-    const sum = addInto(m.data, s.data, this.ws.f32('sum', m.data.length));
+    const sum = await ctx.backend.add(m.data, s.data, this.ws.f32('sum', m.data.length));
     this.pass.reset();
     return this.relu.forward(tensor(m.shape, sum), ctx);
   }
@@ -87,6 +82,6 @@ export class Residual implements Layer {
     const ds = this.shortcut === undefined ? dsum : await this.shortcut.backward(dsum, ctx);
     if (ctx.inputGrad === false) return NO_INPUT_GRAD;
     this.pass.nextPass();
-    return tensor(dm.shape, addInto(dm.data, ds.data, this.pass.f32('dx', dm.data.length)));
+    return tensor(dm.shape, await ctx.backend.add(dm.data, ds.data, this.pass.f32('dx', dm.data.length)));
   }
 }

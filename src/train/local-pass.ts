@@ -27,8 +27,11 @@ export interface LocalResult {
   grads: Map<string, Float32Array>;
   /** statKey(layer, kind) → statistic averaged over the local samples. */
   stats: Map<string, Float32Array>;
-  /** Milliseconds in the forward and backward passes (the 1mc pass included) and in the statistics. */
-  phases: { forwardBackward: number; statistics: number };
+  /**
+   * Milliseconds in the forward and backward passes (the 1mc pass included) and in the statistics,
+   * the latter also by kind (A, G, BN's F).
+   */
+  phases: { forwardBackward: number; statistics: number; statisticsByKind: Record<StatKind, number> };
 }
 
 export interface LocalPassOptions {
@@ -71,13 +74,16 @@ export async function localPass(model: Sequential, backend: ComputeBackend, batc
 
   const t1 = performance.now();
   const stats = new Map<string, Float32Array>();
+  const statisticsByKind: Record<StatKind, number> = { A: 0, G: 0, F: 0 };
   if (anyDue) {
     for (const layer of model.kfacLayers()) {
       for (const kind of opts.due.get(layer.name) ?? []) {
+        const s0 = performance.now();
         stats.set(statKey(layer.name, kind), await computeStatistic(backend, layer, kind));
+        statisticsByKind[kind] += performance.now() - s0;
       }
     }
   }
-  const phases = { forwardBackward: t1 - t0, statistics: performance.now() - t1 };
+  const phases = { forwardBackward: t1 - t0, statistics: performance.now() - t1, statisticsByKind };
   return { samples: n, lossSum: loss.loss * n, correct: loss.correct, grads, stats, phases };
 }

@@ -89,7 +89,7 @@ export function createReferenceBackend(): ComputeBackend {
       return cols;
     },
 
-    async col2im(cols, g: ConvGeometry) {
+    async col2im(cols, g: ConvGeometry, out) {
       const { outH, outW } = convOutputSize(g);
       const { batch, channels: C, height: H, width: W, kernelH: KH, kernelW: KW, stride, pad } = g;
       const K = C * KH * KW;
@@ -112,7 +112,16 @@ export function createReferenceBackend(): ComputeBackend {
           }
         }
       }
-      return Float32Array.from(acc);
+      const dx = outBuffer(out, acc.length);
+      dx.set(acc);
+      return dx;
+    },
+
+    async add(a, b, out) {
+      if (b.length !== a.length) throw new RangeError(`add: 'a' holds ${a.length} values but 'b' holds ${b.length}`);
+      const y = outBuffer(out, a.length);
+      for (let i = 0; i < a.length; i++) y[i] = a[i] + b[i];
+      return y;
     },
 
     async relu(x, out) {

@@ -31,7 +31,7 @@ namespace {
 
 // Bumped whenever the exported functions change shape, so that the TS loader can reject a stale
 // build instead of calling it with the wrong arguments.
-constexpr int kAbiVersion = 3;
+constexpr int kAbiVersion = 4;
 constexpr uint64_t kMaxDim = 0x7fffffffULL;  // blasint is 32-bit in Debian's OpenBLAS
 
 // ---------------------------------------------------------------------------------------------
@@ -344,22 +344,17 @@ Napi::Value Im2col(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-Napi::Value Col2im(const Napi::CallbackInfo& info) {
-  static const char* fn = "col2im";
-  Napi::Env env = info.Env();
-  View<float> cols = Array<float>(info, 0, fn, "cols");
-  View<float> out = Array<float>(info, 1, fn, "out");
-  const Geometry g = ReadGeometry(info, 2, fn);
-  Need(env, fn, cols, g.colsSize, "batch·outH·outW·channels·kernelH·kernelW");
-  Need(env, fn, out, g.inputSize, "batch·channels·height·width");
-  Disjoint(env, fn, out, g.inputSize, cols, g.colsSize);
-  std::memset(out.data, 0, g.inputSize * sizeof(float));
+/**
+ * Sums the patch rows `row` of samples [0, g.batch) into the zeroed NCHW `out`; kernel width KW (0:
+ * g.kw). The sums run in the same order for every KW, so the specialised widths give the same bits.
+ */
+template <int KW>
+void Col2imRows(const float* __restrict row, float* __restrict out, const Geometry& g) {
   const int64_t H = static_cast<int64_t>(g.height), W = static_cast<int64_t>(g.width);
-  const int64_t kw = static_cast<int64_t>(g.kw);
+  const int64_t kw = KW > 0 ? KW : static_cast<int64_t>(g.kw);
   const size_t plane = g.height * g.width;
-  const float* row = cols.data;
   for (uint64_t nb = 0; nb < g.batch; ++nb) {
-    float* xn = out.data + nb * g.channels * plane;
+    float* xn = out + nb * g.channels * plane;
     for (uint64_t oy = 0; oy < g.outH; ++oy) {
       const int64_t iy0 = static_cast<int64_t>(oy * g.stride) - static_cast<int64_t>(g.pad);
       for (uint64_t ox = 0; ox < g.outW; ++ox) {
@@ -384,6 +379,24 @@ Napi::Value Col2im(const Napi::CallbackInfo& info) {
       }
     }
   }
+}
+
+Napi::Value Col2im(const Napi::CallbackInfo& info) {
+  static const char* fn = "col2im";
+  Napi::Env env = info.Env();
+  View<float> cols = Array<float>(info, 0, fn, "cols");
+  View<float> out = Array<float>(info, 1, fn, "out");
+  const Geometry g = ReadGeometry(info, 2, fn);
+  Need(env, fn, cols, g.colsSize, "batch·outH·outW·channels·kernelH·kernelW");
+  Need(env, fn, out, g.inputSize, "batch·channels·height·width");
+  Disjoint(env, fn, out, g.inputSize, cols, g.colsSize);
+  std::memset(out.data, 0, g.inputSize * sizeof(float));
+  // The common 3-wide kernel with a compile-time width: three straight adds per kernel row.
+  if (g.kw == 3) {
+    Col2imRows<3>(cols.data, out.data, g);
+  } else {
+    Col2imRows<0>(cols.data, out.data, g);
+  }
   return env.Undefined();
 }
 
@@ -392,6 +405,26 @@ Napi::Value Col2im(const Napi::CallbackInfo& info) {
 // compiler vectorises; they compute exactly what src/compute/elementwise.ts computes: the same
 // float64 sums in the same order, the same roundings (the build disables FMA contraction), so the
 // blas and the JS paths give identical results.
+
+// add(a, b, out): out = a + b over a's values, float32 sums (what JavaScript's float64 sum of two
+// float32 values rounds to). `out` may be `a` or `b`.
+Napi::Value Add(const Napi::CallbackInfo& info) {
+  static const char* fn = "add";
+  Napi::Env env = info.Env();
+  View<float> a = Array<float>(info, 0, fn, "a");
+  View<float> b = Array<float>(info, 1, fn, "b");
+  View<float> out = Array<float>(info, 2, fn, "out");
+  const uint64_t n = a.length;
+  Need(env, fn, b, n, "a.length");
+  Need(env, fn, out, n, "a.length");
+  DisjointOrSame(env, fn, out, n, a, n);
+  DisjointOrSame(env, fn, out, n, b, n);
+  const float* as = a.data;
+  const float* bs = b.data;
+  float* os = out.data;
+  for (uint64_t i = 0; i < n; ++i) os[i] = as[i] + bs[i];
+  return env.Undefined();
+}
 
 // relu(x, out): out = x > 0 ? x : 0 over x's values (−0 and NaN give +0). `out` may be `x`.
 Napi::Value Relu(const Napi::CallbackInfo& info) {
@@ -988,6 +1021,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("spdInverse", Napi::Function::New(env, SpdInverse, "spdInverse"));
   exports.Set("im2col", Napi::Function::New(env, Im2col, "im2col"));
   exports.Set("col2im", Napi::Function::New(env, Col2im, "col2im"));
+  exports.Set("add", Napi::Function::New(env, Add, "add"));
   exports.Set("relu", Napi::Function::New(env, Relu, "relu"));
   exports.Set("reluBackward", Napi::Function::New(env, ReluBackward, "reluBackward"));
   exports.Set("maxPool", Napi::Function::New(env, MaxPool, "maxPool"));

@@ -93,16 +93,28 @@ class BlasBackend implements ComputeBackend {
     return out;
   }
 
-  async col2im(cols: Float32Array, g: ConvGeometry): Promise<Float32Array> {
+  async col2im(cols: Float32Array, g: ConvGeometry, out?: Float32Array): Promise<Float32Array> {
     const addon = this.live();
     checkGeometry('col2im', g);
-    const out = new Float32Array(g.batch * g.channels * g.height * g.width);
-    addon.col2im(cols, out, g.batch, g.channels, g.height, g.width, g.kernelH, g.kernelW, g.stride, g.pad);
-    return out;
+    const len = g.batch * g.channels * g.height * g.width;
+    const dx = out ?? new Float32Array(len);
+    checkLength('col2im', 'out', dx, len);
+    addon.col2im(cols, dx, g.batch, g.channels, g.height, g.width, g.kernelH, g.kernelW, g.stride, g.pad);
+    return dx;
   }
 
   // The element-wise layer kernels below run in the addon (the same values as the JS versions in
   // src/compute/elementwise.ts); like gemm, with no await: the work is done when the call returns.
+
+  async add(a: Float32Array, b: Float32Array, out?: Float32Array): Promise<Float32Array> {
+    const addon = this.live();
+    const n = a.length;
+    // The addon reads only a.length values of b; the interface wants equal lengths.
+    if (b.length !== n) throw new RangeError(`add: 'a' holds ${n} values but 'b' holds ${b.length}`);
+    const y = out ?? new Float32Array(n);
+    addon.add(a, b, y);
+    return y;
+  }
 
   async relu(x: Float32Array, out?: Float32Array): Promise<Float32Array> {
     const addon = this.live();

@@ -8,7 +8,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
 /** Must equal kAbiVersion in workers/native/spngd_blas.cc. */
-export const BLAS_ADDON_ABI = 3;
+export const BLAS_ADDON_ABI = 4;
 
 /**
  * The addon's functions. All matrices are dense row-major; outputs are written into the arrays passed
@@ -72,6 +72,8 @@ export interface BlasAddon {
    * Element-wise layer kernels, single-threaded; the same values as src/compute/elementwise.ts
    * (same float64 sums in the same order, same roundings). See ComputeBackend for the definitions.
    */
+  /** out = a + b (float32) over a's values; `out` may be `a` or `b`. */
+  add(a: Float32Array, b: Float32Array, out: Float32Array): void;
   /** out = x > 0 ? x : 0 over x's values; `out` may be `x`. */
   relu(x: Float32Array, out: Float32Array): void;
   /** out = x > 0 ? dy : 0 over x's values; `out` may be `dy`. */
@@ -156,6 +158,7 @@ const FUNCTIONS = [
   'spdInverse',
   'im2col',
   'col2im',
+  'add',
   'relu',
   'reluBackward',
   'maxPool',

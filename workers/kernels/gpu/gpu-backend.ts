@@ -188,12 +188,17 @@ export class GpuBackend implements ComputeBackend {
     return dropPadding(await kernel.run(view(x, inLen)), rows, cols);
   }
 
-  async col2im(cols: Float32Array, g: ConvGeometry): Promise<Float32Array> {
+  async col2im(cols: Float32Array, g: ConvGeometry, out?: Float32Array): Promise<Float32Array> {
     const rt = this.runtime;
     const sh = convShape('col2im', g);
     const colsLen = g.batch * sh.outH * sh.outW * g.channels * g.kernelH * g.kernelW;
     checkLength('col2im', 'cols', cols, colsLen);
     const len = g.batch * g.channels * g.height * g.width;
+    if (out !== undefined) {
+      checkLength('col2im', 'out', out, len);
+      out.set(await this.col2im(cols, g));
+      return out;
+    }
     if (len === 0) return new Float32Array(0);
     const rows = g.batch * g.channels * g.height;
     const kernel = rt.kernel({
@@ -212,6 +217,7 @@ export class GpuBackend implements ComputeBackend {
   // as plain TypeScript on the calling thread (src/compute/elementwise.ts): they are memory-bound maps and sums for which a
   // kernel's copies in and out of its memory cost more than the loop, and the BN sums need float64.
 
+  readonly add = this.elementwise('add');
   readonly relu = this.elementwise('relu');
   readonly reluBackward = this.elementwise('reluBackward');
   readonly maxPool = this.elementwise('maxPool');
