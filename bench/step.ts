@@ -15,7 +15,8 @@
  * docs/operations.md § Benchmarks).
  */
 import type { ComputeBackend } from '../src/compute/backend.js';
-import type { Dataset } from '../src/data/fashion-mnist.js';
+import { normalizeRange } from '../src/data/batches.js';
+import { type Dataset, pixelTable } from '../src/data/fashion-mnist.js';
 import type { StatKind } from '../src/kfac/factors.js';
 import type { Preconditioner } from '../src/kfac/preconditioner.js';
 import { buildModel } from '../src/nn/models.js';
@@ -141,13 +142,14 @@ function instrument(model: Sequential, timer: SelfTimer): void {
   for (const l of model.layers) visit(l);
 }
 
+/** Random 28×28 images (uniform bytes, normalised as Fashion-MNIST is) and labels. */
 function syntheticData(n: number, dim: number, seed: number): Dataset {
   const rng = new Rng(seed);
-  const x = new Float32Array(n * dim);
-  for (let i = 0; i < x.length; i++) x[i] = rng.normal();
+  const pixels = new Uint8Array(n * dim);
+  for (let i = 0; i < pixels.length; i++) pixels[i] = rng.int(256);
   const y = new Uint8Array(n);
   for (let i = 0; i < n; i++) y[i] = rng.int(10);
-  return { x, y, n, dim, numClasses: 10 };
+  return { pixels, table: pixelTable(), y, n, dim, rows: 28, cols: 28, numClasses: 10 };
 }
 
 /** One repeat's figures in ms; keys are the printed row names. */
@@ -169,7 +171,10 @@ interface ModelRun {
 async function oneStep(r: ModelRun, statistics: boolean, batchSize: number): Promise<Figures> {
   const { model, timer } = r;
   const start = (r.step * batchSize) % (r.train.n - batchSize + 1);
-  const batch = { x: r.train.x.subarray(start * r.train.dim, (start + batchSize) * r.train.dim), y: r.train.y.subarray(start, start + batchSize) };
+  const batch = {
+    x: normalizeRange(r.train, start, start + batchSize, new Float32Array(batchSize * r.train.dim)),
+    y: r.train.y.subarray(start, start + batchSize),
+  };
   const due = statistics ? r.curvature.due(r.step) : new Map<string, StatKind[]>();
   timer.reset();
   timer.active = true;
