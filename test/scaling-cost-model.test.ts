@@ -1,5 +1,5 @@
 import test from 'ava';
-import { bestLayout, predictStep, shardLayers, type Calibration, type StepInputs } from '../src/scaling/cost-model.js';
+import { bestLayout, predictStep, shardLayers, speedUp, type Calibration, type StepInputs } from '../src/scaling/cost-model.js';
 import { modelTotals, scalingLayers } from '../src/scaling/layers.js';
 
 const cal: Calibration = {
@@ -14,7 +14,7 @@ const cal: Calibration = {
   transferNsPerByte: 2,
   stepOverheadMs: 1,
   latencyMs: 0.05,
-  cores: 2,
+  parallelism: { 1: 1, 2: 2, 8: 2 },
 };
 
 const mlp = scalingLayers('mlp');
@@ -94,4 +94,11 @@ test('bestLayout: shards help until the largest layer fills one (whole layers pe
   );
   // fc1 holds 3/4 of the MLP's bytes: a third shard cannot take any of its load.
   t.is(b.shards, 2);
+});
+
+test('speed-up of k processes: interpolated, flat beyond the largest measured', (t) => {
+  const c = { parallelism: { 1: 1, 2: 1.8, 4: 3 } };
+  t.is(speedUp(c, 1), 1);
+  t.is(speedUp(c, 3), 2.4);
+  t.is(speedUp(c, 16), 3);
 });

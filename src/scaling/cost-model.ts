@@ -39,8 +39,12 @@ export interface Calibration {
   stepOverheadMs: number;
   /** One-way latency of the calibrating machine's links (veth between namespaces), ms. */
   latencyMs: number;
-  /** Cores the calibrating machine's processes get in parallel (2 on an idle 2-core machine, less under load). */
-  cores: number;
+  /**
+   * How much faster k busy processes get through their work than one on the calibrating machine
+   * (k → speed-up): min(k, 2) on an idle 2-core machine; under other processes' load, each more
+   * process takes a larger share of the machine.
+   */
+  parallelism: Record<string, number>;
   /** Measured per-sample times of named models, which replace the flop-rate estimate for them. */
   models?: Record<string, { fwdBwdMsPerSample: number; statMsPerSample: number }>;
 }
@@ -70,6 +74,12 @@ export interface StepInputs {
 
 /** The time of each phase of the PS's step, ms; they add up to stepMs. */
 export interface StepPhasesMs {
+  /**
+   * Workers waiting, before they compute, for the owners to have reduced the statistics they sent
+   * at the step before (docs/protocol.md § 1.2): the statistics' way in and the owners' reduction,
+   * less what the gradients' way to the PS and the parameters' way back took meanwhile.
+   */
+  waitStatistics: number;
   sendParams: number;
   compute: number;
   uploadGradients: number;
@@ -128,6 +138,21 @@ export function shardLayers(layers: readonly ScalingLayer[], shards: number): Sh
   return out;
 }
 
+/** The calibration's speed-up of k processes, interpolated linearly between measured k, flat beyond the largest. */
+export function speedUp(cal: Pick<Calibration, 'parallelism'>, k: number): number {
+  const points = Object.entries(cal.parallelism)
+    .map(([n, v]) => [Number(n), v] as const)
+    .sort((a, b) => a[0] - b[0]);
+  if (points.length === 0) return 1;
+  if (k <= points[0][0]) return points[0][1];
+  for (let i = 1; i < points.length; i++) {
+    const [k1, v1] = points[i];
+    const [k0, v0] = points[i - 1];
+    if (k <= k1) return v0 + ((v1 - v0) * (k - k0)) / (k1 - k0);
+  }
+  return points[points.length - 1][1];
+}
+
 /** Per-sample forward/backward and statistics time of the model (ms), measured or from the flop rates. */
 export function perSampleMs(inputs: Pick<StepInputs, 'layers' | 'modelName' | 'calibration'>): { fwdBwd: number; stats: number } {
   const measured = inputs.modelName ? inputs.calibration.models?.[inputs.modelName] : undefined;
@@ -149,7 +174,6 @@ export function predictStep(inputs: StepInputs): StepPrediction {
 
   const shards = shardLayers(layers, inputs.shards);
   const totalBytes = shards.reduce((x, s) => x + s.bytes, 0);
-  const shardOf = (name: string) => shards.findIndex((s) => s.layers.includes(name));
 
   // Owners: the PS's assignment (largest inversion cost first to the least-loaded owner).
   const kfac = layers.filter((l) => l.curvature);
@@ -175,7 +199,7 @@ export function predictStep(inputs: StepInputs): StepPrediction {
   const sampleMs = perSample.fwdBwd + f * perSample.stats;
   const ownInversions = owners.reduce((x, o) => x + (f * o.cost * cal.inversionNsPerCost) / 1e6, 0);
   let compute = (batch / W) * sampleMs;
-  if (inputs.mode === 'shared') compute = Math.max(compute, (batch * sampleMs + ownInversions) / Math.max(1, cal.cores));
+  if (inputs.mode === 'shared') compute = Math.max(compute, (batch * sampleMs + ownInversions) / speedUp(cal, W));
 
   // 3. Gradients in: each shard receives W × its bytes (and its preconditioners); each worker sends its gradients and due statistics.
   const psShardIn = Math.max(...shards.map((s, i) => W * s.bytes + precondIn[i]));
@@ -199,12 +223,15 @@ export function predictStep(inputs: StepInputs): StepPrediction {
   const chain = owners.map((o) => {
     const inMs = link(W * o.statBytes) + latency;
     const reduceMs = (W * (o.statBytes / FLOAT) * cal.reduceNsPerValue) / 1e6;
+    const ackMs = inMs + reduceMs + latency;
     const invMs = (o.cost * cal.inversionNsPerCost) / 1e6;
     const outMs = stream(o.statBytes) + latency;
-    return { total: inMs + reduceMs + invMs + outMs, invMs, in: W * o.statBytes, out: o.statBytes };
+    return { total: inMs + reduceMs + invMs + outMs, ackMs, invMs, in: W * o.statBytes, out: o.statBytes };
   });
-  const worstChain = chain.reduce((a, b) => (b.total > a.total ? b : a), { total: 0, invMs: 0, in: 0, out: 0 });
-  const base = sendParams + compute + uploadGradients + slowest.reduce + slowest.precondition + slowest.update + cal.stepOverheadMs;
+  const worstChain = chain.reduce((a, b) => (b.total > a.total ? b : a), { total: 0, ackMs: 0, invMs: 0, in: 0, out: 0 });
+  const ack = Math.max(0, ...chain.map((c) => c.ackMs));
+  const waitStatistics = Math.min(1, f) * Math.max(0, ack - (uploadGradients + slowest.reduce + slowest.precondition + slowest.update + sendParams));
+  const base = waitStatistics + sendParams + compute + uploadGradients + slowest.reduce + slowest.precondition + slowest.update + cal.stepOverheadMs;
   // The chain starts when the workers send their statistics (with their gradients); the PS needs its
   // result after the upload and reduction of step s + lag, so lag whole steps of slack besides those.
   const slack = uploadGradients + slowest.reduce + inputs.lag * base;
@@ -212,6 +239,7 @@ export function predictStep(inputs: StepInputs): StepPrediction {
   const waitPreconditioners = inputs.owners > 0 ? Math.min(1, f) * Math.max(0, worstChain.total - slack) : 0;
 
   const phases: StepPhasesMs = {
+    waitStatistics,
     sendParams,
     compute,
     uploadGradients,
@@ -226,7 +254,7 @@ export function predictStep(inputs: StepInputs): StepPrediction {
     compute,
     communication: sendParams + uploadGradients,
     ps: slowest.reduce + slowest.precondition + slowest.update,
-    owners: waitPreconditioners,
+    owners: waitPreconditioners + waitStatistics,
   };
   const bound = (Object.keys(parts) as (keyof typeof parts)[]).reduce((a, b) => (parts[b] > parts[a] ? b : a));
   const ownerIn = f * Math.max(0, ...chain.map((c) => c.in));
