@@ -186,8 +186,8 @@ program
       'then its predictions for 16-1,024 workers',
   )
   .option('--runs <list>', 'configurations MODEL:WxO@RATE (models mlp, wide; rates like 1g, 100m, none)', defaultRuns.join(','))
-  .option('--steps <n>', 'steps per run', '8')
-  .option('--warmup <n>', 'first steps of each run not counted', '3')
+  .option('--steps <n>', 'steps per run', '9')
+  .option('--warmup <n>', 'first steps of each run not counted', '4')
   .option('--calibration <file>', 'calibration JSON (measured and written when missing)', defaultCalibrationFile)
   .option('--calibrate', 'measure the calibration again')
   .option('--predict-only', 'no validation runs: the predictions from the calibration file')

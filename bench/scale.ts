@@ -61,20 +61,8 @@ function specName(r: RunSpec): string {
   return `${r.model}:${r.workers}x${r.owners}@${r.rateBps === undefined ? 'none' : r.rateBps >= 1e9 ? `${r.rateBps / 1e9}g` : `${r.rateBps / 1e6}m`}`;
 }
 
-/** A few minutes on two idle cores: workers 1-8, owners 1-4, 1 Gbit/s and 100 Mbit/s, both models. */
-export const defaultRuns = [
-  'mlp:1x1@1g',
-  'mlp:2x2@1g',
-  'mlp:4x1@1g',
-  'mlp:8x4@1g',
-  'mlp:2x1@100m',
-  'mlp:4x2@100m',
-  'mlp:8x2@100m',
-  'wide:1x1@1g',
-  'wide:4x2@1g',
-  'wide:1x1@100m',
-  'wide:2x2@100m',
-];
+/** A few minutes: workers 1-8, owners 1-4, 1 Gbit/s and 100 Mbit/s, both models (docs/scaling.md has a longer list). */
+export const defaultRuns = ['mlp:1x1@1g', 'mlp:4x2@1g', 'mlp:8x4@1g', 'mlp:2x1@100m', 'mlp:8x2@100m', 'wide:2x1@1g', 'wide:2x2@100m'];
 
 interface StepRecordJson {
   type: string;
@@ -223,7 +211,7 @@ function predictFor(m: Pick<Measured, 'spec' | 'refreshFraction'>, cal: Calibrat
   });
 }
 
-export async function calibrate(file: string, steps: number, warmup: number, log: (l: string) => void): Promise<Calibration> {
+export async function calibrate(file: string, steps: number, warmup: number, log: (l: string) => void, keep?: string): Promise<Calibration> {
   log('calibration: compute in this process (one core)');
   const { backend } = await selectBackend('auto');
   let compute: Awaited<ReturnType<typeof calibrateCompute>>;
@@ -243,9 +231,9 @@ export async function calibrate(file: string, steps: number, warmup: number, log
     latencyMs,
   };
   log("calibration: unthrottled W = 1 runs for the workers' compute in the actor processes and the transport constants");
-  const wide = await runCluster({ model: 'wide', workers: 1, owners: 1, rateBps: undefined }, steps, warmup, log);
+  const wide = await runCluster({ model: 'wide', workers: 1, owners: 1, rateBps: undefined }, steps, warmup, log, keep);
   cal.transferNsPerByte = ((wide.phases.sendParams ?? 0) * 1e6) / modelTotals(scalingLayers(wideMlpSpec)).paramBytes;
-  const mlp = await runCluster({ model: 'mlp', workers: 1, owners: 1, rateBps: undefined }, steps, warmup, log);
+  const mlp = await runCluster({ model: 'mlp', workers: 1, owners: 1, rateBps: undefined }, steps, warmup, log, keep);
   // The workers' compute as the actors measure it replaces the in-process figures of these models.
   for (const [name, run] of [
     ['wide', wide],
@@ -260,7 +248,14 @@ export async function calibrate(file: string, steps: number, warmup: number, log
       `  ${name} in a worker: forward+backward ${(run.workerFwdBwdMsPerSample * 1000).toFixed(1)} µs/sample, statistics ${(run.workerStatMsPerSample * 1000).toFixed(1)} µs/sample`,
     );
   }
-  cal.stepOverheadMs = Math.max(0, mlp.stepMs.median - predictFor(mlp, cal).stepMs);
+  // The fixed time per step that makes the model meet the MLP's measured step (bisection: the prediction grows with it).
+  let [lo, hi] = [0, mlp.stepMs.median];
+  for (let i = 0; i < 40; i++) {
+    cal.stepOverheadMs = (lo + hi) / 2;
+    if (predictFor(mlp, cal).stepMs > mlp.stepMs.median) hi = cal.stepOverheadMs;
+    else lo = cal.stepOverheadMs;
+  }
+  cal.stepOverheadMs = lo;
   log(
     `  transfer ${cal.transferNsPerByte.toFixed(2)} ns/byte (${(1000 / cal.transferNsPerByte).toFixed(0)} MB/s), step overhead ${cal.stepOverheadMs.toFixed(1)} ms`,
   );
@@ -422,7 +417,7 @@ export async function scaleBench(o: ScaleBenchOptions): Promise<void> {
       return;
     }
   }
-  if (!cal) cal = await calibrate(o.calibrationFile, o.steps, o.warmup, log);
+  if (!cal) cal = await calibrate(o.calibrationFile, o.steps, o.warmup, log, o.keep);
   else log(`calibration from ${o.calibrationFile} (${cal.measuredAt}; --calibrate to measure again)`);
   if (!o.predictOnly) {
     log(`validation: ${o.runs.length} configuration(s), ${o.steps} steps each, the first ${o.warmup} not counted`);

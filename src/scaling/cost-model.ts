@@ -88,6 +88,12 @@ export interface StepPhasesMs {
   precondition: number;
   update: number;
   overhead: number;
+  /**
+   * Shared mode only: how much longer the step is because every process's CPU work (compute,
+   * transfers, the PS's and the owners' work) shares the machine's cores, beyond the critical path
+   * of the phases above.
+   */
+  cpuContention: number;
 }
 
 export interface ShardLoad {
@@ -120,7 +126,7 @@ export interface StepPrediction {
   shards: ShardLoad[];
   owners: { id: string; layers: string[]; cost: number }[];
   /** What limits the step: the largest of compute, communication (both ways), PS work, waiting. */
-  bound: 'compute' | 'communication' | 'ps' | 'owners';
+  bound: 'compute' | 'communication' | 'ps' | 'owners' | 'cpu';
 }
 
 const FLOAT = 4;
@@ -238,6 +244,21 @@ export function predictStep(inputs: StepInputs): StepPrediction {
   // Waiting happens at refreshes only: expected over the schedule.
   const waitPreconditioners = inputs.owners > 0 ? Math.min(1, f) * Math.max(0, worstChain.total - slack) : 0;
 
+  // On one machine every process's CPU work of a step shares the cores: the step lasts at least the
+  // whole work over the speed-up of the processes running (workers, owners, the PS).
+  let cpuContention = 0;
+  if (inputs.mode === 'shared') {
+    const statsValues = (W * statBytes) / FLOAT;
+    const cpuWork =
+      batch * sampleMs +
+      (2 * W * totalBytes + f * (W + 1) * statBytes) * txMsPerByte +
+      shardWork.reduce((x, w) => x + w.reduce + w.precondition + w.update, 0) +
+      f * ((statsValues * cal.reduceNsPerValue) / 1e6) +
+      ownInversions +
+      cal.stepOverheadMs;
+    const critical = base + waitPreconditioners;
+    cpuContention = Math.max(0, cpuWork / speedUp(cal, W + inputs.owners + inputs.shards) - critical);
+  }
   const phases: StepPhasesMs = {
     waitStatistics,
     sendParams,
@@ -248,6 +269,7 @@ export function predictStep(inputs: StepInputs): StepPrediction {
     precondition: slowest.precondition,
     update: slowest.update,
     overhead: cal.stepOverheadMs,
+    cpuContention,
   };
   const stepMs = Object.values(phases).reduce((a, b) => a + b, 0);
   const parts = {
@@ -255,6 +277,7 @@ export function predictStep(inputs: StepInputs): StepPrediction {
     communication: sendParams + uploadGradients,
     ps: slowest.reduce + slowest.precondition + slowest.update,
     owners: waitPreconditioners + waitStatistics,
+    cpu: cpuContention,
   };
   const bound = (Object.keys(parts) as (keyof typeof parts)[]).reduce((a, b) => (parts[b] > parts[a] ? b : a));
   const ownerIn = f * Math.max(0, ...chain.map((c) => c.in));
