@@ -194,7 +194,10 @@ program
   .option('--bandwidth <gbit>', "predictions' link bandwidth, Gbit/s", '10')
   .option('--refresh <f>', "predictions' fraction of statistics due per step (0.075: the stale-statistics steady state)", '0.075')
   .option('--svg <dir>', 'write the predicted step breakdown per model as SVG here')
+  .option('--worker-tflops <x>', 'predictions again with workers this fast (forward, backward, statistics), e.g. 10 for a GPU')
+  .option('--stream-gbps <x>', "predictions again with a tensor stream's CPU this fast, Gbit/s")
   .option('--keep <dir>', 'keep every run folder here')
+  .option('--reuse', 'read the runs already kept in --keep instead of running them again')
   .action(
     async (o: {
       runs: string;
@@ -207,6 +210,9 @@ program
       refresh: string;
       svg?: string;
       keep?: string;
+      workerTflops?: string;
+      streamGbps?: string;
+      reuse?: boolean;
     }) =>
       scaleBench({
         calibrationFile: o.calibration,
@@ -219,6 +225,9 @@ program
         refreshFraction: Number(o.refresh),
         ...(o.svg ? { svgDir: o.svg } : {}),
         ...(o.keep ? { keep: o.keep } : {}),
+        ...(o.workerTflops ? { workerTflops: Number(o.workerTflops) } : {}),
+        ...(o.streamGbps ? { streamGbps: Number(o.streamGbps) } : {}),
+        reuse: o.reuse === true,
       }),
   );
 

@@ -4,6 +4,7 @@
  * models, a damped inverse, preconditioning, the update, the reduction; and how many cores the
  * machine's processes get in parallel right now (busy loops in 1, 2, 4 and 8 threads).
  */
+import { cpus } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { ComputeBackend } from '../src/compute/backend.js';
 import { layerStatKinds, type StatKind } from '../src/kfac/factors.js';
@@ -149,13 +150,14 @@ export async function calibrateCompute(backend: ComputeBackend, models: Record<s
   out.reduceNsPerValue = (red * 1e6) / (2 * values);
   log(`  update ${out.updateNsPerValue.toFixed(2)} ns/value, reduce ${out.reduceNsPerValue.toFixed(2)} ns/value/worker`);
   // Parallelism now (other processes on the machine included).
-  const iterations = 3e7;
+  const iterations = 1e7;
   // Medians of three: other processes' load comes and goes.
   const timed = async (k: number) => spread([await busy(k, iterations), await busy(k, iterations), await busy(k, iterations)]).median;
   const one = await timed(1);
-  for (const k of [1, 2, 4, 8, 12]) {
+  for (const k of [1, 2, 4, 8]) {
     const t = k === 1 ? one : await timed(k);
-    out.parallelism[String(k)] = (k * one) / t;
+    // k processes get through at least one's work and at most k's (or the cores'): outside that, the load changed while measuring.
+    out.parallelism[String(k)] = Math.min(k, cpus().length, Math.max(1, (k * one) / t));
   }
   log(
     `  parallelism (k threads: speed-up over one) ${Object.entries(out.parallelism)

@@ -89,54 +89,60 @@ export interface Measured {
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
 
-/** Runs one configuration on its own hosts; the PS's step records after `warmup` steps. */
-export async function runCluster(spec: RunSpec, steps: number, warmup: number, log: (l: string) => void, keep?: string): Promise<Measured> {
+/**
+ * Runs one configuration on its own hosts; the PS's step records after `warmup` steps. With
+ * `reuse`, a finished run already in `keep` is read instead of run again.
+ */
+export async function runCluster(spec: RunSpec, steps: number, warmup: number, log: (l: string) => void, keep?: string, reuse = false): Promise<Measured> {
   const { config, batch } = models[spec.model];
   const hosts = ['ps', ...Array.from({ length: spec.workers }, (_, i) => `w${i + 1}`), ...Array.from({ length: spec.owners }, (_, i) => `o${i + 1}`)];
   const dir = keep ? join(keep, specName(spec).replace(/[:@]/g, '-')) : mkdtempSync(join(tmpdir(), 'spngd-scale-'));
   mkdirSync(dir, { recursive: true });
   const job = join(dir, 'job.yaml');
-  writeFileSync(
-    job,
-    stringify({
-      seed: 1,
-      model: config,
-      batchSize: batch,
-      steps,
-      evalEvery: 100_000,
-      checkpointEvery: 100_000,
-      data: { dir: dataDir, trainLimit: 8192, testLimit: 500 },
-      optimizer: { kind: 'spngd' },
-      // Lag 1 from the first step (the steady state's overlap of inversion and compute); a loaded
-      // machine must not expire anyone.
-      cluster: {
-        minWorkers: spec.workers,
-        minOwners: spec.owners,
-        preconditionerLagFrom: 0,
-        heartbeatMs: 1000,
-        leaseMs: 60_000,
-        keepaliveMs: 30_000,
-        keepaliveTimeoutMs: 30_000,
-      },
-    }),
-  );
-  const net = ScaleNet.create(hosts, spec.rateBps);
-  const env = { OPENBLAS_NUM_THREADS: '1' };
-  const node = [process.execPath, spngd];
-  try {
-    const ps = net.start('ps', 'ps', [...node, 'ps', '--listen', 'ps:7000', '--config', job, '--out', dir], dir, env);
-    await Promise.race([ps.listening, ps.exited.then((c) => Promise.reject(new Error(`the PS exited (${c}); see ${dir}/ps.log`)))]);
-    for (const h of hosts.slice(1)) {
-      const role = h.startsWith('w') ? 'worker' : 'owner';
-      net.start(h, h, [...node, role, '--ps', 'ps:7000', '--listen', `${h}:7001`, '--id', h], dir, env);
+  if (!reuse || !existsSync(job))
+    writeFileSync(
+      job,
+      stringify({
+        seed: 1,
+        model: config,
+        batchSize: batch,
+        steps,
+        evalEvery: 100_000,
+        checkpointEvery: 100_000,
+        data: { dir: dataDir, trainLimit: 8192, testLimit: 500 },
+        optimizer: { kind: 'spngd' },
+        // Lag 1 from the first step (the steady state's overlap of inversion and compute); a loaded
+        // machine must not expire anyone.
+        cluster: {
+          minWorkers: spec.workers,
+          minOwners: spec.owners,
+          preconditionerLagFrom: 0,
+          heartbeatMs: 1000,
+          leaseMs: 60_000,
+          keepaliveMs: 30_000,
+          keepaliveTimeoutMs: 30_000,
+        },
+      }),
+    );
+  if (!(reuse && existsSync(join(dir, 'summary.json')))) {
+    const net = ScaleNet.create(hosts, spec.rateBps);
+    const env = { OPENBLAS_NUM_THREADS: '1' };
+    const node = [process.execPath, spngd];
+    try {
+      const ps = net.start('ps', 'ps', [...node, 'ps', '--listen', 'ps:7000', '--config', job, '--out', dir], dir, env);
+      await Promise.race([ps.listening, ps.exited.then((c) => Promise.reject(new Error(`the PS exited (${c}); see ${dir}/ps.log`)))]);
+      for (const h of hosts.slice(1)) {
+        const role = h.startsWith('w') ? 'worker' : 'owner';
+        net.start(h, h, [...node, role, '--ps', 'ps:7000', '--listen', `${h}:7001`, '--id', h], dir, env);
+      }
+      const limitMs = 600_000;
+      const code = await Promise.race([ps.exited, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), limitMs).unref())]);
+      if (code === 'timeout') throw new Error(`${specName(spec)}: the PS did not finish ${steps} steps within ${limitMs / 1000} s; see ${dir}`);
+      if (code !== 0) throw new Error(`${specName(spec)}: the PS exited with ${code}; see ${dir}/ps.log`);
+    } finally {
+      await net.destroy();
     }
-    const limitMs = 600_000;
-    const code = await Promise.race([ps.exited, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), limitMs).unref())]);
-    if (code === 'timeout') throw new Error(`${specName(spec)}: the PS did not finish ${steps} steps within ${limitMs / 1000} s; see ${dir}`);
-    if (code !== 0) throw new Error(`${specName(spec)}: the PS exited with ${code}; see ${dir}/ps.log`);
-  } finally {
-    await net.destroy();
-  }
+  } else log(`  ${specName(spec)}: the steps recorded in ${dir}`);
   const records = readFileSync(join(dir, 'metrics.jsonl'), 'utf8')
     .split('\n')
     .filter((l) => l.trim() !== '')
@@ -211,7 +217,7 @@ function predictFor(m: Pick<Measured, 'spec' | 'refreshFraction'>, cal: Calibrat
   });
 }
 
-export async function calibrate(file: string, steps: number, warmup: number, log: (l: string) => void, keep?: string): Promise<Calibration> {
+export async function calibrate(file: string, steps: number, warmup: number, log: (l: string) => void, keep?: string, reuse = false): Promise<Calibration> {
   log('calibration: compute in this process (one core)');
   const { backend } = await selectBackend('auto');
   let compute: Awaited<ReturnType<typeof calibrateCompute>>;
@@ -231,9 +237,9 @@ export async function calibrate(file: string, steps: number, warmup: number, log
     latencyMs,
   };
   log("calibration: unthrottled W = 1 runs for the workers' compute in the actor processes and the transport constants");
-  const wide = await runCluster({ model: 'wide', workers: 1, owners: 1, rateBps: undefined }, steps, warmup, log, keep);
+  const wide = await runCluster({ model: 'wide', workers: 1, owners: 1, rateBps: undefined }, steps, warmup, log, keep, reuse);
   cal.transferNsPerByte = ((wide.phases.sendParams ?? 0) * 1e6) / modelTotals(scalingLayers(wideMlpSpec)).paramBytes;
-  const mlp = await runCluster({ model: 'mlp', workers: 1, owners: 1, rateBps: undefined }, steps, warmup, log, keep);
+  const mlp = await runCluster({ model: 'mlp', workers: 1, owners: 1, rateBps: undefined }, steps, warmup, log, keep, reuse);
   // The workers' compute as the actors measure it replaces the in-process figures of these models.
   for (const [name, run] of [
     ['wide', wide],
@@ -300,10 +306,11 @@ export async function validate(
   warmup: number,
   log: (l: string) => void,
   keep?: string,
+  reuse = false,
 ): Promise<ValidationRow[]> {
   const rows: ValidationRow[] = [];
   for (const spec of runs) {
-    const measured = await runCluster(spec, steps, warmup, log, keep);
+    const measured = await runCluster(spec, steps, warmup, log, keep, reuse);
     const predicted = predictFor(measured, cal);
     const workerCompute = (measured.phases.workerForwardBackward ?? 0) + (measured.phases.workerStatistics ?? 0);
     rows.push({
@@ -329,12 +336,28 @@ function predictionModels(): { name: string; layers: ScalingLayer[]; measured?: 
 export const predictionWorkers = [16, 32, 64, 128, 256, 512, 1024];
 
 /** Predictions at batch 32,768 for 16-1,024 workers, (S, O) chosen to minimise the step; markdown, and an SVG per model. */
-export function predictions(cal: Calibration, bandwidthBps: number, refreshFraction: number, svgDir?: string): string {
+export function predictions(
+  measuredCal: Calibration,
+  bandwidthBps: number,
+  refreshFraction: number,
+  svgDir?: string,
+  faster: { workerTflops?: number; streamGbps?: number } = {},
+): string {
   const lines: string[] = [];
+  // A faster worker (an accelerator) or transport replaces this machine's figures for them.
+  const cal: Calibration = {
+    ...measuredCal,
+    ...(faster.workerTflops ? { fwdBwdNsPerFlop: 1 / (faster.workerTflops * 1e3), statNsPerFlop: 1 / (faster.workerTflops * 1e3), models: {} } : {}),
+    ...(faster.streamGbps ? { transferNsPerByte: 8 / faster.streamGbps } : {}),
+  };
+  const what = [
+    faster.workerTflops ? `workers at ${faster.workerTflops} TFLOP/s` : "workers at this machine's measured speed",
+    faster.streamGbps ? `streams at ${faster.streamGbps} Gbit/s of CPU` : "streams at this machine's measured CPU rate",
+  ].join(', ');
   for (const model of predictionModels()) {
     const t = modelTotals(model.layers);
     lines.push(
-      `**${model.name}** (${(t.paramBytes / 1e6).toFixed(1)} MB of parameters, ${(t.statBytes / 1e6).toFixed(1)} MB of statistics), batch 32,768, ${bandwidthBps / 1e9} Gbit/s links, refresh fraction ${refreshFraction}:`,
+      `**${model.name}** (${(t.paramBytes / 1e6).toFixed(1)} MB of parameters, ${(t.statBytes / 1e6).toFixed(1)} MB of statistics), batch 32,768, ${bandwidthBps / 1e9} Gbit/s links, refresh fraction ${refreshFraction}, ${what}:`,
       '',
       '| workers | samples/worker | best S | best O | step ms | compute | params out | gradients in | PS work | wait | bound | step ms with S = 1 (best O) | PS link each way MB (S = 1) |',
       '|---|---|---|---|---|---|---|---|---|---|---|---|',
@@ -378,14 +401,14 @@ export function predictions(cal: Calibration, bandwidthBps: number, refreshFract
     if (svgDir) {
       mkdirSync(svgDir, { recursive: true });
       const svg = lineChart({
-        title: `${model.name}: predicted step at batch 32,768 (${bandwidthBps / 1e9} Gbit/s, best S and O)`,
+        title: `${model.name}: predicted step, batch 32,768, ${bandwidthBps / 1e9} Gbit/s${faster.workerTflops ? `, ${faster.workerTflops} TFLOP/s workers` : ''}`,
         xLabel: 'workers (log2)',
         yLabel: 'ms',
         series: Object.entries(series).map(([name, pts]) => ({ name, points: pts.map((q): [number, number] => [Math.log2(q.x), q.y]) })),
         xFromZero: false,
         yFromZero: true,
       });
-      writeFileSync(join(svgDir, `scaling-${model.name}.svg`), svg);
+      writeFileSync(join(svgDir, `scaling-${model.name}${faster.workerTflops ? '-fast' : ''}.svg`), svg);
     }
   }
   return lines.join('\n');
@@ -402,6 +425,10 @@ export interface ScaleBenchOptions {
   refreshFraction: number;
   svgDir?: string;
   keep?: string;
+  workerTflops?: number;
+  streamGbps?: number;
+  /** Read the runs kept in `keep` instead of running them again (a new calibration, the same steps). */
+  reuse?: boolean;
 }
 
 export async function scaleBench(o: ScaleBenchOptions): Promise<void> {
@@ -417,11 +444,11 @@ export async function scaleBench(o: ScaleBenchOptions): Promise<void> {
       return;
     }
   }
-  if (!cal) cal = await calibrate(o.calibrationFile, o.steps, o.warmup, log, o.keep);
+  if (!cal) cal = await calibrate(o.calibrationFile, o.steps, o.warmup, log, o.keep, o.reuse === true);
   else log(`calibration from ${o.calibrationFile} (${cal.measuredAt}; --calibrate to measure again)`);
   if (!o.predictOnly) {
     log(`validation: ${o.runs.length} configuration(s), ${o.steps} steps each, the first ${o.warmup} not counted`);
-    const rows = await validate(cal, o.runs, o.steps, o.warmup, log, o.keep);
+    const rows = await validate(cal, o.runs, o.steps, o.warmup, log, o.keep, o.reuse === true);
     log('');
     log(validationTable(rows));
     const errors = rows.map((r) => Math.abs(r.error));
@@ -433,4 +460,8 @@ export async function scaleBench(o: ScaleBenchOptions): Promise<void> {
   }
   log('');
   log(predictions(cal, o.bandwidthBps, o.refreshFraction, o.svgDir));
+  if (o.workerTflops || o.streamGbps) {
+    log('');
+    log(predictions(cal, o.bandwidthBps, o.refreshFraction, o.svgDir, { workerTflops: o.workerTflops, streamGbps: o.streamGbps }));
+  }
 }

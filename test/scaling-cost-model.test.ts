@@ -102,3 +102,13 @@ test('speed-up of k processes: interpolated, flat beyond the largest measured', 
   t.is(speedUp(c, 3), 2.4);
   t.is(speedUp(c, 16), 3);
 });
+
+test("shared mode: the step lasts at least every process's CPU work over the machine's speed-up", (t) => {
+  const oneCore = { ...cal, parallelism: { 1: 1, 16: 1 } };
+  const p = predictStep(inputs({ workers: 4, owners: 2, mode: 'shared', calibration: oneCore }));
+  const d = predictStep(inputs({ workers: 4, owners: 2, mode: 'deployment', calibration: oneCore }));
+  t.true(p.stepMs > d.stepMs);
+  t.is(d.phases.cpuContention, 0);
+  const sum = Object.values(p.phases).reduce((a, b) => a + b, 0);
+  t.true(Math.abs(sum - p.stepMs) < 1e-9);
+});
