@@ -363,7 +363,7 @@ export function predictions(
       `**${model.name}** (${(t.paramBytes / 1e6).toFixed(1)} MB of parameters, ${(t.statBytes / 1e6).toFixed(1)} MB of statistics), batch 32,768, ${bandwidthBps / 1e9} Gbit/s links, refresh fraction ${refreshFraction}, ${what}:`,
       '',
       '| workers | samples/worker | best S | best O | step ms | compute | params out | gradients in | PS work | wait | bound | step ms with S = 1 (best O) | PS link each way MB (S = 1) |',
-      '|---|---|---|---|---|---|---|---|---|---|---|---|',
+      '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
     );
     const series: Record<string, { x: number; y: number }[]> = {
       step: [],
