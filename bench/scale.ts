@@ -62,7 +62,7 @@ function specName(r: RunSpec): string {
 }
 
 /** A few minutes: workers 1-8, owners 1-4, 1 Gbit/s and 100 Mbit/s, both models (docs/scaling.md has a longer list). */
-export const defaultRuns = ['mlp:1x1@1g', 'mlp:4x2@1g', 'mlp:8x4@1g', 'mlp:2x1@100m', 'mlp:8x2@100m', 'wide:2x1@1g', 'wide:2x2@100m'];
+export const defaultRuns = ['mlp:1x1@1g', 'mlp:4x2@1g', 'mlp:8x4@1g', 'mlp:2x1@100m', 'mlp:8x2@100m', 'wide:2x2@100m'];
 
 interface StepRecordJson {
   type: string;
