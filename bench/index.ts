@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- <name> [options]`: kernels, step, convergence, overhead, stale-study, transport, cluster. Benchmarks print ratios against a
+ * `npm run bench -- <name> [options]`: kernels, step, convergence, overhead, stale-study, transport, cluster, scale. Benchmarks print ratios against a
  * baseline measured in the same run, with min/median/max; they are never part of the tests.
  */
 import { Command, Option } from 'commander';
@@ -9,6 +9,7 @@ import { clusterBench } from './cluster.js';
 import { convergenceBench } from './convergence.js';
 import { kernelsBench } from './kernels.js';
 import { overheadBench } from './overhead.js';
+import { defaultCalibrationFile, defaultRuns, parseRunSpec, scaleBench } from './scale.js';
 import { staleStudyBench } from './stale-study.js';
 import { stepBench } from './step.js';
 import { transportBench } from './transport.js';
@@ -215,6 +216,58 @@ program
         waitForPreconditioners: o.waitPreconditioners === true,
         backend: o.backend,
         ...(o.data ? { dataDir: o.data } : {}),
+      }),
+  );
+
+program
+  .command('scale')
+  .description(
+    'the step cost model (docs/scaling.md) against a real cluster on rate-limited links (one network namespace per actor, tbf; needs root), ' +
+      'then its predictions for 16-1,024 workers',
+  )
+  .option('--runs <list>', 'configurations MODEL:WxO@RATE (models mlp, wide; rates like 1g, 100m, none)', defaultRuns.join(','))
+  .option('--steps <n>', 'steps per run', '9')
+  .option('--warmup <n>', 'first steps of each run not counted', '4')
+  .option('--calibration <file>', 'calibration JSON (measured and written when missing)', defaultCalibrationFile)
+  .option('--calibrate', 'measure the calibration again')
+  .option('--predict-only', 'no validation runs: the predictions from the calibration file')
+  .option('--bandwidth <gbit>', "predictions' link bandwidth, Gbit/s", '10')
+  .option('--refresh <f>', "predictions' fraction of statistics due per step (0.075: the stale-statistics steady state)", '0.075')
+  .option('--svg <dir>', 'write the predicted step breakdown per model as SVG here')
+  .option('--worker-tflops <x>', 'predictions again with workers this fast (forward, backward, statistics), e.g. 10 for a GPU')
+  .option('--stream-gbps <x>', "predictions again with a tensor stream's CPU this fast, Gbit/s")
+  .option('--keep <dir>', 'keep every run folder here')
+  .option('--reuse', 'read the runs already kept in --keep instead of running them again')
+  .action(
+    async (o: {
+      runs: string;
+      steps: string;
+      warmup: string;
+      calibration: string;
+      calibrate?: boolean;
+      predictOnly?: boolean;
+      bandwidth: string;
+      refresh: string;
+      svg?: string;
+      keep?: string;
+      workerTflops?: string;
+      streamGbps?: string;
+      reuse?: boolean;
+    }) =>
+      scaleBench({
+        calibrationFile: o.calibration,
+        recalibrate: o.calibrate === true,
+        runs: o.runs.split(',').map(parseRunSpec),
+        steps: Number(o.steps),
+        warmup: Number(o.warmup),
+        predictOnly: o.predictOnly === true,
+        bandwidthBps: Number(o.bandwidth) * 1e9,
+        refreshFraction: Number(o.refresh),
+        ...(o.svg ? { svgDir: o.svg } : {}),
+        ...(o.keep ? { keep: o.keep } : {}),
+        ...(o.workerTflops ? { workerTflops: Number(o.workerTflops) } : {}),
+        ...(o.streamGbps ? { streamGbps: Number(o.streamGbps) } : {}),
+        reuse: o.reuse === true,
       }),
   );
 
