@@ -4,7 +4,7 @@
  * running = (1 − momentum)·running + momentum·batch, with the unbiased batch variance (the PyTorch
  * convention). Evaluation: the running statistics normalise. y = gamma·xhat + beta,
  * xhat = (x − mean)/sqrt(var + eps). Ghost batch norm (ForwardContext.bnGroupSize): training
- * normalises each group of consecutive samples with its own moments (docs/numerics.md § Batch norm).
+ * normalises each group of consecutive samples with its own moments (docs/numerics.md § Batch norm over a split batch).
  *
  * K-FAC (unit-wise, docs/numerics.md § Conventions): gGamma[n,c] = N·Σ_t dy·xhat, gBeta[n,c] = N·Σ_t dy.
  */
