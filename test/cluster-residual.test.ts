@@ -5,7 +5,8 @@
  * normalises with each worker's own batch statistics, so a split batch is a different
  * (data-parallel) computation for any model with BN unless both normalise the same groups: the
  * first test runs one worker; the second runs resnet8 on 2 workers with ghost batch norm
- * (bnGroupSize = a worker's share) against one process with the same groups.
+ * (bnGroupSize = a worker's share) against one process with the same groups; the third checks the
+ * PS's warning when the shares are not multiples of the group size.
  */
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
@@ -123,6 +124,33 @@ test('resnet8, 2 workers and 2 owners with bnGroupSize = the share: parameters a
       messages.some((m) => m.includes('bnGroupSize')),
       'shares of 16 are multiples of bnGroupSize 16: no warning',
     );
+  } finally {
+    await cluster.stop();
+  }
+});
+
+test('shares that are not multiples of bnGroupSize: the PS warns once, and training goes on', async (t) => {
+  const cfg = resolveTrainConfig({
+    seed: 2,
+    batchSize: 6,
+    bnGroupSize: 2,
+    steps: 2,
+    model,
+    data: { dir: dataDir, trainLimit },
+    optimizer: { kind: 'sgd', lr: 0.05 },
+    cluster: { minWorkers: 2, owners: 0 },
+  });
+  const backend = await clusterBackend();
+  const { logger, messages } = capturingLogger('warn');
+  const cluster = await startCluster({ config: cfg, workers: 2, owners: 0, backend, trainSize: trainLimit, logger });
+  try {
+    await cluster.ps.run();
+    t.is(cluster.ps.step, 2);
+    const warnings = messages.filter((m) => m.includes('bnGroupSize'));
+    t.deepEqual(warnings, [
+      'batch norm: 2 workers get shares of 3 samples of batch 6, not multiples of bnGroupSize 2, so their BN groups differ from one ' +
+        "process's and the run does not equal --single (training still works); choose a batch size that is a multiple of 2·2 or a group size that divides the shares",
+    ]);
   } finally {
     await cluster.stop();
   }
