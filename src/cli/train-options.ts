@@ -18,6 +18,7 @@ export interface TrainFlags {
   data?: string;
   steps?: number;
   batchSize?: number;
+  bnGroupSize?: number;
   lr?: number;
   momentum?: number;
   damping?: number;
@@ -56,6 +57,11 @@ export function addTrainOptions(cmd: Command): Command {
     .option('--data <dir>', 'Fashion-MNIST IDX directory (default: $SPNGD_DATA, /usr/share/datasets/fashion-mnist, the bundled copy)')
     .option('--steps <n>', `optimisation steps${dflt(d.steps)}`, number('--steps'))
     .option('--batch-size <n>', `global mini-batch size${dflt(d.batchSize)}`, number('--batch-size'))
+    .option(
+      '--bn-group-size <n>',
+      "ghost batch norm: BN normalises over groups of N consecutive samples (default: each worker's whole share)",
+      number('--bn-group-size'),
+    )
     .option('--lr <x>', `base learning rate, both optimizers${dflt(d.optimizer.lr)}`, number('--lr'))
     .option('--momentum <x>', `momentum${dflt(d.optimizer.momentum)}`, number('--momentum'))
     .option('--damping <x>', `K-FAC Tikhonov damping λ${dflt(k.damping)}`, number('--damping'))
@@ -86,6 +92,7 @@ export function flagsToOverrides(f: TrainFlags, staleFlagGiven: boolean): Record
     seed: f.seed,
     steps: f.steps,
     batchSize: f.batchSize,
+    bnGroupSize: f.bnGroupSize,
     evalEvery: f.evalEvery,
     data: { dir: f.data, trainLimit: f.trainLimit, testLimit: f.testLimit },
     optimizer: { kind: f.optimizer, lr: f.lr, momentum: f.momentum, kfac },

@@ -140,27 +140,44 @@ export const securitySchema = z
     }
   });
 
-export const trainConfigSchema = z.strictObject({
-  seed: z.number().int().nonnegative().default(1),
-  backend: z.enum(backendChoices).default('auto'),
-  model: modelConfigSchema.default('mlp'),
-  data: dataSchema.prefault({}),
-  batchSize: positiveInt.default(1024),
-  /** Number of optimisation steps. */
-  steps: positiveInt.default(120),
-  /** Evaluate on the test set every N steps (and after the last step). */
-  evalEvery: positiveInt.default(20),
-  /** Write a checkpoint every N steps (and at the end); the newest `checkpointKeep` are kept. */
-  checkpointEvery: positiveInt.default(50),
-  checkpointKeep: positiveInt.default(3),
-  /** Test accuracy whose first crossing the run summary reports as `stepsTo`. */
-  targetAccuracy: z.number().gt(0).lte(1).default(0.85),
-  /** Stop early once test accuracy reaches this (0: never). */
-  stopAtAccuracy: z.number().min(0).max(1).default(0),
-  optimizer: optimizerSchema.prefault({}),
-  cluster: clusterSchema.prefault({}),
-  security: securitySchema.prefault({}),
-});
+export const trainConfigSchema = z
+  .strictObject({
+    seed: z.number().int().nonnegative().default(1),
+    backend: z.enum(backendChoices).default('auto'),
+    model: modelConfigSchema.default('mlp'),
+    data: dataSchema.prefault({}),
+    batchSize: positiveInt.default(1024),
+    /**
+     * Ghost batch norm: in training every BN layer normalises over consecutive groups of this many
+     * samples of the local batch (the last may be smaller). Absent: over each worker's whole share.
+     * A cluster equals one process with the same value when every worker's share is a multiple of it
+     * (docs/numerics.md § Batch norm over a split batch).
+     */
+    bnGroupSize: positiveInt.optional(),
+    /** Number of optimisation steps. */
+    steps: positiveInt.default(120),
+    /** Evaluate on the test set every N steps (and after the last step). */
+    evalEvery: positiveInt.default(20),
+    /** Write a checkpoint every N steps (and at the end); the newest `checkpointKeep` are kept. */
+    checkpointEvery: positiveInt.default(50),
+    checkpointKeep: positiveInt.default(3),
+    /** Test accuracy whose first crossing the run summary reports as `stepsTo`. */
+    targetAccuracy: z.number().gt(0).lte(1).default(0.85),
+    /** Stop early once test accuracy reaches this (0: never). */
+    stopAtAccuracy: z.number().min(0).max(1).default(0),
+    optimizer: optimizerSchema.prefault({}),
+    cluster: clusterSchema.prefault({}),
+    security: securitySchema.prefault({}),
+  })
+  .superRefine((c, ctx) => {
+    if (c.bnGroupSize !== undefined && c.bnGroupSize > c.batchSize) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['bnGroupSize'],
+        message: `${c.bnGroupSize} is larger than batchSize ${c.batchSize}; leave bnGroupSize out to normalise over the whole batch`,
+      });
+    }
+  });
 
 export type ClusterConfig = z.infer<typeof clusterSchema>;
 export type DataConfig = z.infer<typeof dataSchema>;

@@ -25,6 +25,11 @@ export interface ForwardContext {
   training: boolean;
   /** Keep what K-FAC needs from this pass (the inputs a of linear/conv layers). */
   captureA: boolean;
+  /**
+   * Ghost batch norm (training only): BN normalises over consecutive groups of this many samples
+   * of the batch, the last possibly smaller. Absent: over the whole batch.
+   */
+  bnGroupSize?: number;
 }
 
 export interface BackwardContext {

@@ -45,6 +45,8 @@ export interface LocalPassOptions {
   mcSeed: number;
   /** Position of this worker's first sample within the global batch. */
   sampleOffset: number;
+  /** BN normalises over groups of this many consecutive local samples (ForwardContext.bnGroupSize). */
+  bnGroupSize?: number;
 }
 
 export async function localPass(model: Sequential, backend: ComputeBackend, batch: LocalBatch, opts: LocalPassOptions): Promise<LocalResult> {
@@ -57,7 +59,7 @@ export async function localPass(model: Sequential, backend: ComputeBackend, batc
   const needA = due.some((k) => k.includes('A'));
   const needG = due.some((k) => k.includes('G') || k.includes('F'));
   const x = tensor([n, ...inputShape], batch.x);
-  const logits = await model.forward(x, { backend, training: true, captureA: needA });
+  const logits = await model.forward(x, { backend, training: true, captureA: needA, bnGroupSize: opts.bnGroupSize });
   const loss = softmaxCrossEntropy(logits, batch.y);
   // With the empirical Fisher the true-label pass yields G as well; with 1mc a second backward
   // pass does, and it is run only at steps where some G is due.

@@ -93,7 +93,7 @@ export class Trainer {
       this.model,
       this.backend,
       { x: batch.x, y: batch.y, samples: batch.y.length },
-      { due, fisher: this.config.optimizer.kfac.fisher, mcSeed: mcSeed(this.config.seed, step), sampleOffset: 0 },
+      { due, fisher: this.config.optimizer.kfac.fisher, mcSeed: mcSeed(this.config.seed, step), sampleOffset: 0, bnGroupSize: this.config.bnGroupSize },
     );
     const t1 = performance.now();
 

@@ -4,7 +4,8 @@
  * configuration (kernel, stride, channels, eps) and takes the parameters from a name → Float64Array
  * map, so finite differences can perturb them. Taps let a test add a perturbation to any layer's
  * output (finite differences with respect to an intermediate) and record every layer's input and
- * output. Supports conv, bn, relu, globalavgpool, flatten, linear and residual blocks.
+ * output. Supports conv, bn (optionally over groups of consecutive samples, ghost batch norm),
+ * relu, globalavgpool, flatten, linear and residual blocks.
  */
 import type { ExecutionContext } from 'ava';
 import { BatchNorm2d } from '../../src/nn/batchnorm2d.js';
@@ -76,10 +77,15 @@ export function bnNormalised64(x: Act, n: number, eps: number): Float64Array {
   return xhat;
 }
 
-function bn64(x: Act, n: number, eps: number, gamma: Float64Array, beta: Float64Array): Act {
+/** Training-mode BN; with groupSize, each run of that many consecutive samples is normalised on its own. */
+function bn64(x: Act, n: number, eps: number, gamma: Float64Array, beta: Float64Array, groupSize = n): Act {
   const c = x.shape[0];
   const t = x.data.length / (n * c);
-  const xhat = bnNormalised64(x, n, eps);
+  const xhat = new Float64Array(x.data.length);
+  for (let s = 0; s < n; s += groupSize) {
+    const e = Math.min(n, s + groupSize);
+    xhat.set(bnNormalised64({ data: x.data.subarray(s * c * t, e * c * t), shape: x.shape }, e - s, eps), s * c * t);
+  }
   const y = xhat.map((v, i) => gamma[Math.floor(i / t) % c] * v + beta[Math.floor(i / t) % c]);
   return { data: y, shape: x.shape };
 }
@@ -109,21 +115,24 @@ function gap64(x: Act, n: number): Act {
 
 const relu64 = (x: Act): Act => ({ data: x.data.map((v) => Math.max(v, 0)), shape: x.shape });
 
-/** The float64 forward pass of `layers` (training mode) over a batch of n samples. */
-export function forward64(layers: readonly Layer[], x: Act, n: number, p: Params64, taps: Taps = {}): Act {
+/**
+ * The float64 forward pass of `layers` (training mode) over a batch of n samples; BN normalises
+ * over groups of `bnGroupSize` consecutive samples when given.
+ */
+export function forward64(layers: readonly Layer[], x: Act, n: number, p: Params64, taps: Taps = {}, bnGroupSize = n): Act {
   let h = x;
   for (const l of layers) {
     const input = h;
     if (l instanceof Residual) {
-      const m = forward64(l.main.layers, input, n, p, taps);
-      const s = l.shortcut === undefined ? input : forward64(l.shortcut.layers, input, n, p, taps);
+      const m = forward64(l.main.layers, input, n, p, taps, bnGroupSize);
+      const s = l.shortcut === undefined ? input : forward64(l.shortcut.layers, input, n, p, taps, bnGroupSize);
       h = { data: m.data.map((v, i) => v + s.data[i]), shape: m.shape };
       h = relu64(h);
       h = tapped(l.relu.name, input, h, taps);
       continue;
     }
     if (l instanceof Conv2d) h = conv64(h, n, l, param(p, l.weight.name), param(p, l.bias.name));
-    else if (l instanceof BatchNorm2d) h = bn64(h, n, l.eps, param(p, l.gamma.name), param(p, l.beta.name));
+    else if (l instanceof BatchNorm2d) h = bn64(h, n, l.eps, param(p, l.gamma.name), param(p, l.beta.name), bnGroupSize);
     else if (l instanceof Linear) h = linear64(h, n, l, param(p, l.weight.name), param(p, l.bias.name));
     else if (l.kind === 'relu') h = relu64(h);
     else if (l.kind === 'globalavgpool') h = gap64(h, n);

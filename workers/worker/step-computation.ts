@@ -63,7 +63,7 @@ export class StepComputation {
         this.model,
         this.backend,
         { x: batch.x, y: batch.y, samples: indices.length },
-        { due, fisher: c.optimizer.kfac.fisher, mcSeed, sampleOffset: offset },
+        { due, fisher: c.optimizer.kfac.fisher, mcSeed, sampleOffset: offset, bnGroupSize: c.bnGroupSize },
       ),
     );
 

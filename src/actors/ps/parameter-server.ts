@@ -22,6 +22,7 @@ import { MomentumUpdater } from '../../optim/momentum.js';
 import { applyUpdate } from '../../train/apply-update.js';
 import { TrainingDivergedError } from '../../train/diverged.js';
 import { weightedMean } from '../../train/reduce.js';
+import { bnGroupMismatch } from '../../train/bn-groups.js';
 import { evaluate, type EvalMetrics } from '../../train/evaluate.js';
 import { BatchPlan } from '../../data/batches.js';
 import { SPNGD_SERVICES } from '../../transport/health-reflection.js';
@@ -87,6 +88,8 @@ export class ParameterServer {
   private skippedInARow = 0;
   /** This process's traffic when the previous step was recorded (a step record holds the difference). */
   private trafficAtLastRecord = processTraffic.snapshot();
+  /** Worker counts whose BN groups (config bnGroupSize) were checked against one process's. */
+  private readonly bnGroupsChecked = new Set<number>();
   /** Of the workers' data set (set by run()), for the learning-rate schedule and the step records. */
   private stepsPerEpoch = 1;
   /** Set when a metrics record could not be written: training stopped after that step. */
@@ -313,6 +316,11 @@ export class ParameterServer {
   /** Sends step s's parameters (one private snapshot, shared by every worker's stream) and StepStart. */
   private broadcast(participants: WorkerSession[], s: number, epoch: number, lr: number): Promise<void> {
     const c = this.opts.config;
+    if (!this.bnGroupsChecked.has(participants.length)) {
+      this.bnGroupsChecked.add(participants.length);
+      const mismatch = bnGroupMismatch(c.batchSize, participants.length, c.bnGroupSize);
+      if (mismatch !== undefined) this.opts.logger.warn(mismatch);
+    }
     const params = this.model
       .stateEntries()
       .map((e) => ({ name: e.name, shape: e.value.shape.length ? e.value.shape : [e.value.data.length], data: new Float32Array(e.value.data) }));
