@@ -12,7 +12,11 @@ export interface EvalMetrics {
   samples: number;
 }
 
-/** Test-set loss and accuracy in evaluation mode (BN running statistics). */
+/**
+ * Test-set loss and accuracy in evaluation mode (BN running statistics). Between batches it yields
+ * to the event loop, so an actor that evaluates keeps answering heartbeats and keepalive pings
+ * (the compute of a batch is synchronous).
+ */
 export async function evaluate(model: Sequential, backend: ComputeBackend, data: Dataset, batchSize = 2000): Promise<EvalMetrics> {
   let lossSum = 0;
   let correct = 0;
@@ -25,6 +29,7 @@ export async function evaluate(model: Sequential, backend: ComputeBackend, data:
     lossSum += r.loss * n;
     correct += r.correct;
     samples += n;
+    await new Promise<void>((resolve) => setImmediate(resolve));
   }
   return { loss: lossSum / samples, accuracy: correct / samples, samples };
 }
