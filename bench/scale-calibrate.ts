@@ -11,23 +11,19 @@ import { layerStatKinds, type StatKind } from '../src/kfac/factors.js';
 import { dampedInverse, kronPreconditioner, precondition } from '../src/kfac/preconditioner.js';
 import { buildModel } from '../src/nn/models.js';
 import { MomentumUpdater } from '../src/optim/momentum.js';
+import type { Calibration } from '../src/scaling/cost-model.js';
 import { modelTotals, scalingLayers } from '../src/scaling/layers.js';
 import { applyUpdate } from '../src/train/apply-update.js';
 import { localPass } from '../src/train/local-pass.js';
 import { weightedMean } from '../src/train/reduce.js';
 import { spread } from '../src/util/stats.js';
 
-export interface ComputeCalibration {
-  fwdBwdNsPerFlop: number;
-  statNsPerFlop: number;
-  preconditionNsPerFlop: number;
-  inversionNsPerCost: number;
-  updateNsPerValue: number;
-  reduceNsPerValue: number;
-  /** Speed-up of k busy threads over one, k → speed-up. */
-  parallelism: Record<string, number>;
-  models: Record<string, { fwdBwdMsPerSample: number; statMsPerSample: number }>;
-}
+/** What calibrateCompute measures: the calibration's compute rates (its transport constants come from cluster runs). */
+export type ComputeCalibration = Pick<
+  Calibration,
+  'fwdBwdNsPerFlop' | 'statNsPerFlop' | 'preconditionNsPerFlop' | 'inversionNsPerCost' | 'updateNsPerValue' | 'reduceNsPerValue' | 'parallelism'
+> &
+  Required<Pick<Calibration, 'models'>>;
 
 async function medianMs(repeats: number, fn: () => Promise<unknown>): Promise<number> {
   await fn();
