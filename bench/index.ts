@@ -49,7 +49,7 @@ program
   .option('--repeats <n>', 'timed repeats (each: a step without statistics, one with all of them, one evaluation)', '5')
   .option('--warmup <n>', 'untimed repeats first', '1')
   .option('--eval-samples <n>', 'images evaluated per repeat', '10000')
-  .option('--eval-batch <n>', 'evaluation batch size (the trainer uses 2000)', '2000')
+  .option('--eval-batch <n>', 'evaluation batch size (the trainer uses 250)', '250')
   .option('--json', 'print the medians as one JSON line')
   .addOption(backendOption())
   .action(

@@ -15,7 +15,7 @@ import { fitSchedule, learningRateAt } from '../optim/lr-schedule.js';
 import { MomentumUpdater } from '../optim/momentum.js';
 import { applyUpdate } from './apply-update.js';
 import { CurvatureSet, type DampingRaise } from './curvature-set.js';
-import { evaluate, type EvalMetrics } from './evaluate.js';
+import { EVAL_BATCH, evaluate, type EvalMetrics } from './evaluate.js';
 import { localPass } from './local-pass.js';
 import { mcSeed } from './mc-seed.js';
 
@@ -160,7 +160,7 @@ export class Trainer {
     }
   }
 
-  async evaluate(batchSize = 2000): Promise<EvalMetrics> {
+  async evaluate(batchSize = EVAL_BATCH): Promise<EvalMetrics> {
     return evaluate(this.model, this.backend, this.test, batchSize);
   }
 }

@@ -69,12 +69,6 @@ export interface ParameterServerOptions {
   credentials?: ActorCredentials;
 }
 
-/**
- * The PS evaluates in batches this small so that, yielding between them, its event loop stays free
- * for the members' heartbeats and streams: a 2000-image batch of resnet8 blocked it for seconds.
- */
-const PS_EVAL_BATCH = 250;
-
 export class ParameterServer {
   readonly state = new ActorStateTracker(Role.ROLE_PARAMETER_SERVER, 'ps-0');
   readonly metrics = new MetricHub(() => this.state.id);
@@ -401,7 +395,7 @@ export class ParameterServer {
   private async evaluate(): Promise<EvalMetrics | undefined> {
     const test = this.opts.test;
     if (!test) return undefined;
-    const e = await this.state.timings.time('evaluate', () => evaluate(this.model, this.opts.backend, test, PS_EVAL_BATCH));
+    const e = await this.state.timings.time('evaluate', () => evaluate(this.model, this.opts.backend, test));
     this.metrics.emit('test_accuracy', e.accuracy, this.step, this.membership.epoch);
     this.metrics.emit('test_loss', e.loss, this.step, this.membership.epoch);
     return e;
