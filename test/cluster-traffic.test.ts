@@ -7,9 +7,13 @@ import test from 'ava';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { formatState } from '../src/cli/status-command.js';
+import { resolveTrainConfig } from '../src/config/schema.js';
 import { buildModel } from '../src/nn/models.js';
 import type { StepRecord } from '../src/run/records.js';
 import { spngd } from './helpers/cli.js';
+import { clusterBackend, startCluster } from './helpers/cluster.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'spngd-traffic-'));
 test.after.always(() => rmSync(tmp, { recursive: true, force: true }));
@@ -65,4 +69,26 @@ test('every cluster step record holds the bytes of gradients in and parameters o
   }
   // The owner published at least the inverses of every layer once: fc1's A⁻¹ alone is 785·786/2 floats.
   t.true(preconditionerBytes >= ((785 * 786) / 2) * 4, `preconditioners in: ${preconditionerBytes} bytes over 4 steps`);
+});
+
+test('ActorState.traffic holds the totals per method, and spngd status prints them', async (t) => {
+  const dataDir = fileURLToPath(new URL('../data/fashion-mnist', import.meta.url));
+  const config = resolveTrainConfig({
+    batchSize: 64,
+    steps: 2,
+    data: { dir: dataDir, trainLimit: 640 },
+    cluster: { waitForPreconditioners: true, minWorkers: 1 },
+  });
+  const cluster = await startCluster({ config, workers: 1, owners: 1, backend: await clusterBackend(), trainSize: 640 });
+  try {
+    await cluster.ps.run();
+    const state = cluster.ps.state.snapshot();
+    const train = state.traffic.find((x) => x.method === 'ParameterServerService/Train');
+    // The actors share this test's process, so the meter holds both ends of every stream.
+    t.truthy(train, JSON.stringify(state.traffic));
+    t.true(train!.sentBytes > 0 && train!.receivedBytes > 0 && train!.sentMessages > 0 && train!.receivedMessages > 0);
+    t.regex(formatState(state), /traffic \(MB sent\/received\): .*ParameterServerService\/Train \d+\.\d\/\d+\.\d/);
+  } finally {
+    await cluster.stop();
+  }
 });
