@@ -87,7 +87,7 @@ program
   .option('--batch-sizes <list>', 'global batch sizes', '1024,4096')
   .option('--targets <list>', 'test accuracy targets', '0.85,0.88')
   .option('--sgd-lrs <list>', 'SGD learning-rate grid', '0.05,0.1,0.2,0.4')
-  .option('--spngd-lr <x>', "SP-NGD's learning rate (default: the config's)")
+  .option('--spngd-lrs <list>', "SP-NGD's learning-rate grid (default: the config's learning rate)")
   .option('--no-dense', 'skip the SP-NGD run with stale statistics off')
   .option('--epochs <n>', 'budget of every run, in epochs', '5')
   .option('--eval-every <n>', 'steps between evaluations', '5')
@@ -103,7 +103,7 @@ program
       batchSizes: string;
       targets: string;
       sgdLrs: string;
-      spngdLr?: string;
+      spngdLrs?: string;
       dense: boolean;
       epochs: string;
       evalEvery: string;
@@ -120,7 +120,7 @@ program
           batchSizes: o.batchSizes.split(',').map(Number),
           targets: o.targets.split(',').map(Number),
           sgdLrs: o.sgdLrs.split(',').map(Number),
-          ...(o.spngdLr ? { spngdLr: Number(o.spngdLr) } : {}),
+          spngdLrs: o.spngdLrs ? o.spngdLrs.split(',').map(Number) : [],
           dense: o.dense,
           epochs: Number(o.epochs),
           evalEvery: Number(o.evalEvery),
