@@ -200,6 +200,7 @@ async function startSenders(tensors: Map<string, Float32Array>, bySize: Map<numb
     },
     train: (call) => unimplemented(call),
     publishPreconditioners: (call) => unimplemented(call),
+    shardSession: (call) => unimplemented(call),
   });
   const listen = (server: Server) =>
     new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));

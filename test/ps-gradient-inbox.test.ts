@@ -78,6 +78,7 @@ function setup() {
       parameterTensors: params.length,
       globalBatchSize: 9,
       learningRate: 0.1,
+      psShards: 1,
     });
     return participants;
   };

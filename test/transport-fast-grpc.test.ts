@@ -155,6 +155,9 @@ function psImpl(): ParameterServerServiceServer {
         () => writer.end(),
       );
     },
+    shardSession(call) {
+      call.end();
+    },
     // Acknowledges each commit with the digest of every factor received for it.
     publishPreconditioners(call) {
       const writer = new ByteBudgetWriter<PublishPreconditionersResponse>(call);

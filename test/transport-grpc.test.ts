@@ -137,6 +137,9 @@ async function startServer(cfg: ServerConfig): Promise<{ port: number; rec: Serv
     publishPreconditioners(call) {
       call.end();
     },
+    shardSession(call) {
+      call.end();
+    },
   };
   const server = new grpc.Server(serverOptions(cfg.transport));
   server.addService(ParameterServerServiceService, impl);

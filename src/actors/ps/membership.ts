@@ -3,7 +3,7 @@
  * and the layer assignment, recomputed whenever the set of owners changes.
  */
 import { EventEmitter } from 'node:events';
-import { LifecycleState, Role, type LayerAssignment, type LayerOwner, type Member, type MembershipView } from '../../gen/spngd/v1/membership.js';
+import { LifecycleState, Role, type LayerAssignment, type LayerOwner, type Member, type MembershipView, type PsShard } from '../../gen/spngd/v1/membership.js';
 import { assignLayers, type LayerCost } from './assignment.js';
 
 export interface MembershipEvents {
@@ -16,7 +16,9 @@ export class Membership extends EventEmitter<MembershipEvents> {
   nextStep = 0;
   private readonly members = new Map<string, Member>();
   private assignment: LayerOwner[];
-  private counters = { worker: 0, owner: 0 };
+  private counters = { worker: 0, owner: 0, shard: 0 };
+  /** The parameter-server shards and their layers (the PS sets them at step boundaries). */
+  psShards: PsShard[] = [];
 
   constructor(
     private readonly layers: LayerCost[],
@@ -32,7 +34,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
   join(member: Member): Member {
     const m: Member = { ...member, joinedEpoch: this.epoch + 1, lastHeartbeatUnixMs: Date.now() };
     if (!m.id) {
-      const kind = m.role === Role.ROLE_FACTOR_OWNER ? 'owner' : 'worker';
+      const kind = m.role === Role.ROLE_FACTOR_OWNER ? 'owner' : m.role === Role.ROLE_PS_SHARD ? 'shard' : 'worker';
       do m.id = `${kind}-${++this.counters[kind]}`;
       while (this.members.has(m.id));
     }
@@ -86,7 +88,13 @@ export class Membership extends EventEmitter<MembershipEvents> {
   }
 
   view(): MembershipView {
-    return { epoch: this.epoch, members: this.list(), assignment: this.layerAssignment(), firstStep: this.nextStep };
+    return {
+      epoch: this.epoch,
+      members: this.list(),
+      assignment: this.layerAssignment(),
+      firstStep: this.nextStep,
+      psShards: this.psShards.map((s) => ({ ...s, layers: [...s.layers] })),
+    };
   }
 
   private bump(reason: string, reassign: boolean): void {

@@ -10,7 +10,9 @@
  * preconditioners (preconditioner-store.ts), MembershipService (membership-service.ts) and
  * checkpoints (ps-checkpoints.ts).
  */
+import { status } from '@grpc/grpc-js';
 import type { ComputeBackend } from '../../compute/backend.js';
+import { TransportError } from '../../transport/errors.js';
 import type { TrainConfig } from '../../config/schema.js';
 import type { Dataset } from '../../data/fashion-mnist.js';
 import { LifecycleState, MembershipServiceService, Role, type MembershipView } from '../../gen/spngd/v1/membership.js';
@@ -330,6 +332,7 @@ export class ParameterServer {
       parameterTensors: params.length,
       globalBatchSize: c.batchSize,
       learningRate: lr,
+      psShards: 1,
     });
   }
 
@@ -492,6 +495,7 @@ export class ParameterServer {
       train: (call) => this.inbox.onTrainStream(call),
       publishPreconditioners: (call) => this.preconditioners.onPublishStream(call),
       downloadParameters: (call) => serveParameters(call, this.model, this.step, this.opts.config.cluster.chunkBytes),
+      shardSession: (call) => call.destroy(new TransportError(status.UNIMPLEMENTED, 'bad_argument', 'this parameter server takes no shards')),
     };
   }
 }

@@ -38,6 +38,11 @@ export enum Role {
    * preconditioners.
    */
   ROLE_FACTOR_OWNER = 3,
+  /**
+   * ROLE_PS_SHARD - A parameter-server shard: holds some layers' parameters, reduces their gradients, applies
+   * their update and serves them to the workers; the coordinator (shard 0) drives its steps.
+   */
+  ROLE_PS_SHARD = 4,
   UNRECOGNIZED = -1,
 }
 
@@ -55,6 +60,9 @@ export function roleFromJSON(object: any): Role {
     case 3:
     case "ROLE_FACTOR_OWNER":
       return Role.ROLE_FACTOR_OWNER;
+    case 4:
+    case "ROLE_PS_SHARD":
+      return Role.ROLE_PS_SHARD;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -72,6 +80,8 @@ export function roleToJSON(object: Role): string {
       return "ROLE_WORKER";
     case Role.ROLE_FACTOR_OWNER:
       return "ROLE_FACTOR_OWNER";
+    case Role.ROLE_PS_SHARD:
+      return "ROLE_PS_SHARD";
     case Role.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -183,6 +193,20 @@ export interface LayerAssignment {
   layers: LayerOwner[];
 }
 
+/** The layers one parameter-server shard holds. */
+export interface PsShard {
+  /** 0 is the coordinator; the others in the order the coordinator admitted them. */
+  index: number;
+  /** Member id of the shard ("ps-0" for the coordinator). */
+  memberId: string;
+  /** Where workers reach its ParameterServerService. */
+  address: string;
+  /** The layers whose parameters and buffers it holds, in model order. */
+  layers: string[];
+  /** Bytes of those parameters and buffers (float32). */
+  bytes: number;
+}
+
 /** The coordinator's view of the job at one epoch. */
 export interface MembershipView {
   /** Current epoch. */
@@ -198,6 +222,8 @@ export interface MembershipView {
    * older epoch, so statistics of those steps went to the owners of the older assignment.
    */
   firstStep: number;
+  /** Parameter-server shards and their layers (one entry, the coordinator, without shards). */
+  psShards: PsShard[];
 }
 
 /** Request of MembershipService.Join. */
@@ -710,8 +736,145 @@ export const LayerAssignment: MessageFns<LayerAssignment> = {
   },
 };
 
+function createBasePsShard(): PsShard {
+  return { index: 0, memberId: "", address: "", layers: [], bytes: 0 };
+}
+
+export const PsShard: MessageFns<PsShard> = {
+  encode(message: PsShard, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.index !== 0) {
+      writer.uint32(8).uint32(message.index);
+    }
+    if (message.memberId !== "") {
+      writer.uint32(18).string(message.memberId);
+    }
+    if (message.address !== "") {
+      writer.uint32(26).string(message.address);
+    }
+    for (const v of message.layers) {
+      writer.uint32(34).string(v!);
+    }
+    if (message.bytes !== 0) {
+      writer.uint32(40).uint64(message.bytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PsShard {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePsShard();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.index = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.memberId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.address = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.layers.push(reader.string());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.bytes = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PsShard {
+    return {
+      index: isSet(object.index) ? globalThis.Number(object.index) : 0,
+      memberId: isSet(object.memberId)
+        ? globalThis.String(object.memberId)
+        : isSet(object.member_id)
+        ? globalThis.String(object.member_id)
+        : "",
+      address: isSet(object.address) ? globalThis.String(object.address) : "",
+      layers: globalThis.Array.isArray(object?.layers) ? object.layers.map((e: any) => globalThis.String(e)) : [],
+      bytes: isSet(object.bytes) ? globalThis.Number(object.bytes) : 0,
+    };
+  },
+
+  toJSON(message: PsShard): unknown {
+    const obj: any = {};
+    if (message.index !== 0) {
+      obj.index = Math.round(message.index);
+    }
+    if (message.memberId !== "") {
+      obj.memberId = message.memberId;
+    }
+    if (message.address !== "") {
+      obj.address = message.address;
+    }
+    if (message.layers?.length) {
+      obj.layers = message.layers;
+    }
+    if (message.bytes !== 0) {
+      obj.bytes = Math.round(message.bytes);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PsShard>, I>>(base?: I): PsShard {
+    return PsShard.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PsShard>, I>>(object: I): PsShard {
+    const message = createBasePsShard();
+    message.index = object.index ?? 0;
+    message.memberId = object.memberId ?? "";
+    message.address = object.address ?? "";
+    message.layers = object.layers?.map((e) => e) || [];
+    message.bytes = object.bytes ?? 0;
+    return message;
+  },
+};
+
 function createBaseMembershipView(): MembershipView {
-  return { epoch: 0, members: [], assignment: undefined, firstStep: 0 };
+  return { epoch: 0, members: [], assignment: undefined, firstStep: 0, psShards: [] };
 }
 
 export const MembershipView: MessageFns<MembershipView> = {
@@ -727,6 +890,9 @@ export const MembershipView: MessageFns<MembershipView> = {
     }
     if (message.firstStep !== 0) {
       writer.uint32(32).uint64(message.firstStep);
+    }
+    for (const v of message.psShards) {
+      PsShard.encode(v!, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -776,6 +942,14 @@ export const MembershipView: MessageFns<MembershipView> = {
             message.firstStep = longToNumber(reader.uint64());
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.psShards.push(PsShard.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -798,6 +972,11 @@ export const MembershipView: MessageFns<MembershipView> = {
         : isSet(object.first_step)
         ? globalThis.Number(object.first_step)
         : 0,
+      psShards: globalThis.Array.isArray(object?.psShards)
+        ? object.psShards.map((e: any) => PsShard.fromJSON(e))
+        : globalThis.Array.isArray(object?.ps_shards)
+        ? object.ps_shards.map((e: any) => PsShard.fromJSON(e))
+        : [],
     };
   },
 
@@ -815,6 +994,9 @@ export const MembershipView: MessageFns<MembershipView> = {
     if (message.firstStep !== 0) {
       obj.firstStep = Math.round(message.firstStep);
     }
+    if (message.psShards?.length) {
+      obj.psShards = message.psShards.map((e) => PsShard.toJSON(e));
+    }
     return obj;
   },
 
@@ -829,6 +1011,7 @@ export const MembershipView: MessageFns<MembershipView> = {
       ? LayerAssignment.fromPartial(object.assignment)
       : undefined;
     message.firstStep = object.firstStep ?? 0;
+    message.psShards = object.psShards?.map((e) => PsShard.fromPartial(e)) || [];
     return message;
   },
 };

@@ -73,6 +73,49 @@ export function preconditionerFactorToJSON(object: PreconditionerFactor): string
   }
 }
 
+/** What a ShardTensor holds. */
+export enum ShardTensorKind {
+  /** SHARD_TENSOR_KIND_UNSPECIFIED - Not set. */
+  SHARD_TENSOR_KIND_UNSPECIFIED = 0,
+  /** SHARD_TENSOR_KIND_VALUE - A parameter or buffer of the model. */
+  SHARD_TENSOR_KIND_VALUE = 1,
+  /** SHARD_TENSOR_KIND_MOMENTUM - The momentum (velocity) of a parameter. */
+  SHARD_TENSOR_KIND_MOMENTUM = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function shardTensorKindFromJSON(object: any): ShardTensorKind {
+  switch (object) {
+    case 0:
+    case "SHARD_TENSOR_KIND_UNSPECIFIED":
+      return ShardTensorKind.SHARD_TENSOR_KIND_UNSPECIFIED;
+    case 1:
+    case "SHARD_TENSOR_KIND_VALUE":
+      return ShardTensorKind.SHARD_TENSOR_KIND_VALUE;
+    case 2:
+    case "SHARD_TENSOR_KIND_MOMENTUM":
+      return ShardTensorKind.SHARD_TENSOR_KIND_MOMENTUM;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return ShardTensorKind.UNRECOGNIZED;
+  }
+}
+
+export function shardTensorKindToJSON(object: ShardTensorKind): string {
+  switch (object) {
+    case ShardTensorKind.SHARD_TENSOR_KIND_UNSPECIFIED:
+      return "SHARD_TENSOR_KIND_UNSPECIFIED";
+    case ShardTensorKind.SHARD_TENSOR_KIND_VALUE:
+      return "SHARD_TENSOR_KIND_VALUE";
+    case ShardTensorKind.SHARD_TENSOR_KIND_MOMENTUM:
+      return "SHARD_TENSOR_KIND_MOMENTUM";
+    case ShardTensorKind.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** Worker -> PS, first message on Train: identifies the worker. */
 export interface WorkerHello {
   /** Worker id, as joined through MembershipService. */
@@ -204,6 +247,13 @@ export interface StepStart {
   shardIndex: number;
   /** Number of workers taking part in the step. */
   shardCount: number;
+  /**
+   * Number of parameter-server shards that send this step's parameters and a StepStart (0 or 1:
+   * one PS). The worker computes the step once it has a StepStart of the step from that many
+   * Train streams, and sends each tensor's gradient back on the stream that sent its parameters,
+   * then GradientsComplete on every one of them (gradient_tensors: the tensors sent on that stream).
+   */
+  psShards: number;
 }
 
 /** PS -> worker: the worker's gradients of a step were taken into the reduction (or not). */
@@ -379,6 +429,174 @@ export interface DownloadParametersResponse {
   tensorCount: number;
   /** The chunk. */
   tensor?: TensorChunk | undefined;
+}
+
+/** One chunk of a shard's state, either way. */
+export interface ShardTensor {
+  /** Parameter version the state belongs to; equals tensor.version. */
+  step: number;
+  /** Value or momentum. */
+  kind: ShardTensorKind;
+  /** The chunk; its name is the parameter's or buffer's. */
+  tensor?: TensorChunk | undefined;
+}
+
+/** Shard -> coordinator, first message of ShardSession. */
+export interface ShardHello {
+  /** The shard's member id (as joined). */
+  shardId: string;
+  /** Membership epoch the shard last saw. */
+  epoch: number;
+}
+
+/** Coordinator -> shard: from now on hold these layers, whose state follows. */
+export interface ShardAssign {
+  /** Parameter version of the state that follows. */
+  step: number;
+  /** Membership epoch of the assignment. */
+  epoch: number;
+  /** The shard's index (0 is the coordinator). */
+  shardIndex: number;
+  /** Layers, in model order; every parameter and buffer of each comes as a ShardTensor. */
+  layers: string[];
+  /** ShardTensors (values and momentum) that follow. */
+  stateTensors: number;
+  /** Learning rate of the last update (momentum is rescaled when the rate drops); 0: none yet. */
+  previousLearningRate: number;
+}
+
+/** Coordinator -> shard: run step `step` with these workers. */
+export interface ShardStep {
+  /** Step (parameter version the workers compute on). */
+  step: number;
+  /** Membership epoch of the step. */
+  epoch: number;
+  /** Learning rate of the step (informational for the workers). */
+  learningRate: number;
+  /** Global batch size of the step. */
+  globalBatchSize: number;
+  /** The step's workers, in shard order (worker i computes shard i of the global batch). */
+  workers: string[];
+  /** Number of PS shards in the step (StepStart.ps_shards). */
+  psShards: number;
+}
+
+/** Coordinator -> shard: reduce the gradients of `workers` and apply the update of step `step`. */
+export interface ShardUpdate {
+  /** Step. */
+  step: number;
+  /** Learning rate to apply. */
+  learningRate: number;
+  /** The workers whose gradients make up the step (delivered to every shard). */
+  workers: string[];
+  /** Apply plain gradients (no factor owner left, cluster.withoutOwners: sgd). */
+  plain: boolean;
+}
+
+/** Coordinator -> shard: send the state of your layers (values and momentum) at the current step. */
+export interface ShardShare {
+  /** The step the coordinator is at (the shard must be there too). */
+  step: number;
+}
+
+/** Coordinator -> shard on ShardSession: an order. */
+export interface ShardSessionResponse {
+  /** What the message carries. */
+  kind?:
+    | //
+    /** Hold these layers; their state follows. */
+    { $case: "assign"; value: ShardAssign }
+    | //
+    /** A chunk of the assigned state. */
+    { $case: "tensor"; value: ShardTensor }
+    | //
+    /** Run a step. */
+    { $case: "step"; value: ShardStep }
+    | //
+    /** A chunk of a re-inverted layer's preconditioner (as owners publish it). */
+    { $case: "preconditioner"; value: PreconditionerChunk }
+    | //
+    /** The end of one layer's preconditioner. */
+    { $case: "preconditionerCommit"; value: PreconditionerCommit }
+    | //
+    /** Apply the step's update. */
+    { $case: "update"; value: ShardUpdate }
+    | //
+    /** Send your state. */
+    { $case: "share"; value: ShardShare }
+    | //
+    /** Training is over. */
+    { $case: "drain"; value: Drain }
+    | undefined;
+}
+
+/** Shard -> coordinator: the assigned state arrived complete. */
+export interface ShardAssigned {
+  /** Parameter version of the state. */
+  step: number;
+  /** The layers now held. */
+  layers: string[];
+}
+
+/** Shard -> coordinator: the workers of step `step` whose gradients arrived complete and finite. */
+export interface ShardGathered {
+  /** Step. */
+  step: number;
+  /** Worker ids. */
+  workers: string[];
+  /** Milliseconds of the shard's phases so far (send_params, wait_gradients). */
+  phaseMs: { [key: string]: number };
+}
+
+export interface ShardGathered_PhaseMsEntry {
+  key: string;
+  value: number;
+}
+
+/** Shard -> coordinator: step `step` is applied. */
+export interface ShardUpdated {
+  /** Step (the shard's parameters are now version step + 1). */
+  step: number;
+  /** Milliseconds of the shard's phases (reduce, precondition, update). */
+  phaseMs: { [key: string]: number };
+}
+
+export interface ShardUpdated_PhaseMsEntry {
+  key: string;
+  value: number;
+}
+
+/** Shard -> coordinator: every ShardTensor of a ShardShare has been sent. */
+export interface ShardShared {
+  /** Parameter version of the state. */
+  step: number;
+  /** ShardTensors sent. */
+  stateTensors: number;
+}
+
+/** Shard -> coordinator on ShardSession: a report. */
+export interface ShardSessionRequest {
+  /** What the message carries. */
+  kind?:
+    | //
+    /** First message, exactly once. */
+    { $case: "hello"; value: ShardHello }
+    | //
+    /** The assigned state arrived. */
+    { $case: "assigned"; value: ShardAssigned }
+    | //
+    /** A step's gradients are in. */
+    { $case: "gathered"; value: ShardGathered }
+    | //
+    /** A step's update is applied. */
+    { $case: "updated"; value: ShardUpdated }
+    | //
+    /** A chunk of the shard's state (answering ShardShare). */
+    { $case: "tensor"; value: ShardTensor }
+    | //
+    /** The shard's state is sent. */
+    { $case: "shared"; value: ShardShared }
+    | undefined;
 }
 
 function createBaseWorkerHello(): WorkerHello {
@@ -1432,6 +1650,7 @@ function createBaseStepStart(): StepStart {
     learningRate: 0,
     shardIndex: 0,
     shardCount: 0,
+    psShards: 0,
   };
 }
 
@@ -1460,6 +1679,9 @@ export const StepStart: MessageFns<StepStart> = {
     }
     if (message.shardCount !== 0) {
       writer.uint32(64).uint32(message.shardCount);
+    }
+    if (message.psShards !== 0) {
+      writer.uint32(72).uint32(message.psShards);
     }
     return writer;
   },
@@ -1541,6 +1763,14 @@ export const StepStart: MessageFns<StepStart> = {
             message.shardCount = reader.uint32();
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.psShards = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1587,6 +1817,11 @@ export const StepStart: MessageFns<StepStart> = {
         : isSet(object.shard_count)
         ? globalThis.Number(object.shard_count)
         : 0,
+      psShards: isSet(object.psShards)
+        ? globalThis.Number(object.psShards)
+        : isSet(object.ps_shards)
+        ? globalThis.Number(object.ps_shards)
+        : 0,
     };
   },
 
@@ -1616,6 +1851,9 @@ export const StepStart: MessageFns<StepStart> = {
     if (message.shardCount !== 0) {
       obj.shardCount = Math.round(message.shardCount);
     }
+    if (message.psShards !== 0) {
+      obj.psShards = Math.round(message.psShards);
+    }
     return obj;
   },
 
@@ -1632,6 +1870,7 @@ export const StepStart: MessageFns<StepStart> = {
     message.learningRate = object.learningRate ?? 0;
     message.shardIndex = object.shardIndex ?? 0;
     message.shardCount = object.shardCount ?? 0;
+    message.psShards = object.psShards ?? 0;
     return message;
   },
 };
@@ -3173,6 +3412,1741 @@ export const DownloadParametersResponse: MessageFns<DownloadParametersResponse> 
   },
 };
 
+function createBaseShardTensor(): ShardTensor {
+  return { step: 0, kind: 0, tensor: undefined };
+}
+
+export const ShardTensor: MessageFns<ShardTensor> = {
+  encode(message: ShardTensor, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.step !== 0) {
+      writer.uint32(8).uint64(message.step);
+    }
+    if (message.kind !== 0) {
+      writer.uint32(16).int32(message.kind);
+    }
+    if (message.tensor !== undefined) {
+      TensorChunk.encode(message.tensor, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ShardTensor {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseShardTensor();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.step = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.tensor = TensorChunk.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ShardTensor {
+    return {
+      step: isSet(object.step) ? globalThis.Number(object.step) : 0,
+      kind: isSet(object.kind) ? shardTensorKindFromJSON(object.kind) : 0,
+      tensor: isSet(object.tensor) ? TensorChunk.fromJSON(object.tensor) : undefined,
+    };
+  },
+
+  toJSON(message: ShardTensor): unknown {
+    const obj: any = {};
+    if (message.step !== 0) {
+      obj.step = Math.round(message.step);
+    }
+    if (message.kind !== 0) {
+      obj.kind = shardTensorKindToJSON(message.kind);
+    }
+    if (message.tensor !== undefined) {
+      obj.tensor = TensorChunk.toJSON(message.tensor);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ShardTensor>, I>>(base?: I): ShardTensor {
+    return ShardTensor.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ShardTensor>, I>>(object: I): ShardTensor {
+    const message = createBaseShardTensor();
+    message.step = object.step ?? 0;
+    message.kind = object.kind ?? 0;
+    message.tensor = (object.tensor !== undefined && object.tensor !== null)
+      ? TensorChunk.fromPartial(object.tensor)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseShardHello(): ShardHello {
+  return { shardId: "", epoch: 0 };
+}
+
+export const ShardHello: MessageFns<ShardHello> = {
+  encode(message: ShardHello, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.shardId !== "") {
+      writer.uint32(10).string(message.shardId);
+    }
+    if (message.epoch !== 0) {
+      writer.uint32(16).uint64(message.epoch);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ShardHello {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseShardHello();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.shardId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.epoch = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ShardHello {
+    return {
+      shardId: isSet(object.shardId)
+        ? globalThis.String(object.shardId)
+        : isSet(object.shard_id)
+        ? globalThis.String(object.shard_id)
+        : "",
+      epoch: isSet(object.epoch) ? globalThis.Number(object.epoch) : 0,
+    };
+  },
+
+  toJSON(message: ShardHello): unknown {
+    const obj: any = {};
+    if (message.shardId !== "") {
+      obj.shardId = message.shardId;
+    }
+    if (message.epoch !== 0) {
+      obj.epoch = Math.round(message.epoch);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ShardHello>, I>>(base?: I): ShardHello {
+    return ShardHello.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ShardHello>, I>>(object: I): ShardHello {
+    const message = createBaseShardHello();
+    message.shardId = object.shardId ?? "";
+    message.epoch = object.epoch ?? 0;
+    return message;
+  },
+};
+
+function createBaseShardAssign(): ShardAssign {
+  return { step: 0, epoch: 0, shardIndex: 0, layers: [], stateTensors: 0, previousLearningRate: 0 };
+}
+
+export const ShardAssign: MessageFns<ShardAssign> = {
+  encode(message: ShardAssign, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.step !== 0) {
+      writer.uint32(8).uint64(message.step);
+    }
+    if (message.epoch !== 0) {
+      writer.uint32(16).uint64(message.epoch);
+    }
+    if (message.shardIndex !== 0) {
+      writer.uint32(24).uint32(message.shardIndex);
+    }
+    for (const v of message.layers) {
+      writer.uint32(34).string(v!);
+    }
+    if (message.stateTensors !== 0) {
+      writer.uint32(40).uint32(message.stateTensors);
+    }
+    if (message.previousLearningRate !== 0) {
+      writer.uint32(49).double(message.previousLearningRate);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ShardAssign {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseShardAssign();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.step = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.epoch = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.shardIndex = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.layers.push(reader.string());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.stateTensors = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.previousLearningRate = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ShardAssign {
+    return {
+      step: isSet(object.step) ? globalThis.Number(object.step) : 0,
+      epoch: isSet(object.epoch) ? globalThis.Number(object.epoch) : 0,
+      shardIndex: isSet(object.shardIndex)
+        ? globalThis.Number(object.shardIndex)
+        : isSet(object.shard_index)
+        ? globalThis.Number(object.shard_index)
+        : 0,
+      layers: globalThis.Array.isArray(object?.layers) ? object.layers.map((e: any) => globalThis.String(e)) : [],
+      stateTensors: isSet(object.stateTensors)
+        ? globalThis.Number(object.stateTensors)
+        : isSet(object.state_tensors)
+        ? globalThis.Number(object.state_tensors)
+        : 0,
+      previousLearningRate: isSet(object.previousLearningRate)
+        ? globalThis.Number(object.previousLearningRate)
+        : isSet(object.previous_learning_rate)
+        ? globalThis.Number(object.previous_learning_rate)
+        : 0,
+    };
+  },
+
+  toJSON(message: ShardAssign): unknown {
+    const obj: any = {};
+    if (message.step !== 0) {
+      obj.step = Math.round(message.step);
+    }
+    if (message.epoch !== 0) {
+      obj.epoch = Math.round(message.epoch);
+    }
+    if (message.shardIndex !== 0) {
+      obj.shardIndex = Math.round(message.shardIndex);
+    }
+    if (message.layers?.length) {
+      obj.layers = message.layers;
+    }
+    if (message.stateTensors !== 0) {
+      obj.stateTensors = Math.round(message.stateTensors);
+    }
+    if (message.previousLearningRate !== 0) {
+      obj.previousLearningRate = floatToJson(message.previousLearningRate);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ShardAssign>, I>>(base?: I): ShardAssign {
+    return ShardAssign.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ShardAssign>, I>>(object: I): ShardAssign {
+    const message = createBaseShardAssign();
+    message.step = object.step ?? 0;
+    message.epoch = object.epoch ?? 0;
+    message.shardIndex = object.shardIndex ?? 0;
+    message.layers = object.layers?.map((e) => e) || [];
+    message.stateTensors = object.stateTensors ?? 0;
+    message.previousLearningRate = object.previousLearningRate ?? 0;
+    return message;
+  },
+};
+
+function createBaseShardStep(): ShardStep {
+  return { step: 0, epoch: 0, learningRate: 0, globalBatchSize: 0, workers: [], psShards: 0 };
+}
+
+export const ShardStep: MessageFns<ShardStep> = {
+  encode(message: ShardStep, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.step !== 0) {
+      writer.uint32(8).uint64(message.step);
+    }
+    if (message.epoch !== 0) {
+      writer.uint32(16).uint64(message.epoch);
+    }
+    if (message.learningRate !== 0) {
+      writer.uint32(25).double(message.learningRate);
+    }
+    if (message.globalBatchSize !== 0) {
+      writer.uint32(32).uint32(message.globalBatchSize);
+    }
+    for (const v of message.workers) {
+      writer.uint32(42).string(v!);
+    }
+    if (message.psShards !== 0) {
+      writer.uint32(48).uint32(message.psShards);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ShardStep {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseShardStep();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.step = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.epoch = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.learningRate = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.globalBatchSize = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.workers.push(reader.string());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.psShards = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ShardStep {
+    return {
+      step: isSet(object.step) ? globalThis.Number(object.step) : 0,
+      epoch: isSet(object.epoch) ? globalThis.Number(object.epoch) : 0,
+      learningRate: isSet(object.learningRate)
+        ? globalThis.Number(object.learningRate)
+        : isSet(object.learning_rate)
+        ? globalThis.Number(object.learning_rate)
+        : 0,
+      globalBatchSize: isSet(object.globalBatchSize)
+        ? globalThis.Number(object.globalBatchSize)
+        : isSet(object.global_batch_size)
+        ? globalThis.Number(object.global_batch_size)
+        : 0,
+      workers: globalThis.Array.isArray(object?.workers) ? object.workers.map((e: any) => globalThis.String(e)) : [],
+      psShards: isSet(object.psShards)
+        ? globalThis.Number(object.psShards)
+        : isSet(object.ps_shards)
+        ? globalThis.Number(object.ps_shards)
+        : 0,
+    };
+  },
+
+  toJSON(message: ShardStep): unknown {
+    const obj: any = {};
+    if (message.step !== 0) {
+      obj.step = Math.round(message.step);
+    }
+    if (message.epoch !== 0) {
+      obj.epoch = Math.round(message.epoch);
+    }
+    if (message.learningRate !== 0) {
+      obj.learningRate = floatToJson(message.learningRate);
+    }
+    if (message.globalBatchSize !== 0) {
+      obj.globalBatchSize = Math.round(message.globalBatchSize);
+    }
+    if (message.workers?.length) {
+      obj.workers = message.workers;
+    }
+    if (message.psShards !== 0) {
+      obj.psShards = Math.round(message.psShards);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ShardStep>, I>>(base?: I): ShardStep {
+    return ShardStep.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ShardStep>, I>>(object: I): ShardStep {
+    const message = createBaseShardStep();
+    message.step = object.step ?? 0;
+    message.epoch = object.epoch ?? 0;
+    message.learningRate = object.learningRate ?? 0;
+    message.globalBatchSize = object.globalBatchSize ?? 0;
+    message.workers = object.workers?.map((e) => e) || [];
+    message.psShards = object.psShards ?? 0;
+    return message;
+  },
+};
+
+function createBaseShardUpdate(): ShardUpdate {
+  return { step: 0, learningRate: 0, workers: [], plain: false };
+}
+
+export const ShardUpdate: MessageFns<ShardUpdate> = {
+  encode(message: ShardUpdate, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.step !== 0) {
+      writer.uint32(8).uint64(message.step);
+    }
+    if (message.learningRate !== 0) {
+      writer.uint32(17).double(message.learningRate);
+    }
+    for (const v of message.workers) {
+      writer.uint32(26).string(v!);
+    }
+    if (message.plain !== false) {
+      writer.uint32(32).bool(message.plain);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ShardUpdate {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseShardUpdate();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.step = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.learningRate = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.workers.push(reader.string());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.plain = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ShardUpdate {
+    return {
+      step: isSet(object.step) ? globalThis.Number(object.step) : 0,
+      learningRate: isSet(object.learningRate)
+        ? globalThis.Number(object.learningRate)
+        : isSet(object.learning_rate)
+        ? globalThis.Number(object.learning_rate)
+        : 0,
+      workers: globalThis.Array.isArray(object?.workers) ? object.workers.map((e: any) => globalThis.String(e)) : [],
+      plain: isSet(object.plain) ? globalThis.Boolean(object.plain) : false,
+    };
+  },
+
+  toJSON(message: ShardUpdate): unknown {
+    const obj: any = {};
+    if (message.step !== 0) {
+      obj.step = Math.round(message.step);
+    }
+    if (message.learningRate !== 0) {
+      obj.learningRate = floatToJson(message.learningRate);
+    }
+    if (message.workers?.length) {
+      obj.workers = message.workers;
+    }
+    if (message.plain !== false) {
+      obj.plain = message.plain;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ShardUpdate>, I>>(base?: I): ShardUpdate {
+    return ShardUpdate.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ShardUpdate>, I>>(object: I): ShardUpdate {
+    const message = createBaseShardUpdate();
+    message.step = object.step ?? 0;
+    message.learningRate = object.learningRate ?? 0;
+    message.workers = object.workers?.map((e) => e) || [];
+    message.plain = object.plain ?? false;
+    return message;
+  },
+};
+
+function createBaseShardShare(): ShardShare {
+  return { step: 0 };
+}
+
+export const ShardShare: MessageFns<ShardShare> = {
+  encode(message: ShardShare, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.step !== 0) {
+      writer.uint32(8).uint64(message.step);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ShardShare {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseShardShare();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.step = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ShardShare {
+    return { step: isSet(object.step) ? globalThis.Number(object.step) : 0 };
+  },
+
+  toJSON(message: ShardShare): unknown {
+    const obj: any = {};
+    if (message.step !== 0) {
+      obj.step = Math.round(message.step);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ShardShare>, I>>(base?: I): ShardShare {
+    return ShardShare.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ShardShare>, I>>(object: I): ShardShare {
+    const message = createBaseShardShare();
+    message.step = object.step ?? 0;
+    return message;
+  },
+};
+
+function createBaseShardSessionResponse(): ShardSessionResponse {
+  return { kind: undefined };
+}
+
+export const ShardSessionResponse: MessageFns<ShardSessionResponse> = {
+  encode(message: ShardSessionResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.kind?.$case) {
+      case "assign":
+        ShardAssign.encode(message.kind.value, writer.uint32(10).fork()).join();
+        break;
+      case "tensor":
+        ShardTensor.encode(message.kind.value, writer.uint32(18).fork()).join();
+        break;
+      case "step":
+        ShardStep.encode(message.kind.value, writer.uint32(26).fork()).join();
+        break;
+      case "preconditioner":
+        PreconditionerChunk.encode(message.kind.value, writer.uint32(34).fork()).join();
+        break;
+      case "preconditionerCommit":
+        PreconditionerCommit.encode(message.kind.value, writer.uint32(42).fork()).join();
+        break;
+      case "update":
+        ShardUpdate.encode(message.kind.value, writer.uint32(50).fork()).join();
+        break;
+      case "share":
+        ShardShare.encode(message.kind.value, writer.uint32(58).fork()).join();
+        break;
+      case "drain":
+        Drain.encode(message.kind.value, writer.uint32(66).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ShardSessionResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseShardSessionResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.kind = { $case: "assign", value: ShardAssign.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.kind = { $case: "tensor", value: ShardTensor.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.kind = { $case: "step", value: ShardStep.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.kind = { $case: "preconditioner", value: PreconditionerChunk.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.kind = {
+              $case: "preconditionerCommit",
+              value: PreconditionerCommit.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.kind = { $case: "update", value: ShardUpdate.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.kind = { $case: "share", value: ShardShare.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.kind = { $case: "drain", value: Drain.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ShardSessionResponse {
+    return {
+      kind: isSet(object.assign)
+        ? { $case: "assign", value: ShardAssign.fromJSON(object.assign) }
+        : isSet(object.tensor)
+        ? { $case: "tensor", value: ShardTensor.fromJSON(object.tensor) }
+        : isSet(object.step)
+        ? { $case: "step", value: ShardStep.fromJSON(object.step) }
+        : isSet(object.preconditioner)
+        ? { $case: "preconditioner", value: PreconditionerChunk.fromJSON(object.preconditioner) }
+        : isSet(object.preconditionerCommit)
+        ? { $case: "preconditionerCommit", value: PreconditionerCommit.fromJSON(object.preconditionerCommit) }
+        : isSet(object.preconditioner_commit)
+        ? { $case: "preconditionerCommit", value: PreconditionerCommit.fromJSON(object.preconditioner_commit) }
+        : isSet(object.update)
+        ? { $case: "update", value: ShardUpdate.fromJSON(object.update) }
+        : isSet(object.share)
+        ? { $case: "share", value: ShardShare.fromJSON(object.share) }
+        : isSet(object.drain)
+        ? { $case: "drain", value: Drain.fromJSON(object.drain) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: ShardSessionResponse): unknown {
+    const obj: any = {};
+    if (message.kind?.$case === "assign") {
+      obj.assign = ShardAssign.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "tensor") {
+      obj.tensor = ShardTensor.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "step") {
+      obj.step = ShardStep.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "preconditioner") {
+      obj.preconditioner = PreconditionerChunk.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "preconditionerCommit") {
+      obj.preconditionerCommit = PreconditionerCommit.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "update") {
+      obj.update = ShardUpdate.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "share") {
+      obj.share = ShardShare.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "drain") {
+      obj.drain = Drain.toJSON(message.kind.value);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ShardSessionResponse>, I>>(base?: I): ShardSessionResponse {
+    return ShardSessionResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ShardSessionResponse>, I>>(object: I): ShardSessionResponse {
+    const message = createBaseShardSessionResponse();
+    switch (object.kind?.$case) {
+      case "assign": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "assign", value: ShardAssign.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "tensor": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "tensor", value: ShardTensor.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "step": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "step", value: ShardStep.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "preconditioner": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "preconditioner", value: PreconditionerChunk.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "preconditionerCommit": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "preconditionerCommit", value: PreconditionerCommit.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "update": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "update", value: ShardUpdate.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "share": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "share", value: ShardShare.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "drain": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "drain", value: Drain.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseShardAssigned(): ShardAssigned {
+  return { step: 0, layers: [] };
+}
+
+export const ShardAssigned: MessageFns<ShardAssigned> = {
+  encode(message: ShardAssigned, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.step !== 0) {
+      writer.uint32(8).uint64(message.step);
+    }
+    for (const v of message.layers) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ShardAssigned {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseShardAssigned();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.step = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.layers.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ShardAssigned {
+    return {
+      step: isSet(object.step) ? globalThis.Number(object.step) : 0,
+      layers: globalThis.Array.isArray(object?.layers) ? object.layers.map((e: any) => globalThis.String(e)) : [],
+    };
+  },
+
+  toJSON(message: ShardAssigned): unknown {
+    const obj: any = {};
+    if (message.step !== 0) {
+      obj.step = Math.round(message.step);
+    }
+    if (message.layers?.length) {
+      obj.layers = message.layers;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ShardAssigned>, I>>(base?: I): ShardAssigned {
+    return ShardAssigned.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ShardAssigned>, I>>(object: I): ShardAssigned {
+    const message = createBaseShardAssigned();
+    message.step = object.step ?? 0;
+    message.layers = object.layers?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseShardGathered(): ShardGathered {
+  return { step: 0, workers: [], phaseMs: {} };
+}
+
+export const ShardGathered: MessageFns<ShardGathered> = {
+  encode(message: ShardGathered, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.step !== 0) {
+      writer.uint32(8).uint64(message.step);
+    }
+    for (const v of message.workers) {
+      writer.uint32(18).string(v!);
+    }
+    globalThis.Object.entries(message.phaseMs).forEach(([key, value]: [string, number]) => {
+      ShardGathered_PhaseMsEntry.encode({ key: key as any, value }, writer.uint32(26).fork()).join();
+    });
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ShardGathered {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseShardGathered();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.step = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.workers.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            const entry3 = ShardGathered_PhaseMsEntry.decode(reader, reader.uint32());
+            if (entry3.value !== undefined) {
+              message.phaseMs[entry3.key] = entry3.value;
+            }
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ShardGathered {
+    return {
+      step: isSet(object.step) ? globalThis.Number(object.step) : 0,
+      workers: globalThis.Array.isArray(object?.workers) ? object.workers.map((e: any) => globalThis.String(e)) : [],
+      phaseMs: isObject(object.phaseMs)
+        ? (globalThis.Object.entries(object.phaseMs) as [string, any][]).reduce(
+          (acc: { [key: string]: number }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.Number(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : isObject(object.phase_ms)
+        ? (globalThis.Object.entries(object.phase_ms) as [string, any][]).reduce(
+          (acc: { [key: string]: number }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.Number(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+    };
+  },
+
+  toJSON(message: ShardGathered): unknown {
+    const obj: any = {};
+    if (message.step !== 0) {
+      obj.step = Math.round(message.step);
+    }
+    if (message.workers?.length) {
+      obj.workers = message.workers;
+    }
+    if (message.phaseMs) {
+      const entries = globalThis.Object.entries(message.phaseMs) as [string, number][];
+      if (entries.length > 0) {
+        obj.phaseMs = {};
+        entries.forEach(([k, v]) => {
+          obj.phaseMs[k] = floatToJson(v);
+        });
+      }
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ShardGathered>, I>>(base?: I): ShardGathered {
+    return ShardGathered.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ShardGathered>, I>>(object: I): ShardGathered {
+    const message = createBaseShardGathered();
+    message.step = object.step ?? 0;
+    message.workers = object.workers?.map((e) => e) || [];
+    message.phaseMs = (globalThis.Object.entries(object.phaseMs ?? {}) as [string, number][]).reduce(
+      (acc: { [key: string]: number }, [key, value]: [string, number]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.Number(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseShardGathered_PhaseMsEntry(): ShardGathered_PhaseMsEntry {
+  return { key: "", value: 0 };
+}
+
+export const ShardGathered_PhaseMsEntry: MessageFns<ShardGathered_PhaseMsEntry> = {
+  encode(message: ShardGathered_PhaseMsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== 0) {
+      writer.uint32(17).double(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ShardGathered_PhaseMsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseShardGathered_PhaseMsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.value = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ShardGathered_PhaseMsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.Number(object.value) : 0,
+    };
+  },
+
+  toJSON(message: ShardGathered_PhaseMsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== 0) {
+      obj.value = floatToJson(message.value);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ShardGathered_PhaseMsEntry>, I>>(base?: I): ShardGathered_PhaseMsEntry {
+    return ShardGathered_PhaseMsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ShardGathered_PhaseMsEntry>, I>>(object: I): ShardGathered_PhaseMsEntry {
+    const message = createBaseShardGathered_PhaseMsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? 0;
+    return message;
+  },
+};
+
+function createBaseShardUpdated(): ShardUpdated {
+  return { step: 0, phaseMs: {} };
+}
+
+export const ShardUpdated: MessageFns<ShardUpdated> = {
+  encode(message: ShardUpdated, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.step !== 0) {
+      writer.uint32(8).uint64(message.step);
+    }
+    globalThis.Object.entries(message.phaseMs).forEach(([key, value]: [string, number]) => {
+      ShardUpdated_PhaseMsEntry.encode({ key: key as any, value }, writer.uint32(18).fork()).join();
+    });
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ShardUpdated {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseShardUpdated();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.step = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            const entry2 = ShardUpdated_PhaseMsEntry.decode(reader, reader.uint32());
+            if (entry2.value !== undefined) {
+              message.phaseMs[entry2.key] = entry2.value;
+            }
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ShardUpdated {
+    return {
+      step: isSet(object.step) ? globalThis.Number(object.step) : 0,
+      phaseMs: isObject(object.phaseMs)
+        ? (globalThis.Object.entries(object.phaseMs) as [string, any][]).reduce(
+          (acc: { [key: string]: number }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.Number(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : isObject(object.phase_ms)
+        ? (globalThis.Object.entries(object.phase_ms) as [string, any][]).reduce(
+          (acc: { [key: string]: number }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.Number(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+    };
+  },
+
+  toJSON(message: ShardUpdated): unknown {
+    const obj: any = {};
+    if (message.step !== 0) {
+      obj.step = Math.round(message.step);
+    }
+    if (message.phaseMs) {
+      const entries = globalThis.Object.entries(message.phaseMs) as [string, number][];
+      if (entries.length > 0) {
+        obj.phaseMs = {};
+        entries.forEach(([k, v]) => {
+          obj.phaseMs[k] = floatToJson(v);
+        });
+      }
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ShardUpdated>, I>>(base?: I): ShardUpdated {
+    return ShardUpdated.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ShardUpdated>, I>>(object: I): ShardUpdated {
+    const message = createBaseShardUpdated();
+    message.step = object.step ?? 0;
+    message.phaseMs = (globalThis.Object.entries(object.phaseMs ?? {}) as [string, number][]).reduce(
+      (acc: { [key: string]: number }, [key, value]: [string, number]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.Number(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseShardUpdated_PhaseMsEntry(): ShardUpdated_PhaseMsEntry {
+  return { key: "", value: 0 };
+}
+
+export const ShardUpdated_PhaseMsEntry: MessageFns<ShardUpdated_PhaseMsEntry> = {
+  encode(message: ShardUpdated_PhaseMsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== 0) {
+      writer.uint32(17).double(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ShardUpdated_PhaseMsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseShardUpdated_PhaseMsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.value = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ShardUpdated_PhaseMsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.Number(object.value) : 0,
+    };
+  },
+
+  toJSON(message: ShardUpdated_PhaseMsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== 0) {
+      obj.value = floatToJson(message.value);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ShardUpdated_PhaseMsEntry>, I>>(base?: I): ShardUpdated_PhaseMsEntry {
+    return ShardUpdated_PhaseMsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ShardUpdated_PhaseMsEntry>, I>>(object: I): ShardUpdated_PhaseMsEntry {
+    const message = createBaseShardUpdated_PhaseMsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? 0;
+    return message;
+  },
+};
+
+function createBaseShardShared(): ShardShared {
+  return { step: 0, stateTensors: 0 };
+}
+
+export const ShardShared: MessageFns<ShardShared> = {
+  encode(message: ShardShared, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.step !== 0) {
+      writer.uint32(8).uint64(message.step);
+    }
+    if (message.stateTensors !== 0) {
+      writer.uint32(16).uint32(message.stateTensors);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ShardShared {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseShardShared();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.step = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.stateTensors = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ShardShared {
+    return {
+      step: isSet(object.step) ? globalThis.Number(object.step) : 0,
+      stateTensors: isSet(object.stateTensors)
+        ? globalThis.Number(object.stateTensors)
+        : isSet(object.state_tensors)
+        ? globalThis.Number(object.state_tensors)
+        : 0,
+    };
+  },
+
+  toJSON(message: ShardShared): unknown {
+    const obj: any = {};
+    if (message.step !== 0) {
+      obj.step = Math.round(message.step);
+    }
+    if (message.stateTensors !== 0) {
+      obj.stateTensors = Math.round(message.stateTensors);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ShardShared>, I>>(base?: I): ShardShared {
+    return ShardShared.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ShardShared>, I>>(object: I): ShardShared {
+    const message = createBaseShardShared();
+    message.step = object.step ?? 0;
+    message.stateTensors = object.stateTensors ?? 0;
+    return message;
+  },
+};
+
+function createBaseShardSessionRequest(): ShardSessionRequest {
+  return { kind: undefined };
+}
+
+export const ShardSessionRequest: MessageFns<ShardSessionRequest> = {
+  encode(message: ShardSessionRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.kind?.$case) {
+      case "hello":
+        ShardHello.encode(message.kind.value, writer.uint32(10).fork()).join();
+        break;
+      case "assigned":
+        ShardAssigned.encode(message.kind.value, writer.uint32(18).fork()).join();
+        break;
+      case "gathered":
+        ShardGathered.encode(message.kind.value, writer.uint32(26).fork()).join();
+        break;
+      case "updated":
+        ShardUpdated.encode(message.kind.value, writer.uint32(34).fork()).join();
+        break;
+      case "tensor":
+        ShardTensor.encode(message.kind.value, writer.uint32(42).fork()).join();
+        break;
+      case "shared":
+        ShardShared.encode(message.kind.value, writer.uint32(50).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ShardSessionRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseShardSessionRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.kind = { $case: "hello", value: ShardHello.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.kind = { $case: "assigned", value: ShardAssigned.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.kind = { $case: "gathered", value: ShardGathered.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.kind = { $case: "updated", value: ShardUpdated.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.kind = { $case: "tensor", value: ShardTensor.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.kind = { $case: "shared", value: ShardShared.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ShardSessionRequest {
+    return {
+      kind: isSet(object.hello)
+        ? { $case: "hello", value: ShardHello.fromJSON(object.hello) }
+        : isSet(object.assigned)
+        ? { $case: "assigned", value: ShardAssigned.fromJSON(object.assigned) }
+        : isSet(object.gathered)
+        ? { $case: "gathered", value: ShardGathered.fromJSON(object.gathered) }
+        : isSet(object.updated)
+        ? { $case: "updated", value: ShardUpdated.fromJSON(object.updated) }
+        : isSet(object.tensor)
+        ? { $case: "tensor", value: ShardTensor.fromJSON(object.tensor) }
+        : isSet(object.shared)
+        ? { $case: "shared", value: ShardShared.fromJSON(object.shared) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: ShardSessionRequest): unknown {
+    const obj: any = {};
+    if (message.kind?.$case === "hello") {
+      obj.hello = ShardHello.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "assigned") {
+      obj.assigned = ShardAssigned.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "gathered") {
+      obj.gathered = ShardGathered.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "updated") {
+      obj.updated = ShardUpdated.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "tensor") {
+      obj.tensor = ShardTensor.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "shared") {
+      obj.shared = ShardShared.toJSON(message.kind.value);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ShardSessionRequest>, I>>(base?: I): ShardSessionRequest {
+    return ShardSessionRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ShardSessionRequest>, I>>(object: I): ShardSessionRequest {
+    const message = createBaseShardSessionRequest();
+    switch (object.kind?.$case) {
+      case "hello": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "hello", value: ShardHello.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "assigned": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "assigned", value: ShardAssigned.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "gathered": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "gathered", value: ShardGathered.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "updated": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "updated", value: ShardUpdated.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "tensor": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "tensor", value: ShardTensor.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "shared": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "shared", value: ShardShared.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
 /** Served by the parameter server. */
 export type ParameterServerServiceService = typeof ParameterServerServiceService;
 export const ParameterServerServiceService = {
@@ -3211,6 +5185,21 @@ export const ParameterServerServiceService = {
       Buffer.from(DownloadParametersResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DownloadParametersResponse => DownloadParametersResponse.decode(value),
   },
+  /**
+   * A PS shard's session with the coordinator (the shard is the client). See "Parameter-server
+   * shards" above. A shard serves Train and DownloadParameters for its layers; it answers
+   * PublishPreconditioners and ShardSession with FAILED_PRECONDITION.
+   */
+  shardSession: {
+    path: "/spngd.v1.ParameterServerService/ShardSession" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: ShardSessionRequest): Buffer => Buffer.from(ShardSessionRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ShardSessionRequest => ShardSessionRequest.decode(value),
+    responseSerialize: (value: ShardSessionResponse): Buffer =>
+      Buffer.from(ShardSessionResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ShardSessionResponse => ShardSessionResponse.decode(value),
+  },
 } as const;
 
 export interface ParameterServerServiceServer extends UntypedServiceImplementation {
@@ -3220,6 +5209,12 @@ export interface ParameterServerServiceServer extends UntypedServiceImplementati
   publishPreconditioners: handleBidiStreamingCall<PublishPreconditionersRequest, PublishPreconditionersResponse>;
   /** Streams a consistent snapshot of the current parameters as TensorChunks. */
   downloadParameters: handleServerStreamingCall<DownloadParametersRequest, DownloadParametersResponse>;
+  /**
+   * A PS shard's session with the coordinator (the shard is the client). See "Parameter-server
+   * shards" above. A shard serves Train and DownloadParameters for its layers; it answers
+   * PublishPreconditioners and ShardSession with FAILED_PRECONDITION.
+   */
+  shardSession: handleBidiStreamingCall<ShardSessionRequest, ShardSessionResponse>;
 }
 
 export interface ParameterServerServiceClient extends Client {
@@ -3246,6 +5241,17 @@ export interface ParameterServerServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<DownloadParametersResponse>;
+  /**
+   * A PS shard's session with the coordinator (the shard is the client). See "Parameter-server
+   * shards" above. A shard serves Train and DownloadParameters for its layers; it answers
+   * PublishPreconditioners and ShardSession with FAILED_PRECONDITION.
+   */
+  shardSession(): ClientDuplexStream<ShardSessionRequest, ShardSessionResponse>;
+  shardSession(options: Partial<CallOptions>): ClientDuplexStream<ShardSessionRequest, ShardSessionResponse>;
+  shardSession(
+    metadata: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientDuplexStream<ShardSessionRequest, ShardSessionResponse>;
 }
 
 export const ParameterServerServiceClient = makeGenericClientConstructor(
