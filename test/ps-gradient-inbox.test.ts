@@ -33,7 +33,7 @@ function setup() {
   const metrics = new MetricHub(() => 'ps-0');
   const admission = new Admission(state, silentLogger());
   const { logger, messages } = capturingLogger('warn');
-  const inbox = new GradientInbox({ model, membership, admission, state, metrics, logger, chunkBytes: 1 << 20, step: () => 0 });
+  const inbox = new GradientInbox({ model, holds: () => true, membership, admission, state, metrics, logger, chunkBytes: 1 << 20, step: () => 0 });
   const sent = new Map<string, TrainResponse[]>();
   const calls = new Map<string, EventEmitter>();
   for (const id of ['worker-1', 'worker-2']) {

@@ -66,6 +66,7 @@ const STATE: ActorState = {
   refusals: { no_session: 2 },
   recentRefusals: ['refused no_session from 127.0.0.1:9 (without a session secret): heartbeat'],
   traffic: [{ method: 'FactorOwnerService/PushStatistics', sentBytes: 0, receivedBytes: 4096, sentMessages: 0, receivedMessages: 2 }],
+  psShards: [],
 };
 
 async function startServer(): Promise<{ server: grpc.Server; port: number; health: HealthStatus }> {

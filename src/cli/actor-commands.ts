@@ -6,6 +6,7 @@
 import { type Command, Option } from 'commander';
 import { FactorOwner } from '../actors/owner/factor-owner.js';
 import { ParameterServer } from '../actors/ps/parameter-server.js';
+import { PsShard } from '../actors/ps/ps-shard.js';
 import { type BackendChoice, backendChoices, type ComputeBackend } from '../compute/backend.js';
 import { selectBackend } from '../../workers/kernels/select.js';
 import { canonicalConfig, checkAgainstData, ConfigError, configDifferences, loadTrainConfig } from '../config/load.js';
@@ -226,6 +227,34 @@ export function addActorCommands(program: Command): void {
       await w.stop();
       await backend.dispose();
     });
+
+  memberCommand(
+    program,
+    'ps-shard',
+    'run a parameter-server shard: holds the layers the PS (the coordinator, cluster.psShards) gives it, reduces their gradients, applies their update',
+    'address workers send gradients to',
+  ).action(async (o: MemberFlags) => {
+    const logger = createLogger('ps-shard');
+    const credentials = actorCredentials(securityFromFlags(o), logger, o.listen);
+    const { backend, backendEvent } = await startBackend(o.backend, logger);
+    const shard = new PsShard({
+      coordinator: o.ps,
+      listen: o.listen,
+      logger,
+      backend,
+      credentials,
+      joinTimeoutMs: o.joinTimeout,
+      ...(o.id ? { id: o.id } : {}),
+      ...(o.advertise ? { advertise: o.advertise } : {}),
+    });
+    onSignals(logger, () => shard.stop());
+    const address = await shard.start();
+    announce({ event: 'listening', role: 'ps-shard', id: shard.id, address, ...backendEvent });
+    const why = await shard.finished.promise;
+    logger.info(`PS shard ${shard.id} done: ${why}`);
+    await shard.stop();
+    await backend.dispose();
+  });
 
   memberCommand(program, 'owner', 'run a factor owner: reduces statistics, inverts factors, publishes preconditioners', 'address workers send statistics to')
     .option('--capacity <x>', 'relative speed for load balancing', positiveNumber('--capacity'), 1)

@@ -76,6 +76,11 @@ export function formatState(s: ActorState): string {
     );
   if (s.lastLoss !== undefined) lines.push(`last step: loss ${s.lastLoss.toFixed(4)}, accuracy ${(s.lastAccuracy ?? 0).toFixed(4)}`);
   if (s.members.length > 0) lines.push(`members: ${s.members.map((m) => `${m.id}@${m.address}`).join(', ')}`);
+  if (s.psShards.length > 0) {
+    lines.push(
+      `PS shards: ${s.psShards.map((p) => `${p.memberId} ${p.layers.join(' ') || '(no layers)'} (${(Number(p.bytes) / 1e6).toFixed(2)} MB)`).join('; ')}`,
+    );
+  }
   if (s.assignment && s.assignment.layers.length > 0) {
     lines.push(`assignment (epoch ${s.assignment.epoch}): ${s.assignment.layers.map((l) => `${l.layer}->${l.ownerId || '(none)'}`).join(', ')}`);
   }

@@ -31,6 +31,7 @@ export interface TrainFlags {
   progress?: boolean;
   workers?: number;
   owners?: number;
+  psShards?: number;
   single?: boolean;
   resume?: string;
   force?: boolean;
@@ -73,6 +74,11 @@ export function addTrainOptions(cmd: Command): Command {
     .option('--test-limit <n>', 'use only the first N test samples (default: all 10000)', number('--test-limit'))
     .option('--workers <n>', `local cluster: number of worker processes${dflt(d.cluster.workers)}`, number('--workers'))
     .option('--owners <n>', `local cluster: number of factor-owner processes (SP-NGD only)${dflt(d.cluster.owners)}`, number('--owners'))
+    .option(
+      '--ps-shards <n>',
+      `local cluster: parameter-server processes the layers are spread over, the coordinator included${dflt(d.cluster.psShards)}`,
+      number('--ps-shards'),
+    )
     .option('--single', 'train in this one process instead of a local cluster')
     .option('--resume <dir>', 'continue the run in DIR from its newest good checkpoint (its config.json; flags such as --steps override it)')
     .option('--no-progress', 'plain log lines instead of a progress bar');
@@ -96,7 +102,7 @@ export function flagsToOverrides(f: TrainFlags, staleFlagGiven: boolean): Record
     evalEvery: f.evalEvery,
     data: { dir: f.data, trainLimit: f.trainLimit, testLimit: f.testLimit },
     optimizer: { kind: f.optimizer, lr: f.lr, momentum: f.momentum, kfac },
-    cluster: { workers: f.workers, owners: f.owners },
+    cluster: { workers: f.workers, owners: f.owners, psShards: f.psShards },
     security: securityFromFlags(f),
   };
 }

@@ -101,6 +101,11 @@ export const clusterSchema = z.strictObject({
   minWorkers: positiveInt.default(1),
   /** Factor owners the PS waits for before the first step (SP-NGD only). */
   minOwners: z.number().int().nonnegative().default(0),
+  /**
+   * Parameter-server shards, the coordinator included: the coordinator waits for psShards − 1
+   * shards (`spngd ps --coordinator`) before the first step and spreads the layers over them.
+   */
+  psShards: positiveInt.default(1),
   heartbeatMs: positiveInt.default(1000),
   /** A member silent for this long is removed. */
   leaseMs: positiveInt.default(5000),

@@ -175,11 +175,14 @@ export async function runLocalCluster(
       throw new ChildFailedError(`the parameter server exited (code ${first.exit}) before listening:\n${tail(ps.log)}`);
     }
     const address = String(first.address);
-    logger.info(`local cluster: ${owners} owner(s), ${workers} worker(s); logs in ${logDir}`);
+    const shards = config.cluster.psShards - 1;
+    logger.info(`local cluster: ${owners} owner(s), ${workers} worker(s)${shards > 0 ? `, ${shards} PS shard(s)` : ''}; logs in ${logDir}`);
     logger.info(`backend: ${String(first.backend)}: ${String(first.backendDescription)} (${String(first.backendReason)})`);
     // The address on a line of its own, as a command ready to paste.
     logger.info(`parameter server on ${address}; watch it with: npx spngd status ${address} --watch${secure.length ? ` ${secure.join(' ')}` : ''}`);
     const member = ['--listen', `${host}:0`, '--backend', config.backend, ...secure];
+    for (let i = 1; i <= shards; i++)
+      children.push(startChild(`shard-${i}`, ['ps-shard', '--ps', address, '--id', `shard-${i}`, ...member], logDir, opts.onChild));
     for (let i = 1; i <= owners; i++)
       children.push(startChild(`owner-${i}`, ['owner', '--ps', address, '--id', `owner-${i}`, ...member], logDir, opts.onChild));
     for (let i = 1; i <= workers; i++)

@@ -5,6 +5,7 @@
 import type { ActorCredentials } from '../../src/actors/common/credentials.js';
 import { FactorOwner } from '../../src/actors/owner/factor-owner.js';
 import { ParameterServer } from '../../src/actors/ps/parameter-server.js';
+import { PsShard } from '../../src/actors/ps/ps-shard.js';
 import type { ComputeBackend } from '../../src/compute/backend.js';
 import type { TrainConfig } from '../../src/config/schema.js';
 import type { Dataset } from '../../src/data/fashion-mnist.js';
@@ -39,7 +40,9 @@ export interface TestCluster {
   ps: ParameterServer;
   workers: Worker[];
   owners: FactorOwner[];
+  shards: PsShard[];
   addOwner(): Promise<FactorOwner>;
+  addShard(): Promise<PsShard>;
   stop(): Promise<void>;
 }
 
@@ -47,6 +50,8 @@ export async function startCluster(opts: {
   config: TrainConfig;
   workers: number;
   owners: number;
+  /** PS shards besides the coordinator (config cluster.psShards should count them). */
+  shards?: number;
   backend: ComputeBackend;
   trainSize: number;
   test?: Dataset;
@@ -89,6 +94,14 @@ export async function startCluster(opts: {
     return o;
   };
   for (let i = 0; i < opts.owners; i++) await addOwner();
+  const shards: PsShard[] = [];
+  const addShard = async () => {
+    const s = new PsShard({ coordinator: address, listen, logger, backend: opts.backend, ...own('ps', shards.length + 1) });
+    await s.start();
+    shards.push(s);
+    return s;
+  };
+  for (let i = 0; i < (opts.shards ?? 0); i++) await addShard();
   const workers: Worker[] = [];
   for (let i = 0; i < opts.workers; i++) {
     const w = new Worker({ ps: address, listen, logger, backend: opts.backend, id: `worker-${i + 1}`, ...own('worker', i) });
@@ -99,9 +112,11 @@ export async function startCluster(opts: {
     ps,
     workers,
     owners,
+    shards,
     addOwner,
+    addShard,
     async stop() {
-      await Promise.all([...workers.map((w) => w.stop()), ...owners.map((o) => o.stop())]);
+      await Promise.all([...workers.map((w) => w.stop()), ...owners.map((o) => o.stop()), ...shards.map((s) => s.stop())]);
       await ps.stop();
     },
   };

@@ -4,7 +4,7 @@
  * the last loss/accuracy and the process's traffic per method. Actors update it; the service snapshots it.
  */
 import type { StatisticSchedule } from '../../gen/spngd/v1/factor_owner.js';
-import { LifecycleState, type LayerAssignment, type Member, type Role } from '../../gen/spngd/v1/membership.js';
+import { LifecycleState, type LayerAssignment, type Member, type PsShard, type Role } from '../../gen/spngd/v1/membership.js';
 import type { ActorState, PhaseTiming, PreconditionerStatus } from '../../gen/spngd/v1/state.js';
 import { processTraffic } from '../../transport/traffic.js';
 
@@ -42,6 +42,8 @@ export class ActorStateTracker {
   epoch = 0;
   members: Member[] = [];
   assignment: LayerAssignment | undefined;
+  /** The PS shards and their layers (the coordinator's plan). */
+  psShards: PsShard[] = [];
   readonly preconditioners = new Map<string, PreconditionerStatus>();
   schedules: StatisticSchedule[] = [];
   readonly timings = new PhaseTimings();
@@ -92,6 +94,7 @@ export class ActorStateTracker {
       warnings: [...this.warnings],
       refusals: Object.fromEntries(this.refusals),
       recentRefusals: [...this.recentRefusals],
+      psShards: this.psShards,
       traffic: [...processTraffic.snapshot()].map(([method, c]) => ({ method, ...c })),
     };
   }

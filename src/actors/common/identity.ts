@@ -19,7 +19,12 @@ export const SESSION_METADATA = 'spngd-session';
 export const IDENTITY_SCHEME = 'spngd';
 
 /** Role names in identity URIs. */
-export const ROLE_NAMES: Record<string, Role> = { worker: Role.ROLE_WORKER, owner: Role.ROLE_FACTOR_OWNER, ps: Role.ROLE_PARAMETER_SERVER };
+export const ROLE_NAMES: Record<string, Role> = {
+  worker: Role.ROLE_WORKER,
+  owner: Role.ROLE_FACTOR_OWNER,
+  ps: Role.ROLE_PARAMETER_SERVER,
+  'ps-shard': Role.ROLE_PS_SHARD,
+};
 
 export function roleName(role: Role): string {
   return Object.entries(ROLE_NAMES).find(([, r]) => r === role)?.[0] ?? `role-${role}`;

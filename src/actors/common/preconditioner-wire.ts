@@ -2,7 +2,9 @@
  * Preconditioners on the wire: a Kronecker layer travels as its two damped inverses (A⁻¹, G⁻¹) and
  * a BN layer as C 2×2 inverses, all as upper triangles; a commit carries π, damping and residual.
  */
-import { PreconditionerFactor, type PreconditionerCommit } from '../../gen/spngd/v1/parameter_server.js';
+import { PreconditionerFactor, type PreconditionerChunk, type PreconditionerCommit } from '../../gen/spngd/v1/parameter_server.js';
+import type { ByteBudgetWriter } from '../../transport/flow.js';
+import { sendSymmetric } from './tensor-io.js';
 import type { StatKind } from '../../kfac/factors.js';
 import type { Preconditioner } from '../../kfac/preconditioner.js';
 import { unpackUpperTriangle } from '../../transport/upper-triangle.js';
@@ -70,4 +72,49 @@ export function decodePreconditioner(
     residualA: commit.residual,
     residualG: commit.residual,
   };
+}
+
+/** One preconditioner as it goes on a stream (an owner publishing, the coordinator relaying it to a PS shard). */
+export interface OutgoingPreconditioner {
+  layer: string;
+  preconditioner: Preconditioner;
+  version: number;
+  computedFromStep: number;
+  /** Membership epoch the sender settled. */
+  epoch: number;
+  /** The damping the owner inverted with (PreconditionerCommit.damping). */
+  damping: number;
+}
+
+/** Writes a preconditioner's inverses as upper-triangle chunks, then its commit. */
+export async function sendPreconditioner<T>(
+  out: ByteBudgetWriter<T>,
+  wrap: { chunk: (c: PreconditionerChunk) => T; commit: (c: PreconditionerCommit) => T },
+  p: OutgoingPreconditioner,
+  chunkBytes: number,
+): Promise<void> {
+  const { layer, version, computedFromStep, preconditioner: pre } = p;
+  for (const f of preconditionerFactors(pre)) {
+    await sendSymmetric(
+      out,
+      (tensor) => wrap.chunk({ layer, factor: f.factor, version, computedFromStep, tensor }),
+      layer,
+      f.values,
+      f.n,
+      version,
+      chunkBytes,
+      f.batch,
+    );
+  }
+  const commit: PreconditionerCommit = {
+    layer,
+    version,
+    computedFromStep,
+    epoch: p.epoch,
+    factors: pre.kind === 'kron' ? 2 : 1,
+    damping: p.damping,
+    pi: pre.kind === 'kron' ? pre.pi : 1,
+    residual: residualOf(pre),
+  };
+  await out.write(wrap.commit(commit), 64);
 }

@@ -15,10 +15,9 @@ import type { Logger } from '../../util/log.js';
 import type { ActorStateTracker } from '../common/actor-state.js';
 import type { ActorCredentials } from '../common/credentials.js';
 import type { MemberClient } from '../common/member-client.js';
-import { preconditionerFactors, residualOf } from '../common/preconditioner-wire.js';
+import { sendPreconditioner } from '../common/preconditioner-wire.js';
 import { Reconnector } from '../common/reconnect.js';
 import { StreamSession } from '../common/stream-session.js';
-import { sendSymmetric } from '../common/tensor-io.js';
 import { transportOf } from '../common/transport-of.js';
 import { preconditionerProblem } from '../common/value-checks.js';
 import type { OwnerJob } from './owner-job.js';
@@ -170,38 +169,14 @@ export class PreconditionerPublisher {
     const { config } = job;
     const chunkBytes = config.cluster.chunkBytes;
     const computedFromStep = Math.max(0, step);
+    const damping = Math.max(config.optimizer.kfac.damping, config.optimizer.weightDecay);
     for (const p of published) {
       const version = p.version;
-      for (const f of preconditionerFactors(p.preconditioner)) {
-        await sendSymmetric(
-          out,
-          (tensor) => ({ kind: { $case: 'chunk' as const, value: { layer: p.layer, factor: f.factor, version, computedFromStep, tensor } } }),
-          p.layer,
-          f.values,
-          f.n,
-          version,
-          chunkBytes,
-          f.batch,
-        );
-      }
-      const pre = p.preconditioner;
-      await out.write(
-        {
-          kind: {
-            $case: 'commit',
-            value: {
-              layer: p.layer,
-              version,
-              computedFromStep,
-              epoch: job.settledEpoch,
-              factors: pre.kind === 'kron' ? 2 : 1,
-              damping: Math.max(config.optimizer.kfac.damping, config.optimizer.weightDecay),
-              pi: pre.kind === 'kron' ? pre.pi : 1,
-              residual: residualOf(pre),
-            },
-          },
-        },
-        64,
+      await sendPreconditioner(
+        out,
+        { chunk: (value) => ({ kind: { $case: 'chunk' as const, value } }), commit: (value) => ({ kind: { $case: 'commit' as const, value } }) },
+        { layer: p.layer, preconditioner: p.preconditioner, version, computedFromStep, epoch: job.settledEpoch, damping },
+        chunkBytes,
       );
       state.preconditioners.set(p.layer, { layer: p.layer, version, computedFromStep, ownerId: state.id, updatedUnixMs: Date.now() });
     }

@@ -45,10 +45,16 @@ export interface ParameterTensor {
   data: Float32Array;
 }
 
+/** What the inbox needs of the membership: a PS shard follows the coordinator's view instead. */
+export type InboxMembership = Pick<Membership, 'get' | 'epoch' | 'layerAssignment'>;
+
 export interface GradientInboxOptions {
   model: Sequential;
-  membership: Membership;
-  admission: Admission;
+  /** The parameters and buffers this PS holds (all of them, unless it is one of several shards). */
+  holds: (name: string) => boolean;
+  membership: InboxMembership;
+  /** Who may open a Train stream for a worker id (throws a TransportError otherwise). */
+  admission: Pick<Admission, 'authorize'>;
   state: ActorStateTracker;
   metrics: MetricHub;
   logger: Logger;
@@ -73,6 +79,26 @@ export class GradientInbox {
     }
   }
 
+  /**
+   * The sessions of `ids` in that order, waiting until `deadline` (ms since the epoch) for those
+   * without one yet (a PS shard: the coordinator names the step's workers, whose streams to this
+   * shard may still be opening). Workers still missing then are left out.
+   */
+  async sessionsOf(ids: readonly string[], deadline: number): Promise<WorkerSession[]> {
+    const open = () =>
+      ids.flatMap((id) => {
+        const w = this.workers.get(id);
+        return w && !w.closed ? [w] : [];
+      });
+    while (open().length < ids.length && Date.now() < deadline) {
+      this.arrival = deferred<void>();
+      const timer = setTimeout(() => this.arrival.resolve(), Math.max(0, deadline - Date.now()));
+      await this.arrival.promise;
+      clearTimeout(timer);
+    }
+    return open();
+  }
+
   /** Ends a wait for workers (a stop request). */
   wake(): void {
     this.arrival.resolve();
@@ -80,22 +106,26 @@ export class GradientInbox {
 
   /**
    * Sends step s's parameters and StepStart to every participant (participant i gets shard i of
-   * `globalBatch`); one that cannot be sent to is dropped.
+   * `globalBatch`, or the position `layout` gives it among `layout.count`: a PS shard follows the
+   * coordinator's order); one that cannot be sent to is dropped.
    */
   async broadcast(
     participants: WorkerSession[],
     s: number,
     params: ParameterTensor[],
     start: Omit<StepStart, 'batchSize' | 'shardIndex' | 'shardCount'>,
+    layout?: { positions: ReadonlyMap<string, number>; count: number },
   ): Promise<void> {
+    const count = layout?.count ?? participants.length;
     await Promise.all(
-      participants.map(async (w, i) => {
+      participants.map(async (w, at) => {
+        const i = layout?.positions.get(w.id) ?? at;
         w.tensors = new Map();
         w.nonFinite = new Set();
         w.complete = undefined;
         w.arrival = deferred<void>();
         w.step = s;
-        w.samples = shardSize(start.globalBatchSize, i, participants.length);
+        w.samples = shardSize(start.globalBatchSize, i, count);
         try {
           for (const e of params) {
             await sendDense(
@@ -109,7 +139,7 @@ export class GradientInbox {
               { copy: false },
             );
           }
-          const value: StepStart = { ...start, batchSize: w.samples, shardIndex: i, shardCount: participants.length };
+          const value: StepStart = { ...start, batchSize: w.samples, shardIndex: i, shardCount: count };
           await w.writer.write({ kind: { $case: 'stepStart', value } }, 64);
         } catch (err) {
           this.drop(w, `could not send step ${s}: ${(err as Error).message}`);
@@ -258,7 +288,7 @@ export class GradientInbox {
     const received = session.tensors;
     const missing = this.opts.model
       .stateEntries()
-      .filter((e) => !received.has(e.name))
+      .filter((e) => this.opts.holds(e.name) && !received.has(e.name))
       .map((e) => e.name);
     if (missing.length > 0) throw new TransportError(status.INVALID_ARGUMENT, 'bad_argument', `step ${done.step}: no gradient for ${missing.join(', ')}`);
     if (done.numSamples !== session.samples) {
@@ -284,6 +314,7 @@ export class GradientInbox {
         'bad_name',
         `gradient of "${chunk.name.slice(0, 64)}", which is not a parameter or buffer of the model`,
       );
+    if (!this.opts.holds(entry.name)) throw new TransportError(status.INVALID_ARGUMENT, 'bad_name', `gradient of ${entry.name}, which another PS shard holds`);
     const shape = entry.value.shape; // as workers send it
     if (chunk.encoding !== TensorEncoding.TENSOR_ENCODING_DENSE || chunk.shape.length !== shape.length || chunk.shape.some((d, i) => d !== shape[i])) {
       throw new TransportError(

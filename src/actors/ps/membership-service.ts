@@ -43,8 +43,8 @@ export class MembershipService {
     return {
       join: (call, cb) => {
         const m = call.request.member;
-        if (!m || (m.role !== Role.ROLE_WORKER && m.role !== Role.ROLE_FACTOR_OWNER)) {
-          cb({ code: status.INVALID_ARGUMENT, details: 'join: member with role worker or factor owner required' });
+        if (!m || (m.role !== Role.ROLE_WORKER && m.role !== Role.ROLE_FACTOR_OWNER && m.role !== Role.ROLE_PS_SHARD)) {
+          cb({ code: status.INVALID_ARGUMENT, details: 'join: member with role worker, factor owner or PS shard required' });
           return;
         }
         if (!knownLifecycle(m.state)) {

@@ -12,6 +12,8 @@ export async function serveParameters(
   model: Sequential,
   step: number,
   chunkBytesLimit: number,
+  /** The tensors this PS holds (a PS shard holds some layers only). */
+  holds: (name: string) => boolean = () => true,
 ): Promise<void> {
   try {
     const wanted = new Set(call.request.names);
@@ -20,7 +22,7 @@ export async function serveParameters(
       return;
     }
     // A consistent snapshot: copies taken before the first await.
-    const entries = model.stateEntries().filter((e) => wanted.size === 0 || wanted.has(e.name));
+    const entries = model.stateEntries().filter((e) => holds(e.name) && (wanted.size === 0 || wanted.has(e.name)));
     const unknown = [...wanted].filter((n) => !entries.some((e) => e.name === n));
     if (unknown.length > 0) throw new TransportError(status.NOT_FOUND, 'bad_argument', `unknown parameter(s): ${unknown.join(', ')}`);
     const snapshot = entries.map((e) => ({ name: e.name, shape: e.value.shape, values: new Float32Array(e.value.data) }));

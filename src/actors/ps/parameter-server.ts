@@ -10,12 +10,10 @@
  * preconditioners (preconditioner-store.ts), MembershipService (membership-service.ts) and
  * checkpoints (ps-checkpoints.ts).
  */
-import { status } from '@grpc/grpc-js';
 import type { ComputeBackend } from '../../compute/backend.js';
-import { TransportError } from '../../transport/errors.js';
 import type { TrainConfig } from '../../config/schema.js';
 import type { Dataset } from '../../data/fashion-mnist.js';
-import { LifecycleState, MembershipServiceService, Role, type MembershipView } from '../../gen/spngd/v1/membership.js';
+import { LifecycleState, MembershipServiceService, Role, type MembershipView, type PsShard } from '../../gen/spngd/v1/membership.js';
 import type { ParameterServerServiceServer } from '../../gen/spngd/v1/parameter_server.js';
 import { buildModel } from '../../nn/models.js';
 import type { Sequential } from '../../nn/sequential.js';
@@ -51,6 +49,9 @@ import { serveParameters } from './parameter-download.js';
 import { PreconditionerStore } from './preconditioner-store.js';
 import { PsCheckpoints } from './ps-checkpoints.js';
 import { StepPhases } from './step-phases.js';
+import { planShards, tensorsOfLayers } from './shard-plan.js';
+import { ShardLinks, ShardLostError, type ShardLink } from './shard-links.js';
+import { importShardState, snapshotState } from './shard-state.js';
 
 export interface ParameterServerOptions {
   config: TrainConfig;
@@ -83,6 +84,14 @@ export class ParameterServer {
   private readonly preconditioners: PreconditionerStore;
   private readonly membershipService: MembershipService;
   private readonly checkpoints: PsCheckpoints;
+  /** The other PS shards' sessions (none without `cluster.psShards`). */
+  private readonly shards: ShardLinks;
+  /** The layers of every PS shard, this coordinator first, as planned at the last step boundary (empty: no shards). */
+  private shardPlan: PsShard[] = [];
+  /** The tensors this coordinator holds while there are shards (undefined: all of them). */
+  private held: Set<string> | undefined;
+  /** A shard arrived since the plan was made: plan again before the next step. */
+  private replan = false;
   /** The run policy: step count, evaluation and checkpoint cadence, stop rules, times, summary. */
   private readonly training: TrainingRun;
   private server: RunningServer | undefined;
@@ -107,6 +116,7 @@ export class ParameterServer {
         step: (s, clock) => this.oneStep(s, clock),
         evaluate: () => this.evaluate(),
         checkpoint: async (step, progress) => {
+          if (this.checkpoints.enabled && !(await this.collectedShards('checkpoint'))) return;
           await this.checkpoints.write(step, { ...progress });
         },
       },
@@ -131,7 +141,13 @@ export class ParameterServer {
     this.membership.on('change', (view, reason) => this.onMembershipChange(view, reason));
     this.admission = new Admission(this.state, logger);
     const shared = { membership: this.membership, admission: this.admission, state: this.state, logger, step: () => this.step };
-    this.inbox = new GradientInbox({ ...shared, model: this.model, metrics: this.metrics, chunkBytes: c.cluster.chunkBytes });
+    this.inbox = new GradientInbox({
+      ...shared,
+      holds: (name) => this.holds(name),
+      model: this.model,
+      metrics: this.metrics,
+      chunkBytes: c.cluster.chunkBytes,
+    });
     this.preconditioners = new PreconditionerStore({
       ...shared,
       layers: this.model.kfacLayers(),
@@ -139,6 +155,17 @@ export class ParameterServer {
       waitMs: c.cluster.preconditionerWaitMs,
     });
     this.membershipService = new MembershipService(this.membership, this.admission, c, logger);
+    this.shards = new ShardLinks({
+      model: this.model,
+      membership: this.membership,
+      admission: this.admission,
+      logger,
+      chunkBytes: c.cluster.chunkBytes,
+      onArrival: () => {
+        this.replan = true;
+        this.ownerArrival.resolve();
+      },
+    });
     this.checkpoints = new PsCheckpoints({
       dir: opts.checkpointDir,
       config: c,
@@ -211,6 +238,7 @@ export class ParameterServer {
     this.stepsPerEpoch = new BatchPlan(this.opts.trainSize, c.batchSize, c.seed).stepsPerEpoch;
     try {
       await this.training.run();
+      await this.collectShards();
       if (this.training.stoppedEarly) this.opts.logger.warn(`stopped after step ${this.step} of ${this.opts.config.steps}; continue with --resume`);
       await this.drainWorkers('training finished');
       this.finished.resolve();
@@ -240,9 +268,24 @@ export class ParameterServer {
     await this.server?.stop(1000);
   }
 
-  /** One step: broadcast the parameters, gather the gradients, apply the update, record. */
+  /**
+   * One step: broadcast the parameters, gather the gradients, apply the update, record. With PS
+   * shards each does so for its layers, and the step uses the workers whose gradients reached
+   * every shard; a shard lost on the way sends the run back to the newest checkpoint.
+   */
   private async oneStep(s: number, clock: RunClock): Promise<StepRecord | SkippedRecord | undefined> {
+    try {
+      return await this.stepWithShards(s, clock);
+    } catch (err) {
+      if (!(err instanceof ShardLostError)) throw err;
+      await this.rollBack(err);
+      return undefined;
+    }
+  }
+
+  private async stepWithShards(s: number, clock: RunClock): Promise<StepRecord | SkippedRecord | undefined> {
     const participants = await this.participants(s);
+    const links = await this.planShards(s);
     // Step time starts once the step's workers are there (not counting the wait for actors to join).
     const t0 = performance.now();
     const phases = new StepPhases(this.state.timings);
@@ -252,8 +295,19 @@ export class ParameterServer {
     const epoch = this.membership.epoch;
     this.membership.nextStep = s + 1;
 
-    await phases.time('sendParams', 'send_params', () => this.broadcast(participants, s, epoch, lr));
-    const arrived = await phases.time('waitGradients', 'wait_gradients', () => this.inbox.collect(participants, s));
+    const workers = participants.map((w) => w.id);
+    const gathered = links.map((l) =>
+      this.shards.step(l, { step: s, epoch, learningRate: lr, globalBatchSize: c.batchSize, workers, psShards: links.length + 1 }),
+    );
+    // A shard lost while this PS still sends or waits is answered below, not as an unhandled rejection.
+    for (const g of gathered) g.catch(() => undefined);
+    await phases.time('sendParams', 'send_params', () => this.broadcast(participants, s, epoch, lr, links.length + 1));
+    const delivered = await phases.time('waitGradients', 'wait_gradients', () => this.inbox.collect(participants, s));
+    const reports = await Promise.all(gathered);
+    const arrived = delivered.filter((w) => reports.every((r) => r.workers.includes(w.id)));
+    if (arrived.length < delivered.length) {
+      this.opts.logger.warn(`step ${s}: ${delivered.length - arrived.length} worker(s) did not deliver to every PS shard and are left out`);
+    }
     if (arrived.length === 0) return this.noContribution(participants, s);
     if (arrived.length < participants.length) {
       this.opts.logger.warn(
@@ -261,7 +315,7 @@ export class ParameterServer {
       );
     }
     this.skippedInARow = 0;
-    const { plain } = await this.update(arrived, s, lr, phases);
+    const { plain } = await this.update(arrived, s, lr, phases, links);
     return this.recordStep(s, lr, arrived, plain, phases, clock.trained(performance.now() - t0));
   }
 
@@ -316,7 +370,7 @@ export class ParameterServer {
   }
 
   /** Sends step s's parameters (one private snapshot, shared by every worker's stream) and StepStart. */
-  private broadcast(participants: WorkerSession[], s: number, epoch: number, lr: number): Promise<void> {
+  private broadcast(participants: WorkerSession[], s: number, epoch: number, lr: number, psShards: number): Promise<void> {
     const c = this.opts.config;
     if (!this.bnGroupsChecked.has(participants.length)) {
       this.bnGroupsChecked.add(participants.length);
@@ -325,6 +379,7 @@ export class ParameterServer {
     }
     const params = this.model
       .stateEntries()
+      .filter((e) => this.holds(e.name))
       .map((e) => ({ name: e.name, shape: e.value.shape.length ? e.value.shape : [e.value.data.length], data: new Float32Array(e.value.data) }));
     return this.inbox.broadcast(participants, s, params, {
       step: s,
@@ -332,7 +387,7 @@ export class ParameterServer {
       parameterTensors: params.length,
       globalBatchSize: c.batchSize,
       learningRate: lr,
-      psShards: 1,
+      psShards,
     });
   }
 
@@ -361,12 +416,13 @@ export class ParameterServer {
    * and applies the update (parameters) and the reduced running statistics (buffers). Returns
    * whether the update was plain (no factor owner, `withoutOwners: sgd`).
    */
-  private async update(arrived: WorkerSession[], s: number, lr: number, phases: StepPhases): Promise<{ plain: boolean }> {
+  private async update(arrived: WorkerSession[], s: number, lr: number, phases: StepPhases, links: ShardLink[]): Promise<{ plain: boolean }> {
     const c = this.opts.config;
     const reduced = await phases.time('reduce', 'reduce', async () =>
       weightedMean(arrived.map((w) => ({ weight: w.complete!.numSamples, values: w.tensors }))),
     );
-    const paramNames = new Set(this.model.params().map((p) => p.name));
+    const params = this.model.params().filter((p) => this.holds(p.name));
+    const paramNames = new Set(params.map((p) => p.name));
     const grads = new Map([...reduced].filter(([k]) => paramNames.has(k)));
     const buffers = new Map([...reduced].filter(([k]) => !paramNames.has(k)));
     for (const p of paramNames) if (!grads.has(p)) throw new Error(`step ${s}: no gradient for ${p}`);
@@ -376,14 +432,28 @@ export class ParameterServer {
       if (s - lag >= this.training.firstStep) await phases.time('waitPreconditioners', 'wait_preconditioners', () => this.preconditioners.waitPast(s - lag));
     }
     const plain = this.noteOwnerless(s);
+    const workers = arrived.map((w) => w.id);
+    const shardUpdates = links.map((l) => {
+      const layers = new Set(this.shardPlan.find((p) => p.memberId === l.id)?.layers ?? []);
+      return this.shards.update(l, plain ? [] : this.preconditioners.outgoing(layers), { step: s, learningRate: lr, workers, plain });
+    });
+    for (const u of shardUpdates) u.catch(() => undefined);
     const applied = await this.state.timings.time('update', () =>
-      applyUpdate(this.opts.backend, this.model.params(), this.model.kfacLayers(), grads, this.updater, {
-        lr,
-        weightDecay: c.optimizer.weightDecay,
-        rescaleWeights: c.optimizer.rescaleWeights,
-        preconditioners: plain ? new Map() : this.preconditioners.current(),
-      }),
+      applyUpdate(
+        this.opts.backend,
+        params,
+        this.model.kfacLayers().filter((l) => this.holds(l.weight.name)),
+        grads,
+        this.updater,
+        {
+          lr,
+          weightDecay: c.optimizer.weightDecay,
+          rescaleWeights: c.optimizer.rescaleWeights,
+          preconditioners: plain ? new Map() : this.preconditioners.current(),
+        },
+      ),
     );
+    await Promise.all(shardUpdates);
     phases.add('precondition', applied.precondition);
     phases.add('update', applied.update);
     if (buffers.size > 0) {
@@ -398,6 +468,7 @@ export class ParameterServer {
   private async evaluate(): Promise<EvalMetrics | undefined> {
     const test = this.opts.test;
     if (!test) return undefined;
+    if (!(await this.collectedShards('evaluation'))) return undefined;
     const e = await this.state.timings.time('evaluate', () => evaluate(this.model, this.opts.backend, test));
     this.metrics.emit('test_accuracy', e.accuracy, this.step, this.membership.epoch);
     this.metrics.emit('test_loss', e.loss, this.step, this.membership.epoch);
@@ -440,6 +511,114 @@ export class ParameterServer {
     return this.model.exportState();
   }
 
+  /** Whether this coordinator holds a parameter or buffer (all of them without shards). */
+  private holds(name: string): boolean {
+    return this.held === undefined || this.held.has(name);
+  }
+
+  /**
+   * The shards that hold layers in step s. Before the first step, waits for `cluster.psShards` − 1
+   * of them; when shards came or went since the last plan, takes the layers' state back from the
+   * shards that have it and spreads the layers again (ShardAssign), all at this step boundary.
+   */
+  private async planShards(s: number): Promise<ShardLink[]> {
+    const c = this.opts.config;
+    if (s === this.training.firstStep && this.shards.live().length < c.cluster.psShards - 1) {
+      this.opts.logger.info(`waiting for ${c.cluster.psShards - 1 - this.shards.live().length} more PS shard(s) (cluster.psShards ${c.cluster.psShards})`);
+      while (this.shards.live().length < c.cluster.psShards - 1 && !this.training.stopRequested) {
+        this.ownerArrival = deferred<void>();
+        await this.ownerArrival.promise;
+      }
+    }
+    const live = this.shards.live();
+    const planned = this.shardPlan.slice(1).map((p) => p.memberId);
+    const same = !this.replan && planned.length === live.length && live.every((l, i) => l.id === planned[i]);
+    if (!same) {
+      this.replan = false;
+      await this.collectShards();
+      const tensors = this.tensorSizes();
+      const self = { memberId: this.state.id, address: this.address };
+      this.shardPlan =
+        live.length === 0 ? [] : planShards(tensors, [self, ...live.map((l) => ({ memberId: l.id, address: this.membership.get(l.id)?.address ?? '' }))]);
+      this.held = this.shardPlan.length === 0 ? undefined : tensorsOfLayers(tensors, this.shardPlan[0].layers);
+      const previousLearningRate = this.updater.snapshot().previousLr ?? 0;
+      const velocity = this.updater.snapshot().velocity;
+      await Promise.all(
+        this.shardPlan
+          .slice(1)
+          .map((p) =>
+            this.shards.assign(
+              live[p.index - 1],
+              { step: s, epoch: this.membership.epoch, shardIndex: p.index, layers: p.layers, previousLearningRate },
+              snapshotState(this.model, velocity, tensorsOfLayers(tensors, p.layers)),
+            ),
+          ),
+      );
+      this.membership.psShards = this.shardPlan;
+      this.syncState();
+      if (this.shardPlan.length > 0) {
+        this.opts.logger.info(
+          `step ${s}: PS shards ${this.shardPlan.map((p) => `${p.memberId} ${p.layers.length} layer(s) ${(Number(p.bytes) / 1e6).toFixed(2)} MB`).join('; ')}`,
+        );
+      }
+    }
+    return this.shardPlan.slice(1).flatMap((p) => {
+      if (p.layers.length === 0) return [];
+      const link = this.shards.get(p.memberId);
+      if (!link) throw new ShardLostError(p.memberId, 'its session is over');
+      return [link];
+    });
+  }
+
+  /** The state of the layers the shards hold, into this coordinator's model and momentum (it is then whole at this step). */
+  private async collectShards(): Promise<void> {
+    const holders = this.shardPlan.slice(1).filter((p) => p.layers.length > 0);
+    if (holders.length === 0) return;
+    const tensors = this.tensorSizes();
+    const velocity = this.updater.snapshot().velocity;
+    for (const p of holders) {
+      const link = this.shards.get(p.memberId);
+      if (!link) throw new ShardLostError(p.memberId, 'its session is over');
+      const names = tensorsOfLayers(tensors, p.layers);
+      importShardState(this.model, velocity, await this.shards.share(link, this.step, (n) => names.has(n)));
+    }
+  }
+
+  /** collectShards for an evaluation or a checkpoint: false (and a warning) when a shard is lost; the next step goes back. */
+  private async collectedShards(what: string): Promise<boolean> {
+    try {
+      await this.collectShards();
+      return true;
+    } catch (err) {
+      if (!(err instanceof ShardLostError)) throw err;
+      this.opts.logger.warn(`${err.message}; no ${what} at step ${this.step}`);
+      this.replan = true;
+      return false;
+    }
+  }
+
+  /**
+   * A shard was lost with the state of its layers: every layer goes back to the newest checkpoint
+   * (the run continues from its step), and the layers are spread again over the shards still here.
+   */
+  private async rollBack(lost: ShardLostError): Promise<void> {
+    if (!this.checkpoints.enabled) {
+      throw new Error(`${lost.message}; without a run directory (--out) there is no checkpoint to go back to, so the run cannot continue`);
+    }
+    const state = this.checkpoints.restore();
+    this.opts.logger.warn(`${lost.message}; going back to the checkpoint of step ${state.step} and spreading the layers again`);
+    this.state.warnings.add(`PS shard ${lost.shardId} was lost at step ${this.step}; the run went back to step ${state.step}`);
+    this.training.resumeFrom(state.step, state.extra);
+    this.state.step = state.step;
+    this.shardPlan = [];
+    this.held = undefined;
+    this.replan = true;
+  }
+
+  private tensorSizes() {
+    return this.model.stateEntries().map((e) => ({ name: e.name, size: e.value.data.length }));
+  }
+
   private async waitForOwners(min: number): Promise<void> {
     while (this.membership.list(Role.ROLE_FACTOR_OWNER).length < min && !this.training.stopRequested) {
       this.ownerArrival = deferred<void>();
@@ -468,7 +647,7 @@ export class ParameterServer {
   private async drainWorkers(reason: string): Promise<void> {
     this.state.lifecycle = LifecycleState.LIFECYCLE_STATE_DRAINING;
     this.server?.health.setAll('NOT_SERVING');
-    await this.inbox.drain(reason);
+    await Promise.all([this.inbox.drain(reason), this.shards.drain(reason)]);
   }
 
   private onMembershipChange(view: MembershipView, reason: string): void {
@@ -477,6 +656,7 @@ export class ParameterServer {
       `membership epoch ${view.epoch}: ${reason}`,
     );
     this.inbox.dropNonMembers();
+    this.shards.dropNonMembers();
     this.admission.retain(new Set(this.membership.list().map((m) => m.id)));
     this.preconditioners.onMembershipChange(view);
     this.ownerArrival.resolve();
@@ -488,14 +668,16 @@ export class ParameterServer {
     this.state.epoch = this.membership.epoch;
     this.state.members = this.membership.list();
     this.state.assignment = this.membership.layerAssignment();
+    this.state.psShards = this.shardPlan;
   }
 
   private parameterService(): ParameterServerServiceServer {
     return {
       train: (call) => this.inbox.onTrainStream(call),
       publishPreconditioners: (call) => this.preconditioners.onPublishStream(call),
-      downloadParameters: (call) => serveParameters(call, this.model, this.step, this.opts.config.cluster.chunkBytes),
-      shardSession: (call) => call.destroy(new TransportError(status.UNIMPLEMENTED, 'bad_argument', 'this parameter server takes no shards')),
+      // With shards: the layers this coordinator holds (each shard serves its own).
+      downloadParameters: (call) => serveParameters(call, this.model, this.step, this.opts.config.cluster.chunkBytes, (name) => this.holds(name)),
+      shardSession: (call) => this.shards.onShardSession(call),
     };
   }
 }

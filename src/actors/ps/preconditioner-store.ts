@@ -22,7 +22,7 @@ import type { Logger } from '../../util/log.js';
 import type { ActorStateTracker } from '../common/actor-state.js';
 import { deferred } from '../common/deferred.js';
 import { waitUntilOrTimeout } from '../common/wait-until.js';
-import { decodePreconditioner } from '../common/preconditioner-wire.js';
+import { decodePreconditioner, type OutgoingPreconditioner } from '../common/preconditioner-wire.js';
 import { preconditionerProblem, versionProblem } from '../common/value-checks.js';
 import type { Admission } from './admission.js';
 import type { Membership } from './membership.js';
@@ -80,6 +80,20 @@ export class PreconditionerStore {
   /** The newest accepted preconditioner of every layer that has one. */
   current(): Map<string, Preconditioner> {
     return new Map([...this.held].map(([k, v]) => [k, v.preconditioner]));
+  }
+
+  /** The current preconditioners of `layers` as they go on a stream (relayed to the PS shard that holds them). */
+  outgoing(layers: ReadonlySet<string>): OutgoingPreconditioner[] {
+    return [...this.held]
+      .filter(([layer]) => layers.has(layer))
+      .map(([layer, h]) => ({
+        layer,
+        preconditioner: h.preconditioner,
+        version: h.version,
+        computedFromStep: h.computedFromStep,
+        epoch: this.opts.membership.epoch,
+        damping: this.opts.damping,
+      }));
   }
 
   /** Layer → version of its current preconditioner (the step record's `preconditionerVersions`). */

@@ -24,6 +24,7 @@ import {
   lifecycleStateFromJSON,
   lifecycleStateToJSON,
   Member,
+  PsShard,
   Role,
   roleFromJSON,
   roleToJSON,
@@ -132,6 +133,11 @@ export interface ActorState {
    * client and as server), sorted by method.
    */
   traffic: MethodTraffic[];
+  /**
+   * Parameter-server shards and their layers, as the PS (the coordinator) planned them; empty
+   * without shards, and on other actors.
+   */
+  psShards: PsShard[];
 }
 
 export interface ActorState_PhaseTimingsEntry {
@@ -635,6 +641,7 @@ function createBaseActorState(): ActorState {
     refusals: {},
     recentRefusals: [],
     traffic: [],
+    psShards: [],
   };
 }
 
@@ -696,6 +703,9 @@ export const ActorState: MessageFns<ActorState> = {
     }
     for (const v of message.traffic) {
       MethodTraffic.encode(v!, writer.uint32(154).fork()).join();
+    }
+    for (const v of message.psShards) {
+      PsShard.encode(v!, writer.uint32(162).fork()).join();
     }
     return writer;
   },
@@ -871,6 +881,14 @@ export const ActorState: MessageFns<ActorState> = {
             message.traffic.push(MethodTraffic.decode(reader, reader.uint32()));
             continue;
           }
+          case 20: {
+            if (tag !== 162) {
+              break;
+            }
+
+            message.psShards.push(PsShard.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -973,6 +991,11 @@ export const ActorState: MessageFns<ActorState> = {
       traffic: globalThis.Array.isArray(object?.traffic)
         ? object.traffic.map((e: any) => MethodTraffic.fromJSON(e))
         : [],
+      psShards: globalThis.Array.isArray(object?.psShards)
+        ? object.psShards.map((e: any) => PsShard.fromJSON(e))
+        : globalThis.Array.isArray(object?.ps_shards)
+        ? object.ps_shards.map((e: any) => PsShard.fromJSON(e))
+        : [],
     };
   },
 
@@ -1047,6 +1070,9 @@ export const ActorState: MessageFns<ActorState> = {
     if (message.traffic?.length) {
       obj.traffic = message.traffic.map((e) => MethodTraffic.toJSON(e));
     }
+    if (message.psShards?.length) {
+      obj.psShards = message.psShards.map((e) => PsShard.toJSON(e));
+    }
     return obj;
   },
 
@@ -1092,6 +1118,7 @@ export const ActorState: MessageFns<ActorState> = {
     );
     message.recentRefusals = object.recentRefusals?.map((e) => e) || [];
     message.traffic = object.traffic?.map((e) => MethodTraffic.fromPartial(e)) || [];
+    message.psShards = object.psShards?.map((e) => PsShard.fromPartial(e)) || [];
     return message;
   },
 };

@@ -1,0 +1,112 @@
+/**
+ * PS shards over real gRPC on loopback: with the layers spread over the coordinator and one or two
+ * shards, the parameters after 5 SP-NGD steps equal the single-process result (as
+ * cluster-equivalence.test.ts for one PS), each shard having served and updated its own layers;
+ * and a shard lost mid-run sends the run back to its newest checkpoint, a new shard takes the
+ * layers, and the run ends all its steps.
+ */
+import test from 'ava';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { resolveTrainConfig, type TrainConfig } from '../src/config/schema.js';
+import { loadSplit } from '../src/data/fashion-mnist.js';
+import { Role } from '../src/gen/spngd/v1/membership.js';
+import { buildModel } from '../src/nn/models.js';
+import { Trainer } from '../src/train/trainer.js';
+import { relativeError } from './helpers/backends.js';
+import { clusterBackend, startCluster } from './helpers/cluster.js';
+
+const dataDir = fileURLToPath(new URL('../data/fashion-mnist', import.meta.url));
+const trainLimit = 2048;
+// As cluster-equivalence.test.ts (seed 5 keeps the stale-statistics decisions clear of their threshold).
+const config = resolveTrainConfig({
+  seed: 5,
+  batchSize: 256,
+  steps: 5,
+  data: { dir: dataDir, trainLimit },
+  optimizer: { kind: 'spngd', lr: 0.05, kfac: { fisher: '1mc', stale: { enabled: true, alpha: 0.5 } } },
+  cluster: { waitForPreconditioners: true, minWorkers: 2 },
+});
+
+async function singleProcess(c: TrainConfig) {
+  const backend = await clusterBackend();
+  const train = await loadSplit('train', { dir: dataDir, limit: trainLimit });
+  const model = buildModel(c.model, c.seed);
+  const trainer = new Trainer(c, model, backend, train, train);
+  for (let s = 0; s < c.steps; s++) await trainer.step(s);
+  return model.exportState();
+}
+
+const expected = singleProcess(config);
+
+for (const shards of [1, 2]) {
+  test.serial(`coordinator and ${shards} PS shard(s), 2 workers, 2 owners: parameters after 5 steps equal the single-process run`, async (t) => {
+    const backend = await clusterBackend();
+    const cfg = { ...config, cluster: { ...config.cluster, psShards: shards + 1 } };
+    const cluster = await startCluster({ config: cfg, workers: 2, owners: 2, shards, backend, trainSize: trainLimit });
+    try {
+      await cluster.ps.run();
+      t.is(cluster.ps.step, 5);
+      // Every shard holds layers and went through every step itself.
+      const view = cluster.ps.membership.view();
+      t.is(view.psShards.length, shards + 1);
+      t.true(view.psShards.every((s) => s.layers.length > 0));
+      t.deepEqual(view.psShards.flatMap((s) => s.layers).sort(), ['fc1', 'fc2', 'fc3']);
+      t.is(cluster.ps.membership.list(Role.ROLE_PS_SHARD).length, shards);
+      for (const s of cluster.shards) t.is(s.state.step, 5);
+      const got = cluster.ps.parameters();
+      const want = await expected;
+      for (const [name, values] of Object.entries(want)) {
+        const err = relativeError(got[name], values);
+        t.true(err < 1e-4, `${name}: relative error ${err}`);
+      }
+    } finally {
+      await cluster.stop();
+    }
+  });
+}
+
+test.serial(
+  'a PS shard lost after step 5 of 8: the run goes back to the checkpoint of step 4, a new shard takes the layers, and all 8 steps end',
+  async (t) => {
+    const backend = await clusterBackend();
+    const cfg = resolveTrainConfig({ ...config, steps: 8, checkpointEvery: 4, cluster: { ...config.cluster, psShards: 2 } });
+    const steps: number[] = [];
+    const dir = mkdtempSync(join(tmpdir(), 'spngd-shards-'));
+    let lost: Promise<unknown> | undefined;
+    const cluster = await startCluster({
+      config: cfg,
+      workers: 2,
+      owners: 2,
+      shards: 1,
+      backend,
+      trainSize: trainLimit,
+      checkpointDir: dir,
+      onRecord: (r) => {
+        if (r.type !== 'step') return;
+        steps.push(r.step as number);
+        if (r.step === 5 && !lost) lost = cluster.shards[0].stop().then(() => cluster.addShard());
+      },
+    });
+    try {
+      await cluster.ps.run();
+      await lost;
+      t.is(cluster.ps.step, 8);
+      // Steps 5 ... were done again from the checkpoint of step 4.
+      const back = steps.findIndex((s, i) => i > 0 && s <= steps[i - 1]);
+      t.true(back > 0, `steps recorded: ${steps}`);
+      t.is(steps[back], 5);
+      t.deepEqual(steps.slice(back), [5, 6, 7, 8]);
+      t.true(cluster.ps.state.snapshot().warnings.some((w) => /PS shard .* was lost at step \d+; the run went back to step 4/.test(w)));
+      // The new shard holds layers and ended with the run.
+      const [, second] = cluster.shards;
+      t.is(second.state.step, 8);
+      t.true(cluster.ps.membership.view().psShards.some((s) => s.memberId === second.id && s.layers.length > 0));
+      for (const [name, values] of Object.entries(cluster.ps.parameters())) t.true(values.every(Number.isFinite), name);
+    } finally {
+      await cluster.stop();
+    }
+  },
+);
