@@ -238,7 +238,8 @@ export class ParameterServer {
     this.stepsPerEpoch = new BatchPlan(this.opts.trainSize, c.batchSize, c.seed).stepsPerEpoch;
     try {
       await this.training.run();
-      await this.collectShards();
+      // The whole model here for parameters() and the summary (the last checkpoint has it already).
+      await this.collectedShards('final parameters');
       if (this.training.stoppedEarly) this.opts.logger.warn(`stopped after step ${this.step} of ${this.opts.config.steps}; continue with --resume`);
       await this.drainWorkers('training finished');
       this.finished.resolve();
