@@ -4,14 +4,14 @@
  * as the single-process trainer) on its compute backend. Gradients go to the PS; the statistics
  * that the owners' schedules say are due go to the owner of each layer.
  *
- * The parts: worker/train-stream.ts (the Train stream with the PS), worker/owner-links.ts (the
- * statistics streams to the owners and their schedules), worker/step-computation.ts (one step).
+ * The parts: worker/ps-streams.ts (the Train streams with the PS coordinator and its shards, whose
+ * StepStarts worker/step-gather.ts combines into steps), worker/owner-links.ts (the statistics
+ * streams to the owners and their schedules), worker/step-computation.ts (one step).
  */
 import type { ComputeBackend } from '../src/compute/backend.js';
 import { resolveTrainConfig, type TrainConfig } from '../src/config/schema.js';
 import { loadSplit } from '../src/data/fashion-mnist.js';
 import { LifecycleState, Role, type MembershipView } from '../src/gen/spngd/v1/membership.js';
-import type { StepStart, TrainRequest } from '../src/gen/spngd/v1/parameter_server.js';
 import { ActorStateTracker } from '../src/actors/common/actor-state.js';
 import { INSECURE, type ActorCredentials } from '../src/actors/common/credentials.js';
 import { startActorServer, type RunningServer } from '../src/actors/common/actor-server.js';
@@ -21,11 +21,12 @@ import { MetricHub } from '../src/actors/common/metric-hub.js';
 import { transportOf } from '../src/actors/common/transport-of.js';
 import { waitUntilOrTimeout } from '../src/actors/common/wait-until.js';
 import { mcSeed } from '../src/train/mc-seed.js';
-import type { ByteBudgetWriter } from '../src/transport/flow.js';
 import type { Logger } from '../src/util/log.js';
 import { OwnerLinks } from './worker/owner-links.js';
+import { PsStreams } from './worker/ps-streams.js';
 import { StepComputation } from './worker/step-computation.js';
-import { TrainStream } from './worker/train-stream.js';
+import type { GatheredStep } from './worker/step-gather.js';
+import type { TrainWriter } from './worker/train-stream.js';
 
 export interface WorkerOptions {
   ps: string;
@@ -52,7 +53,7 @@ export class Worker {
   private config!: TrainConfig;
   private member!: MemberClient;
   private server: RunningServer | undefined;
-  private trainStream!: TrainStream;
+  private psStreams!: PsStreams;
   private owners!: OwnerLinks;
   private compute!: StepComputation;
   private view: MembershipView | undefined;
@@ -106,7 +107,7 @@ export class Worker {
     // view (of the new PS) must not be replaced by this older PS's view with its higher epoch.
     if (this.rejoins === 0) this.onView(joined.view);
     this.member.watch((v) => this.onView(v));
-    this.trainStream.open();
+    this.psStreams.open();
     this.state.lifecycle = LifecycleState.LIFECYCLE_STATE_READY;
     this.server.health.setAll('SERVING');
   }
@@ -116,7 +117,7 @@ export class Worker {
     this.stopped = true;
     this.state.lifecycle = LifecycleState.LIFECYCLE_STATE_STOPPED;
     this.member?.close();
-    this.trainStream?.close();
+    this.psStreams?.close();
     this.owners?.stop();
     await this.server?.stop(500);
     this.done.resolve('stopped');
@@ -124,14 +125,14 @@ export class Worker {
 
   private createParts(): void {
     const common = { logger: this.opts.logger, security: this.security, transport: transportOf(this.config.cluster), state: this.state };
-    this.trainStream = new TrainStream({
+    this.psStreams = new PsStreams({
       ...common,
       ps: this.opts.ps,
       member: this.member,
-      onStepStart: (start, params, writer) => {
+      onStep: (step) => {
         this.work = this.work
-          .then(() => this.step(start, params, writer))
-          .catch((err) => this.opts.logger.error(`step ${start.step} failed: ${(err as Error).stack ?? err}`));
+          .then(() => this.step(step))
+          .catch((err) => this.opts.logger.error(`step ${step.start.step} failed: ${(err as Error).stack ?? err}`));
       },
       onDrain: (reason) => {
         this.opts.logger.info(`drained by the PS: ${reason}`);
@@ -168,18 +169,18 @@ export class Worker {
     const newest = seen !== undefined && seen.epoch > joined.view.epoch ? seen : joined.view;
     this.view = undefined;
     this.onView(newest);
-    // Still starting: start() opens the train stream once the data and the model are ready.
-    if (this.trainStream.opened) this.trainStream.open();
+    // Still starting: start() opens the train streams once the data and the model are ready.
+    if (this.psStreams.opened) this.psStreams.open();
   }
 
   /** One step: the PS's parameters, the owners' schedules, then the computation. */
-  private async step(start: StepStart, params: Map<string, Float32Array>, writer: ByteBudgetWriter<TrainRequest>): Promise<void> {
+  private async step({ start, params, routing }: GatheredStep<TrainWriter>): Promise<void> {
     const t0 = performance.now();
     this.compute.load(params);
     // The view, not state.epoch: after a PS restart state.epoch may still hold the old PS's (higher) epochs.
     if (start.epoch > (this.view?.epoch ?? 0)) await this.waitForView(start.epoch);
     const due = await this.state.timings.time('wait_schedules', () => this.owners.dueStatistics(start.step, start.epoch));
-    await this.compute.run({ start, due, mcSeed: mcSeed(this.config.seed, start.step), writer }, (...a) => this.owners.send(...a), t0);
+    await this.compute.run({ start, due, mcSeed: mcSeed(this.config.seed, start.step), routing }, (...a) => this.owners.send(...a), t0);
   }
 
   private async waitForView(epoch: number): Promise<void> {
@@ -191,13 +192,14 @@ export class Worker {
     });
   }
 
-  /** Follows the membership: the newest view, and through it a stream to every owner of a layer. */
+  /** Follows the membership: the newest view, and through it a stream to every PS shard and every owner of a layer. */
   private onView(view: MembershipView): void {
     if (this.view && view.epoch <= this.view.epoch) return;
     this.view = view;
     this.state.epoch = Math.max(this.state.epoch, view.epoch);
     this.state.members = view.members;
     this.state.assignment = view.assignment;
+    this.psStreams.follow(view);
     this.owners.follow(view);
     this.viewChanged.resolve();
   }

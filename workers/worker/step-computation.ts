@@ -1,7 +1,8 @@
 /**
  * A worker's share of one step: the forward/backward pass of its shard of the global batch
  * (src/train/local-pass.ts, the same code as the single-process trainer), then the due
- * statistics to the owners and the gradients to the PS at the same time, then GradientsComplete.
+ * statistics to the owners and the gradients to the PS at the same time, each to the PS endpoint
+ * that sent its parameters, then GradientsComplete to every endpoint of the step.
  */
 import type { ActorStateTracker } from '../../src/actors/common/actor-state.js';
 import type { MetricHub } from '../../src/actors/common/metric-hub.js';
@@ -10,12 +11,13 @@ import type { ComputeBackend } from '../../src/compute/backend.js';
 import type { TrainConfig } from '../../src/config/schema.js';
 import { BatchPlan, gather, shardRange } from '../../src/data/batches.js';
 import type { Dataset } from '../../src/data/fashion-mnist.js';
-import type { StepStart, TrainRequest } from '../../src/gen/spngd/v1/parameter_server.js';
+import type { StepStart } from '../../src/gen/spngd/v1/parameter_server.js';
 import type { StatKind } from '../../src/kfac/factors.js';
 import { buildModel } from '../../src/nn/models.js';
 import type { Sequential } from '../../src/nn/sequential.js';
 import { localPass } from '../../src/train/local-pass.js';
-import type { ByteBudgetWriter } from '../../src/transport/flow.js';
+import type { GradientRouting } from './step-gather.js';
+import type { TrainWriter } from './train-stream.js';
 
 /** Sends a step's statistics to the owners (the worker's OwnerLinks). */
 export type SendStatistics = (step: number, shardCount: number, samples: number, stats: Map<string, Float32Array>) => Promise<void>;
@@ -26,8 +28,8 @@ export interface StepInputs {
   due: Map<string, StatKind[]>;
   /** Seed of the step's 1mc labels. */
   mcSeed: number;
-  /** The Train stream that started the step: its results go back there. */
-  writer: ByteBudgetWriter<TrainRequest>;
+  /** The Train streams that started the step, and which of them takes each tensor's gradient. */
+  routing: GradientRouting<TrainWriter>;
 }
 
 export class StepComputation {
@@ -51,9 +53,12 @@ export class StepComputation {
   }
 
   /** Computes the step, sends its statistics and gradients; `t0` is when the step began. */
-  async run({ start, due, mcSeed, writer }: StepInputs, sendStatistics: SendStatistics, t0: number): Promise<void> {
+  async run({ start, due, mcSeed, routing }: StepInputs, sendStatistics: SendStatistics, t0: number): Promise<void> {
     const c = this.config;
     const s = start.step;
+    // Sharded, every tensor must have come from some endpoint, or its gradient would have nowhere to go.
+    const unrouted = routing.unrouted([...this.model.params(), ...this.model.buffers()].map((t) => t.name));
+    if (unrouted.length > 0) throw new Error(`no PS endpoint sent ${unrouted.join(', ')} for step ${s}; not computing it`);
     const { start: offset, end } = shardRange(start.globalBatchSize, start.shardIndex, start.shardCount);
     const indices = this.plan.indices(s).subarray(offset, end);
     // Augmented as drawn for each sample's position in the global batch: the same rows as any other split.
@@ -79,38 +84,42 @@ export class StepComputation {
     for (const p of this.model.params()) tensors.push({ name: p.name, values: res.grads.get(p.name)!, shape: p.value.shape });
     // BN running statistics travel with the gradients; the PS averages them like gradients.
     for (const b of this.model.buffers()) tensors.push({ name: b.name, values: new Float32Array(b.value.data), shape: b.value.shape });
-    for (const t of tensors) {
-      await sendDense(
-        writer,
-        (tensor) => ({ kind: { $case: 'gradient' as const, value: { step: s, workerId: this.state.id, numSamples: indices.length, tensor } } }),
-        t.name,
-        t.values,
-        t.shape,
-        s,
-        c.cluster.chunkBytes,
-        // localPass's gradients and the buffers' copies above are this step's own and never written
-        // again, so the chunks may view them instead of copying each megabyte once more.
-        { copy: false },
-      );
-    }
+    const perWriter = routing.tensorsPerWriter(tensors.map((t) => t.name));
+    // In model order on each stream; the streams of different PS endpoints upload side by side.
+    await Promise.all(
+      [...perWriter.keys()].map(async (writer) => {
+        for (const t of tensors) {
+          if (routing.writerFor(t.name) !== writer) continue;
+          await sendDense(
+            writer,
+            (tensor) => ({ kind: { $case: 'gradient' as const, value: { step: s, workerId: this.state.id, numSamples: indices.length, tensor } } }),
+            t.name,
+            t.values,
+            t.shape,
+            s,
+            c.cluster.chunkBytes,
+            // localPass's gradients and the buffers' copies above are this step's own and never written
+            // again, so the chunks may view them instead of copying each megabyte once more.
+            { copy: false },
+          );
+        }
+      }),
+    );
     const uploadMs = performance.now() - t1;
     await statistics;
-    await writer.write(
-      {
-        kind: {
-          $case: 'gradientsComplete',
-          value: {
-            step: s,
-            workerId: this.state.id,
-            numSamples: indices.length,
-            gradientTensors: tensors.length,
-            lossSum: res.lossSum,
-            numCorrect: res.correct,
-            phaseMs: { forwardBackward: res.phases.forwardBackward, statistics: res.phases.statistics, upload: uploadMs, sendStatistics: statisticsMs },
+    const phaseMs = { forwardBackward: res.phases.forwardBackward, statistics: res.phases.statistics, upload: uploadMs, sendStatistics: statisticsMs };
+    await Promise.all(
+      [...perWriter].map(([writer, gradientTensors]) =>
+        writer.write(
+          {
+            kind: {
+              $case: 'gradientsComplete',
+              value: { step: s, workerId: this.state.id, numSamples: indices.length, gradientTensors, lossSum: res.lossSum, numCorrect: res.correct, phaseMs },
+            },
           },
-        },
-      },
-      256,
+          256,
+        ),
+      ),
     );
     this.state.timings.record('upload_gradients', performance.now() - t1);
     this.state.step = s + 1;

@@ -1,10 +1,11 @@
 /**
- * A worker's Train stream with the PS: hello, then parameters and StepStarts in, gradients out,
- * reopened with backoff whenever it breaks (the PS restarted, the connection dropped) until the
- * worker stops or is drained. A step's results go back on the stream that started it.
+ * A worker's Train stream with one PS endpoint (the coordinator or a PS shard): hello, then
+ * parameters and StepStarts in, gradients out, reopened with backoff whenever it breaks (the PS
+ * restarted, the connection dropped) until the worker stops or is drained. A step's results go back
+ * on the streams that started it (worker/step-gather.ts).
  */
 import { LifecycleState } from '../../src/gen/spngd/v1/membership.js';
-import type { ParameterServerServiceClient, StepStart, TrainRequest, TrainResponse } from '../../src/gen/spngd/v1/parameter_server.js';
+import type { GradientsAck, ParameterServerServiceClient, StepStart, TrainRequest, TrainResponse, Welcome } from '../../src/gen/spngd/v1/parameter_server.js';
 import type { ActorStateTracker } from '../../src/actors/common/actor-state.js';
 import type { ActorCredentials } from '../../src/actors/common/credentials.js';
 import type { MemberClient } from '../../src/actors/common/member-client.js';
@@ -16,8 +17,14 @@ import type { ByteBudgetWriter } from '../../src/transport/flow.js';
 import { envelopeTensor, TensorAssembler } from '../../src/transport/tensor-assembler.js';
 import type { Logger } from '../../src/util/log.js';
 
+/** Where a worker writes on one Train stream. */
+export type TrainWriter = ByteBudgetWriter<TrainRequest>;
+
 export interface TrainStreamOptions {
-  ps: string;
+  /** host:port of the endpoint's ParameterServerService. */
+  address: string;
+  /** Names the endpoint in logs ("the PS", "PS shard ps-1 at host:port"). */
+  label: string;
   logger: Logger;
   security: ActorCredentials;
   transport: TransportOptions;
@@ -25,8 +32,14 @@ export interface TrainStreamOptions {
   member: MemberClient;
   state: ActorStateTracker;
   /** A StepStart with the parameters sent before it; results go back on `writer`. */
-  onStepStart(start: StepStart, params: Map<string, Float32Array>, writer: ByteBudgetWriter<TrainRequest>): void;
-  /** The PS drains this worker: no more steps. */
+  onStepStart(start: StepStart, params: Map<string, Float32Array>, writer: TrainWriter): void;
+  /** What the stream received since its last StepStart is gone: it broke or was opened again. */
+  onLost(): void;
+  /** The endpoint admitted the worker. */
+  onWelcome(welcome: Welcome): void;
+  /** The endpoint acknowledged a step's gradients. */
+  onAck(ack: GradientsAck): void;
+  /** The endpoint drains this worker. */
   onDrain(reason: string): void;
 }
 
@@ -52,11 +65,13 @@ export class TrainStream {
     this.reconnect.cancel();
     this.session?.detach();
     this.client ??= new FastParameterServerServiceClient(
-      this.opts.ps,
+      this.opts.address,
       this.opts.security.channelCredentials(),
       this.opts.security.clientOptions(this.opts.transport),
     );
     this.assembler = new TensorAssembler();
+    this.params = new Map();
+    this.opts.onLost();
     this.session = new StreamSession<TrainRequest, TrainResponse>(
       this.client.train(this.opts.member.metadata()),
       { kind: { $case: 'hello', value: { workerId: state.id, epoch: state.epoch, parametersVersion: 0, maxMessageBytes: 0 } } },
@@ -66,7 +81,8 @@ export class TrainStream {
           this.onMessage(msg, session.writer);
         },
         onEnd: (_why, err) => {
-          if (err && !this.stopped) this.opts.logger.warn(`train stream to the PS broke: ${err.message}`);
+          if (err && !this.stopped) this.opts.logger.warn(`train stream to ${this.opts.label} broke: ${err.message}`);
+          this.opts.onLost();
           if (this.live()) this.reconnect.schedule();
         },
       },
@@ -86,14 +102,13 @@ export class TrainStream {
     return !this.stopped && this.opts.state.lifecycle !== LifecycleState.LIFECYCLE_STATE_DRAINING;
   }
 
-  private onMessage(msg: TrainResponse, writer: ByteBudgetWriter<TrainRequest>): void {
-    const { state } = this.opts;
+  private onMessage(msg: TrainResponse, writer: TrainWriter): void {
     const k = msg.kind;
     if (!k) return;
     try {
       switch (k.$case) {
         case 'welcome':
-          state.epoch = Math.max(state.epoch, k.value.epoch);
+          this.opts.onWelcome(k.value);
           return;
         case 'parameters': {
           const t = this.assembler.push(envelopeTensor(k.value.tensor, k.value.step, 'ParameterChunk.step'));
@@ -107,15 +122,14 @@ export class TrainStream {
           return;
         }
         case 'gradientsAck':
-          state.lastLoss = k.value.loss;
-          state.lastAccuracy = k.value.accuracy;
+          this.opts.onAck(k.value);
           return;
         case 'drain':
           this.opts.onDrain(k.value.reason);
           return;
       }
     } catch (err) {
-      this.opts.logger.error(`bad message from the PS: ${(err as Error).message}`);
+      this.opts.logger.error(`bad message from ${this.opts.label}: ${(err as Error).message}`);
       this.session?.call.cancel();
     }
   }
