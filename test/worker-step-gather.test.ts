@@ -92,6 +92,15 @@ test('a StepStart of a newer step discards the older incomplete one; a straggler
   t.is(ready(gather.offer(part('shard', start(5, 2), ['fc2.weight']))).start.step, 5);
 });
 
+test('a stream that sent the pending step and then starts an older one went back (a checkpoint): the older step is gathered', (t) => {
+  const gather = new StepGather<string>();
+  // Step 6 half-gathered: the shard that would send the rest was lost, and the coordinator went back to step 4.
+  t.is(gather.offer(part('coordinator', start(6, 2), ['fc1.weight'])).kind, 'waiting');
+  t.is(gather.offer(part('coordinator', start(4, 2), ['fc1.weight'])).kind, 'waiting');
+  t.deepEqual(gather.pending, { step: 4, parts: 1 });
+  t.is(ready(gather.offer(part('new-shard', start(4, 2), ['fc2.weight']))).start.step, 4);
+});
+
 test('a stream that starts the step again replaces its part; a broken stream loses it', (t) => {
   const gather = new StepGather<string>();
   gather.offer(part('coordinator', start(9, 2), ['fc1.weight']));

@@ -88,8 +88,11 @@ export class StepGather<W> {
   offer(part: StepPart<W>): GatherOutcome<W> {
     const s = part.start.step;
     // The coordinator never has two steps out at once: a newer StepStart means the older step was
-    // abandoned, and an older one is a straggler of a step this worker was dropped from.
-    if (this.step === undefined || s > this.step) this.reset(s);
+    // abandoned. An older one from a stream that already sent the pending step means that PS went
+    // back (to a checkpoint, after losing a shard); from any other stream it is a straggler of a
+    // step this worker was dropped from.
+    const wentBack = this.step !== undefined && s < this.step && this.parts.has(part.endpoint);
+    if (this.step === undefined || s > this.step || wentBack) this.reset(s);
     else if (s < this.step) return { kind: 'waiting' };
     // The same stream starting the step again (the PS re-runs it) replaces what it sent before.
     this.parts.delete(part.endpoint);
