@@ -52,6 +52,17 @@ export class Membership extends EventEmitter<MembershipEvents> {
     return true;
   }
 
+  /**
+   * Forgets every member but the PS in one epoch: each learns it at its next heartbeat and joins
+   * again, as after a restart of the PS (owners then take their layers' state from the PS).
+   */
+  forgetAll(reason: string): void {
+    const others = this.list().filter((m) => m.role !== Role.ROLE_PARAMETER_SERVER);
+    if (others.length === 0) return;
+    for (const m of others) this.members.delete(m.id);
+    this.bump(`forgot ${others.map((m) => m.id).join(', ')} (${reason})`, others.some((m) => m.role === Role.ROLE_FACTOR_OWNER));
+  }
+
   /** Renews a lease; false when the member is unknown (it must join again). */
   heartbeat(id: string, state: LifecycleState): boolean {
     const m = this.members.get(id);

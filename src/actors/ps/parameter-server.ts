@@ -92,6 +92,8 @@ export class ParameterServer {
   private held: Set<string> | undefined;
   /** A shard arrived since the plan was made: plan again before the next step. */
   private replan = false;
+  /** After going back to a checkpoint: the owners and workers to wait for (until `until`, ms since the epoch) as they join again. */
+  private rejoining: { owners: number; workers: number; until: number } | undefined;
   /** The run policy: step count, evaluation and checkpoint cadence, stop rules, times, summary. */
   private readonly training: TrainingRun;
   private server: RunningServer | undefined;
@@ -303,8 +305,10 @@ export class ParameterServer {
     // A shard lost while this PS still sends or waits is answered below, not as an unhandled rejection.
     for (const g of gathered) g.catch(() => undefined);
     await phases.time('sendParams', 'send_params', () => this.broadcast(participants, s, epoch, lr, links.length + 1));
-    const delivered = await phases.time('waitGradients', 'wait_gradients', () => this.inbox.collect(participants, s));
-    const reports = await Promise.all(gathered);
+    // Workers wait for every shard's parameters: a shard lost now means no gradients will come.
+    const [delivered, reports] = await phases.time('waitGradients', 'wait_gradients', () =>
+      Promise.all([this.inbox.collect(participants, s), Promise.all(gathered)]),
+    );
     const arrived = delivered.filter((w) => reports.every((r) => r.workers.includes(w.id)));
     if (arrived.length < delivered.length) {
       this.opts.logger.warn(`step ${s}: ${delivered.length - arrived.length} worker(s) did not deliver to every PS shard and are left out`);
@@ -324,6 +328,20 @@ export class ParameterServer {
   private async participants(s: number): Promise<WorkerSession[]> {
     const c = this.opts.config;
     const first = s === this.training.firstStep;
+    // After going back to a checkpoint: the members forgotten then, for a while (they rejoin at their next heartbeat).
+    const back = first ? this.rejoining : undefined;
+    this.rejoining = undefined;
+    if (back) {
+      const wake = setTimeout(() => {
+        this.ownerArrival.resolve();
+        this.inbox.wake();
+      }, back.until - Date.now());
+      const waiting = () => this.training.stopRequested || Date.now() >= back.until;
+      if (c.optimizer.kind === 'spngd') await this.waitForOwners(back.owners, waiting);
+      const ready = await this.inbox.waitForWorkers(back.workers, waiting);
+      clearTimeout(wake);
+      if (ready.length >= c.cluster.minWorkers) return ready;
+    }
     if (first && c.optimizer.kind === 'spngd') await this.waitForOwners(c.cluster.minOwners);
     return this.inbox.waitForWorkers(first ? c.cluster.minWorkers : 1, () => this.training.stopRequested);
   }
@@ -599,8 +617,10 @@ export class ParameterServer {
   }
 
   /**
-   * A shard was lost with the state of its layers: every layer goes back to the newest checkpoint
-   * (the run continues from its step), and the layers are spread again over the shards still here.
+   * A shard was lost with the state of its layers: the run goes back to the newest checkpoint as if
+   * the PS had restarted from it. Every member is forgotten and joins again: owners take their
+   * layers' curvature of that checkpoint from the PS, workers start over from its step, and the
+   * layers are spread again over the shards that join.
    */
   private async rollBack(lost: ShardLostError): Promise<void> {
     if (!this.checkpoints.enabled) {
@@ -611,6 +631,16 @@ export class ParameterServer {
     this.state.warnings.add(`PS shard ${lost.shardId} was lost at step ${this.step}; the run went back to step ${state.step}`);
     this.training.resumeFrom(state.step, state.extra);
     this.state.step = state.step;
+    this.preconditioners.clear();
+    const c = this.opts.config;
+    this.rejoining = {
+      owners: this.membership.list(Role.ROLE_FACTOR_OWNER).length,
+      workers: this.membership.list(Role.ROLE_WORKER).length,
+      until: Date.now() + c.cluster.leaseMs + 2 * c.cluster.heartbeatMs,
+    };
+    // Views from now on start at that step: the owners' refreshes are due from there, not from the lost step.
+    this.membership.nextStep = state.step;
+    this.membership.forgetAll(`the PS went back to the checkpoint of step ${state.step}`);
     this.shardPlan = [];
     this.held = undefined;
     this.replan = true;
@@ -620,8 +650,8 @@ export class ParameterServer {
     return this.model.stateEntries().map((e) => ({ name: e.name, size: e.value.data.length }));
   }
 
-  private async waitForOwners(min: number): Promise<void> {
-    while (this.membership.list(Role.ROLE_FACTOR_OWNER).length < min && !this.training.stopRequested) {
+  private async waitForOwners(min: number, stopped = () => this.training.stopRequested): Promise<void> {
+    while (this.membership.list(Role.ROLE_FACTOR_OWNER).length < min && !stopped()) {
       this.ownerArrival = deferred<void>();
       await this.ownerArrival.promise;
     }

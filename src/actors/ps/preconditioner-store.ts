@@ -82,6 +82,16 @@ export class PreconditionerStore {
     return new Map([...this.held].map(([k, v]) => [k, v.preconditioner]));
   }
 
+  /** Forgets every preconditioner, tenure and watermark (the PS went back to a checkpoint: they are of later steps). */
+  clear(): void {
+    this.held.clear();
+    this.tenures.clear();
+    this.watermarks.clear();
+    this.statIntervals.clear();
+    this.opts.state.preconditioners.clear();
+    this.wake();
+  }
+
   /** The current preconditioners of `layers` as they go on a stream (relayed to the PS shard that holds them). */
   outgoing(layers: ReadonlySet<string>): OutgoingPreconditioner[] {
     return [...this.held]

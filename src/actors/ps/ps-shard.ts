@@ -235,7 +235,7 @@ export class PsShard {
 
   private async onOrder(order: ShardSessionResponse, session: StreamSession<ShardSessionRequest, ShardSessionResponse>): Promise<void> {
     const k = order.kind;
-    if (!k || session.ended) return;
+    if (!k || session.ended || this.stopped) return;
     const reply = (r: ShardSessionRequest) => session.writer.write(r, 64);
     switch (k.$case) {
       case 'assign': {
@@ -295,8 +295,8 @@ export class PsShard {
     this.incoming = undefined;
     receiver.assertComplete(order.stateTensors);
     this.hold(new Set(order.layers), order.step);
-    const velocity = this.updater.snapshot().velocity;
-    velocity.clear();
+    // Momentum of exactly the held parameters, as the coordinator had it (none yet at the start).
+    const velocity = new Map<string, Float32Array>();
     importShardState(this.model, velocity, receiver.state);
     this.updater.restore({ previousLr: order.previousLearningRate > 0 ? order.previousLearningRate : undefined, velocity });
     this.opts.logger.info(`holding ${order.layers.length} layer(s) at step ${order.step}: ${order.layers.join(', ') || '(none)'}`);

@@ -143,6 +143,8 @@ export class ShardLinks {
       this.live().map(async (l) => {
         try {
           await l.writer.write({ kind: { $case: 'drain', value: { reason, epoch: 0 } } }, 64);
+          // Its session ends now by design, not as a loss.
+          l.closed = true;
           await l.writer.end();
         } catch {
           /* already gone */
