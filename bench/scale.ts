@@ -44,25 +44,28 @@ export interface RunSpec {
   model: string;
   workers: number;
   owners: number;
+  /** PS processes, the coordinator included (each on its own host). */
+  shards: number;
   /** Bits per second of every link (undefined: unlimited). */
   rateBps: number | undefined;
 }
 
-/** "mlp:2x1@1g" → spec; rates: 1g, 100m, 10g, none. */
+/** "mlp:2x1@1g" or "wide:2x2x2@100m" (2 PS shards) → spec; rates: 1g, 100m, 10g, none. */
 export function parseRunSpec(s: string): RunSpec {
-  const m = /^([a-z0-9]+):(\d+)x(\d+)@(none|\d+(?:\.\d+)?[kmg])$/.exec(s.trim());
-  if (!m || !models[m[1]])
-    throw new Error(`bad configuration "${s}": MODEL:WORKERSxOWNERS@RATE, MODEL one of ${Object.keys(models).join(', ')}, RATE e.g. 1g, 100m or none`);
-  const rate = m[4] === 'none' ? undefined : Number.parseFloat(m[4]) * { k: 1e3, m: 1e6, g: 1e9 }[m[4].slice(-1) as 'k' | 'm' | 'g'];
-  return { model: m[1], workers: Number(m[2]), owners: Number(m[3]), rateBps: rate };
+  const m = /^([a-z0-9]+):(\d+)x(\d+)(?:x(\d+))?@(none|\d+(?:\.\d+)?[kmg])$/.exec(s.trim());
+  if (!m || !models[m[1]] || m[4] === '0')
+    throw new Error(`bad configuration "${s}": MODEL:WORKERSxOWNERS[xSHARDS]@RATE, MODEL one of ${Object.keys(models).join(', ')}, RATE e.g. 1g, 100m or none`);
+  const rate = m[5] === 'none' ? undefined : Number.parseFloat(m[5]) * { k: 1e3, m: 1e6, g: 1e9 }[m[5].slice(-1) as 'k' | 'm' | 'g'];
+  return { model: m[1], workers: Number(m[2]), owners: Number(m[3]), shards: Number(m[4] ?? 1), rateBps: rate };
 }
 
 function specName(r: RunSpec): string {
-  return `${r.model}:${r.workers}x${r.owners}@${r.rateBps === undefined ? 'none' : r.rateBps >= 1e9 ? `${r.rateBps / 1e9}g` : `${r.rateBps / 1e6}m`}`;
+  const rate = r.rateBps === undefined ? 'none' : r.rateBps >= 1e9 ? `${r.rateBps / 1e9}g` : `${r.rateBps / 1e6}m`;
+  return `${r.model}:${r.workers}x${r.owners}${r.shards > 1 ? `x${r.shards}` : ''}@${rate}`;
 }
 
 /** A few minutes: workers 1-8, owners 1-4, 1 Gbit/s and 100 Mbit/s, both models (docs/scaling.md has a longer list). */
-export const defaultRuns = ['mlp:1x1@1g', 'mlp:4x2@1g', 'mlp:8x4@1g', 'mlp:2x1@100m', 'mlp:8x2@100m', 'wide:2x2@100m'];
+export const defaultRuns = ['mlp:1x1@1g', 'mlp:4x2@1g', 'mlp:8x4@1g', 'mlp:2x1@100m', 'mlp:8x2@100m', 'wide:2x2@100m', 'wide:2x2x2@100m'];
 
 interface StepRecordJson {
   type: string;
@@ -95,7 +98,12 @@ const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.le
  */
 export async function runCluster(spec: RunSpec, steps: number, warmup: number, log: (l: string) => void, keep?: string, reuse = false): Promise<Measured> {
   const { config, batch } = models[spec.model];
-  const hosts = ['ps', ...Array.from({ length: spec.workers }, (_, i) => `w${i + 1}`), ...Array.from({ length: spec.owners }, (_, i) => `o${i + 1}`)];
+  const hosts = [
+    'ps',
+    ...Array.from({ length: spec.workers }, (_, i) => `w${i + 1}`),
+    ...Array.from({ length: spec.owners }, (_, i) => `o${i + 1}`),
+    ...Array.from({ length: spec.shards - 1 }, (_, i) => `p${i + 2}`),
+  ];
   const dir = keep ? join(keep, specName(spec).replace(/[:@]/g, '-')) : mkdtempSync(join(tmpdir(), 'spngd-scale-'));
   mkdirSync(dir, { recursive: true });
   const job = join(dir, 'job.yaml');
@@ -116,6 +124,7 @@ export async function runCluster(spec: RunSpec, steps: number, warmup: number, l
         cluster: {
           minWorkers: spec.workers,
           minOwners: spec.owners,
+          psShards: spec.shards,
           preconditionerLagFrom: 0,
           heartbeatMs: 1000,
           leaseMs: 60_000,
@@ -132,7 +141,7 @@ export async function runCluster(spec: RunSpec, steps: number, warmup: number, l
       const ps = net.start('ps', 'ps', [...node, 'ps', '--listen', 'ps:7000', '--config', job, '--out', dir], dir, env);
       await Promise.race([ps.listening, ps.exited.then((c) => Promise.reject(new Error(`the PS exited (${c}); see ${dir}/ps.log`)))]);
       for (const h of hosts.slice(1)) {
-        const role = h.startsWith('w') ? 'worker' : 'owner';
+        const role = h.startsWith('w') ? 'worker' : h.startsWith('o') ? 'owner' : 'ps-shard';
         net.start(h, h, [...node, role, '--ps', 'ps:7000', '--listen', `${h}:7001`, '--id', h], dir, env);
       }
       const limitMs = 600_000;
@@ -208,7 +217,7 @@ function predictFor(m: Pick<Measured, 'spec' | 'refreshFraction'>, cal: Calibrat
     globalBatch: batch,
     workers: m.spec.workers,
     owners: m.spec.owners,
-    shards: 1,
+    shards: m.spec.shards,
     bandwidthBps: m.spec.rateBps ?? 1e13,
     refreshFraction: m.refreshFraction,
     lag: 1,
@@ -237,9 +246,9 @@ export async function calibrate(file: string, steps: number, warmup: number, log
     latencyMs,
   };
   log("calibration: unthrottled W = 1 runs for the workers' compute in the actor processes and the transport constants");
-  const wide = await runCluster({ model: 'wide', workers: 1, owners: 1, rateBps: undefined }, steps, warmup, log, keep, reuse);
+  const wide = await runCluster({ model: 'wide', workers: 1, owners: 1, shards: 1, rateBps: undefined }, steps, warmup, log, keep, reuse);
   cal.transferNsPerByte = ((wide.phases.sendParams ?? 0) * 1e6) / modelTotals(scalingLayers(wideMlpSpec)).paramBytes;
-  const mlp = await runCluster({ model: 'mlp', workers: 1, owners: 1, rateBps: undefined }, steps, warmup, log, keep, reuse);
+  const mlp = await runCluster({ model: 'mlp', workers: 1, owners: 1, shards: 1, rateBps: undefined }, steps, warmup, log, keep, reuse);
   // The workers' compute as the actors measure it replaces the in-process figures of these models.
   for (const [name, run] of [
     ['wide', wide],
@@ -299,6 +308,29 @@ export function validationTable(rows: ValidationRow[]): string {
     );
   }
   return lines.join('\n');
+}
+
+/**
+ * For every run with S > 1 shards whose 1-shard twin (same model, workers, owners, rate) also ran:
+ * the step time of 1 shard over S shards, measured and predicted.
+ */
+export function shardSpeedups(rows: ValidationRow[]): string[] {
+  const lines: string[] = [];
+  for (const r of rows) {
+    const s = r.measured.spec;
+    if (s.shards <= 1) continue;
+    const one = rows.find((x) => {
+      const o = x.measured.spec;
+      return o.shards === 1 && o.model === s.model && o.workers === s.workers && o.owners === s.owners && o.rateBps === s.rateBps;
+    });
+    if (!one) continue;
+    const measured = one.measured.stepMs.median / r.measured.stepMs.median;
+    const predicted = one.predicted.stepMs / r.predicted.stepMs;
+    lines.push(
+      `${r.name} against ${one.name}: 1 shard's step / ${s.shards} shards' measured ×${measured.toFixed(2)}, predicted ×${predicted.toFixed(2)} (error ${pct(predicted / measured - 1)})`,
+    );
+  }
+  return lines;
 }
 
 export async function validate(
@@ -462,6 +494,7 @@ export async function scaleBench(o: ScaleBenchOptions): Promise<void> {
       `median |error| against the measured median step ${pct(spread(errors).median)} (max ${pct(spread(errors).max)}), against the mean ${pct(spread(errorsMean).median)} (max ${pct(spread(errorsMean).max)}); ` +
         `with the workers' recorded compute in place of the calibrated: ${pct(spread(given).median)} (max ${pct(spread(given).max)})`,
     );
+    for (const line of shardSpeedups(rows)) log(line);
   }
   log('');
   log(predictions(cal, o.bandwidthBps, o.refreshFraction, o.svgDir));

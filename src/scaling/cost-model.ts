@@ -58,7 +58,7 @@ export interface StepInputs {
   globalBatch: number;
   workers: number;
   owners: number;
-  /** PS shards (today: 1). */
+  /** PS shards, the coordinator included. */
   shards: number;
   /** Every host's link, bits per second, each direction. */
   bandwidthBps: number;
@@ -193,8 +193,9 @@ export function predictStep(inputs: StepInputs): StepPrediction {
     return { id, layers: mine.map((l) => l.name), cost: mine.reduce((x, l) => x + l.inversionCost, 0), statBytes: mine.reduce((x, l) => x + l.statBytes, 0) };
   });
   const statBytes = kfac.reduce((x, l) => x + l.statBytes, 0);
-  // Preconditioners arriving at each shard (the layers it holds), every step on average.
-  const precondIn = shards.map((s) => f * s.layers.reduce((x, n) => x + (byName.get(n)!.statBytes ?? 0), 0));
+  // Preconditioners arriving at each shard (the layers it holds), every step on average. Owners
+  // publish to the coordinator (shard 0), which relays the other shards' ones: it receives them all.
+  const precondIn = shards.map((s, i) => (i === 0 ? f * statBytes : f * s.layers.reduce((x, n) => x + (byName.get(n)!.statBytes ?? 0), 0)));
 
   // 1. Parameters out: every shard sends its part to each of the W workers over its own link.
   const psShardOut = Math.max(...shards.map((s) => W * s.bytes));

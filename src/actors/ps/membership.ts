@@ -60,7 +60,10 @@ export class Membership extends EventEmitter<MembershipEvents> {
     const others = this.list().filter((m) => m.role !== Role.ROLE_PARAMETER_SERVER);
     if (others.length === 0) return;
     for (const m of others) this.members.delete(m.id);
-    this.bump(`forgot ${others.map((m) => m.id).join(', ')} (${reason})`, others.some((m) => m.role === Role.ROLE_FACTOR_OWNER));
+    this.bump(
+      `forgot ${others.map((m) => m.id).join(', ')} (${reason})`,
+      others.some((m) => m.role === Role.ROLE_FACTOR_OWNER),
+    );
   }
 
   /** Renews a lease; false when the member is unknown (it must join again). */
