@@ -225,7 +225,7 @@ program
     'the step cost model (docs/scaling.md) against a real cluster on rate-limited links (one network namespace per actor, tbf; needs root), ' +
       'then its predictions for 16-1,024 workers',
   )
-  .option('--runs <list>', 'configurations MODEL:WxO@RATE (models mlp, wide; rates like 1g, 100m, none)', defaultRuns.join(','))
+  .option('--runs <list>', 'configurations MODEL:WxO[xS]@RATE: workers, owners, PS shards (models mlp, wide; rates like 1g, 100m, none)', defaultRuns.join(','))
   .option('--steps <n>', 'steps per run', '9')
   .option('--warmup <n>', 'first steps of each run not counted', '4')
   .option('--calibration <file>', 'calibration JSON (measured and written when missing)', defaultCalibrationFile)
