@@ -18,7 +18,8 @@
  *   Service (or a StatefulSet pod under its Service) with that port;
  * - every container states cpu and memory requests; spngd actors have readiness and liveness probes;
  * - the job config in a ConfigMap is valid for spngd (the same loader as `spngd ps --config`), and
- *   its cluster.minWorkers/minOwners do not exceed the replicas of the worker/owner workloads;
+ *   its cluster.minWorkers/minOwners/psShards − 1 do not exceed the replicas of the worker/owner/
+ *   ps-shard workloads;
  * - every `--flag` given to `spngd ps|worker|owner|certs|...` is an option of that subcommand
  *   (asked from the CLI itself: `spngd <command> --help`; --no-cli skips this).
  *
@@ -315,7 +316,7 @@ for (const w of workloads) {
       }
       const ps = flagValue(argv, '--ps');
       if (ps) checkPeer(w, cname, ps);
-      if (!init && ['ps', 'worker', 'owner'].includes(sub)) {
+      if (!init && ['ps', 'worker', 'owner', 'ps-shard'].includes(sub)) {
         replicas.set(sub, (replicas.get(sub) ?? 0) + Number(w.body.spec?.replicas ?? 1));
         if (!c.readinessProbe || !c.livenessProbe) problem(w, `${cname}: spngd ${sub} without readiness and liveness probes`);
       }
@@ -423,16 +424,13 @@ try {
       writeFileSync(file, text);
       try {
         const config = loadTrainConfig(file);
-        for (const [role, min] of [
-          ['worker', config.cluster.minWorkers],
-          ['owner', config.optimizer.kind === 'spngd' ? config.cluster.minOwners : 0],
+        for (const [role, key2, min] of [
+          ['worker', 'minWorkers', config.cluster.minWorkers],
+          ['owner', 'minOwners', config.optimizer.kind === 'spngd' ? config.cluster.minOwners : 0],
+          ['ps-shard', 'psShards - 1', config.cluster.psShards - 1],
         ] as const) {
           const n = replicas.get(role) ?? 0;
-          if (min > n)
-            problem(
-              d,
-              `${key}: cluster.min${role === 'worker' ? 'Workers' : 'Owners'} is ${min} but the ${role} workloads have ${n} replicas: the PS would never start`,
-            );
+          if (min > n) problem(d, `${key}: cluster.${key2} is ${min} but the ${role} workloads have ${n} replicas: the PS would never start`);
         }
       } catch (err) {
         problem(d, `${key}: ${(err as Error).message.replace(file, key)}`);

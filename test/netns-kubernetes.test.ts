@@ -1,6 +1,6 @@
 /**
  * The Kubernetes manifests' own commands, run without Kubernetes: every pod of deploy/kubernetes
- * (the PS StatefulSet's pod, two worker pods, one owner pod) is a network namespace
+ * (the PS StatefulSet's pod, two worker pods, one owner pod, the PS shard StatefulSet's pod) is a network namespace
  * (test/helpers/netns.ts) where this test does what the kubelet would: the volumes are
  * directories (Secrets spngd-ca and spngd-token made as docs/deployment.md says, the job
  * ConfigMap, an emptyDir, the claim), the env comes from the manifest (pod IP, pod name), the
@@ -122,7 +122,7 @@ serial(`the manifests' commands run pods that train over mutual TLS, and a resta
     configMaps: { 'spngd-job': { 'job.yaml': join(dir, 'job.yaml') } },
   };
 
-  const net = HostNet.create(['ps', 'worker-a', 'worker-b', 'owner-a'], { aliases: { ps: ['spngd-ps-0.spngd-ps'] } });
+  const net = HostNet.create(['ps', 'worker-a', 'worker-b', 'owner-a', 'shard-a'], { aliases: { ps: ['spngd-ps-0.spngd-ps'] } });
   let finished = false;
   t.teardown(async () => {
     finished = true;
@@ -140,10 +140,11 @@ serial(`the manifests' commands run pods that train over mutual TLS, and a resta
       pod('worker-b', 'spngd-worker-5d9c8-bbbbb', 'Deployment', 'spngd-worker'),
     ],
     owner: pod('owner-a', 'spngd-owner-7f6b4-ccccc', 'Deployment', 'spngd-owner'),
+    shard: pod('shard-a', 'spngd-ps-shard-0', 'StatefulSet', 'spngd-ps-shard'),
   };
 
   // Init containers: their scripts, as written.
-  for (const p of [pods.ps, ...pods.workers, pods.owner]) {
+  for (const p of [pods.ps, ...pods.workers, pods.owner, pods.shard]) {
     for (const c of p.spec.initContainers as Obj[]) {
       const env = envOf(c, net, p);
       const argv = relocateArgv(
@@ -188,11 +189,11 @@ serial(`the manifests' commands run pods that train over mutual TLS, and a resta
 
   let ps = run(pods.ps, false);
   await ps.current.listening;
-  const others = [...pods.workers.map((p) => run(p, true)), run(pods.owner, true)];
+  const others = [...pods.workers.map((p) => run(p, true)), run(pods.owner, true), run(pods.shard, true)];
   await untilStep(4);
 
   // Probes, as the manifests state them; and a plaintext check, as the kubelet's native gRPC probe.
-  for (const p of [pods.ps, ...pods.workers, pods.owner]) {
+  for (const p of [pods.ps, ...pods.workers, pods.owner, pods.shard]) {
     const c = p.spec.containers[0] as Obj;
     const env = processEnv(envOf(c, net, p), p);
     for (const probe of ['startupProbe', 'livenessProbe', 'readinessProbe']) {
@@ -230,6 +231,13 @@ serial(`the manifests' commands run pods that train over mutual TLS, and a resta
   t.is(status.code, 0, status.stderr);
   const members = (JSON.parse(status.stdout) as { members: { id: string; address: string }[] }).members.map((m) => `${m.id}@${m.address}`);
   t.true(members.includes(`${pods.owner.name}@${net.address('owner-a')}:7002`), `the owner registered its pod IP: ${members.join(', ')}`);
+  t.true(members.includes(`${pods.shard.name}@${net.address('shard-a')}:7003`), `the PS shard registered its pod IP: ${members.join(', ')}`);
+  const shards = (JSON.parse(status.stdout) as { psShards: { memberId: string; layers: string[] }[] }).psShards;
+  t.deepEqual(
+    shards.map((s) => s.memberId),
+    ['ps-0', pods.shard.name],
+    'the job config spreads the layers over the PS and the shard pod',
+  );
 
   // The PS pod deleted (SIGTERM) and created again with its volume: the same command resumes.
   ps.current.proc.kill('SIGTERM');
