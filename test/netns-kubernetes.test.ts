@@ -31,7 +31,7 @@ const k8s = join(repo, 'deploy', 'kubernetes');
 const STEPS = 60;
 
 function manifests(): Obj[] {
-  return ['job-config.yaml', 'ps.yaml', 'worker.yaml', 'owner.yaml'].flatMap((f) =>
+  return ['job-config.yaml', 'ps.yaml', 'worker.yaml', 'owner.yaml', 'ps-shard.yaml'].flatMap((f) =>
     parseAllDocuments(readFileSync(join(k8s, f), 'utf8')).map((d) => d.toJS() as Obj),
   );
 }
