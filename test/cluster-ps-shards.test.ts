@@ -6,6 +6,7 @@
  * owners take the checkpoint's curvature), a new shard takes the layers with their momentum, and
  * the run ends with the parameters of a run that lost nothing.
  */
+import { credentials, Metadata, status } from '@grpc/grpc-js';
 import test from 'ava';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,7 +14,10 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { resolveTrainConfig, type TrainConfig } from '../src/config/schema.js';
 import { loadSplit } from '../src/data/fashion-mnist.js';
-import { Role } from '../src/gen/spngd/v1/membership.js';
+import { MemberClient } from '../src/actors/common/member-client.js';
+import { LifecycleState, Role } from '../src/gen/spngd/v1/membership.js';
+import { FastParameterServerServiceClient } from '../src/transport/fast-services.js';
+import { silentLogger } from '../src/util/log.js';
 import { buildModel } from '../src/nn/models.js';
 import { Trainer } from '../src/train/trainer.js';
 import { relativeError } from './helpers/backends.js';
@@ -132,3 +136,50 @@ test.serial(
     }
   },
 );
+
+test.serial('ShardSession admits joined PS shards with their session secret only; the PS logs each refusal and keeps serving', async (t) => {
+  const backend = await clusterBackend();
+  const cfg = { ...config, optimizer: { ...config.optimizer, kind: 'sgd' as const }, cluster: { ...config.cluster, minWorkers: 1 } };
+  const cluster = await startCluster({ config: cfg, workers: 1, owners: 0, backend, trainSize: trainLimit });
+  const address = cluster.ps.address;
+  const client = new FastParameterServerServiceClient(address, credentials.createInsecure());
+  const member = new MemberClient(address, silentLogger());
+  /** Opens a ShardSession with this hello (and metadata); resolves with the status it ends with. */
+  const attempt = (shardId: string, metadata = new Metadata()) =>
+    new Promise<{ code: number; details: string }>((resolve) => {
+      const call = client.shardSession(metadata);
+      call.on('data', () => undefined);
+      call.on('error', () => undefined);
+      call.on('status', (s) => resolve({ code: s.code, details: s.details }));
+      call.write({ kind: { $case: 'hello', value: { shardId, epoch: 0 } } });
+    });
+  try {
+    const stranger = await attempt('shard-9');
+    t.is(stranger.code, status.FAILED_PRECONDITION);
+    t.regex(stranger.details, /has not joined/);
+    const worker = await attempt('worker-1');
+    t.is(worker.code, status.FAILED_PRECONDITION);
+    t.regex(worker.details, /not a PS shard/);
+    const joined = await member.join({ id: '', role: Role.ROLE_PS_SHARD, address: '127.0.0.1:1', state: LifecycleState.LIFECYCLE_STATE_STARTING, capacity: 1 });
+    const noSecret = await attempt(joined.id);
+    t.is(noSecret.code, status.UNAUTHENTICATED);
+    const state = cluster.ps.state.snapshot();
+    t.is(state.refusals.no_session, 1);
+    t.true(state.recentRefusals.some((r) => r.includes(joined.id)));
+    // With its secret the session opens (the PS then plans the layers onto it at its next step).
+    const call = client.shardSession(member.metadata());
+    let ended: string | undefined;
+    call.on('error', () => undefined);
+    call.on('status', (s) => (ended = s.details));
+    call.write({ kind: { $case: 'hello', value: { shardId: joined.id, epoch: 0 } } });
+    await new Promise((r) => setTimeout(r, 500));
+    t.is(ended, undefined, 'the session of a joined shard with its secret stays open');
+    call.cancel();
+    // Still serving.
+    t.is(cluster.ps.state.snapshot().lifecycle, LifecycleState.LIFECYCLE_STATE_READY);
+  } finally {
+    member.close();
+    client.close();
+    await cluster.stop();
+  }
+});
