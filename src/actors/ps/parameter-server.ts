@@ -313,7 +313,12 @@ export class ParameterServer {
     if (arrived.length < delivered.length) {
       this.opts.logger.warn(`step ${s}: ${delivered.length - arrived.length} worker(s) did not deliver to every PS shard and are left out`);
     }
-    if (arrived.length === 0) return this.noContribution(participants, s);
+    if (arrived.length === 0) {
+      const skipped = this.noContribution(participants, s);
+      // A skipped step moves the shards on too (an update with no workers); one run again does not.
+      if (skipped) await Promise.all(links.map((l) => this.shards.update(l, [], { step: s, learningRate: lr, workers: [], plain: true })));
+      return skipped;
+    }
     if (arrived.length < participants.length) {
       this.opts.logger.warn(
         `step ${s}: ${participants.length - arrived.length} worker(s) lost or left out; the step uses the ${arrived.length} that delivered`,

@@ -19,6 +19,7 @@ import type {
   ShardSessionResponse,
   ShardStep,
   ShardUpdate,
+  ShardUpdated,
   TrainRequest,
   TrainResponse,
 } from '../../gen/spngd/v1/parameter_server.js';
@@ -347,10 +348,17 @@ export class PsShard {
   }
 
   /** Step s's update of this shard's layers, from the gradients of the workers the coordinator names. */
-  private async update(order: ShardUpdate) {
+  private async update(order: ShardUpdate): Promise<ShardUpdated> {
     if (order.step !== this.version)
       throw new TransportError(status.FAILED_PRECONDITION, 'bad_argument', `update of step ${order.step}; this shard is at ${this.version}`);
     const t0 = performance.now();
+    if (order.workers.length === 0) {
+      // Skipped by the coordinator (no finite contribution anywhere): the version moves on unchanged.
+      this.version = order.step + 1;
+      this.state.step = this.version;
+      this.stepSessions = [];
+      return { step: order.step, phaseMs: {} };
+    }
     const contributors = order.workers.map((id) => {
       const w = this.stepSessions.find((x) => x.id === id);
       if (!w)
