@@ -1,6 +1,6 @@
 /**
  * Malformed messages against a real cluster on loopback (in-process actors, real gRPC): a few
- * thousand calls to ParameterServerService (Train, PublishPreconditioners, DownloadParameters),
+ * thousand calls to ParameterServerService (Train, PublishPreconditioners, DownloadParameters, ShardSession),
  * MembershipService (Join, Heartbeat) and FactorOwnerService (PushStatistics, FetchLayerState)
  * with raw clients (identity serializers: generated encodings, mangled ones, random bytes). Every
  * one must be answered with INVALID_ARGUMENT, FAILED_PRECONDITION, RESOURCE_EXHAUSTED, NOT_FOUND or

@@ -15,6 +15,7 @@ import {
   PublishPreconditionersRequest,
   PublishPreconditionersResponse,
   TrainRequest,
+  ShardSessionRequest,
 } from '../../src/gen/spngd/v1/parameter_server.js';
 import { TensorEncoding, type TensorChunk } from '../../src/gen/spngd/v1/tensor.js';
 import { Rng } from '../../src/util/rng.js';
@@ -76,6 +77,7 @@ const AE = status.ALREADY_EXISTS;
 const buf = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 const train = (m: TrainRequest): Buffer => buf(TrainRequest.encode(m).finish());
 const publish = (m: PublishPreconditionersRequest): Buffer => buf(PublishPreconditionersRequest.encode(m).finish());
+const shard = (m: ShardSessionRequest): Buffer => buf(ShardSessionRequest.encode(m).finish());
 const stats = (m: PushStatisticsRequest): Buffer => buf(PushStatisticsRequest.encode(m).finish());
 const leaveReq = (m: LeaveRequest): Buffer => buf(LeaveRequest.encode(m).finish());
 
@@ -348,6 +350,7 @@ export class FuzzCases {
       ...Array<() => FuzzCase | undefined>(4).fill(() => this.statisticsCase(phase)),
       () => this.downloadCase(),
       () => this.downloadCase(),
+      () => this.shardCase(),
       () => this.joinCase(),
       () => this.heartbeatCase(),
       () => this.fetchCase(),
@@ -491,6 +494,41 @@ export class FuzzCases {
   }
 
   // --- ParameterServerService.PublishPreconditioners ---------------------------------------------
+
+  /** ShardSession on the PS from callers that are not joined PS shards (no shard is in these jobs). */
+  private shardCase(): FuzzCase {
+    const r = this.rng;
+    const t = this.t;
+    const fake = pick(r, t.fakeWorkers);
+    const base = { service: 'ps' as const, address: t.ps, method: 'shardSession', kind: 'duplex' as const };
+    const hello = (shardId: string) => shard({ kind: { $case: 'hello', value: { shardId, epoch: r.int(5) } } });
+    const cases: (() => FuzzCase)[] = [
+      () => ({ ...base, name: 'shard/empty-envelope', messages: [shard({})], expect: [IA] }),
+      () => ({
+        ...base,
+        name: 'shard/before-hello',
+        messages: [
+          pick(r, [
+            shard({ kind: { $case: 'gathered', value: { step: r.int(100), workers: [fake], phaseMs: {} } } }),
+            shard({ kind: { $case: 'updated', value: { step: r.int(100), phaseMs: {} } } }),
+            shard({ kind: { $case: 'shared', value: { step: r.int(100), stateTensors: r.int(10) } } }),
+          ]),
+        ],
+        expect: [FP],
+      }),
+      () => ({ ...base, name: 'shard/unknown-shard', messages: [hello(pick(r, [this.ghostId(), '']))], expect: [FP] }),
+      // A member of another role, with its own session secret: it is not a PS shard.
+      () => ({
+        ...base,
+        name: 'shard/hello-from-non-shard',
+        session: t.sessions.get(fake),
+        messages: [hello(pick(r, [fake, 'ps-0', ...t.realWorkers, ...t.owners.map((o) => o.id)]))],
+        expect: [FP],
+      }),
+      () => ({ ...base, name: 'shard/random-bytes', messages: [undecodable(r, (b) => ShardSessionRequest.decode(b))], expect: [IA] }),
+    ];
+    return pick(r, cases)();
+  }
 
   private publishCase(phase: Phase): FuzzCase | undefined {
     const r = this.rng;
@@ -814,7 +852,7 @@ export class FuzzCases {
       () => ({
         ...base,
         name: 'join/bad-role',
-        messages: [req({ member: member(pick(r, [this.ghostId(), ''])!, pick(r, [Role.ROLE_UNSPECIFIED, Role.ROLE_PARAMETER_SERVER, 4, 99] as Role[])) })],
+        messages: [req({ member: member(pick(r, [this.ghostId(), ''])!, pick(r, [Role.ROLE_UNSPECIFIED, Role.ROLE_PARAMETER_SERVER, 5, 99] as Role[])) })],
         expect: [IA],
       }),
       () => ({
