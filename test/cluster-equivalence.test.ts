@@ -5,39 +5,13 @@
  * the whole batch).
  */
 import test from 'ava';
-import { resolveTrainConfig, type TrainConfig } from '../src/config/schema.js';
-import { loadSplit } from '../src/data/fashion-mnist.js';
-import { buildModel } from '../src/nn/models.js';
-import { Trainer } from '../src/train/trainer.js';
 import { relativeError } from './helpers/backends.js';
-import { clusterBackend, startCluster } from './helpers/cluster.js';
-import { fileURLToPath } from 'node:url';
+import { clusterBackend, equivalenceJob, singleProcessState, startCluster } from './helpers/cluster.js';
 
-// With stale statistics the schedule is a threshold decision on d = ‖X_t − X_prev‖/‖X_prev‖, and
-// several workers sum their float32 statistics in another order than one process: when d lands
-// within rounding of α (seed 7 does, at one refresh) the two runs refresh at different steps and part.
-// Seed 5 stays clear of the threshold; with stale statistics off every seed agrees.
-const dataDir = fileURLToPath(new URL('../data/fashion-mnist', import.meta.url));
 const trainLimit = 2048;
-const config = resolveTrainConfig({
-  seed: 5,
-  batchSize: 256,
-  steps: 5,
-  data: { dir: dataDir, trainLimit },
-  optimizer: { kind: 'spngd', lr: 0.05, kfac: { fisher: '1mc', stale: { enabled: true, alpha: 0.5 } } },
-  cluster: { waitForPreconditioners: true, minWorkers: 1 },
-});
+const config = equivalenceJob;
 
-async function singleProcess(config: TrainConfig) {
-  const backend = await clusterBackend();
-  const train = await loadSplit('train', { dir: dataDir, limit: trainLimit });
-  const model = buildModel(config.model, config.seed);
-  const trainer = new Trainer(config, model, backend, train, train);
-  for (let s = 0; s < config.steps; s++) await trainer.step(s);
-  return model.exportState();
-}
-
-const expected = singleProcess(config);
+const expected = singleProcessState(config);
 
 for (const [workers, owners] of [
   [1, 1],
@@ -71,7 +45,7 @@ for (const [workers, owners] of [
 
 test.serial('with augmentation (crop 2, flip), 3 workers and 1 owner: parameters after 5 steps equal the single-process run', async (t) => {
   const augmented = { ...config, data: { ...config.data, augment: { crop: 2, flip: true } } };
-  const want = await singleProcess(augmented);
+  const want = await singleProcessState(augmented);
   // The augmentation does change the run.
   const plain = await expected;
   t.true(Object.entries(want).some(([name, values]) => relativeError(plain[name], values) > 1e-3));

@@ -11,40 +11,18 @@ import test from 'ava';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { resolveTrainConfig, type TrainConfig } from '../src/config/schema.js';
-import { loadSplit } from '../src/data/fashion-mnist.js';
+import { resolveTrainConfig } from '../src/config/schema.js';
 import { MemberClient } from '../src/actors/common/member-client.js';
 import { LifecycleState, Role } from '../src/gen/spngd/v1/membership.js';
 import { FastParameterServerServiceClient } from '../src/transport/fast-services.js';
 import { silentLogger } from '../src/util/log.js';
-import { buildModel } from '../src/nn/models.js';
-import { Trainer } from '../src/train/trainer.js';
 import { relativeError } from './helpers/backends.js';
-import { clusterBackend, startCluster } from './helpers/cluster.js';
+import { clusterBackend, equivalenceJob, singleProcessState, startCluster } from './helpers/cluster.js';
 
-const dataDir = fileURLToPath(new URL('../data/fashion-mnist', import.meta.url));
 const trainLimit = 2048;
-// As cluster-equivalence.test.ts (seed 5 keeps the stale-statistics decisions clear of their threshold).
-const config = resolveTrainConfig({
-  seed: 5,
-  batchSize: 256,
-  steps: 5,
-  data: { dir: dataDir, trainLimit },
-  optimizer: { kind: 'spngd', lr: 0.05, kfac: { fisher: '1mc', stale: { enabled: true, alpha: 0.5 } } },
-  cluster: { waitForPreconditioners: true, minWorkers: 2 },
-});
+const config = equivalenceJob;
 
-async function singleProcess(c: TrainConfig) {
-  const backend = await clusterBackend();
-  const train = await loadSplit('train', { dir: dataDir, limit: trainLimit });
-  const model = buildModel(c.model, c.seed);
-  const trainer = new Trainer(c, model, backend, train, train);
-  for (let s = 0; s < c.steps; s++) await trainer.step(s);
-  return model.exportState();
-}
-
-const expected = singleProcess(config);
+const expected = singleProcessState(config);
 
 for (const shards of [1, 2]) {
   test.serial(`coordinator and ${shards} PS shard(s), 2 workers, 2 owners: parameters after 5 steps equal the single-process run`, async (t) => {
