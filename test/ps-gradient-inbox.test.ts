@@ -132,3 +132,19 @@ test('a gradient sent again with finite values replaces a non-finite one', async
   );
   t.false('non_finite_gradient' in state.snapshot().refusals);
 });
+
+test('release(): collect() stops waiting for a worker a PS shard did not get, and keeps one that delivered', async (t) => {
+  const { inbox, deliver, startStep } = setup();
+  const participants = await startStep();
+  deliver('worker-1', 5);
+  // worker-2 never delivers; without release() the collect below would wait for it forever.
+  inbox.release(['worker-2', 'worker-1'], 0);
+  const arrived = await inbox.collect(participants, 0);
+  t.deepEqual(
+    arrived.map((w) => w.id),
+    ['worker-1'],
+  );
+  // A release for another step changes nothing.
+  inbox.release(['worker-1'], 7);
+  t.is(participants[0]!.complete?.step, 0);
+});

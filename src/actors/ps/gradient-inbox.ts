@@ -163,6 +163,17 @@ export class GradientInbox {
     });
   }
 
+  /**
+   * Stops waiting for these workers' gradients of step s (a PS shard did not get theirs, so they
+   * cannot be part of the step): collect() leaves them out unless they delivered already.
+   */
+  release(ids: readonly string[], s: number): void {
+    for (const id of ids) {
+      const w = this.workers.get(id);
+      if (w && w.step === s) w.arrival?.resolve();
+    }
+  }
+
   /** Acknowledges step s's gradients to the workers that delivered them (a worker gone by now is not waited for). */
   acknowledge(arrived: WorkerSession[], ack: GradientsAck): void {
     for (const w of arrived) void w.writer.write({ kind: { $case: 'gradientsAck', value: ack } }, 64).catch(() => undefined);

@@ -300,7 +300,14 @@ export class ParameterServer {
 
     const workers = participants.map((w) => w.id);
     const gathered = links.map((l) =>
-      this.shards.step(l, { step: s, epoch, learningRate: lr, globalBatchSize: c.batchSize, workers, psShards: links.length + 1 }),
+      this.shards.step(l, { step: s, epoch, learningRate: lr, globalBatchSize: c.batchSize, workers, psShards: links.length + 1 }).then((r) => {
+        // Workers a shard did not get gradients from cannot be part of the step: stop waiting for them here.
+        this.inbox.release(
+          workers.filter((id) => !r.workers.includes(id)),
+          s,
+        );
+        return r;
+      }),
     );
     // A shard lost while this PS still sends or waits is answered below, not as an unhandled rejection.
     for (const g of gathered) g.catch(() => undefined);
