@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { resolveTrainConfig } from '../src/config/schema.js';
 import { MemberClient } from '../src/actors/common/member-client.js';
 import { LifecycleState, Role } from '../src/gen/spngd/v1/membership.js';
+import { TransportError } from '../src/transport/errors.js';
 import { FastParameterServerServiceClient } from '../src/transport/fast-services.js';
 import { silentLogger } from '../src/util/log.js';
 import { relativeError } from './helpers/backends.js';
@@ -158,6 +159,32 @@ test.serial('ShardSession admits joined PS shards with their session secret only
   } finally {
     member.close();
     client.close();
+    await cluster.stop();
+  }
+});
+
+test.serial('a worker one shard never hears from is left out of the step at the coordinator and at the other shard, and training goes on', async (t) => {
+  const backend = await clusterBackend();
+  const cfg = resolveTrainConfig({ ...config, steps: 3, cluster: { ...config.cluster, psShards: 3, leaseMs: 1500, heartbeatMs: 200 } });
+  const records: Record<string, unknown>[] = [];
+  const cluster = await startCluster({ config: cfg, workers: 2, owners: 1, shards: 2, backend, trainSize: trainLimit, onRecord: (r) => records.push(r) });
+  // The second shard refuses worker-2's Train stream (as if the link between them were down).
+  const blocked = cluster.shards[1] as unknown as { admitWorker(call: unknown, id: string): string };
+  const admit = blocked.admitWorker.bind(blocked);
+  blocked.admitWorker = (call, id) => {
+    if (id === 'worker-2') throw new TransportError(status.UNAVAILABLE, 'closed', 'no route to worker-2 (test)');
+    return admit(call, id);
+  };
+  try {
+    await cluster.ps.run();
+    const steps = records.filter((r) => r.type === 'step');
+    t.is(steps.length, 3);
+    t.true(
+      steps.every((r) => r.workers === 1),
+      `workers per step: ${steps.map((r) => r.workers)}`,
+    );
+    for (const s of cluster.shards) t.is(s.state.step, 3);
+  } finally {
     await cluster.stop();
   }
 });

@@ -301,11 +301,13 @@ export class ParameterServer {
     const workers = participants.map((w) => w.id);
     const gathered = links.map((l) =>
       this.shards.step(l, { step: s, epoch, learningRate: lr, globalBatchSize: c.batchSize, workers, psShards: links.length + 1 }).then((r) => {
-        // Workers a shard did not get gradients from cannot be part of the step: stop waiting for them here.
-        this.inbox.release(
-          workers.filter((id) => !r.workers.includes(id)),
-          s,
-        );
+        // Workers a shard did not get gradients from cannot be part of the step: stop waiting for
+        // them here and at the other shards (they never compute a step they did not get whole).
+        const missing = workers.filter((id) => !r.workers.includes(id));
+        if (missing.length > 0) {
+          this.inbox.release(missing, s);
+          for (const other of links) if (other !== l) this.shards.release(other, s, missing);
+        }
         return r;
       }),
     );

@@ -216,6 +216,11 @@ export class PsShard {
       {
         onMessage: (order, session) => {
           this.reconnect.succeeded();
+          // Not queued: it ends the wait of the step being gathered, which holds the queue.
+          if (order.kind?.$case === 'release') {
+            this.inbox.release(order.kind.value.workers, order.kind.value.step);
+            return;
+          }
           this.work = this.work.then(() => this.onOrder(order, session)).catch((err) => this.refuseOrder(err as Error, session));
         },
         onEnd: (why, err) => {
@@ -278,6 +283,8 @@ export class PsShard {
         await reply({ kind: { $case: 'shared', value: { step: this.version, stateTensors: sent } } });
         return;
       }
+      case 'release':
+        return; // handled as it arrives
       case 'drain':
         this.state.lifecycle = LifecycleState.LIFECYCLE_STATE_DRAINING;
         await this.inbox.drain(k.value.reason);

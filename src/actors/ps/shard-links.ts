@@ -101,6 +101,11 @@ export class ShardLinks {
     return answer;
   }
 
+  /** Tells a shard to stop waiting for these workers' gradients of step s (not acknowledged). */
+  release(link: ShardLink, s: number, workers: string[]): void {
+    void this.send(link, { kind: { $case: 'release', value: { step: s, workers } } });
+  }
+
   /** Relays the preconditioners of the shard's layers that changed since last sent, then orders the update. */
   async update(link: ShardLink, fresh: OutgoingPreconditioner[], order: ShardUpdate): Promise<ShardUpdated> {
     const answer = this.expect(link, 'updated', order.step);

@@ -493,6 +493,17 @@ export interface ShardUpdate {
   plain: boolean;
 }
 
+/**
+ * Coordinator -> shard: stop waiting for these workers' gradients of step `step` (another PS
+ * process did not get theirs, so they are not part of the step). Acted on as it arrives.
+ */
+export interface ShardRelease {
+  /** Step. */
+  step: number;
+  /** Worker ids. */
+  workers: string[];
+}
+
 /** Coordinator -> shard: send the state of your layers (values and momentum) at the current step. */
 export interface ShardShare {
   /** The step the coordinator is at (the shard must be there too). */
@@ -527,6 +538,9 @@ export interface ShardSessionResponse {
     | //
     /** Training is over. */
     { $case: "drain"; value: Drain }
+    | //
+    /** Leave these workers out of the step being gathered. */
+    { $case: "release"; value: ShardRelease }
     | undefined;
 }
 
@@ -4047,6 +4061,91 @@ export const ShardUpdate: MessageFns<ShardUpdate> = {
   },
 };
 
+function createBaseShardRelease(): ShardRelease {
+  return { step: 0, workers: [] };
+}
+
+export const ShardRelease: MessageFns<ShardRelease> = {
+  encode(message: ShardRelease, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.step !== 0) {
+      writer.uint32(8).uint64(message.step);
+    }
+    for (const v of message.workers) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ShardRelease {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseShardRelease();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.step = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.workers.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ShardRelease {
+    return {
+      step: isSet(object.step) ? globalThis.Number(object.step) : 0,
+      workers: globalThis.Array.isArray(object?.workers) ? object.workers.map((e: any) => globalThis.String(e)) : [],
+    };
+  },
+
+  toJSON(message: ShardRelease): unknown {
+    const obj: any = {};
+    if (message.step !== 0) {
+      obj.step = Math.round(message.step);
+    }
+    if (message.workers?.length) {
+      obj.workers = message.workers;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ShardRelease>, I>>(base?: I): ShardRelease {
+    return ShardRelease.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ShardRelease>, I>>(object: I): ShardRelease {
+    const message = createBaseShardRelease();
+    message.step = object.step ?? 0;
+    message.workers = object.workers?.map((e) => e) || [];
+    return message;
+  },
+};
+
 function createBaseShardShare(): ShardShare {
   return { step: 0 };
 }
@@ -4145,6 +4244,9 @@ export const ShardSessionResponse: MessageFns<ShardSessionResponse> = {
       case "drain":
         Drain.encode(message.kind.value, writer.uint32(66).fork()).join();
         break;
+      case "release":
+        ShardRelease.encode(message.kind.value, writer.uint32(74).fork()).join();
+        break;
     }
     return writer;
   },
@@ -4229,6 +4331,14 @@ export const ShardSessionResponse: MessageFns<ShardSessionResponse> = {
             message.kind = { $case: "drain", value: Drain.decode(reader, reader.uint32()) };
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.kind = { $case: "release", value: ShardRelease.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4261,6 +4371,8 @@ export const ShardSessionResponse: MessageFns<ShardSessionResponse> = {
         ? { $case: "share", value: ShardShare.fromJSON(object.share) }
         : isSet(object.drain)
         ? { $case: "drain", value: Drain.fromJSON(object.drain) }
+        : isSet(object.release)
+        ? { $case: "release", value: ShardRelease.fromJSON(object.release) }
         : undefined,
     };
   },
@@ -4283,6 +4395,8 @@ export const ShardSessionResponse: MessageFns<ShardSessionResponse> = {
       obj.share = ShardShare.toJSON(message.kind.value);
     } else if (message.kind?.$case === "drain") {
       obj.drain = Drain.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "release") {
+      obj.release = ShardRelease.toJSON(message.kind.value);
     }
     return obj;
   },
@@ -4338,6 +4452,12 @@ export const ShardSessionResponse: MessageFns<ShardSessionResponse> = {
       case "drain": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "drain", value: Drain.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "release": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "release", value: ShardRelease.fromPartial(object.kind.value) };
         }
         break;
       }
