@@ -38,6 +38,8 @@ test('a PS shard killed after step 15 and started again: the run goes back to a 
     }),
   );
   const actors: Actor[] = [];
+  // Also after a timeout, when the body's finally never runs.
+  t.teardown(() => killAll(actors));
   const start = (name: string, args: string[]) => {
     const a = startActor(name, args, dir);
     actors.push(a);
