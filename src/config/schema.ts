@@ -103,7 +103,7 @@ export const clusterSchema = z.strictObject({
   minOwners: z.number().int().nonnegative().default(0),
   /**
    * Parameter-server shards, the coordinator included: the coordinator waits for psShards − 1
-   * shards (`spngd ps --coordinator`) before the first step and spreads the layers over them.
+   * shards (`spngd ps-shard --ps COORDINATOR`) before the first step and spreads the layers over them.
    */
   psShards: positiveInt.default(1),
   heartbeatMs: positiveInt.default(1000),
