@@ -6,10 +6,13 @@
  * schedule (warm-up and decay to the budget's last step, from the base config); a run stops once
  * it reaches the highest target.
  */
-import { join } from 'node:path';
+import { writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import type { ComputeBackend } from '../src/compute/backend.js';
 import { loadTrainConfig, mergeConfig } from '../src/config/load.js';
+import { lineChart } from '../src/report/charts.js';
 import { writeCompareReport } from '../src/report/commands.js';
+import { readRun } from '../src/report/read-run.js';
 import { spread, type Spread } from '../src/util/stats.js';
 import { recordedRun } from './recorded-run.js';
 
@@ -93,6 +96,16 @@ async function run(o: ConvergenceOptions, batch: number, name: string, kind: Out
   };
 }
 
+/** Test accuracy against steps of kept runs, one line each, as an SVG (for the docs). */
+export function writeAccuracyChart(dirs: string[], file: string, title: string): string {
+  const series = dirs.map((dir) => {
+    const run = readRun(dir);
+    return { name: basename(dir), points: run.evals.map((e) => [e.step, e.testAccuracy] as [number, number]) };
+  });
+  writeFileSync(file, lineChart({ title, xLabel: 'step', yLabel: 'test accuracy', series }));
+  return file;
+}
+
 const fmt = (s: Spread) => `${s.min.toFixed(0)}/${s.median.toFixed(0)}/${s.max.toFixed(0)}`;
 const epochs = (step: number, batch: number) => (step * batch) / trainImages;
 
@@ -138,7 +151,8 @@ export async function convergenceBench(o: ConvergenceOptions): Promise<void> {
     if (o.keepRuns !== undefined) {
       const dirs = [...on, ...off, ...sgd].flatMap((r) => (r.dir ? [r.dir] : []));
       const page = writeCompareReport(dirs, join(o.keepRuns, `compare-b${batch}.html`), String(Math.min(...o.targets)));
-      process.stderr.write(`  batch ${batch}: accuracy against steps and time of every run in ${page}\n`);
+      const svg = writeAccuracyChart(dirs, join(o.keepRuns, `accuracy-b${batch}.svg`), `${o.model}, batch ${batch}, ${o.epochs} epochs: test accuracy`);
+      process.stderr.write(`  batch ${batch}: accuracy against steps and time of every run in ${page}, against steps in ${svg}\n`);
     }
   }
   const where = o.via === 'single' ? `one process, backend ${o.backend.name}` : 'local cluster (1 PS, 2 workers, 2 owners)';
