@@ -97,3 +97,16 @@ test('restore: copies velocities and the last rate, so a restored updater contin
   t.is(b.snapshot().velocity.size, 0);
   t.is(b.beginStep(0.01), 0.5);
 });
+
+test('restore() given its own snapshot keeps the velocities; adopt() replaces only the named ones', (t) => {
+  const u = new MomentumUpdater({ momentum: 0.9, correctOnDrop: false });
+  const w = new Float32Array([1, 2]);
+  const b = new Float32Array([3]);
+  u.apply('w', w, new Float32Array([1, 1]), 0.1, 0.9);
+  u.apply('b', b, new Float32Array([2]), 0.1, 0.9);
+  u.restore(u.snapshot());
+  t.deepEqual([...u.snapshot().velocity.get('w')!], [...new Float32Array([-0.1, -0.1])]);
+  u.adopt(new Map([['b', new Float32Array([5])]]));
+  t.deepEqual([...u.snapshot().velocity.get('b')!], [5]);
+  t.deepEqual([...u.snapshot().velocity.get('w')!], [...new Float32Array([-0.1, -0.1])]);
+});

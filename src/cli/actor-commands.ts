@@ -78,6 +78,23 @@ interface MemberFlags extends SecurityFlags {
   backend: BackendChoice;
 }
 
+/** A member's logger, credentials and backend, and the options every member actor takes from its flags. */
+async function startMember(role: string, o: MemberFlags) {
+  const logger = createLogger(role);
+  const credentials = actorCredentials(securityFromFlags(o), logger, o.listen);
+  const { backend, backendEvent } = await startBackend(o.backend, logger);
+  const options = {
+    listen: o.listen,
+    logger,
+    backend,
+    credentials,
+    joinTimeoutMs: o.joinTimeout,
+    ...(o.id ? { id: o.id } : {}),
+    ...(o.advertise ? { advertise: o.advertise } : {}),
+  };
+  return { logger, backend, backendEvent, options };
+}
+
 function memberCommand(program: Command, name: string, description: string, listenHelp: string): Command {
   return addSecurityOptions(
     program
@@ -205,20 +222,8 @@ export function addActorCommands(program: Command): void {
   memberCommand(program, 'worker', 'run a worker: computes gradients and K-FAC statistics on its data shard', "address of this worker's state service")
     .option('--data <dir>', "Fashion-MNIST directory (default: the job config's, $SPNGD_DATA, ...)")
     .action(async (o: MemberFlags & { data?: string }) => {
-      const logger = createLogger('worker');
-      const credentials = actorCredentials(securityFromFlags(o), logger, o.listen);
-      const { backend, backendEvent } = await startBackend(o.backend, logger);
-      const w = new Worker({
-        ps: o.ps,
-        listen: o.listen,
-        logger,
-        backend,
-        credentials,
-        joinTimeoutMs: o.joinTimeout,
-        ...(o.data ? { dataDir: o.data } : {}),
-        ...(o.id ? { id: o.id } : {}),
-        ...(o.advertise ? { advertise: o.advertise } : {}),
-      });
+      const { logger, backend, backendEvent, options } = await startMember('worker', o);
+      const w = new Worker({ ...options, ps: o.ps, ...(o.data ? { dataDir: o.data } : {}) });
       onSignals(logger, () => w.stop());
       await w.start();
       announce({ event: 'listening', role: 'worker', id: w.id, address: w.state.address, ...backendEvent });
@@ -234,19 +239,8 @@ export function addActorCommands(program: Command): void {
     'run a parameter-server shard: holds the layers the PS (the coordinator, cluster.psShards) gives it, reduces their gradients, applies their update',
     'address workers send gradients to',
   ).action(async (o: MemberFlags) => {
-    const logger = createLogger('ps-shard');
-    const credentials = actorCredentials(securityFromFlags(o), logger, o.listen);
-    const { backend, backendEvent } = await startBackend(o.backend, logger);
-    const shard = new PsShard({
-      coordinator: o.ps,
-      listen: o.listen,
-      logger,
-      backend,
-      credentials,
-      joinTimeoutMs: o.joinTimeout,
-      ...(o.id ? { id: o.id } : {}),
-      ...(o.advertise ? { advertise: o.advertise } : {}),
-    });
+    const { logger, backend, backendEvent, options } = await startMember('ps-shard', o);
+    const shard = new PsShard({ ...options, coordinator: o.ps });
     onSignals(logger, () => shard.stop());
     const address = await shard.start();
     announce({ event: 'listening', role: 'ps-shard', id: shard.id, address, ...backendEvent });
@@ -259,20 +253,8 @@ export function addActorCommands(program: Command): void {
   memberCommand(program, 'owner', 'run a factor owner: reduces statistics, inverts factors, publishes preconditioners', 'address workers send statistics to')
     .option('--capacity <x>', 'relative speed for load balancing', positiveNumber('--capacity'), 1)
     .action(async (o: MemberFlags & { capacity: number }) => {
-      const logger = createLogger('owner');
-      const credentials = actorCredentials(securityFromFlags(o), logger, o.listen);
-      const { backend, backendEvent } = await startBackend(o.backend, logger);
-      const owner = new FactorOwner({
-        ps: o.ps,
-        listen: o.listen,
-        logger,
-        backend,
-        credentials,
-        capacity: o.capacity,
-        joinTimeoutMs: o.joinTimeout,
-        ...(o.id ? { id: o.id } : {}),
-        ...(o.advertise ? { advertise: o.advertise } : {}),
-      });
+      const { logger, backend, backendEvent, options } = await startMember('owner', o);
+      const owner = new FactorOwner({ ...options, ps: o.ps, capacity: o.capacity });
       onSignals(logger, () => owner.leave('shutdown'));
       await owner.start();
       announce({ event: 'listening', role: 'owner', id: owner.id, address: owner.address, ...backendEvent });

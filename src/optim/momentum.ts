@@ -38,14 +38,21 @@ export class MomentumUpdater {
     }
   }
 
+  /** Takes these parameters' velocities (copies), keeping the others' (a PS shard's layers coming back). */
+  adopt(velocity: ReadonlyMap<string, Float32Array>): void {
+    for (const [k, v] of velocity) this.velocity.set(k, new Float32Array(v));
+  }
+
   /** Velocities and the last rate, for checkpoints. */
   snapshot(): { previousLr: number | undefined; velocity: Map<string, Float32Array> } {
     return { previousLr: this.previousLr, velocity: this.velocity };
   }
 
-  restore(s: { previousLr: number | undefined; velocity: Map<string, Float32Array> }): void {
+  restore(s: { previousLr: number | undefined; velocity: ReadonlyMap<string, Float32Array> }): void {
     this.previousLr = s.previousLr;
+    // Copied before clearing: `s.velocity` may be this updater's own map (from snapshot()).
+    const given = [...s.velocity].map(([k, v]) => [k, new Float32Array(v)] as const);
     this.velocity.clear();
-    for (const [k, v] of s.velocity) this.velocity.set(k, new Float32Array(v));
+    for (const [k, v] of given) this.velocity.set(k, v);
   }
 }

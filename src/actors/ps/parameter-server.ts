@@ -7,8 +7,9 @@
  * sample count, optionally wait until every owner has published the preconditioners of step s,
  * apply the update (apply-update.ts, the same code as the single-process trainer), acknowledge.
  * The parts with state of their own: the workers' streams (gradient-inbox.ts), the owners'
- * preconditioners (preconditioner-store.ts), MembershipService (membership-service.ts) and
- * checkpoints (ps-checkpoints.ts).
+ * preconditioners (preconditioner-store.ts), MembershipService (membership-service.ts),
+ * checkpoints (ps-checkpoints.ts) and, with `cluster.psShards`, the PS shards' sessions
+ * (shard-links.ts): each shard does the same for the layers the plan (shard-plan.ts) gives it.
  */
 import type { ComputeBackend } from '../../compute/backend.js';
 import type { TrainConfig } from '../../config/schema.js';
@@ -574,8 +575,8 @@ export class ParameterServer {
       this.shardPlan =
         live.length === 0 ? [] : planShards(tensors, [self, ...live.map((l) => ({ memberId: l.id, address: this.membership.get(l.id)?.address ?? '' }))]);
       this.held = this.shardPlan.length === 0 ? undefined : tensorsOfLayers(tensors, this.shardPlan[0].layers);
-      const previousLearningRate = this.updater.snapshot().previousLr ?? 0;
-      const velocity = this.updater.snapshot().velocity;
+      const { previousLr, velocity } = this.updater.snapshot();
+      const previousLearningRate = previousLr ?? 0;
       await Promise.all(
         this.shardPlan
           .slice(1)
@@ -608,12 +609,11 @@ export class ParameterServer {
     const holders = this.shardPlan.slice(1).filter((p) => p.layers.length > 0);
     if (holders.length === 0) return;
     const tensors = this.tensorSizes();
-    const velocity = this.updater.snapshot().velocity;
     for (const p of holders) {
       const link = this.shards.get(p.memberId);
       if (!link) throw new ShardLostError(p.memberId, 'its session is over');
       const names = tensorsOfLayers(tensors, p.layers);
-      importShardState(this.model, velocity, await this.shards.share(link, this.step, (n) => names.has(n)));
+      importShardState(this.model, this.updater, await this.shards.share(link, this.step, (n) => names.has(n)));
     }
   }
 

@@ -48,7 +48,7 @@ import { StreamSession } from '../common/stream-session.js';
 import { transportOf } from '../common/transport-of.js';
 import { GradientInbox, type InboxMembership, type WorkerSession } from './gradient-inbox.js';
 import { serveParameters } from './parameter-download.js';
-import { snapshotState, sendState, ShardStateReceiver, importShardState } from './shard-state.js';
+import { snapshotState, sendState, ShardStateReceiver } from './shard-state.js';
 import { tensorsOfLayers } from './shard-plan.js';
 
 export interface PsShardOptions {
@@ -304,9 +304,8 @@ export class PsShard {
     receiver.assertComplete(order.stateTensors);
     this.hold(new Set(order.layers), order.step);
     // Momentum of exactly the held parameters, as the coordinator had it (none yet at the start).
-    const velocity = new Map<string, Float32Array>();
-    importShardState(this.model, velocity, receiver.state);
-    this.updater.restore({ previousLr: order.previousLearningRate > 0 ? order.previousLearningRate : undefined, velocity });
+    this.model.importState(Object.fromEntries(receiver.state.values), { strict: false });
+    this.updater.restore({ previousLr: order.previousLearningRate > 0 ? order.previousLearningRate : undefined, velocity: receiver.state.momentum });
     this.opts.logger.info(`holding ${order.layers.length} layer(s) at step ${order.step}: ${order.layers.join(', ') || '(none)'}`);
     await reply({ kind: { $case: 'assigned', value: { step: order.step, layers: order.layers } } });
   }

@@ -7,6 +7,7 @@
 import { status } from '@grpc/grpc-js';
 import { ShardTensorKind, type ShardTensor } from '../../gen/spngd/v1/parameter_server.js';
 import type { Sequential } from '../../nn/sequential.js';
+import type { MomentumUpdater } from '../../optim/momentum.js';
 import { allFinite } from '../../train/reduce.js';
 import { TransportError } from '../../transport/errors.js';
 import type { ByteBudgetWriter } from '../../transport/flow.js';
@@ -105,7 +106,7 @@ export class ShardStateReceiver {
 }
 
 /** Puts a received state into a model and its momentum (the tensors named there only). */
-export function importShardState(model: Sequential, velocity: Map<string, Float32Array>, state: ShardState): void {
+export function importShardState(model: Sequential, updater: MomentumUpdater, state: ShardState): void {
   model.importState(Object.fromEntries(state.values), { strict: false });
-  for (const [name, v] of state.momentum) velocity.set(name, v);
+  updater.adopt(state.momentum);
 }
