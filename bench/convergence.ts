@@ -26,8 +26,8 @@ export interface ConvergenceOptions {
   batchSizes: number[];
   targets: number[];
   sgdLrs: number[];
-  /** SP-NGD's learning-rate grid (empty: one run at the base config's, else the built-in default). */
-  spngdLrs: number[];
+  /** SP-NGD's learning-rate grid (empty: one run at the base config's, else the built-in default; 'none': no SP-NGD run). */
+  spngdLrs: number[] | 'none';
   /** Also run SP-NGD with stale statistics off. */
   dense: boolean;
   /** Budget of every run, in epochs of the 60,000 training images. */
@@ -131,7 +131,7 @@ function verdict(o: ConvergenceOptions, batch: number, t: number, spngd: Outcome
 export async function convergenceBench(o: ConvergenceOptions): Promise<void> {
   const all: Outcome[] = [];
   const verdicts: string[] = [];
-  const spngdLrs: Array<{ lr?: number }> = o.spngdLrs.length === 0 ? [{}] : o.spngdLrs.map((lr) => ({ lr }));
+  const spngdLrs: Array<{ lr?: number }> = o.spngdLrs === 'none' ? [] : o.spngdLrs.length === 0 ? [{}] : o.spngdLrs.map((lr) => ({ lr }));
   const named = (base: string, x: { lr?: number }) => (x.lr === undefined ? base : `${base} lr=${x.lr}`);
   for (const batch of o.batchSizes) {
     const on: Outcome[] = [];

@@ -86,8 +86,8 @@ program
   .option('--config <file>', 'a config laid under every run (schedule, damping, data.augment, ...)')
   .option('--batch-sizes <list>', 'global batch sizes', '1024,4096')
   .option('--targets <list>', 'test accuracy targets', '0.85,0.88')
-  .option('--sgd-lrs <list>', 'SGD learning-rate grid', '0.05,0.1,0.2,0.4')
-  .option('--spngd-lrs <list>', "SP-NGD's learning-rate grid (default: the config's learning rate)")
+  .option('--sgd-lrs <list>', 'SGD learning-rate grid (none: no SGD run)', '0.05,0.1,0.2,0.4')
+  .option('--spngd-lrs <list>', "SP-NGD's learning-rate grid (default: the config's learning rate; none: no SP-NGD run)")
   .option('--no-dense', 'skip the SP-NGD run with stale statistics off')
   .option('--epochs <n>', 'budget of every run, in epochs', '5')
   .option('--eval-every <n>', 'steps between evaluations', '5')
@@ -119,8 +119,8 @@ program
           ...(o.config ? { baseConfig: o.config } : {}),
           batchSizes: o.batchSizes.split(',').map(Number),
           targets: o.targets.split(',').map(Number),
-          sgdLrs: o.sgdLrs.split(',').map(Number),
-          spngdLrs: o.spngdLrs ? o.spngdLrs.split(',').map(Number) : [],
+          sgdLrs: o.sgdLrs === 'none' ? [] : o.sgdLrs.split(',').map(Number),
+          spngdLrs: o.spngdLrs === 'none' ? 'none' : o.spngdLrs ? o.spngdLrs.split(',').map(Number) : [],
           dense: o.dense,
           epochs: Number(o.epochs),
           evalEvery: Number(o.evalEvery),

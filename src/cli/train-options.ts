@@ -19,6 +19,7 @@ export interface TrainFlags {
   steps?: number;
   batchSize?: number;
   bnGroupSize?: number;
+  microBatch?: number;
   lr?: number;
   momentum?: number;
   damping?: number;
@@ -63,6 +64,11 @@ export function addTrainOptions(cmd: Command): Command {
       "ghost batch norm: BN normalises over groups of N consecutive samples (default: each worker's whole share)",
       number('--bn-group-size'),
     )
+    .option(
+      '--micro-batch <n>',
+      'pass at most N samples at a time and combine them, to bound memory (BN: groups of --bn-group-size, else each micro-batch)',
+      number('--micro-batch'),
+    )
     .option('--lr <x>', `base learning rate, both optimizers${dflt(d.optimizer.lr)}`, number('--lr'))
     .option('--momentum <x>', `momentum${dflt(d.optimizer.momentum)}`, number('--momentum'))
     .option('--damping <x>', `K-FAC Tikhonov damping λ${dflt(k.damping)}`, number('--damping'))
@@ -99,6 +105,7 @@ export function flagsToOverrides(f: TrainFlags, staleFlagGiven: boolean): Record
     steps: f.steps,
     batchSize: f.batchSize,
     bnGroupSize: f.bnGroupSize,
+    microBatch: f.microBatch,
     evalEvery: f.evalEvery,
     data: { dir: f.data, trainLimit: f.trainLimit, testLimit: f.testLimit },
     optimizer: { kind: f.optimizer, lr: f.lr, momentum: f.momentum, kfac },

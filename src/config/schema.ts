@@ -159,6 +159,12 @@ export const trainConfigSchema = z
      * (docs/numerics.md § Batch norm over a split batch).
      */
     bnGroupSize: positiveInt.optional(),
+    /**
+     * A worker (or the single process) passes its batch this many samples at a time and combines the
+     * runs as the PS combines workers, to bound memory (activations scale with the samples of a pass).
+     * BN normalises over groups of bnGroupSize (which must divide it), absent that over each run.
+     */
+    microBatch: positiveInt.optional(),
     /** Number of optimisation steps. */
     steps: positiveInt.default(120),
     /** Evaluate on the test set every N steps (and after the last step). */
@@ -180,6 +186,13 @@ export const trainConfigSchema = z
         code: 'custom',
         path: ['bnGroupSize'],
         message: `${c.bnGroupSize} is larger than batchSize ${c.batchSize}; leave bnGroupSize out to normalise over the whole batch`,
+      });
+    }
+    if (c.microBatch !== undefined && c.bnGroupSize !== undefined && c.microBatch % c.bnGroupSize !== 0) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['microBatch'],
+        message: `${c.microBatch} is not a multiple of bnGroupSize ${c.bnGroupSize}; a micro-batch must hold whole BN groups`,
       });
     }
   });

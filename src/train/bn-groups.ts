@@ -4,7 +4,13 @@
  * a worker normalises groups of g of its own shard. The two agree when every shard begins at a
  * multiple of g and all but the last hold a multiple of g samples.
  */
+import type { TrainConfig } from '../config/schema.js';
 import { shardRange } from '../data/batches.js';
+
+/** The BN group size training uses: bnGroupSize, else each micro-batch, else absent (the whole share). */
+export function bnGroupSizeOf(c: Pick<TrainConfig, 'bnGroupSize' | 'microBatch'>): number | undefined {
+  return c.bnGroupSize ?? c.microBatch;
+}
 
 /**
  * Why splitting `batch` over `workers` shards does not give the single process's BN groups of

@@ -10,6 +10,7 @@ import { sampleLabels, softmaxCrossEntropy } from '../nn/loss.js';
 import type { Sequential } from '../nn/sequential.js';
 import { tensor } from '../nn/tensor.js';
 import { Rng } from '../util/rng.js';
+import { weightedMean } from './reduce.js';
 
 export interface LocalBatch {
   /** Inputs, samples × features (reshaped to inputShape per sample). */
@@ -47,9 +48,61 @@ export interface LocalPassOptions {
   sampleOffset: number;
   /** BN normalises over groups of this many consecutive local samples (ForwardContext.bnGroupSize). */
   bnGroupSize?: number;
+  /**
+   * Passes over at most this many samples at a time (config `microBatch`), reduced as the PS and
+   * owners reduce workers' shares, to bound the memory of the activations a pass keeps.
+   */
+  microBatch?: number;
 }
 
+/**
+ * The local batch in runs of `opts.microBatch` samples, each passed like a worker's share and their
+ * gradients, statistics and BN running averages combined by sample-weighted means (what the PS and
+ * owners do with shares), so the result is the one pass's when every run holds whole BN groups.
+ */
 export async function localPass(model: Sequential, backend: ComputeBackend, batch: LocalBatch, opts: LocalPassOptions): Promise<LocalResult> {
+  const n = batch.samples;
+  const m = opts.microBatch ?? n;
+  if (m >= n) return onePass(model, backend, batch, opts);
+  if (opts.bnGroupSize !== undefined && m % opts.bnGroupSize !== 0) {
+    throw new RangeError(`microBatch ${m} is not a multiple of bnGroupSize ${opts.bnGroupSize}, so micro-batches would split BN groups`);
+  }
+  const features = batch.x.length / Math.max(n, 1);
+  // Every run starts from the same BN running averages, as every worker starts from the PS's.
+  const start = model.buffers().map((b) => new Float32Array(b.value.data));
+  const parts: { weight: number; result: LocalResult; buffers: Map<string, Float32Array> }[] = [];
+  for (let lo = 0; lo < n; lo += m) {
+    const hi = Math.min(n, lo + m);
+    model.buffers().forEach((b, i) => b.value.data.set(start[i]!));
+    const result = await onePass(
+      model,
+      backend,
+      { x: batch.x.subarray(lo * features, hi * features), y: batch.y.subarray(lo, hi), samples: hi - lo },
+      { ...opts, sampleOffset: opts.sampleOffset + lo },
+    );
+    parts.push({ weight: hi - lo, result, buffers: new Map(model.buffers().map((b) => [b.name, new Float32Array(b.value.data)])) });
+  }
+  for (const [name, v] of weightedMean(parts.map((p) => ({ weight: p.weight, values: p.buffers })))) {
+    model
+      .buffers()
+      .find((b) => b.name === name)!
+      .value.data.set(v);
+  }
+  const sum = (f: (r: LocalResult) => number) => parts.reduce((s, p) => s + f(p.result), 0);
+  const statisticsByKind: Record<StatKind, number> = { A: 0, G: 0, F: 0 };
+  for (const p of parts) for (const k of ['A', 'G', 'F'] as const) statisticsByKind[k] += p.result.phases.statisticsByKind[k];
+  return {
+    samples: n,
+    lossSum: sum((r) => r.lossSum),
+    correct: sum((r) => r.correct),
+    grads: weightedMean(parts.map((p) => ({ weight: p.weight, values: p.result.grads }))),
+    stats: weightedMean(parts.map((p) => ({ weight: p.weight, values: p.result.stats }))),
+    phases: { forwardBackward: sum((r) => r.phases.forwardBackward), statistics: sum((r) => r.phases.statistics), statisticsByKind },
+  };
+}
+
+/** One forward and backward pass over the whole local batch. */
+async function onePass(model: Sequential, backend: ComputeBackend, batch: LocalBatch, opts: LocalPassOptions): Promise<LocalResult> {
   const t0 = performance.now();
   const n = batch.samples;
   const inputShape = model.inputShape ?? [batch.x.length / Math.max(n, 1)];

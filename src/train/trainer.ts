@@ -14,6 +14,7 @@ import type { Sequential } from '../nn/sequential.js';
 import { fitSchedule, learningRateAt } from '../optim/lr-schedule.js';
 import { MomentumUpdater } from '../optim/momentum.js';
 import { applyUpdate } from './apply-update.js';
+import { bnGroupSizeOf } from './bn-groups.js';
 import { CurvatureSet, type DampingRaise } from './curvature-set.js';
 import { EVAL_BATCH, evaluate, type EvalMetrics } from './evaluate.js';
 import { localPass } from './local-pass.js';
@@ -93,7 +94,14 @@ export class Trainer {
       this.model,
       this.backend,
       { x: batch.x, y: batch.y, samples: batch.y.length },
-      { due, fisher: this.config.optimizer.kfac.fisher, mcSeed: mcSeed(this.config.seed, step), sampleOffset: 0, bnGroupSize: this.config.bnGroupSize },
+      {
+        due,
+        fisher: this.config.optimizer.kfac.fisher,
+        mcSeed: mcSeed(this.config.seed, step),
+        sampleOffset: 0,
+        bnGroupSize: bnGroupSizeOf(this.config),
+        microBatch: this.config.microBatch,
+      },
     );
     const t1 = performance.now();
 

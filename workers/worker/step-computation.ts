@@ -15,6 +15,7 @@ import type { StepStart } from '../../src/gen/spngd/v1/parameter_server.js';
 import type { StatKind } from '../../src/kfac/factors.js';
 import { buildModel } from '../../src/nn/models.js';
 import type { Sequential } from '../../src/nn/sequential.js';
+import { bnGroupSizeOf } from '../../src/train/bn-groups.js';
 import { localPass } from '../../src/train/local-pass.js';
 import type { GradientRouting } from './step-gather.js';
 import type { TrainWriter } from './train-stream.js';
@@ -68,7 +69,7 @@ export class StepComputation {
         this.model,
         this.backend,
         { x: batch.x, y: batch.y, samples: indices.length },
-        { due, fisher: c.optimizer.kfac.fisher, mcSeed, sampleOffset: offset, bnGroupSize: c.bnGroupSize },
+        { due, fisher: c.optimizer.kfac.fisher, mcSeed, sampleOffset: offset, bnGroupSize: bnGroupSizeOf(c), microBatch: c.microBatch },
       ),
     );
 

@@ -23,7 +23,7 @@ import { MomentumUpdater } from '../../optim/momentum.js';
 import { applyUpdate } from '../../train/apply-update.js';
 import { TrainingDivergedError } from '../../train/diverged.js';
 import { weightedMean } from '../../train/reduce.js';
-import { bnGroupMismatch } from '../../train/bn-groups.js';
+import { bnGroupMismatch, bnGroupSizeOf } from '../../train/bn-groups.js';
 import { evaluate, type EvalMetrics } from '../../train/evaluate.js';
 import { BatchPlan } from '../../data/batches.js';
 import { SPNGD_SERVICES } from '../../transport/health-reflection.js';
@@ -408,7 +408,7 @@ export class ParameterServer {
     const c = this.opts.config;
     if (!this.bnGroupsChecked.has(participants.length)) {
       this.bnGroupsChecked.add(participants.length);
-      const mismatch = bnGroupMismatch(c.batchSize, participants.length, c.bnGroupSize);
+      const mismatch = bnGroupMismatch(c.batchSize, participants.length, bnGroupSizeOf(c));
       if (mismatch !== undefined) this.opts.logger.warn(mismatch);
     }
     const params = this.model
