@@ -6,7 +6,8 @@
  * (data-parallel) computation for any model with BN unless both normalise the same groups: the
  * first test runs one worker; the second runs resnet8 on 2 workers with ghost batch norm
  * (bnGroupSize = a worker's share) against one process with the same groups; the third checks the
- * PS's warning when the shares are not multiples of the group size.
+ * PS's warning when the shares are not multiples of the group size; the last runs a worker that
+ * passes its share in micro-batches (BN over each) against one process with BN groups of that size.
  */
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
@@ -151,6 +152,29 @@ test('shares that are not multiples of bnGroupSize: the PS warns once, and train
       'batch norm: 2 workers get shares of 3 samples of batch 6, not multiples of bnGroupSize 2, so their BN groups differ from one ' +
         "process's and the run does not equal --single (training still works); choose a batch size that is a multiple of 2·2 or a group size that divides the shares",
     ]);
+  } finally {
+    await cluster.stop();
+  }
+});
+
+test('a worker passing its share in micro-batches of 32 (BN over each) ends 3 steps equal to one process with BN groups of 32', async (t) => {
+  const cfg = resolveTrainConfig({ ...config, steps: 3 });
+  const want = (await singleRun({ ...cfg, bnGroupSize: 32 })).exportState();
+  // Passing the share whole (a worker that ignored microBatch) normalises over 128 samples and ends elsewhere.
+  const whole = (await singleRun(cfg)).exportState();
+  t.true(Object.entries(want).some(([name, values]) => relativeError(whole[name], values) > 1e-2));
+
+  const backend = await clusterBackend();
+  const cluster = await startCluster({ config: { ...cfg, microBatch: 32 }, workers: 1, owners: 2, backend, trainSize: trainLimit });
+  try {
+    await cluster.ps.run();
+    t.is(cluster.ps.step, cfg.steps);
+    const got = cluster.ps.parameters();
+    t.true(Object.keys(want).some((k) => k.endsWith('.running_mean')));
+    for (const [name, values] of Object.entries(want)) {
+      const err = relativeError(got[name], values);
+      t.true(err < 1e-4, `${name}: relative error ${err}`);
+    }
   } finally {
     await cluster.stop();
   }
