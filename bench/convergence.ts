@@ -6,15 +6,16 @@
  * schedule (warm-up and decay to the budget's last step, from the base config); a run stops once
  * it reaches the highest target.
  */
-import { writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import type { ComputeBackend } from '../src/compute/backend.js';
 import { loadTrainConfig, mergeConfig } from '../src/config/load.js';
+import type { TrainConfig } from '../src/config/schema.js';
 import { lineChart } from '../src/report/charts.js';
 import { writeCompareReport } from '../src/report/commands.js';
 import { readRun } from '../src/report/read-run.js';
 import { spread, type Spread } from '../src/util/stats.js';
-import { recordedRun } from './recorded-run.js';
+import { type RecordedRun, readRecordedRun, recordedRun } from './recorded-run.js';
 
 export interface ConvergenceOptions {
   backend: ComputeBackend;
@@ -78,12 +79,17 @@ async function run(o: ConvergenceOptions, batch: number, name: string, kind: Out
   const dir = o.keepRuns === undefined ? undefined : join(o.keepRuns, `b${batch}-${name.replace(/[^A-Za-z0-9.=-]+/g, '-')}`);
   process.stderr.write(`  batch ${batch}: ${name} (${o.via}) ...${dir ? ` into ${dir}` : ''}\n`);
   const r = await recordedRun(config, o.via, o.backend, dir);
+  process.stderr.write(`    final test accuracy ${r.accuracy.toFixed(4)} after ${r.steps.length} steps\n`);
+  return outcomeOf(o.targets, batch, name, kind, r, dir);
+}
+
+/** When a recorded run first reached each target, from its evaluation records. */
+function outcomeOf(targets: number[], batch: number, name: string, kind: Outcome['kind'], r: RecordedRun, dir?: string): Outcome {
   const reached = new Map<number, Reached>();
-  for (const t of o.targets) {
+  for (const t of targets) {
     const e = r.evals.find((x) => (x.testAccuracy ?? 0) >= t);
     if (e) reached.set(t, { step: e.step, trainSeconds: e.trainSeconds ?? NaN });
   }
-  process.stderr.write(`    final test accuracy ${r.accuracy.toFixed(4)} after ${r.steps.length} steps\n`);
   return {
     batch,
     name,
@@ -114,13 +120,14 @@ const fastest = (runs: Outcome[], t: number): Outcome | undefined =>
   runs.filter((r) => r.reached.has(t)).sort((a, b) => a.reached.get(t)!.step - b.reached.get(t)!.step)[0];
 
 /** One verdict line: the best SP-NGD learning rate against the best SGD one (fewest steps) at one target. */
-function verdict(o: ConvergenceOptions, batch: number, t: number, spngd: Outcome[], sgd: Outcome[]): string {
+function verdict(budget: number, batch: number, t: number, spngd: Outcome[], sgd: Outcome[]): string {
+  const epochs = Number(budget.toFixed(1));
   const best = fastest(sgd, t);
   const ours = fastest(spngd, t);
-  if (!ours) return `batch ${batch}, target ${t}: SP-NGD did not reach it in ${o.epochs} epochs`;
+  if (!ours) return `batch ${batch}, target ${t}: SP-NGD did not reach it in ${epochs} epochs`;
   const mine = ours.reached.get(t)!;
   const head = `batch ${batch}, target ${t}: ${ours.name} ${mine.step} steps (${mine.trainSeconds.toFixed(1)} s)`;
-  if (!best) return `${head}; no SGD learning rate reached it in ${o.epochs} epochs`;
+  if (!best) return `${head}; no SGD learning rate reached it in ${epochs} epochs`;
   const b = best.reached.get(t)!;
   return (
     `${head}, best SGD (${best.name}) ${b.step} steps (${b.trainSeconds.toFixed(1)} s): ` +
@@ -130,36 +137,87 @@ function verdict(o: ConvergenceOptions, batch: number, t: number, spngd: Outcome
 
 export async function convergenceBench(o: ConvergenceOptions): Promise<void> {
   const all: Outcome[] = [];
-  const verdicts: string[] = [];
   const spngdLrs: Array<{ lr?: number }> = o.spngdLrs === 'none' ? [] : o.spngdLrs.length === 0 ? [{}] : o.spngdLrs.map((lr) => ({ lr }));
   const named = (base: string, x: { lr?: number }) => (x.lr === undefined ? base : `${base} lr=${x.lr}`);
   for (const batch of o.batchSizes) {
-    const on: Outcome[] = [];
-    for (const x of spngdLrs) on.push(await run(o, batch, named('SP-NGD', x), 'spngd', { optimizer: { kind: 'spngd', ...x } }));
-    const off: Outcome[] = [];
+    for (const x of spngdLrs) all.push(await run(o, batch, named('SP-NGD', x), 'spngd', { optimizer: { kind: 'spngd', ...x } }));
     if (o.dense) {
       for (const x of spngdLrs) {
-        off.push(
+        all.push(
           await run(o, batch, named('SP-NGD, stale off', x), 'spngd-dense', { optimizer: { kind: 'spngd', ...x, kfac: { stale: { enabled: false } } } }),
         );
       }
     }
-    const sgd: Outcome[] = [];
-    for (const lr of o.sgdLrs) sgd.push(await run(o, batch, `SGD+momentum lr=${lr}`, 'sgd', { optimizer: { kind: 'sgd', lr } }));
-    all.push(...on, ...off, ...sgd);
-    for (const t of o.targets) verdicts.push(verdict(o, batch, t, on, sgd));
-    if (o.keepRuns !== undefined) {
-      const dirs = [...on, ...off, ...sgd].flatMap((r) => (r.dir ? [r.dir] : []));
-      const page = writeCompareReport(dirs, join(o.keepRuns, `compare-b${batch}.html`), String(Math.min(...o.targets)));
-      const svg = writeAccuracyChart(dirs, join(o.keepRuns, `accuracy-b${batch}.svg`), `${o.model}, batch ${batch}, ${o.epochs} epochs: test accuracy`);
-      process.stderr.write(`  batch ${batch}: accuracy against steps and time of every run in ${page}, against steps in ${svg}\n`);
-    }
+    for (const lr of o.sgdLrs) all.push(await run(o, batch, `SGD+momentum lr=${lr}`, 'sgd', { optimizer: { kind: 'sgd', lr } }));
   }
   const where = o.via === 'single' ? `one process, backend ${o.backend.name}` : 'local cluster (1 PS, 2 workers, 2 owners)';
   const base = o.baseConfig ? `, base config ${o.baseConfig}` : '';
-  console.log(
-    `\nconvergence: Fashion-MNIST ${o.model}, ${where}${base}; budget ${o.epochs} epochs, evaluation every ${o.evalEvery} steps, each run stops at ${Math.max(...o.targets)}`,
-  );
+  report(all, {
+    title: `Fashion-MNIST ${o.model}, ${where}${base}; budget ${o.epochs} epochs, evaluation every ${o.evalEvery} steps, each run stops at ${Math.max(...o.targets)}`,
+    model: o.model,
+    targets: o.targets,
+    epochs: () => o.epochs,
+    ...(o.keepRuns !== undefined ? { plotsDir: o.keepRuns } : {}),
+  });
+}
+
+/**
+ * The study's table, verdicts and plots from the run folders under `dir` kept by earlier runs of
+ * the bench (`--keep-runs`), e.g. runs made side by side as separate processes.
+ */
+export function convergenceFromRuns(dir: string, targets: number[]): void {
+  const all: Outcome[] = [];
+  const budget = new Map<number, number>();
+  let model = '';
+  for (const name of readdirSync(dir).sort()) {
+    const runDir = join(dir, name);
+    if (!existsSync(join(runDir, 'config.json')) || !existsSync(join(runDir, 'metrics.jsonl'))) continue;
+    const c = JSON.parse(readFileSync(join(runDir, 'config.json'), 'utf8')) as TrainConfig;
+    const opt = c.optimizer;
+    const kind: Outcome['kind'] = opt.kind === 'sgd' ? 'sgd' : opt.kfac.stale.enabled ? 'spngd' : 'spngd-dense';
+    const label = { sgd: 'SGD+momentum', spngd: 'SP-NGD', 'spngd-dense': 'SP-NGD, stale off' }[kind];
+    all.push(outcomeOf(targets, c.batchSize, `${label} lr=${opt.lr}`, kind, readRecordedRun(join(runDir, 'metrics.jsonl')), runDir));
+    budget.set(c.batchSize, (c.steps * c.batchSize) / trainImages);
+    model = typeof c.model === 'string' ? c.model : 'custom model';
+  }
+  if (all.length === 0) throw new Error(`${dir} holds no run folders (config.json and metrics.jsonl)`);
+  const budgets = [...budget].map(([b, e]) => `${e.toFixed(1)} epochs at batch ${b}`).join(', ');
+  report(all, {
+    title: `Fashion-MNIST ${model}, the runs kept in ${dir}; budget ${budgets}`,
+    model,
+    targets,
+    epochs: (b) => budget.get(b) ?? NaN,
+    plotsDir: dir,
+  });
+}
+
+interface ReportOptions {
+  title: string;
+  model: string;
+  targets: number[];
+  /** Budget in epochs of the runs of a batch size. */
+  epochs: (batch: number) => number;
+  /** Where the comparison page and the SVG of each batch size go (absent: none). */
+  plotsDir?: string;
+}
+
+/** The table of every run, a verdict per batch size and target, and with plotsDir the plots. */
+function report(all: Outcome[], o: ReportOptions): void {
+  const verdicts: string[] = [];
+  for (const batch of [...new Set(all.map((r) => r.batch))]) {
+    const runs = all.filter((r) => r.batch === batch);
+    const spngd = runs.filter((r) => r.kind === 'spngd');
+    const sgd = runs.filter((r) => r.kind === 'sgd');
+    for (const t of o.targets) verdicts.push(verdict(o.epochs(batch), batch, t, spngd, sgd));
+    const dirs = runs.flatMap((r) => (r.dir ? [r.dir] : []));
+    if (o.plotsDir !== undefined && dirs.length > 0) {
+      const page = writeCompareReport(dirs, join(o.plotsDir, `compare-b${batch}.html`), String(Math.min(...o.targets)));
+      const title = `${o.model}, batch ${batch}, ${Number(o.epochs(batch).toFixed(1))} epochs: test accuracy`;
+      const svg = writeAccuracyChart(dirs, join(o.plotsDir, `accuracy-b${batch}.svg`), title);
+      process.stderr.write(`  batch ${batch}: accuracy against steps and time of every run in ${page}, against steps in ${svg}\n`);
+    }
+  }
+  console.log(`\nconvergence: ${o.title}`);
   const head = o.targets.map((t) => `to ${t}: steps / epochs / train s`.padStart(36)).join('');
   console.log(`batch  run                            ${head}  final-acc  steps  ms/step min/median/max`);
   for (const r of all) {

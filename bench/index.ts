@@ -6,7 +6,7 @@ import { Command, Option } from 'commander';
 import { type BackendChoice, backendChoices, type ComputeBackend } from '../src/compute/backend.js';
 import { selectBackend } from '../workers/kernels/select.js';
 import { clusterBench } from './cluster.js';
-import { convergenceBench } from './convergence.js';
+import { convergenceBench, convergenceFromRuns } from './convergence.js';
 import { kernelsBench } from './kernels.js';
 import { overheadBench } from './overhead.js';
 import { defaultCalibrationFile, defaultRuns, parseRunSpec, scaleBench } from './scale.js';
@@ -93,11 +93,13 @@ program
   .option('--eval-every <n>', 'steps between evaluations', '5')
   .option('--data <dir>', 'data directory')
   .option('--keep-runs <dir>', 'keep every run folder here, with compare-b<batch>.html plotting them per batch size')
+  .option('--from-runs <dir>', 'train nothing: the table, verdicts and plots of the run folders kept in DIR (e.g. by runs made side by side)')
   .addOption(new Option('--via <how>', 'one process, or the local cluster of processes').choices(['single', 'cluster']).default('single'))
   .addOption(backendOption())
   .action(
     async (o: {
       keepRuns?: string;
+      fromRuns?: string;
       model: string;
       config?: string;
       batchSizes: string;
@@ -111,23 +113,25 @@ program
       via: 'single' | 'cluster';
       backend: BackendChoice;
     }) =>
-      withBackend(o.backend, (backend) =>
-        convergenceBench({
-          backend,
-          via: o.via,
-          model: o.model,
-          ...(o.config ? { baseConfig: o.config } : {}),
-          batchSizes: o.batchSizes.split(',').map(Number),
-          targets: o.targets.split(',').map(Number),
-          sgdLrs: o.sgdLrs === 'none' ? [] : o.sgdLrs.split(',').map(Number),
-          spngdLrs: o.spngdLrs === 'none' ? 'none' : o.spngdLrs ? o.spngdLrs.split(',').map(Number) : [],
-          dense: o.dense,
-          epochs: Number(o.epochs),
-          evalEvery: Number(o.evalEvery),
-          ...(o.data ? { dataDir: o.data } : {}),
-          ...(o.keepRuns ? { keepRuns: o.keepRuns } : {}),
-        }),
-      ),
+      o.fromRuns !== undefined
+        ? convergenceFromRuns(o.fromRuns, o.targets.split(',').map(Number))
+        : withBackend(o.backend, (backend) =>
+            convergenceBench({
+              backend,
+              via: o.via,
+              model: o.model,
+              ...(o.config ? { baseConfig: o.config } : {}),
+              batchSizes: o.batchSizes.split(',').map(Number),
+              targets: o.targets.split(',').map(Number),
+              sgdLrs: o.sgdLrs === 'none' ? [] : o.sgdLrs.split(',').map(Number),
+              spngdLrs: o.spngdLrs === 'none' ? 'none' : o.spngdLrs ? o.spngdLrs.split(',').map(Number) : [],
+              dense: o.dense,
+              epochs: Number(o.epochs),
+              evalEvery: Number(o.evalEvery),
+              ...(o.data ? { dataDir: o.data } : {}),
+              ...(o.keepRuns ? { keepRuns: o.keepRuns } : {}),
+            }),
+          ),
   );
 
 program

@@ -42,14 +42,19 @@ export async function recordedRun(config: TrainConfig, via: 'single' | 'cluster'
     const output = new RunOutput(dir);
     if (via === 'single') await runSingleProcess(config, { logger: silentLogger(), backend, progress: false, output });
     else await runLocalCluster(config, { output, logger: silentLogger(), progress: false });
-    const rows = readFileSync(output.metricsFile, 'utf8')
-      .trim()
-      .split('\n')
-      .map((l) => JSON.parse(l) as MetricRow);
-    const steps = rows.filter((r) => r.type === 'step');
-    const evals = rows.filter((r) => r.type === 'eval');
-    return { steps, evals, accuracy: evals.at(-1)?.testAccuracy ?? NaN, trainSeconds: steps.at(-1)?.trainSeconds ?? NaN };
+    return readRecordedRun(output.metricsFile);
   } finally {
     if (keepDir === undefined) rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** What a run's metrics.jsonl recorded (of a run of recordedRun, or any run folder's). */
+export function readRecordedRun(metricsFile: string): RecordedRun {
+  const rows = readFileSync(metricsFile, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as MetricRow);
+  const steps = rows.filter((r) => r.type === 'step');
+  const evals = rows.filter((r) => r.type === 'eval');
+  return { steps, evals, accuracy: evals.at(-1)?.testAccuracy ?? NaN, trainSeconds: steps.at(-1)?.trainSeconds ?? NaN };
 }
