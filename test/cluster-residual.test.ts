@@ -155,6 +155,11 @@ test('shares that are not multiples of bnGroupSize: the PS warns once, and train
   } finally {
     await cluster.stop();
   }
+  // Workers leaving after the drain are no warning.
+  t.deepEqual(
+    messages.filter((m) => m.includes('dropped')),
+    [],
+  );
 });
 
 test('a worker passing its share in micro-batches of 32 (BN over each) ends 3 steps equal to one process with BN groups of 32', async (t) => {

@@ -66,6 +66,8 @@ export interface GradientInboxOptions {
 export class GradientInbox {
   private readonly workers = new Map<string, WorkerSession>();
   private arrival = deferred<void>();
+  /** Set by drain(): workers leaving from then on are expected to. */
+  private draining = false;
 
   constructor(private readonly opts: GradientInboxOptions) {}
 
@@ -181,6 +183,7 @@ export class GradientInbox {
 
   /** Tells every worker that training is over and ends its stream. */
   async drain(reason: string): Promise<void> {
+    this.draining = true;
     await Promise.all(
       [...this.workers.values()].map(async (w) => {
         try {
@@ -208,7 +211,9 @@ export class GradientInbox {
     w.closed = true;
     this.workers.delete(w.id);
     w.arrival?.resolve();
-    this.opts.logger.warn(`worker ${w.id} dropped: ${why}`);
+    // After the drain every worker is meant to go: that is no warning.
+    if (this.draining) this.opts.logger.debug(`worker ${w.id} left after the drain: ${why}`);
+    else this.opts.logger.warn(`worker ${w.id} dropped: ${why}`);
   }
 
   onTrainStream(call: ServerDuplexStream<TrainRequest, TrainResponse>): void {
