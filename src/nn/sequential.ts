@@ -4,7 +4,7 @@
  * made of other layers (a residual block) contributes its leaves, in its `sublayers` order.
  */
 import { numel, shapeString } from './tensor.js';
-import type { BackwardContext, ForwardContext, KfacLayerInfo, Layer, Param, Tensor } from './types.js';
+import { type BackwardContext, type ForwardContext, type KfacLayerInfo, type Layer, NO_INPUT_GRAD, type Param, type Tensor } from './types.js';
 
 /** Flat name → values map of parameters and/or buffers (e.g. "conv1.weight", "bn1.running_mean"). */
 export type StateDict = Record<string, Float32Array>;
@@ -33,11 +33,17 @@ export class Sequential {
   readonly inputShape: number[] | undefined;
   /** The layers inside blocks included: what K-FAC, parameters and state are read from. */
   readonly leaves: readonly Layer[];
+  /** Layer name (top-level or inside a block) → index of the top-level layer it is or is in. */
+  private readonly topIndex = new Map<string, number>();
 
   constructor(layers: Layer[], opts: { inputShape?: number[] } = {}) {
     this.layers = [...layers];
     this.inputShape = opts.inputShape === undefined ? undefined : [...opts.inputShape];
     this.leaves = leafLayers(layers);
+    layers.forEach((l, i) => {
+      this.topIndex.set(l.name, i);
+      for (const leaf of leafLayers([l])) this.topIndex.set(leaf.name, i);
+    });
     const layerNames = new Set<string>();
     for (const l of [...layers.filter((l) => l.sublayers !== undefined), ...this.leaves]) {
       if (layerNames.has(l.name)) throw new Error(`Sequential: duplicate layer name "${l.name}"`);
@@ -58,13 +64,22 @@ export class Sequential {
 
   /**
    * Back-propagates `dy` (gradient of the loss w.r.t. the output); returns the input gradient, or
-   * an empty tensor with `ctx.inputGrad` false (only the first layer may skip it).
+   * an empty tensor with `ctx.inputGrad` false (only the first layer may skip it). With `downTo` > 0
+   * it stops after top-level layer `downTo`, for a pass whose results below it are not needed (the
+   * 1mc pass when only later layers' G is due), and returns the empty tensor.
    */
-  async backward(dy: Tensor, ctx: BackwardContext): Promise<Tensor> {
+  async backward(dy: Tensor, ctx: BackwardContext, downTo = 0): Promise<Tensor> {
     const inner = ctx.inputGrad === false ? { ...ctx, inputGrad: true } : ctx;
     let g = dy;
-    for (let i = this.layers.length - 1; i >= 0; i--) g = await this.layers[i].backward(g, i === 0 ? ctx : inner);
-    return g;
+    for (let i = this.layers.length - 1; i >= downTo; i--) g = await this.layers[i].backward(g, i === 0 ? ctx : inner);
+    return downTo > 0 ? NO_INPUT_GRAD : g;
+  }
+
+  /** Index of the first top-level layer that is, or holds, one of the named layers (layers.length if none). */
+  firstLayerHolding(names: Iterable<string>): number {
+    let first = this.layers.length;
+    for (const name of names) first = Math.min(first, this.topIndex.get(name) ?? this.layers.length);
+    return first;
   }
 
   /** A layer by name: a top-level layer or a block, or a layer inside a block (e.g. "res1.conv1"). */

@@ -121,7 +121,9 @@ async function onePass(model: Sequential, backend: ComputeBackend, batch: LocalB
   if (sampled) {
     const labels = sampleLabels(loss.probs, (row) => new Rng((opts.mcSeed ^ Math.imul(opts.sampleOffset + row + 1, 0x9e3779b1)) >>> 0).next());
     const mc = softmaxCrossEntropy(logits, labels);
-    await model.backward(mc.grad, { backend, accumulateGrads: false, captureG: true, batchSize: n, inputGrad: false });
+    // Only as deep as the first layer whose G (or F) is due: below it the pass would yield nothing used.
+    const gLayers = [...opts.due].filter(([, kinds]) => kinds.includes('G') || kinds.includes('F')).map(([name]) => name);
+    await model.backward(mc.grad, { backend, accumulateGrads: false, captureG: true, batchSize: n, inputGrad: false }, model.firstLayerHolding(gLayers));
   }
 
   const grads = new Map<string, Float32Array>();

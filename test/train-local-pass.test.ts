@@ -1,7 +1,8 @@
 /**
- * Micro-batches (config microBatch): a local batch passed a few samples at a time and combined by
- * sample-weighted means gives the one pass's gradients, K-FAC statistics (A, G with 1mc labels, BN's
- * F), BN running averages, loss and correct count, when every micro-batch holds whole BN groups.
+ * A worker's local pass. Micro-batches (config microBatch): a local batch passed a few samples at a
+ * time and combined by sample-weighted means gives the one pass's gradients, K-FAC statistics (A, G
+ * with 1mc labels, BN's F), BN running averages, loss and correct count, when every micro-batch holds
+ * whole BN groups. The 1mc pass goes only as deep as the first layer whose G is due.
  */
 import test from 'ava';
 import { resolveTrainConfig } from '../src/config/schema.js';
@@ -123,4 +124,33 @@ test('a micro-batch that splits BN groups is refused, by the pass and by the con
   );
   t.throws(() => resolveTrainConfig({ batchSize: 64, bnGroupSize: 3, microBatch: 8 }), { message: /a micro-batch must hold whole BN groups/ });
   t.is(resolveTrainConfig({ batchSize: 64, bnGroupSize: 4, microBatch: 8 }).microBatch, 8);
+});
+
+test("the 1mc pass stops at the first layer whose G is due, and that G is the full pass's", async (t) => {
+  const { createReferenceBackend } = await import('./helpers/reference-backend.js');
+  const run = async (due: Map<string, ('A' | 'G' | 'F')[]>) => {
+    const m = model();
+    const first = m.layers[0]!;
+    let calls = 0;
+    const backward = first.backward.bind(first);
+    first.backward = (dy, ctx) => {
+      calls++;
+      return backward(dy, ctx);
+    };
+    const r = await localPass(m, createReferenceBackend(), batch(), { due, fisher: '1mc', mcSeed: 7, sampleOffset: 0 });
+    return { calls, stats: r.stats, grads: r.grads };
+  };
+  const names = model()
+    .kfacLayers()
+    .map((l) => l.name);
+  const last = names.at(-1)!;
+  const all = await run(allDue(model()));
+  const onlyLast = await run(new Map([[last, ['G']]]));
+  const firstToo = await run(new Map([[names[0]!, ['G']]]));
+  t.is(all.calls, 2, 'the true-label pass and the 1mc pass reach the first layer');
+  t.is(firstToo.calls, 2);
+  t.is(onlyLast.calls, 1, 'with only the last layer due, the 1mc pass stops above the first layer');
+  t.deepEqual([...onlyLast.stats.keys()], [`${last}/G`]);
+  t.deepEqual(onlyLast.stats.get(`${last}/G`), all.stats.get(`${last}/G`));
+  t.deepEqual(onlyLast.grads, all.grads);
 });
