@@ -30,9 +30,9 @@ test('a checkpoint round-trips float32 and float64 tensors and its header', (t) 
   t.deepEqual(Array.from(back.tensors.get('b')!), [Math.PI, 1e-300]);
 });
 
-test('a truncated or corrupted checkpoint is detected, and the previous good one is used', (t) => {
+test('a truncated or corrupted checkpoint is detected, and the previous good one is used', async (t) => {
   const dir = tmp();
-  for (const step of [10, 20, 30]) saveCheckpoint(dir, step, { header: { step }, tensors: new Map([['w', Float32Array.from([step])]]) }, 5);
+  for (const step of [10, 20, 30]) await saveCheckpoint(dir, step, { header: { step }, tensors: new Map([['w', Float32Array.from([step])]]) }, 5);
   t.deepEqual(listCheckpoints(dir), ['checkpoint-00000010.spngd', 'checkpoint-00000020.spngd', 'checkpoint-00000030.spngd']);
   const newest = join(dir, 'checkpoint-00000030.spngd');
   const second = join(dir, 'checkpoint-00000020.spngd');
@@ -53,9 +53,9 @@ test('a truncated or corrupted checkpoint is detected, and the previous good one
   });
 });
 
-test('only the newest `keep` checkpoints are kept', (t) => {
+test('only the newest `keep` checkpoints are kept', async (t) => {
   const dir = tmp();
-  for (const step of [1, 2, 3, 4]) saveCheckpoint(dir, step, { header: {}, tensors: new Map() }, 2);
+  for (const step of [1, 2, 3, 4]) await saveCheckpoint(dir, step, { header: {}, tensors: new Map() }, 2);
   t.deepEqual(listCheckpoints(dir), ['checkpoint-00000003.spngd', 'checkpoint-00000004.spngd']);
 });
 

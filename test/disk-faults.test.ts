@@ -38,10 +38,10 @@ test.after.always(() => rmSync(tmp, { recursive: true, force: true }));
 
 const contents = (v: number) => ({ header: { step: 1 }, tensors: new Map<string, Float32Array>([['model/w', new Float32Array([1, 2, v])]]) });
 
-test('a checkpoint of non-finite state is not written; resume skips one that is, saying so', (t) => {
+test('a checkpoint of non-finite state is not written; resume skips one that is, saying so', async (t) => {
   const dir = mkdtempSync(join(tmp, 'finite-'));
-  saveCheckpoint(dir, 10, contents(3));
-  const e = t.throws(() => saveCheckpoint(dir, 20, contents(Number.NaN)), { instanceOf: NonFiniteCheckpointError });
+  await saveCheckpoint(dir, 10, contents(3));
+  const e = await t.throwsAsync(saveCheckpoint(dir, 20, contents(Number.NaN)), { instanceOf: NonFiniteCheckpointError });
   t.regex(e!.message, /step 20 is not finite \(model\/w has 1 NaN or infinite value/);
   t.deepEqual(listCheckpoints(dir), [checkpointName(10)], 'nothing written, the good one kept');
   // One written by an older version, newer than the good one.

@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../util/atomic-file.js';
+import { writeFileAtomicAsync } from '../util/atomic-file.js';
 
 const MAGIC = Buffer.from('SPNGDCK1', 'ascii');
 
@@ -104,13 +104,14 @@ export class NonFiniteCheckpointError extends CheckpointError {
 /**
  * Writes a checkpoint for `step` into `dir` atomically and keeps the newest `keep` of them. Only
  * finite state is written: a tensor with a NaN or an infinity throws NonFiniteCheckpointError and
- * the directory is left as it was (the good checkpoints stay the newest).
+ * the directory is left as it was (the good checkpoints stay the newest). The contents are encoded
+ * before the first await, so the caller may change its state while the file is written.
  */
-export function saveCheckpoint<H>(dir: string, step: number, c: CheckpointContents<H>, keep = 3): string {
+export async function saveCheckpoint<H>(dir: string, step: number, c: CheckpointContents<H>, keep = 3): Promise<string> {
   const bad = firstNonFinite(c);
   if (bad) throw new NonFiniteCheckpointError(`the state of step ${step} is not finite (${bad.name} has ${bad.count} NaN or infinite value(s))`);
   const file = join(dir, checkpointName(step));
-  writeFileAtomic(file, encodeCheckpoint(c));
+  await writeFileAtomicAsync(file, encodeCheckpoint(c));
   const all = listCheckpoints(dir);
   for (const old of all.slice(0, Math.max(0, all.length - keep))) {
     try {

@@ -11,7 +11,7 @@ import type { Logger } from '../util/log.js';
 const PREFIX = 'checkpoint not written: ';
 
 /** Writes the checkpoint of `step`; returns its file, or undefined when it could not be written (said once in `log`, kept in `warnings`). */
-export function writeCheckpoint<H>(
+export async function writeCheckpoint<H>(
   dir: string,
   step: number,
   contents: () => CheckpointContents<H>,
@@ -19,12 +19,12 @@ export function writeCheckpoint<H>(
   log: Logger,
   warnings: Set<string>,
   successLevel: 'info' | 'debug' = 'info',
-): string | undefined {
+): Promise<string | undefined> {
   const clear = () => {
     for (const w of warnings) if (w.startsWith(PREFIX)) warnings.delete(w);
   };
   try {
-    const file = saveCheckpoint(dir, step, contents(), keep);
+    const file = await saveCheckpoint(dir, step, contents(), keep);
     clear();
     log[successLevel](`checkpoint ${file}`);
     return file;

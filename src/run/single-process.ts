@@ -78,7 +78,7 @@ export async function runSingleProcess(config: TrainConfig, opts: SingleRunOptio
         checkpoint: async (step, runProgress) => {
           if (!output) return;
           // A full disk or a read-only --out: one line, training goes on, the next checkpoint tries again.
-          writeCheckpoint(
+          await writeCheckpoint(
             output.dir,
             step,
             () => stateToCheckpoint(trainer.snapshot(step, { ...runProgress })),

@@ -3,6 +3,7 @@
  * saying in one line why a write failed.
  */
 import { closeSync, fsyncSync, openSync, readdirSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /** A file of the run directory that could not be written (disk full, read-only, ...): one line. */
@@ -59,6 +60,27 @@ export function writeFileAtomic(file: string, data: string | Uint8Array): void {
       closeSync(fd);
     }
     renameSync(tmp, file);
+  } catch (err) {
+    removeQuietly(tmp);
+    throw writeError(file, err);
+  }
+}
+
+/**
+ * writeFileAtomic off the event loop (the writes and the fsync run on libuv's threads), for large
+ * files written while an actor must keep answering: a checkpoint.
+ */
+export async function writeFileAtomicAsync(file: string, data: Uint8Array): Promise<void> {
+  const tmp = `${file}.tmp-${process.pid}`;
+  try {
+    const handle = await open(tmp, 'w');
+    try {
+      await handle.writeFile(data);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(tmp, file);
   } catch (err) {
     removeQuietly(tmp);
     throw writeError(file, err);
