@@ -211,10 +211,11 @@ function report(all: Outcome[], o: ReportOptions): void {
     for (const t of o.targets) verdicts.push(verdict(o.epochs(batch), batch, t, spngd, sgd));
     const dirs = runs.flatMap((r) => (r.dir ? [r.dir] : []));
     if (o.plotsDir !== undefined && dirs.length > 0) {
-      const page = writeCompareReport(dirs, join(o.plotsDir, `compare-b${batch}.html`), String(Math.min(...o.targets)));
+      // The comparison page needs two runs; a run of its own (one of --jobs) gets only the SVG.
+      const page = dirs.length > 1 ? writeCompareReport(dirs, join(o.plotsDir, `compare-b${batch}.html`), String(Math.min(...o.targets))) : undefined;
       const title = `${o.model}, batch ${batch}, ${Number(o.epochs(batch).toFixed(1))} epochs: test accuracy`;
       const svg = writeAccuracyChart(dirs, join(o.plotsDir, `accuracy-b${batch}.svg`), title);
-      process.stderr.write(`  batch ${batch}: accuracy against steps and time of every run in ${page}, against steps in ${svg}\n`);
+      process.stderr.write(`  batch ${batch}: test accuracy against steps in ${svg}${page ? `, against steps and time in ${page}` : ''}\n`);
     }
   }
   console.log(`\nconvergence: ${o.title}`);

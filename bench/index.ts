@@ -7,6 +7,7 @@ import { type BackendChoice, backendChoices, type ComputeBackend } from '../src/
 import { selectBackend } from '../workers/kernels/select.js';
 import { clusterBench } from './cluster.js';
 import { convergenceBench, convergenceFromRuns } from './convergence.js';
+import { convergenceJobs } from './convergence-jobs.js';
 import { kernelsBench } from './kernels.js';
 import { overheadBench } from './overhead.js';
 import { defaultCalibrationFile, defaultRuns, parseRunSpec, scaleBench } from './scale.js';
@@ -17,6 +18,12 @@ import { transportBench } from './transport.js';
 const program = new Command('bench').description('spngd benchmarks');
 
 const backendOption = () => new Option('--backend <name>').choices(backendChoices).default('auto');
+
+/** Ends the bench with a usage error. */
+function fail(message: string): never {
+  program.error(message);
+  throw new Error(message);
+}
 
 /** Runs a benchmark on the chosen backend and releases it afterwards. */
 async function withBackend(choice: BackendChoice, run: (backend: ComputeBackend) => Promise<void>): Promise<void> {
@@ -93,6 +100,7 @@ program
   .option('--eval-every <n>', 'steps between evaluations', '5')
   .option('--data <dir>', 'data directory')
   .option('--keep-runs <dir>', 'keep every run folder here, with compare-b<batch>.html plotting them per batch size')
+  .option('--jobs <n>', 'runs side by side, each a process with one OpenBLAS thread (needs --keep-runs)', '1')
   .option('--from-runs <dir>', 'train nothing: the table, verdicts and plots of the run folders kept in DIR (e.g. by runs made side by side)')
   .addOption(new Option('--via <how>', 'one process, or the local cluster of processes').choices(['single', 'cluster']).default('single'))
   .addOption(backendOption())
@@ -100,6 +108,7 @@ program
     async (o: {
       keepRuns?: string;
       fromRuns?: string;
+      jobs: string;
       model: string;
       config?: string;
       batchSizes: string;
@@ -115,23 +124,34 @@ program
     }) =>
       o.fromRuns !== undefined
         ? convergenceFromRuns(o.fromRuns, o.targets.split(',').map(Number))
-        : withBackend(o.backend, (backend) =>
-            convergenceBench({
-              backend,
-              via: o.via,
-              model: o.model,
-              ...(o.config ? { baseConfig: o.config } : {}),
-              batchSizes: o.batchSizes.split(',').map(Number),
-              targets: o.targets.split(',').map(Number),
-              sgdLrs: o.sgdLrs === 'none' ? [] : o.sgdLrs.split(',').map(Number),
-              spngdLrs: o.spngdLrs === 'none' ? 'none' : o.spngdLrs ? o.spngdLrs.split(',').map(Number) : [],
-              dense: o.dense,
-              epochs: Number(o.epochs),
-              evalEvery: Number(o.evalEvery),
-              ...(o.data ? { dataDir: o.data } : {}),
-              ...(o.keepRuns ? { keepRuns: o.keepRuns } : {}),
-            }),
-          ),
+        : Number(o.jobs) > 1
+          ? convergenceJobs(
+              o,
+              {
+                batchSizes: o.batchSizes.split(','),
+                spngdLrs: o.spngdLrs === 'none' ? [] : o.spngdLrs ? o.spngdLrs.split(',') : ['config'],
+                sgdLrs: o.sgdLrs === 'none' ? [] : o.sgdLrs.split(','),
+              },
+              Number(o.jobs),
+              o.keepRuns ?? fail('--jobs needs --keep-runs DIR: the runs are read back from their folders'),
+            )
+          : withBackend(o.backend, (backend) =>
+              convergenceBench({
+                backend,
+                via: o.via,
+                model: o.model,
+                ...(o.config ? { baseConfig: o.config } : {}),
+                batchSizes: o.batchSizes.split(',').map(Number),
+                targets: o.targets.split(',').map(Number),
+                sgdLrs: o.sgdLrs === 'none' ? [] : o.sgdLrs.split(',').map(Number),
+                spngdLrs: o.spngdLrs === 'none' ? 'none' : o.spngdLrs ? o.spngdLrs.split(',').map(Number) : [],
+                dense: o.dense,
+                epochs: Number(o.epochs),
+                evalEvery: Number(o.evalEvery),
+                ...(o.data ? { dataDir: o.data } : {}),
+                ...(o.keepRuns ? { keepRuns: o.keepRuns } : {}),
+              }),
+            ),
   );
 
 program
