@@ -253,7 +253,7 @@ export function addActorCommands(program: Command): void {
   memberCommand(program, 'owner', 'run a factor owner: reduces statistics, inverts factors, publishes preconditioners', 'address workers send statistics to')
     .option('--capacity <x>', 'relative speed for load balancing', positiveNumber('--capacity'), 1)
     .action(async (o: MemberFlags & { capacity: number }) => {
-      const { logger, backend, backendEvent, options } = await startMember('owner', o);
+      const { logger, backendEvent, options } = await startMember('owner', o);
       const owner = new FactorOwner({ ...options, ps: o.ps, capacity: o.capacity });
       onSignals(logger, () => owner.leave('shutdown'));
       await owner.start();
