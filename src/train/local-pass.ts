@@ -82,12 +82,8 @@ export async function localPass(model: Sequential, backend: ComputeBackend, batc
     );
     parts.push({ weight: hi - lo, result, buffers: new Map(model.buffers().map((b) => [b.name, new Float32Array(b.value.data)])) });
   }
-  for (const [name, v] of weightedMean(parts.map((p) => ({ weight: p.weight, values: p.buffers })))) {
-    model
-      .buffers()
-      .find((b) => b.name === name)!
-      .value.data.set(v);
-  }
+  const live = new Map(model.buffers().map((b) => [b.name, b.value.data]));
+  for (const [name, v] of weightedMean(parts.map((p) => ({ weight: p.weight, values: p.buffers })))) live.get(name)!.set(v);
   const sum = (f: (r: LocalResult) => number) => parts.reduce((s, p) => s + f(p.result), 0);
   const statisticsByKind: Record<StatKind, number> = { A: 0, G: 0, F: 0 };
   for (const p of parts) for (const k of ['A', 'G', 'F'] as const) statisticsByKind[k] += p.result.phases.statisticsByKind[k];
