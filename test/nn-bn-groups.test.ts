@@ -9,13 +9,12 @@ import type { ComputeBackend } from '../src/compute/backend.js';
 import { resolveTrainConfig } from '../src/config/schema.js';
 import { BatchNorm2d } from '../src/nn/batchnorm2d.js';
 import { softmaxCrossEntropy } from '../src/nn/loss.js';
-import { buildModel, ModelBuilder } from '../src/nn/models.js';
 import type { Sequential } from '../src/nn/sequential.js';
 import type { Tensor } from '../src/nn/types.js';
 import { bnGroupMismatch } from '../src/train/bn-groups.js';
 import { Rng } from '../src/util/rng.js';
 import { testBackends } from './helpers/backends.js';
-import { type Act, assertClose, crossEntropy64, fdGrad, forward64, type Params64, randArray } from './helpers/float64-model.js';
+import { type Act, assertClose, crossEntropy64, fdGrad, forward64, type Params64, randArray, smallResnet } from './helpers/float64-model.js';
 import { createReferenceBackend } from './helpers/reference-backend.js';
 
 const MOMENTUM = 0.1;
@@ -165,27 +164,12 @@ const N = 5;
 const CLASSES = 3;
 const LABELS = [2, 0, 1, 1, 0];
 
-function smallResnet(seed: number): Sequential {
-  const spec = new ModelBuilder([2, 6, 6])
-    .conv(3, 3, { pad: 1 })
-    .bn()
-    .relu()
-    .residual((p) => p.conv(4, 3, { stride: 2, pad: 1 }).bn().relu().conv(4, 3, { pad: 1 }).bn(), {
-      shortcut: (p) => p.conv(4, 1, { stride: 2 }).bn(),
-    })
-    .globalAvgPool()
-    .linear(CLASSES)
-    .spec();
-  const model = buildModel(spec, 1);
-  const rng = new Rng(seed);
-  for (const p of model.params()) p.value.data.set(randArray(rng, p.value.data.length, 0.7));
-  return model;
-}
+const resnet = (seed: number): Sequential => smallResnet(seed, CLASSES);
 
 test('residual model with BN groups of 2 (2, 2, 1) + CE: input and every parameter gradient match float64 finite differences', async (t) => {
   const backend = createReferenceBackend();
   const g = 2;
-  const model = smallResnet(4);
+  const model = resnet(4);
   const x: Tensor = { shape: [N, 2, 6, 6], data: randArray(new Rng(9), N * 72) };
   const logits = await model.forward(x, { backend, training: true, captureA: false, bnGroupSize: g });
   const ce = softmaxCrossEntropy(logits, LABELS);

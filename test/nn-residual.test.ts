@@ -21,6 +21,7 @@ import {
   forward64,
   type Params64,
   randArray,
+  smallResnet,
   type Taps,
 } from './helpers/float64-model.js';
 import { createReferenceBackend } from './helpers/reference-backend.js';
@@ -34,23 +35,7 @@ const CLASSES = 3;
 const LABELS = [2, 0, 1];
 
 /** A stem, a block with a strided projection shortcut, a block with the identity, GAP and a linear head. */
-function smallResnet(seed: number): Sequential {
-  const spec = new ModelBuilder([2, 6, 6])
-    .conv(3, 3, { pad: 1 })
-    .bn()
-    .relu()
-    .residual((p) => p.conv(4, 3, { stride: 2, pad: 1 }).bn().relu().conv(4, 3, { pad: 1 }).bn(), {
-      shortcut: (p) => p.conv(4, 1, { stride: 2 }).bn(),
-    })
-    .residual((p) => p.conv(4, 3, { pad: 1 }).bn().relu().conv(4, 3, { pad: 1 }).bn())
-    .globalAvgPool()
-    .linear(CLASSES)
-    .spec();
-  const model = buildModel(spec, 1);
-  const rng = new Rng(seed);
-  for (const p of model.params()) p.value.data.set(randArray(rng, p.value.data.length, 0.7));
-  return model;
-}
+const resnet = (seed: number): Sequential => smallResnet(seed, CLASSES, { identityBlock: true });
 
 function input(seed: number): Tensor {
   return { shape: [N, 2, 6, 6], data: randArray(new Rng(seed), N * 72) };
@@ -65,7 +50,7 @@ function loss64(model: Sequential, x: Act, p: Params64, taps: Taps = {}): number
 }
 
 test('residual model: parameter names and K-FAC layers in a fixed order, blocks flattened', (t) => {
-  const model = smallResnet(1);
+  const model = resnet(1);
   t.deepEqual(
     model.layers.map((l) => l.name),
     ['conv1', 'bn1', 'relu1', 'res1', 'res2', 'gap1', 'fc1'],
@@ -102,7 +87,7 @@ test('residual model: parameter names and K-FAC layers in a fixed order, blocks 
 });
 
 test('residual model + CE: loss, input gradient and every parameter gradient match float64 finite differences', async (t) => {
-  const model = smallResnet(2);
+  const model = resnet(2);
   const x = input(3);
   const logits = await model.forward(x, fwd());
   const ce = softmaxCrossEntropy(logits, LABELS);
@@ -124,7 +109,7 @@ function secondMoment(x: ArrayLike<number>, rows: number, cols: number, scale: n
 }
 
 test('K-FAC statistics of every layer inside the blocks equal their definitions from per-sample quantities', async (t) => {
-  const model = smallResnet(4);
+  const model = resnet(4);
   const x = input(5);
   const logits = await model.forward(x, fwd(true));
   await model.backward(softmaxCrossEntropy(logits, LABELS).grad, bwd(N, true));

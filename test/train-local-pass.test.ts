@@ -6,32 +6,20 @@
  */
 import test from 'ava';
 import { resolveTrainConfig } from '../src/config/schema.js';
-import { buildModel, ModelBuilder } from '../src/nn/models.js';
 import type { Sequential } from '../src/nn/sequential.js';
 import { CurvatureSet } from '../src/train/curvature-set.js';
 import { type LocalResult, localPass } from '../src/train/local-pass.js';
 import { Rng } from '../src/util/rng.js';
 import { relativeError, testBackends } from './helpers/backends.js';
-import { randArray } from './helpers/float64-model.js';
+import { randArray, smallResnet } from './helpers/float64-model.js';
 
 const CLASSES = 5;
 const SAMPLES = 11;
 
-/** A small residual model with BN (the same weights and running averages for every call). */
+/** A small residual model with BN, its running averages drawn too (the same for every call). */
 function model(): Sequential {
-  const spec = new ModelBuilder([2, 6, 6])
-    .conv(3, 3, { pad: 1 })
-    .bn()
-    .relu()
-    .residual((p) => p.conv(4, 3, { stride: 2, pad: 1 }).bn().relu().conv(4, 3, { pad: 1 }).bn(), {
-      shortcut: (p) => p.conv(4, 1, { stride: 2 }).bn(),
-    })
-    .globalAvgPool()
-    .linear(CLASSES)
-    .spec();
-  const m = buildModel(spec, 1);
-  const rng = new Rng(3);
-  for (const p of m.params()) p.value.data.set(randArray(rng, p.value.data.length, 0.7));
+  const m = smallResnet(3, CLASSES);
+  const rng = new Rng(5);
   for (const b of m.buffers()) b.value.data.set(randArray(rng, b.value.data.length, 0.3).map((v) => (b.name.endsWith('var') ? 1 + Math.abs(v) : v)));
   return m;
 }

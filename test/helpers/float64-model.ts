@@ -13,7 +13,9 @@ import { Conv2d } from '../../src/nn/conv2d.js';
 import { Linear } from '../../src/nn/linear.js';
 import { Residual } from '../../src/nn/residual.js';
 import type { Layer } from '../../src/nn/types.js';
-import type { Rng } from '../../src/util/rng.js';
+import { buildModel, ModelBuilder } from '../../src/nn/models.js';
+import type { Sequential } from '../../src/nn/sequential.js';
+import { Rng } from '../../src/util/rng.js';
 
 export interface Act {
   data: Float64Array;
@@ -241,4 +243,24 @@ export function explicitPatches(
         a[r * cols + col] = 1;
       }
   return { rows: n * oh * ow, cols, a };
+}
+
+/**
+ * A small residual model on 2×6×6 inputs: a conv-BN-ReLU stem, a block with a strided projection
+ * shortcut (and with `identityBlock` one with the identity), GAP and a linear head of `classes`;
+ * parameters drawn from `seed` (scale 0.7).
+ */
+export function smallResnet(seed: number, classes: number, opts: { identityBlock?: boolean } = {}): Sequential {
+  let builder = new ModelBuilder([2, 6, 6])
+    .conv(3, 3, { pad: 1 })
+    .bn()
+    .relu()
+    .residual((p) => p.conv(4, 3, { stride: 2, pad: 1 }).bn().relu().conv(4, 3, { pad: 1 }).bn(), {
+      shortcut: (p) => p.conv(4, 1, { stride: 2 }).bn(),
+    });
+  if (opts.identityBlock) builder = builder.residual((p) => p.conv(4, 3, { pad: 1 }).bn().relu().conv(4, 3, { pad: 1 }).bn());
+  const model = buildModel(builder.globalAvgPool().linear(classes).spec(), 1);
+  const rng = new Rng(seed);
+  for (const p of model.params()) p.value.data.set(randArray(rng, p.value.data.length, 0.7));
+  return model;
 }
