@@ -1,4 +1,4 @@
-/** Every example config in docs/examples loads and validates, so the documented commands run. */
+/** Every example config in docs/examples and every base config in bench/ loads and validates, so the documented commands run. */
 import test from 'ava';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -16,5 +16,14 @@ for (const f of files) {
   test(`docs/examples/${f} is a valid training config`, (t) => {
     const config = loadTrainConfig(join(dir, f));
     t.true(config.steps > 0 && config.batchSize > 0);
+  });
+}
+
+// The study's base configs (bench/*.yaml) are laid under every run of `bench convergence --config`.
+const benchDir = fileURLToPath(new URL('../bench', import.meta.url));
+for (const f of readdirSync(benchDir).filter((f) => f.endsWith('.yaml'))) {
+  test(`bench/${f} is a valid base config`, (t) => {
+    const config = loadTrainConfig(join(benchDir, f), { model: 'resnet8', batchSize: 4096 });
+    t.is(config.optimizer.schedule.warmupEpochs, 1);
   });
 }
